@@ -1,0 +1,12 @@
+import type { Command } from './command.js'
+
+// Placeholder until its issue lands: it says so and fails, it never pretends.
+export const command: Command = {
+  name: 'head',
+  summary: '',
+  usage: 'boot-agent head: not implemented yet',
+  run: async () => {
+    process.stderr.write('boot-agent head: not implemented yet\n')
+    return 1
+  },
+}

@@ -1,0 +1,78 @@
+/**
+ * `boot-agent` command dispatch. Commands are loaded on demand so that the
+ * boot stage does not pay for the head node's or the daemon's code at start.
+ */
+import { BootAgentError, messageOf } from '../errors.js'
+import { createLogger } from '../log.js'
+import { type Command, type CommandContext, EXIT_USAGE } from './command.js'
+
+/** name → [summary, loader]. Summaries live here so `--help` loads nothing. */
+const COMMANDS: Record<string, [string, () => Promise<Command>]> = {
+  boot: ['run the initramfs boot stage: partitions, verified image, root', async () => (await import('./boot.js')).command],
+  fetch: ['fetch an image by manifest URL into a cache, verified', async () => (await import('./fetch.js')).command],
+  verify: ['re-verify every object in a cache', async () => (await import('./verify.js')).command],
+  cache: ['list or garbage-collect a cache (ls, gc)', async () => (await import('./cache.js')).command],
+  manifest: ['write a chunked manifest for an image file', async () => (await import('./manifest.js')).command],
+  keygen: ['make an ed25519 key pair for signing manifests', async () => (await import('./keygen.js')).command],
+  publish: ['publish an image into a head-node store under a name', async () => (await import('./publish.js')).command],
+  head: ['run the reference head node', async () => (await import('./head.js')).command],
+  daemon: ['run the node daemon (kernel-log watcher, reports, status)', async () => (await import('./daemon.js')).command],
+  status: ['print this node\'s boot-agent state', async () => (await import('./status.js')).command],
+  demo: ['run the local demo: loop disks, head node, two disked boots', async () => (await import('./demo.js')).command],
+}
+
+export const helpText = (): string => {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length))
+  return [
+    'usage: boot-agent COMMAND [options]',
+    '',
+    'Boots HPC compute nodes from a local, verified, content-addressed image cache.',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([name, [summary]]) => `  ${name.padEnd(width)}  ${summary}`),
+    '',
+    'Run `boot-agent COMMAND --help` for a command\'s options.',
+    'Logs are JSON lines on standard error (BOOT_AGENT_LOG_LEVEL=debug for more).',
+  ].join('\n')
+}
+
+export const main = async (argv: string[]): Promise<number> => {
+  const [name, ...rest] = argv
+  const out = (line: string): void => {
+    process.stdout.write(line + '\n')
+  }
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    out(helpText())
+    return name === undefined ? EXIT_USAGE : 0
+  }
+  if (name === '--version') {
+    out(process.env.BOOT_AGENT_VERSION ?? '0.1.0')
+    return 0
+  }
+  const entry = COMMANDS[name]
+  if (!entry) {
+    process.stderr.write(`boot-agent: unknown command ${JSON.stringify(name)}\n\n${helpText()}\n`)
+    return EXIT_USAGE
+  }
+  const command = await entry[1]()
+  if (rest.includes('--help') || rest.includes('-h')) {
+    out(command.usage)
+    return 0
+  }
+  const ac = new AbortController()
+  const onSignal = (sig: NodeJS.Signals): void => ac.abort(new BootAgentError('EABORT', `interrupted by ${sig}`))
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  const ctx: CommandContext = { log: createLogger(), out, signal: ac.signal }
+  try {
+    return await command.run(rest, ctx)
+  } catch (e) {
+    const code = e instanceof BootAgentError ? e.code : 'EUNEXPECTED'
+    ctx.log.error({ err: e, code }, messageOf(e))
+    process.stderr.write(`boot-agent ${name}: ${messageOf(e)}\n`)
+    return code === 'ECONFIG' ? EXIT_USAGE : 1
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}

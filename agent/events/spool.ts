@@ -1,0 +1,161 @@
+/**
+ * A durable, bounded spool of events waiting to go upstream (SPEC §8).
+ *
+ * One file per event, written temp → fsync → rename → fsync(dir), so an event
+ * is either fully spooled or absent after a crash at any instant. File names
+ * sort by spool time, so delivery keeps order. When the spool holds more than
+ * `maxEvents`, the oldest are dropped and the drop is counted in `lost.json`;
+ * the sender turns that count into a `lost` event, so nothing goes silently.
+ *
+ * The spool lives on the cache partition in the initramfs and moves to
+ * /var/lib/boot-agent (or stays on the cache) after boot; the daemon drains it.
+ */
+import { open, readdir, readFile, rename, rm, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type AgentEvent, isEventKind } from './event.js'
+import { isErrno } from '../errors.js'
+
+export const DEFAULT_SPOOL_MAX_EVENTS = 10_000
+const EVENT_FILE = /^(\d{16})-(\d{6})-([0-9a-f-]{36})\.json$/
+const LOST_FILE = 'lost.json'
+
+export interface SpoolOptions {
+  /** Most events kept; beyond it the oldest are dropped and counted. */
+  maxEvents?: number
+}
+
+export interface SpooledEvent {
+  file: string
+  event: AgentEvent
+}
+
+let seq = 0
+
+const fsyncPath = async (path: string): Promise<void> => {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Writes `data` to `path` atomically and durably (temp, fsync, rename, fsync dir). */
+export const writeFileDurable = async (dir: string, name: string, data: string | Uint8Array): Promise<void> => {
+  const tmp = join(dir, `.${name}.${process.pid}.${Date.now()}.tmp`)
+  const fh = await open(tmp, 'wx', 0o600)
+  try {
+    await fh.writeFile(data)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await rename(tmp, join(dir, name))
+  await fsyncPath(dir)
+}
+
+/** Parses a spooled file; anything not an event is `undefined` (and reported by the caller). */
+export const parseSpooledEvent = (text: string): AgentEvent | undefined => {
+  let v: unknown
+  try {
+    v = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  if (typeof v !== 'object' || v === null) return undefined
+  const o = v as Record<string, unknown>
+  if (typeof o.id !== 'string' || !isEventKind(o.kind) || typeof o.node !== 'string' || typeof o.time !== 'string') return undefined
+  if (typeof o.data !== 'object' || o.data === null) return undefined
+  return o as unknown as AgentEvent
+}
+
+export class Spool {
+  readonly dir: string
+  readonly maxEvents: number
+
+  constructor(dir: string, opts: SpoolOptions = {}) {
+    this.dir = dir
+    this.maxEvents = opts.maxEvents ?? DEFAULT_SPOOL_MAX_EVENTS
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+  }
+
+  /** Spools events durably; returns once they are on disk. Enforces the bound. */
+  async append(...events: AgentEvent[]): Promise<void> {
+    await this.init()
+    for (const event of events) {
+      const stamp = String(Date.now() * 1000).padStart(16, '0')
+      const n = String(seq++ % 1_000_000).padStart(6, '0')
+      await writeFileDurable(this.dir, `${stamp}-${n}-${event.id}.json`, JSON.stringify(event))
+    }
+    await this.enforceBound()
+  }
+
+  /** Spooled event file names, oldest first. */
+  async files(): Promise<string[]> {
+    try {
+      return (await readdir(this.dir)).filter((f) => EVENT_FILE.test(f)).sort()
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) return []
+      throw e
+    }
+  }
+
+  /**
+   * Up to `limit` events, oldest first. Unreadable or malformed files are
+   * removed and counted as lost (they can never be delivered).
+   */
+  async peek(limit: number): Promise<SpooledEvent[]> {
+    const out: SpooledEvent[] = []
+    for (const file of (await this.files()).slice(0, limit)) {
+      const text = await readFile(join(this.dir, file), 'utf8').catch(() => '')
+      const event = parseSpooledEvent(text)
+      if (!event) {
+        await this.remove([file])
+        await this.addLost(1)
+        continue
+      }
+      out.push({ file, event })
+    }
+    return out
+  }
+
+  /** Removes delivered events. */
+  async remove(files: readonly string[]): Promise<void> {
+    for (const f of files) await rm(join(this.dir, f), { force: true })
+    if (files.length) await fsyncPath(this.dir)
+  }
+
+  /** Events dropped so far and not yet reported. */
+  async lostCount(): Promise<number> {
+    try {
+      const v: unknown = JSON.parse(await readFile(join(this.dir, LOST_FILE), 'utf8'))
+      const n = typeof v === 'object' && v !== null ? (v as { count?: unknown }).count : undefined
+      return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : 0
+    } catch {
+      return 0
+    }
+  }
+
+  async addLost(n: number): Promise<void> {
+    if (n <= 0) return
+    await this.init()
+    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: (await this.lostCount()) + n }))
+  }
+
+  /** Clears the lost count after a `lost` event carrying it has been spooled or sent. */
+  async resetLost(by: number): Promise<void> {
+    const left = Math.max(0, (await this.lostCount()) - by)
+    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: left }))
+  }
+
+  private async enforceBound(): Promise<void> {
+    const files = await this.files()
+    const excess = files.length - this.maxEvents
+    if (excess <= 0) return
+    await this.remove(files.slice(0, excess))
+    await this.addLost(excess)
+  }
+}

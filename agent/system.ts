@@ -1,0 +1,42 @@
+/**
+ * Every absolute system path and external command name the agent uses, in one
+ * place (after coreos/ignition's `internal/distro`), so tests can point them
+ * elsewhere and a packager can see at a glance what the agent touches.
+ *
+ * Each value can be overridden by an environment variable named after it
+ * (`BOOT_AGENT_<NAME>`), which is how tests and the demo relocate state.
+ */
+
+const env = (name: string, fallback: string): string => process.env[`BOOT_AGENT_${name}`] ?? fallback
+
+export const system = {
+  /** Kernel command line, read last (wins), as dracut does. */
+  procCmdline: env('PROC_CMDLINE', '/proc/cmdline'),
+  /** dracut's extra command-line sources, read before /proc/cmdline. */
+  etcCmdline: env('ETC_CMDLINE', '/etc/cmdline'),
+  etcCmdlineDir: env('ETC_CMDLINE_DIR', '/etc/cmdline.d'),
+  /** Survives switch_root (a tmpfs that systemd moves into the real root). */
+  runDir: env('RUN_DIR', '/run/boot-agent'),
+  /** Daemon state on the real root (kmsg position, spool when no cache). */
+  stateDir: env('STATE_DIR', '/var/lib/boot-agent'),
+  /** Where dracut expects the new root. */
+  sysroot: env('SYSROOT', '/sysroot'),
+  /** Mount point of the cache partition inside the initramfs. */
+  cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
+  devKmsg: env('DEV_KMSG', '/dev/kmsg'),
+  sysBlock: env('SYS_BLOCK', '/sys/block'),
+  dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
+  sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
+} as const
+
+export const commands = {
+  mount: env('CMD_MOUNT', 'mount'),
+  umount: env('CMD_UMOUNT', 'umount'),
+  blkid: env('CMD_BLKID', 'blkid'),
+  losetup: env('CMD_LOSETUP', 'losetup'),
+  unsquashfs: env('CMD_UNSQUASHFS', 'unsquashfs'),
+  mksquashfs: env('CMD_MKSQUASHFS', 'mksquashfs'),
+  mkfsExt4: env('CMD_MKFS_EXT4', 'mkfs.ext4'),
+  lsblk: env('CMD_LSBLK', 'lsblk'),
+  reboot: env('CMD_REBOOT', 'reboot'),
+} as const

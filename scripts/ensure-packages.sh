@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the demo and the tests use, when any is missing.
+# usage: scripts/ensure-packages.sh [--vm]   (--vm adds what the QEMU boot tests need)
+# We run as root on Debian (the README contract); apt is only called when needed.
+set -euo pipefail
+
+pkgs=(
+  nginx-light      # the image origin in tests (Range, access log)
+  squashfs-tools   # mksquashfs / unsquashfs
+  xxhash           # xxhsum, the benchmark baseline for fast re-verify
+  casync           # the delta benchmark's reference
+  e2fsprogs        # mkfs.ext4, e2label, debugfs
+  xfsprogs         # mkfs.xfs (xfs partitions)
+  util-linux       # mount, losetup, blkid, lsblk
+  fdisk            # sfdisk, partx (partitioned disk images)
+  dmidecode        # systeminformation's DMI source
+  kmod             # modprobe
+  curl             # benchmark baseline
+  openssl          # benchmark baseline
+)
+if [ "${1:-}" = "--vm" ]; then
+  pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static
+         cpio udev lz4 xz-utils zstd binutils isc-dhcp-client iproute2)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "ensure-packages: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+  exit 1
+fi
+echo "ensure-packages: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

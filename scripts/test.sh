@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite (README command 2; .ci/run calls exactly `npm test`).
+# Installs what it needs, type-checks, bundles, runs every tap test (root / loop /
+# QEMU tests included; under CI=true a missing capability fails instead of skipping),
+# and ends with the plain line `N passed, N failed`.
+# usage: npm test [-- --no-vm] [-- test/some.test.ts ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+vm=1
+files=()
+for a in "$@"; do
+  case "$a" in
+    --no-vm) vm=0 ;;
+    *) files+=("$a") ;;
+  esac
+done
+
+bash scripts/ensure-packages.sh $([ $vm = 1 ] && echo --vm)
+bash scripts/ensure-node-modules.sh
+npx tsc --noEmit -p .
+node scripts/bundle.mjs
+
+export BOOT_AGENT_TEST_VM=$vm
+exec node scripts/run-tests.mjs "${files[@]}"

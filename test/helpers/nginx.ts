@@ -1,0 +1,130 @@
+/**
+ * A real nginx (Debian's nginx-light) serving a directory on a loopback port,
+ * with `Range` support (nginx's default for static files) and an access log
+ * that records what each request was sent, so tests can count image bytes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export interface AccessRecord {
+  method: string
+  path: string
+  status: number
+  /** Body bytes sent. */
+  bytes: number
+  /** The request's Range header, or '' when none. */
+  range: string
+}
+
+export interface Nginx {
+  url: string
+  port: number
+  root: string
+  /** Parsed access log so far (nginx writes each line when a request ends). */
+  access(): Promise<AccessRecord[]>
+  /** Forgets the access log so far. */
+  clearAccess(): Promise<void>
+  stop(): Promise<void>
+}
+
+export const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const s = createServer()
+    s.unref()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address()
+      const port = typeof addr === 'object' && addr ? addr.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+
+const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
+  const until = Date.now() + deadlineMs
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode} at start`)
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) })
+      await res.arrayBuffer()
+      return
+    } catch {
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  throw new Error(`nginx did not listen on ${port} within ${deadlineMs} ms`)
+}
+
+const NGINX = ['/usr/sbin/nginx', 'nginx']
+
+/** Starts nginx serving `root`. Always pair with `stop()` (e.g. in t.teardown). */
+export const startNginx = async (root: string): Promise<Nginx> => {
+  const prefix = await mkdtemp(join(tmpdir(), 'ba-nginx-'))
+  await mkdir(join(prefix, 'logs'), { recursive: true })
+  const port = await freePort()
+  const accessLog = join(prefix, 'logs', 'access.log')
+  const conf = `
+worker_processes 1;
+daemon off;
+master_process on;
+user root;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  default_type application/octet-stream;
+  sendfile on;
+  keepalive_requests 100000;
+  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range';
+  access_log ${accessLog} ba;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+    location / { autoindex off; }
+  }
+}
+`
+  await writeFile(join(prefix, 'nginx.conf'), conf)
+  const bin = NGINX.find((b) => b.startsWith('/')) ?? 'nginx'
+  const child = spawn(bin, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  try {
+    await waitForPort(port, child)
+  } catch (e) {
+    child.kill('SIGKILL')
+    throw new Error(`${(e as Error).message}: ${stderr}`)
+  }
+  const parse = (text: string): AccessRecord[] =>
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [method = '', path = '', status = '0', bytes = '0', range = ''] = line.split('\t')
+        return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range }
+      })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    root,
+    access: async () => parse(await readFile(accessLog, 'utf8').catch(() => '')),
+    clearAccess: async () => writeFile(accessLog, ''),
+    stop: async () => {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r))
+        child.kill('SIGQUIT')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
+        await exited
+        clearTimeout(timer)
+      }
+      await rm(prefix, { recursive: true, force: true })
+    },
+  }
+}
