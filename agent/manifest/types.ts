@@ -1,0 +1,55 @@
+/**
+ * The image manifest (SPEC §4), as the rest of the agent sees it after
+ * parsing and validation. The wire format (JSON, `schema: 1`) is documented in
+ * docs/manifest.md; agent/manifest/schema.ts turns `unknown` into this type.
+ *
+ * An image's identity is (`size`, `sha256`). The cache key is the sha256,
+ * never the name.
+ */
+
+/** Content-defined chunking parameters; part of the format so every publisher cuts identically. */
+export interface ChunkingParams {
+  /** Algorithm id, e.g. `fastcdc-gear-v1` (the gear table is derived from it). */
+  algorithm: string
+  minSize: number
+  avgSize: number
+  maxSize: number
+}
+
+/** One byte range of the image file, pinned by its sha256. */
+export interface Chunk {
+  /** Position in `Manifest.chunks` (0-based). */
+  index: number
+  offset: number
+  size: number
+  /** Lower-case hex sha256 of the chunk's bytes. */
+  sha256: string
+}
+
+export interface ManifestSignature {
+  algorithm: 'ed25519'
+  /** sha256 (hex) of the public key's DER (SPKI), to say which key signed. */
+  keyId: string
+  /** base64 signature over the manifest's canonical form without `signature`. */
+  value: string
+}
+
+export interface Manifest {
+  schema: 1
+  /** Human name of the image, e.g. `CPE-base`; never used as a cache key. */
+  name: string
+  /** Image format; `squashfs` today. */
+  format: string
+  /** ISO-8601 time the manifest was written. */
+  created: string
+  /** Size of the whole image in bytes. */
+  size: number
+  /** Lower-case hex sha256 of the whole image: its identity. */
+  sha256: string
+  chunking: ChunkingParams
+  /** Contiguous, in order, covering [0, size) exactly. */
+  chunks: Chunk[]
+  /** Absolute http(s) URLs of the image, in preference order (relative ones resolved against the manifest's URL). */
+  urls: string[]
+  signature?: ManifestSignature
+}
