@@ -103,7 +103,8 @@ export const RULES: readonly Rule[] = [
   {
     source: 'block', kind: 'io-error', class: 'block-io-error',
     // "I/O error, dev loop0, sector 8 op 0x0:(READ) …" or "blk_update_request: I/O error, dev sda, sector 8"
-    re: /(?:^|: )(?:critical medium |critical target |critical nexus |critical space allocation |)(?:I\/O|medium|target|nexus) error, dev ([\w.:-]{1,64}), sector (\d{1,20})/,
+    // (block/blk-core.c blk_errors[]: "I/O", "critical medium", "timeout", "recoverable transport", …)
+    re: /(?:^|: )(?:critical )?(?:I\/O|medium|target|nexus|space allocation|protection|timeout|recoverable transport) error, dev ([\w.:-]{1,64}), sector (\d{1,20})/,
     fields: (m) => ({ device: m[1], sector: dec(m[2]) }),
   },
   {
