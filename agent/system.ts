@@ -24,8 +24,8 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
-  /** Changes every boot; the daemon keys its persisted kmsg position by it (seq restarts at 0). */
-  procBootId: env('PROC_BOOT_ID', '/proc/sys/kernel/random/boot_id'),
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) and the daemon's kmsg position (seq restarts at 0) use it. */
+  bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
   /** Seconds since boot, to turn kmsg timestamps into wall-clock times. */
   procUptime: env('PROC_UPTIME', '/proc/uptime'),
   /** Which squashfs is mounted from which loop device (squashfs errors name no device). */

@@ -95,7 +95,7 @@ export interface DaemonResult {
   deliveryError?: string
 }
 
-const readBootId = async (): Promise<string> => (await readFile(system.procBootId, 'utf8')).trim()
+const readBootId = async (): Promise<string> => (await readFile(system.bootId, 'utf8')).trim()
 
 const readUptimeMs = async (): Promise<number> => {
   const first = (await readFile(system.procUptime, 'utf8')).split(' ')[0] ?? '0'
