@@ -109,7 +109,7 @@ export class Correlator {
   private async imageOf(object: ObjectRef): Promise<ImageRef> {
     let name: string | undefined
     try {
-      name = (await readObjectMeta(object.path)).names[0]
+      name = (await readObjectMeta(object.path)).names.at(-1) // oldest first: the last is the current name
     } catch {
       /* no or bad meta: fall back to the boot record */
     }

@@ -195,16 +195,17 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       kind = 'cache'
       data.action = 'self-check-failed'
       data.error = r.error
-    } else if (r.wholeObjectOnly) {
-      data.wholeObjectOk = r.wholeObjectOk
-      if (r.wholeObjectOk) kind = 'cache'
-      data.action = r.wholeObjectOk ? 'verified' : 'corrupt-no-chunk-list'
-    } else if (r.bad.length) {
-      data.action = 'marked-corrupt'
-      data.repair = 'next-fetch re-downloads corruptChunks only'
-    } else {
+    } else if (r.ok) {
       kind = 'cache'
       data.action = 'verified'
+    } else if (r.corruptChunks.length) {
+      data.reason = r.reason
+      data.action = 'marked-corrupt'
+      data.repair = 'the next fetch (next boot) re-downloads corruptChunks only'
+    } else {
+      data.reason = r.reason
+      data.action = 'corrupt-unlocated'
+      data.repair = 'the next fetch re-verifies the object and re-downloads what fails'
     }
     await lock.run(() => spoolEvents([makeEvent(kind, node, data, { image })])).catch((e: unknown) => log.error({ err: messageOf(e) }, 'cannot spool the self-check result'))
   }

@@ -1,14 +1,11 @@
 /**
  * The cache object's metadata file, `<object>.meta.json` (layout owned by the
  * pipeline's agent/cache/store.ts: {size, sha256, xxh64, chunks, verifiedAt,
- * lastUsedAt, names[], urls[], corruptChunks?}). The daemon reads the chunk
- * list to re-verify an object and records `corruptChunks` so the next fetch
- * repairs only those. Until the pipeline's Cache.markCorrupt is merged this
- * module writes the field itself, durably, keeping every other field as is.
+ * lastUsedAt, names[], urls[], corruptChunks?}), read leniently for what the
+ * daemon shows (image names, corrupt marks). Marking goes through the
+ * pipeline's Cache.markCorrupt (self-check.ts).
  */
 import { readFile } from 'node:fs/promises'
-import { basename, dirname } from 'node:path'
-import { writeFileDurable } from '../events/spool.js'
 import type { Chunk } from '../manifest/types.js'
 
 export interface ObjectMeta {
@@ -60,11 +57,3 @@ export const readObjectMeta = async (objectPath: string): Promise<ObjectMeta & {
   return { size: raw.size as number, sha256: raw.sha256, chunks: chunks as Chunk[], names, corruptChunks: corrupt, raw }
 }
 
-/** Adds `indexes` to the meta's corruptChunks (sorted, unique), durably. */
-export const markCorruptInMeta = async (objectPath: string, indexes: readonly number[]): Promise<number[]> => {
-  const meta = await readObjectMeta(objectPath)
-  const all = [...new Set([...meta.corruptChunks, ...indexes])].sort((a, b) => a - b)
-  const path = metaPathOf(objectPath)
-  await writeFileDurable(dirname(path), basename(path), JSON.stringify({ ...meta.raw, corruptChunks: all }))
-  return all
-}

@@ -1,19 +1,20 @@
 /**
  * Background re-verification of a cache object after squashfs errors on it
- * (SPEC §9): re-hash every chunk against the chunk list in the object's meta,
- * mark the bad ones corrupt (so the next fetch re-downloads only those), and
- * report what was found.
+ * (SPEC §9), with the cache's own verification (agent/cache/store.ts: size +
+ * xxh64, then each chunk's sha256 against the chunk list when that fails):
+ * the bad chunks are marked corrupt with Cache.markCorrupt, so the next fetch
+ * (fetchImage) re-downloads only those, and what was found is reported.
  *
  * Throttled: one object at a time, at most once per object per
  * `minIntervalMs` (a flood of errors asks many times; one check answers), and
- * an object is read sequentially with no more than one chunk in memory.
+ * hashed on one thread (not the cache's worker pool) at idle I/O priority
+ * under the unit.
  */
-import { open } from 'node:fs/promises'
-import { createHash } from 'node:crypto'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { messageOf } from '../errors.js'
-import { markCorruptInMeta, readObjectMeta } from './object-meta.js'
+import { Cache } from '../cache/store.js'
+import { hashRangesInline } from '../cache/hash-file.js'
 import type { ObjectRef } from './correlate.js'
 
 export const DEFAULT_SELF_CHECK_INTERVAL_MS = 10 * 60_000
@@ -24,8 +25,8 @@ export interface BadChunk {
   index: number
   offset: number
   size: number
+  /** The chunk's sha256 from the chunk list (the bytes on disk hash to something else). */
   expected: string
-  found: string
 }
 
 export interface SelfCheckResult {
@@ -36,48 +37,33 @@ export interface SelfCheckResult {
   bad: BadChunk[]
   /** corruptChunks in the meta after marking (all known bad chunks). */
   corruptChunks: number[]
-  /** The meta has no chunk list: only the whole-object digest was compared. */
-  wholeObjectOnly: boolean
-  wholeObjectOk?: boolean
+  /** The object verified clean. */
+  ok: boolean
+  /** Why not, in the cache's words (xxh64 mismatch, chunks differ, no chunk list, …). */
+  reason?: string
   durationMs: number
   /** Set when the object could not be checked at all. */
   error?: string
 }
 
-/** Re-hashes `objectPath` chunk by chunk against its meta. Does not mark anything. */
-export const verifyChunks = async (objectPath: string, signal?: AbortSignal): Promise<{ bad: BadChunk[]; checked: number; wholeOk?: boolean; name?: string }> => {
-  const meta = await readObjectMeta(objectPath)
-  const fh = await open(objectPath, 'r')
-  try {
-    if (meta.chunks.length === 0) {
-      const h = createHash('sha256')
-      for await (const b of fh.createReadStream({ autoClose: false })) {
-        signal?.throwIfAborted()
-        h.update(b as Buffer)
-      }
-      return { bad: [], checked: 0, wholeOk: h.digest('hex') === meta.sha256, ...(meta.names[0] ? { name: meta.names[0] } : {}) }
-    }
-    const bad: BadChunk[] = []
-    let buf = Buffer.alloc(0)
-    for (const c of meta.chunks) {
-      signal?.throwIfAborted()
-      if (buf.length < c.size) buf = Buffer.alloc(c.size)
-      const { bytesRead } = await fh.read(buf, 0, c.size, c.offset)
-      const found = createHash('sha256').update(buf.subarray(0, bytesRead)).digest('hex')
-      if (bytesRead !== c.size || found !== c.sha256) bad.push({ index: c.index, offset: c.offset, size: c.size, expected: c.sha256, found })
-    }
-    return { bad, checked: meta.chunks.length, ...(meta.names[0] ? { name: meta.names[0] } : {}) }
-  } finally {
-    await fh.close()
-  }
+/** What the cache's own verification says of `object` (fast: xxh64, then chunk sha256s on a mismatch). */
+export const verifyObject = async (object: ObjectRef, opts: { log?: Logger; signal?: AbortSignal } = {}): Promise<{ cache: Cache; ok: boolean; reason?: string; bad: BadChunk[]; checked: number; name?: string }> => {
+  // hashRangesInline: one thread. A background check must not take both cores from the node's work.
+  const cache = await Cache.open(object.cacheDir, { hasher: hashRangesInline, ...(opts.log ? { log: opts.log } : {}) })
+  const v = await cache.verify(object.sha256, { mode: 'fast', ...(opts.signal ? { signal: opts.signal } : {}) })
+  const byIndex = new Map((v.chunks ?? []).map((c) => [c.index, c]))
+  const bad = v.badChunks.flatMap((i) => {
+    const c = byIndex.get(i)
+    return c ? [{ index: i, offset: c.offset, size: c.size, expected: c.sha256 }] : []
+  })
+  const meta = await cache.readMeta(object.sha256)
+  return { cache, ok: v.ok, ...(v.reason ? { reason: v.reason } : {}), bad, checked: v.chunks?.length ?? 0, ...(meta?.names[0] ? { name: meta.names[meta.names.length - 1] } : {}) }
 }
 
 export interface SelfCheckerOptions {
   log?: Logger
   /** At most one check per object in this window. Default 10 minutes. */
   minIntervalMs?: number
-  /** Marks chunks corrupt; default writes corruptChunks into the meta (Cache.markCorrupt once merged). */
-  markCorrupt?: (object: ObjectRef, indexes: number[]) => Promise<number[]>
   onResult: (r: SelfCheckResult) => void | Promise<void>
   now?: () => number
   signal?: AbortSignal
@@ -119,22 +105,23 @@ export class SelfChecker {
       const started = performance.now()
       let result: SelfCheckResult
       try {
-        const v = await verifyChunks(o.path, this.opts.signal)
+        const v = await verifyObject(o, { log, ...(this.opts.signal ? { signal: this.opts.signal } : {}) })
         let corrupt: number[] = []
         if (v.bad.length) {
-          const mark = this.opts.markCorrupt ?? ((obj, idx) => markCorruptInMeta(obj.path, idx))
-          corrupt = await mark(o, v.bad.map((b) => b.index))
+          await v.cache.markCorrupt(o.sha256, v.bad.map((b) => b.index))
+          // What the meta now says, not what we asked: a meta the cache cannot read is not marked.
+          corrupt = (await v.cache.readMeta(o.sha256))?.corruptChunks ?? []
         }
         result = {
-          object: o, chunksChecked: v.checked, bad: v.bad, corruptChunks: corrupt,
-          wholeObjectOnly: v.checked === 0, ...(v.wholeOk !== undefined ? { wholeObjectOk: v.wholeOk } : {}),
+          object: o, chunksChecked: v.checked, bad: v.bad, corruptChunks: corrupt, ok: v.ok,
+          ...(v.reason ? { reason: v.reason } : {}),
           ...(v.name ? { name: v.name } : {}),
           durationMs: Math.round(performance.now() - started),
         }
-        log.info({ op: 'self-check', sha256: o.sha256, bad: v.bad.length, checked: v.checked, durationMs: result.durationMs }, '[finished] self-check')
+        log.info({ op: 'self-check', sha256: o.sha256, ok: v.ok, bad: v.bad.length, checked: v.checked, durationMs: result.durationMs }, '[finished] self-check')
       } catch (e) {
         if (this.opts.signal?.aborted) return
-        result = { object: o, chunksChecked: 0, bad: [], corruptChunks: [], wholeObjectOnly: false, durationMs: Math.round(performance.now() - started), error: messageOf(e) }
+        result = { object: o, chunksChecked: 0, bad: [], corruptChunks: [], ok: false, durationMs: Math.round(performance.now() - started), error: messageOf(e) }
         log.error({ op: 'self-check', sha256: o.sha256, err: messageOf(e) }, '[failed] self-check')
       }
       await this.opts.onResult(result)

@@ -12,6 +12,8 @@ import { constants } from 'node:fs'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import { parseKmsgRecord, type KmsgRecord } from '../../agent/daemon/kmsg.js'
+import { xxh64File } from '../../agent/cache/hash-file.js'
+import type { Chunk } from '../../agent/manifest/types.js'
 
 export const CHUNK_BYTES = 64 * 1024
 
@@ -27,6 +29,9 @@ export interface CorruptImage {
   /** Chunk indexes those ranges touch. */
   badChunks: number[]
   chunks: number
+  /** The clean image (what a head node would serve). */
+  cleanPath: string
+  chunkList: Chunk[]
 }
 
 export const buildCorruptImage = async (tag: string): Promise<CorruptImage> => {
@@ -49,8 +54,10 @@ export const buildCorruptImage = async (tag: string): Promise<CorruptImage> => {
   await mkdir(objDir, { recursive: true })
   const objectPath = join(objDir, sha256.slice(2))
   const name = `daemon-test-${tag}-${randomBytes(3).toString('hex')}`
+  // The meta exactly as the pipeline's Cache writes it (agent/cache/meta.ts), so Cache.verify/markCorrupt accept it.
+  const { xxh64 } = await xxh64File(img)
   await writeFile(`${objectPath}.meta.json`, JSON.stringify({
-    size: clean.length, sha256, xxh64: '', chunks, verifiedAt: new Date().toISOString(),
+    schema: 1, size: clean.length, sha256, xxh64, chunks, verifiedAt: new Date().toISOString(),
     lastUsedAt: new Date().toISOString(), names: [name], urls: [],
   }))
   // Data blocks lie between the 96-byte superblock and inode_table_start (u64 LE at offset 64).
@@ -67,7 +74,7 @@ export const buildCorruptImage = async (tag: string): Promise<CorruptImage> => {
     for (let c = Math.floor(s / CHUNK_BYTES); c <= Math.floor((e - 1) / CHUNK_BYTES); c++) out.push(c)
     return out
   }))].sort((a, b) => a - b)
-  return { dir, cacheDir, objectPath, sha256, name, size: clean.length, corrupted, badChunks, chunks: chunks.length }
+  return { dir, cacheDir, objectPath, sha256, name, size: clean.length, corrupted, badChunks, chunks: chunks.length, cleanPath: img, chunkList: chunks }
 }
 
 export interface Mounted {

@@ -5,18 +5,25 @@
  * /dev/kmsg. The daemon (in this process, real /dev/kmsg, real sysfs and
  * mountinfo) must report them to a head node — a minimal node:http one,
  * test/events/head-stub.ts — with the image digest, name and device,
- * coalesced; and its self-check must mark exactly the corrupted chunks.
+ * coalesced; its self-check must mark exactly the corrupted chunks (with the
+ * pipeline's Cache.markCorrupt); and the next fetch (the pipeline's
+ * fetchImage, from a real nginx) must re-download only those chunks.
  */
 import t from 'tap'
-import { readFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { Cache } from '../../agent/cache/store.js'
+import { fetchImage } from '../../agent/transport/fetch-image.js'
+import type { Manifest } from '../../agent/manifest/types.js'
+import { startNginx } from '../helpers/nginx.js'
 import { join } from 'node:path'
 import { gate } from '../helpers/capability.js'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
 import { startHeadStub } from '../events/head-stub.js'
-import { bootId, buildCorruptImage, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
+import { CHUNK_BYTES, bootId, buildCorruptImage, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
 
-t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, and the bad chunks get marked', gate('root', 'loop', 'kmsg', 'squashfs-tools'), async (t) => {
+t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
   const image = await buildCorruptImage('real')
   t.teardown(() => removeImage(image))
   const mounted = await mountImage(image)
@@ -75,4 +82,26 @@ t.test('squashfs errors from a corrupted cached image reach the head node with d
   t.equal(meta.chunks.length, image.chunks, 'the rest of the meta is kept')
   t.comment(`corrupted chunks ${JSON.stringify(image.badChunks)} of ${image.chunks}`)
   t.equal(head.received().length, head.events().length, 'no event was sent twice')
+
+  // The next fetch (the pipeline's fetchImage, as the next boot runs it) re-downloads only those chunks,
+  // from a real nginx serving the clean image.
+  await mounted.detach()
+  await mkdir(join(image.dir, 'origin'))
+  const origin = await startNginx(join(image.dir, 'origin'))
+  t.teardown(() => origin.stop())
+  await copyFile(image.cleanPath, join(origin.root, 'image.sqfs'))
+  const manifest: Manifest = {
+    schema: 1, name: image.name, format: 'squashfs', created: new Date().toISOString(), size: image.size, sha256: image.sha256,
+    chunking: { algorithm: 'fixed-64k', minSize: CHUNK_BYTES, avgSize: CHUNK_BYTES, maxSize: CHUNK_BYTES },
+    chunks: image.chunkList, urls: [`${origin.url}/image.sqfs`],
+  }
+  const cache = await Cache.open(image.cacheDir)
+  const fetched = await fetchImage({ manifest, cache, reuse: false })
+  const badBytes = image.badChunks.reduce((n, i) => n + (image.chunkList[i]?.size ?? 0), 0)
+  t.equal(fetched.chunksRepaired, image.badChunks.length, 'the fetch repaired the marked chunks')
+  t.equal(fetched.bytesDownloaded, badBytes, `and downloaded only their ${badBytes} bytes of ${image.size}`)
+  const served = (await origin.access()).filter((a) => a.path === '/image.sqfs').reduce((n, a) => n + a.bytes, 0)
+  t.equal(served, badBytes, 'nginx served exactly those bytes')
+  t.equal(createHash('sha256').update(await readFile(image.objectPath)).digest('hex'), image.sha256, 'the cached object is whole again')
+  t.notOk((await cache.readMeta(image.sha256))?.corruptChunks?.length, 'and no longer marked corrupt')
 })
