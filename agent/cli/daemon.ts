@@ -2,6 +2,7 @@
  * `boot-agent daemon`: the node daemon under systemd (SPEC §9). Defaults come
  * from the boot record the boot stage left in /run/boot-agent.
  */
+import { readFile } from 'node:fs/promises'
 import { ConfigError } from '../errors.js'
 import { system } from '../system.js'
 import { type Command, parseCommandArgs } from './command.js'
@@ -18,6 +19,7 @@ ${system.runDir}/boot-record.json.
 options:
   --server URL          head node base URL (default: the boot record's server)
   --node ID             this node's id (default: the boot record's node)
+  --token-file FILE     bearer token for the head node (first line of FILE)
   --state-dir DIR       kmsg position, heartbeat and spool (default ${system.stateDir})
   --cache-dir DIR       a cache directory whose objects are this node's (repeatable;
                         default: the boot record's cache mountpoint)
@@ -50,7 +52,17 @@ export const command: Command = {
       'no-self-check': { type: 'boolean' },
       'spool-max': { type: 'string' },
       once: { type: 'boolean' },
+      'token-file': { type: 'string' },
     })
+    let token: string | undefined
+    if (values['token-file']) {
+      try {
+        token = (await readFile(values['token-file'], 'utf8')).split('\n')[0]?.trim()
+      } catch (e) {
+        throw new ConfigError('--token-file', `cannot read ${values['token-file']}: ${e instanceof Error ? e.message : String(e)}`)
+      }
+      if (!token) throw new ConfigError('--token-file', `${values['token-file']} is empty`)
+    }
     const br = await readBootRecord(values['boot-record'])
     if (br?.problems.length) ctx.log.warn({ problems: br.problems }, 'boot record has malformed fields; they are ignored')
     const node = values.node ?? br?.node
@@ -61,6 +73,7 @@ export const command: Command = {
     const res = await runDaemon({
       node,
       ...(server ? { server } : {}),
+      ...(token ? { token } : {}),
       stateDir: values['state-dir'] ?? system.stateDir,
       cacheDirs: values['cache-dir'] ?? [],
       ...(br ? { bootRecord: br } : {}),

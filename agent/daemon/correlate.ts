@@ -83,6 +83,8 @@ export class Correlator {
     this.bootRecord = opts.bootRecord
     const dirs = [...(opts.cacheDirs ?? [])]
     if (opts.bootRecord?.cache?.mountpoint) dirs.push(opts.bootRecord.cache.mountpoint)
+    const booted = opts.bootRecord?.cache?.objectPath ? parseObjectPath(opts.bootRecord.cache.objectPath) : undefined
+    if (booted) dirs.push(booted.cacheDir)
     this.cacheDirs = dirs.map((d) => resolve(d))
   }
 

@@ -34,17 +34,22 @@ import { Spool } from '../events/spool.js'
 import { Coalescer, stableId } from '../events/coalesce.js'
 import { Sender } from '../events/sender.js'
 import { Mutex } from '../events/mutex.js'
-import { readKmsg, type KmsgRecord } from './kmsg.js'
+import { readKmsg, type KmsgReaderOptions, type KmsgRecord } from './kmsg.js'
 import { classify } from './classify.js'
 import { Correlator, type ObjectRef } from './correlate.js'
+import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
 import type { BootRecordView } from './boot-record.js'
 import { readPosition, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
 
 export const COALESCE_WINDOW_MS = 1_000
-/** Flush early when this many records are held. */
-export const MAX_PENDING_RECORDS = 5_000
+/**
+ * Flush early when this many records are held: keeps each coalesced event
+ * (its seq ranges) well under a head node's per-event size limit (64 KiB in
+ * the reference head), even when classes interleave record by record.
+ */
+export const MAX_PENDING_RECORDS = 1_000
 export const POSITION_EVERY_RECORDS = 1_000
 export const POSITION_EVERY_MS = 10_000
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5 * 60_000
@@ -64,6 +69,8 @@ export interface DaemonOptions {
   spoolMaxEvents?: number
   /** kmsg device path. Default system.devKmsg. */
   kmsgPath?: string
+  /** Opens the kernel log device (tests inject a scripted one; default: O_RDONLY|O_NONBLOCK). */
+  openKmsg?: KmsgReaderOptions['openDevice']
   /** Poll interval when the kernel log has nothing new. Default 200 ms. */
   pollMs?: number
   /** Coalescing window. Default 1 s. */
@@ -76,6 +83,8 @@ export interface DaemonOptions {
   selfCheckIntervalMs?: number
   /** Read what the kernel log holds now, flush, deliver once, and return. */
   once?: boolean
+  /** Bearer token for the head node, when it wants one. */
+  token?: string
   /** Sender tuning (tests). */
   senderOptions?: { minBackoffMs?: number; maxBackoffMs?: number; batchSize?: number; requestTimeoutMs?: number }
   /** Interval of the sender's flush when nothing wakes it. Default 5 s. */
@@ -128,7 +137,10 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   const extra = (opts.extraSpoolDirs ?? []).map((d) => resolve(d)).filter((d) => d !== spool.dir)
   const spools = [...extra.map((d) => new Spool(d)), spool]
   const cacheDirs = [...(opts.cacheDirs ?? [])]
-  if (opts.bootRecord?.cache?.mountpoint && !cacheDirs.includes(opts.bootRecord.cache.mountpoint)) cacheDirs.push(opts.bootRecord.cache.mountpoint)
+  // The boot stage's cache: its mountpoint, or (cache in RAM) the dir holding the booted object.
+  const brCache = opts.bootRecord?.cache
+  const objDir = brCache?.objectPath ? parseObjectPath(brCache.objectPath)?.cacheDir : undefined
+  for (const d of [brCache?.mountpoint, objDir]) if (d && !cacheDirs.includes(d)) cacheDirs.push(d)
   const correlator = new Correlator({ bootRecord: opts.bootRecord, cacheDirs })
   const result: DaemonResult = { recordsRead: 0, errorsSeen: 0, eventsSpooled: 0, kmsgLost: 0, malformed: 0, lastSeq: undefined }
 
@@ -238,7 +250,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   const senderSignal = AbortSignal.any([signal, stopSender.signal])
   let senderLoop: Promise<void> | undefined
   if (opts.server) {
-    sender = new Sender({ server: opts.server, node, spools, log, lock, ...(opts.senderOptions ?? {}) })
+    sender = new Sender({ server: opts.server, node, spools, log, lock, ...(opts.token ? { token: opts.token } : {}), ...(opts.senderOptions ?? {}) })
     if (!opts.once) senderLoop = sender.run({ signal: senderSignal, intervalMs: opts.sendIntervalMs ?? 5_000 })
   }
 
@@ -301,6 +313,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       path: opts.kmsgPath ?? system.devKmsg,
       ...(afterSeq !== undefined ? { afterSeq } : {}),
       reportInitialGap: true,
+      ...(opts.openKmsg ? { openDevice: opts.openKmsg } : {}),
       ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
       signal,
     })) {

@@ -42,6 +42,8 @@ export interface SenderOptions {
   requestTimeoutMs?: number
   minBackoffMs?: number
   maxBackoffMs?: number
+  /** Bearer token sent as `Authorization: Bearer …` when the head node wants one. */
+  token?: string
   /** Injectable fetch (default: Node's). */
   fetch?: typeof fetch
   /** Injectable randomness for the jitter. */
@@ -104,7 +106,7 @@ export class Sender {
     const timeout = AbortSignal.timeout(this.opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS)
     const res = await this.fetchFn(this.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
       body: JSON.stringify({ events }),
       signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
     })
