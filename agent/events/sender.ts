@@ -73,6 +73,13 @@ const parseRetryAfter = (h: string | null): number | undefined => {
   return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now())
 }
 
+/** An error's message with its cause's (fetch says only "fetch failed"; the cause says ECONNREFUSED). */
+const describe = (e: unknown): string => {
+  const cause = e instanceof Error ? (e.cause as { code?: unknown; message?: unknown } | undefined) : undefined
+  const more = cause ? (typeof cause.code === 'string' ? cause.code : typeof cause.message === 'string' ? cause.message : '') : ''
+  return more ? `${messageOf(e)}: ${more}` : messageOf(e)
+}
+
 export class Sender {
   readonly url: string
   private readonly opts: SenderOptions
@@ -206,11 +213,11 @@ export class Sender {
       } catch (e) {
         if (opts.signal.aborted) return
         this.failures++
-        this.lastError = messageOf(e)
+        this.lastError = describe(e)
         waitMs = backoffMs(this.failures, min, max, this.random)
         if (e instanceof HttpError && e.retryAfterMs !== undefined) waitMs = Math.min(max, Math.max(waitMs, e.retryAfterMs))
         if (e instanceof HttpError && e.status >= 400 && e.status < 500 && !RETRY_STATUSES.has(e.status)) waitMs = max
-        this.log.warn({ url: this.url, attempt: this.failures, retryInMs: waitMs, err: messageOf(e) }, 'event delivery failed; kept in the spool')
+        this.log.warn({ url: this.url, attempt: this.failures, retryInMs: waitMs, err: this.lastError }, 'event delivery failed; kept in the spool')
       }
       if (this.woken && this.failures === 0) continue
       await new Promise<void>((resolve) => {
