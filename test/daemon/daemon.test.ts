@@ -1,8 +1,8 @@
 /**
  * runDaemon with a scripted kernel log (the real one cannot be made to
- * overrun or to hold chosen records on demand; real-kernel.test.ts and
- * restart.test.ts use the real /dev/kmsg). Boot id and uptime are this
- * machine's.
+ * overrun or to hold chosen records on demand, nor a crash be placed at a
+ * chosen step; real-kernel.test.ts uses the real /dev/kmsg). Boot id and
+ * uptime are this machine's.
  */
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
