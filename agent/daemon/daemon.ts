@@ -179,12 +179,15 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
 
   /** Spools everything pending and moves the position to the last record read, as one step under the lock. */
   const flush = async (): Promise<void> => {
+    // Drain and take the position in one synchronous step: a record handled
+    // after this point is neither in these events nor below this position.
     const events = [...pendingExtra.splice(0), ...coalescer.drain(node, bootId)]
     windowStart = undefined
-    const moved = lastSeq !== undefined && lastSeq !== position.seq
-    if (!events.length && !moved) return
+    const seq = lastSeq ?? position.seq
+    const lost = kmsgLost
+    if (!events.length && seq === position.seq) return
     await lock.run(async () => {
-      const next: KmsgPosition = { bootId, seq: lastSeq ?? position.seq, lost: kmsgLost, time: new Date().toISOString() }
+      const next: KmsgPosition = { bootId, seq: Math.max(seq, position.seq), lost: Math.max(lost, position.lost), time: new Date().toISOString() }
       if (events.length) {
         await writeFlushIntent(stateDir, { bootId, seq: next.seq, lost: next.lost, events })
         await spool.append(...events)
