@@ -150,6 +150,8 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   }
   const exited = (c: ChildProcess): Promise<void> => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))
 
+  const kernelEvents = () => head.events().filter((e) => (e.kind === 'squashfs-error' || e.kind === 'io-error') &&
+    (e.data.kmsg as { bootId?: string } | undefined)?.bootId === boot)
   let daemon = startDaemon()
   let kills = 0
   let deliveredBeforeKill = 0
@@ -158,7 +160,7 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
     if (KILL_AFTER_ROUNDS.includes(round)) {
       // Mid-flood: the daemon has delivered some events, and is reading,
       // coalescing or spooling a fresh burst when it is killed.
-      if (kills === 0) deliveredBeforeKill = (await waitFor(() => head.events().length, 10_000)) ?? 0
+      if (kills === 0) deliveredBeforeKill = (await waitFor(() => kernelEvents().length, 10_000)) ?? 0
       await readEverything(mounted.mountpoint)
       await new Promise((r) => setTimeout(r, kills * 700))
       daemon.kill('SIGKILL')
@@ -172,8 +174,6 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   const expected = (await readRing()).filter((r) => r.seq > startSeq && r.seq <= endSeq && classify(r)).map((r) => r.seq)
   t.ok(expected.length >= ROUNDS * 4, `the flood made ${expected.length} kernel error records`)
 
-  const kernelEvents = () => head.events().filter((e) => (e.kind === 'squashfs-error' || e.kind === 'io-error') &&
-    (e.data.kmsg as { bootId?: string } | undefined)?.bootId === boot)
   const covered = () => {
     const seqs: number[] = []
     for (const e of kernelEvents()) {
@@ -197,7 +197,8 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   const counted = kernelEvents().reduce((n, e) => n + Number(e.data.count), 0)
   t.equal(counted, covered().length, 'event counts agree with their seq ranges')
   t.equal(kills, KILL_AFTER_ROUNDS.length)
-  t.ok(deliveredBeforeKill > 0, `the first daemon had delivered ${deliveredBeforeKill} event(s) before it was killed`)
+  t.ok(deliveredBeforeKill > 0, `the first daemon had delivered ${deliveredBeforeKill} kernel error event(s) before it was killed`)
   t.ok(kernelEvents().length > deliveredBeforeKill, 'the restarted daemon delivered the rest')
+  t.comment(JSON.stringify(kernelEvents().map((e) => [e.data.class, (e.data.kmsg as { firstSeq: number }).firstSeq, (e.data.kmsg as { lastSeq: number }).lastSeq, e.data.count])))
   t.comment(`${expected.length} error records, ${kernelEvents().length} events, ${head.received().length - head.events().length} resent duplicate(s) dropped by id at the head`)
 })
