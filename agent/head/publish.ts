@@ -32,7 +32,7 @@ export interface PublishOptions {
   arch: Architecture
   /** Mirror URLs (absolute http/https) that also serve these bytes; default: only the head's own endpoint. */
   mirrors?: string[]
-  /** Image format recorded in the store and manifest. Default `squashfs`. */
+  /** Image format recorded in the store; default detected (`squashfs` by its magic, else `raw`). */
   format?: string
   buildManifest: ManifestBuilder
   writeManifest: ManifestWriter
@@ -71,7 +71,7 @@ export const publishImage = async (opts: PublishOptions): Promise<PublishResult>
   const mirrors = (opts.mirrors ?? []).map(checkMirror)
   const store = new ImageStore(opts.store)
   return logOp(log, 'publish', { name: opts.name, image: opts.image }, async () => {
-    const obj = await store.storeObject(opts.image, { arch: opts.arch, format: opts.format ?? 'squashfs', signal: opts.signal })
+    const obj = await store.storeObject(opts.image, { arch: opts.arch, ...(opts.format ? { format: opts.format } : {}), signal: opts.signal })
     const stored = store.objectPath(obj.sha256)
     // Mirrors first: large sites serve bytes from their object store (SPEC §10).
     // Without mirrors the manifest names the head's own endpoint, relative to

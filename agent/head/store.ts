@@ -161,11 +161,14 @@ export class ImageStore {
     const tmp = join(this.dir, 'tmp', `publish-${process.pid}-${randomBytes(6).toString('hex')}`)
     const hash = createHash('sha256')
     let size = 0
+    let format = opts.format
     const out = await open(tmp, 'wx', 0o644)
     try {
       try {
         for await (const chunk of createReadStream(imagePath, { highWaterMark: 4 << 20, signal: opts.signal })) {
           const buf = chunk as Buffer
+          // squashfs superblocks start with the magic `hsqs` (little-endian 0x73717368).
+          if (size === 0 && format === undefined) format = buf.subarray(0, 4).toString('latin1') === 'hsqs' ? 'squashfs' : 'raw'
           hash.update(buf)
           size += buf.length
           await out.write(buf)
@@ -206,7 +209,7 @@ export class ImageStore {
           sha256,
           size,
           arch: opts.arch,
-          format: opts.format ?? 'squashfs',
+          format: format ?? 'raw',
           storedAt: new Date().toISOString(),
           file: { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino },
         }

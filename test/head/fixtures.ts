@@ -8,9 +8,7 @@ import { join } from 'node:path'
 import type { Manifest } from '../../agent/manifest/types.js'
 import { publishImage, type PublishResult } from '../../agent/head/publish.js'
 import type { Architecture } from '../../agent/head/names.js'
-import { buildManifest, serializeManifest } from './manifest-adapter.js'
-
-export { buildManifest, serializeManifest }
+import { buildManifest, serializeManifest } from '../../agent/manifest/index.js'
 
 /** Publishes `bytes` as `name` into `store` (the image file is written next to it first). */
 export const publishBytes = async (
@@ -27,7 +25,7 @@ export const publishBytes = async (
     store,
     arch: opts.arch ?? 'x86_64',
     ...(opts.mirrors ? { mirrors: opts.mirrors } : {}),
-    buildManifest,
+    buildManifest: (path, o) => buildManifest(path, { ...o, workers: 0 }),
     writeManifest: serializeManifest,
   })
 }
