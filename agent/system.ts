@@ -24,6 +24,8 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) uses it. */
+  bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
