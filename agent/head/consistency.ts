@@ -15,8 +15,13 @@ export interface PublishedName {
   name: string
   current?: NameEntry
   history: NameEntry[]
-  /** Store objects of this name that changed on disk since they were stored. */
-  drift: ObjectDrift[]
+  /** Store objects of this name that changed on disk since they were stored, with what they hash to now. */
+  drift: StoreDrift[]
+}
+
+export interface StoreDrift extends ObjectDrift {
+  /** sha256 of the bytes the store's file holds now (what the head serves under the old digest). */
+  nowSha256?: string
 }
 
 export type FlagCode = 'mixed-digests' | 'unpublished-digest' | 'served-bytes-differ' | 'store-object-modified'
@@ -39,8 +44,14 @@ export interface DigestView {
   booted: string[]
   /** Nodes running this digest now (last status or last boot). */
   running: string[]
-  /** Nodes that were served bytes hashing to this digest when they asked for another (integrity reports). */
+  /**
+   * Nodes that asked for another digest of this name and were served bytes
+   * hashing to this one: from whole-image integrity reports, or (for chunk
+   * reports) because the head's own file for the asked digest now hashes here.
+   */
   servedTo: string[]
+  /** The head's store file published as another digest now holds these bytes. */
+  inStoreAs?: string[]
 }
 
 export interface NameView {
@@ -55,7 +66,7 @@ export interface NameView {
   squashfsErrors: Array<{ node: string; count: number; last?: string; sha256?: string }>
   failedBoots: Array<{ node: string; time: string; error?: string; sha256?: string }>
   fallbacks: Array<{ node: string; time: string; style?: string; requestedStyle?: string; fallbacks: Array<{ kind: string; reason: string }> }>
-  storeDrift: ObjectDrift[]
+  storeDrift: StoreDrift[]
 }
 
 export interface ConsistencyView {
@@ -149,14 +160,18 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
           ...(r.url ? { url: r.url } : {}),
           ...(r.chunk !== undefined ? { chunk: r.chunk } : {}),
         })
-        const expected = r.expected ?? r.image?.sha256
-        if (!expected) continue
         if (r.chunk !== undefined) {
           // One chunk's bytes were wrong: the image served is not the one published.
-          const s = chunkBad.get(expected) ?? new Set<string>()
+          const image = r.image?.sha256
+          if (!image) continue
+          const s = chunkBad.get(image) ?? new Set<string>()
           s.add(v.node)
-          chunkBad.set(expected, s)
-        } else if (r.found && r.found !== expected) {
+          chunkBad.set(image, s)
+          continue
+        }
+        const expected = r.expected ?? r.image?.sha256
+        if (!expected) continue
+        if (r.found && r.found !== expected) {
           digest(r.found).servedTo.push(v.node)
           const key = `${expected}>${r.found}`
           const s = served.get(key) ?? { found: r.found, nodes: new Set<string>() }
@@ -201,19 +216,33 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
         nodes: sorted(s.nodes),
       })
     }
+    const nowOf = new Map(p.drift.filter((d) => d.nowSha256).map((d) => [d.sha256, d.nowSha256 as string]))
     for (const [expected, ns] of chunkBad) {
+      const now = nowOf.get(expected)
+      if (now && now !== expected) for (const n of ns) digest(now).servedTo.push(n)
       view.flags.push({
         code: 'served-bytes-differ',
-        message: `chunks served for ${p.name} ${expected} do not match its manifest (reported by ${sorted(ns).join(', ')})`,
-        digests: [expected],
+        message:
+          `chunks served for ${p.name} ${expected} do not match its manifest (reported by ${sorted(ns).join(', ')})` +
+          (now && now !== expected ? `; the head's file for it now hashes to ${now}` : ''),
+        digests: now && now !== expected ? [expected, now] : [expected],
         nodes: sorted(ns),
       })
     }
     for (const d of p.drift) {
+      const changed = d.nowSha256 !== undefined && d.nowSha256 !== d.sha256
+      if (changed) {
+        const now = digest(d.nowSha256 as string)
+        now.inStoreAs = sorted([...(now.inStoreAs ?? []), d.sha256])
+      }
+      if (d.nowSha256 === d.sha256) continue // touched, same bytes: not a problem
       view.flags.push({
         code: 'store-object-modified',
-        message: `the store's file for ${p.name} ${d.sha256} ${d.found === 'missing' ? 'is missing' : 'was written after it was stored (size, mtime or inode changed)'}`,
-        digests: [d.sha256],
+        message:
+          d.found === 'missing'
+            ? `the store's file for ${p.name} ${d.sha256} is missing`
+            : `the store's file for ${p.name} ${d.sha256} was written after it was stored` + (changed ? ` and now holds ${d.nowSha256}` : ' (size, mtime or inode changed)'),
+        digests: changed ? [d.sha256, d.nowSha256 as string] : [d.sha256],
         nodes: [],
       })
     }

@@ -16,10 +16,10 @@ import { type Logger, silentLogger } from '../log.js'
 import { HttpProblem, parseJsonBody, parseRange, readBody, sendJson, sendProblem } from './http-util.js'
 import { isSha256, nameProblem, normaliseArch } from './names.js'
 import { type NodesConfig, parseNodesConfig, resolvePlan } from './nodes-config.js'
-import { ImageStore } from './store.js'
+import { hashFile, ImageStore } from './store.js'
 import { EventLog } from './event-log.js'
 import { NodeStates, runningImage } from './node-state.js'
-import { computeConsistency, type PublishedName } from './consistency.js'
+import { computeConsistency, type PublishedName, type StoreDrift } from './consistency.js'
 import { DEFAULT_EVENT_LIMITS, type EventLimits, parseEventBatch } from './validate-events.js'
 import { DEFAULT_RATE_LIMIT, RateLimiter, type RateLimitOptions } from './rate-limit.js'
 import { manifestPathFor } from './publish.js'
@@ -304,15 +304,28 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     }
   }
 
+  const driftHashes = new Map<string, string>()
   const consistency = async (): Promise<unknown> => {
     const published: PublishedName[] = []
     for (const name of await store.names()) {
       const history = await store.history(name)
       const current = await store.current(name)
-      const drift = []
+      const drift: StoreDrift[] = []
       for (const sha of new Set(history.map((h) => h.sha256))) {
         const d = await store.drift(sha)
-        if (d) drift.push(d)
+        if (!d) continue
+        if (d.found === 'missing') {
+          drift.push(d)
+          continue
+        }
+        // Hash the changed file once per (inode, size, mtime): what the head serves now.
+        const key = `${sha}:${d.found.ino}:${d.found.size}:${d.found.mtimeMs}`
+        let now = driftHashes.get(key)
+        if (!now) {
+          now = await hashFile(store.objectPath(sha)).catch(() => undefined)
+          if (now) driftHashes.set(key, now)
+        }
+        drift.push({ ...d, ...(now ? { nowSha256: now } : {}) })
       }
       published.push({ name, history, drift, ...(current ? { current } : {}) })
     }
