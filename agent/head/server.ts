@@ -509,7 +509,9 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
         }
         await stopped
         await events.close()
-        log.info({ url }, 'head node stopped')
+        let live = 0
+        for (const sk of sockets) live += sk.bytesWritten
+        log.info({ url, ...stats, bytesWritten: stats.bytesWritten + live }, 'head node stopped')
       })()
       return closing
     },
