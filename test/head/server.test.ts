@@ -19,7 +19,7 @@ const NODES = {
   },
   architectures: { aarch64: { image: 'CPE-base-arm' } },
   groups: { gpu: { style: 'rwram', partitions: { cache: 'PARTLABEL=gpucache' } } },
-  nodes: { n1: {}, n2: { group: 'gpu' }, n3: { arch: 'aarch64' }, n4: { image: 'CPE-base-arm' }, flood: {} },
+  nodes: { n1: {}, n2: { group: 'gpu' }, n3: { arch: 'aarch64' }, n4: { image: 'CPE-base-arm' }, flood: {}, '52:54:00:12:34:56': {} },
 }
 
 const setup = async (t: Test, opts: Partial<Parameters<typeof startHead>[0]> = {}): Promise<{ head: Head; dir: string; nodes: string }> => {
@@ -58,6 +58,15 @@ t.test('a node gets a descriptor that pins the current digest, merged from node,
     partitions: { cache: 'PARTLABEL=gpucache', root: 'LABEL=cwroot' },
     policies: { cacheFull: 'ram', verify: 'fast', onfail: 'reboot' },
   })
+})
+
+t.test('a node known by its MAC address (percent-encoded or not) gets its descriptor', async (t) => {
+  const { head } = await setup(t)
+  for (const id of ['52:54:00:12:34:56', encodeURIComponent('52:54:00:12:34:56')]) {
+    const a = await call(`${head.url}/v1/nodes/${id}/boot?arch=x86_64`)
+    t.equal(a.status, 200, id)
+    t.match(a.json, { node: '52:54:00:12:34:56' })
+  }
 })
 
 t.test('an aarch64 node gets the aarch64 image by architecture, never the x86_64 default', async (t) => {
