@@ -8,7 +8,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { build } from 'esbuild'
-import { imageBytes, sha256 } from '../head/fixtures.js'
+import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 
 const bundle = async (dir: string): Promise<string> => {
   const outfile = join(dir, 'boot-agent.mjs')

@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeEvent } from '../../agent/events/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
-import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from './fixtures.js'
+import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from '../helpers/head-fixtures.js'
 
 const X86 = imageBytes(3 * 1024 * 1024 + 123, 1)
 const ARM = imageBytes(200_000, 2)
