@@ -28,6 +28,8 @@ import { manifestPathFor } from './publish.js'
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 /** How long a graceful shutdown waits for requests in flight. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000
+/** At most one warning per this interval for a rate-limited path. */
+const RATE_WARN_INTERVAL_MS = 60_000
 /** Read size when streaming image bytes. */
 const IMAGE_READ_BYTES = 1 << 20
 
@@ -415,6 +417,16 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     throw new HttpProblem(404, 'ENOTFOUND', `no such endpoint ${url.pathname}`)
   }
 
+  // A flooding node is worth one warning a minute, not one per refused request.
+  const lastWarned = new Map<string, number>()
+  const warnNow = (key: string): boolean => {
+    const now = Date.now()
+    if ((lastWarned.get(key) ?? 0) > now - RATE_WARN_INTERVAL_MS) return false
+    if (lastWarned.size > 10_000) lastWarned.clear()
+    lastWarned.set(key, now)
+    return true
+  }
+
   const server: Server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 60_000 }, (req, res) => {
     stats.requests++
     inFlight++
@@ -431,6 +443,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       (e: unknown) => {
         const p = e instanceof HttpProblem ? e : new HttpProblem(500, 'EINTERNAL', `internal error: ${messageOf(e)}`)
         if (p.status >= 500) log.error({ method: req.method, url: req.url, err: e }, p.message)
+        else if (p.status === 429 && !warnNow(req.url ?? '')) log.debug({ method: req.method, url: req.url, status: p.status }, p.message)
         else log.warn({ method: req.method, url: req.url, status: p.status, code: p.code }, p.message)
         if (res.headersSent) {
           res.destroy()
