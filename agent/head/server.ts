@@ -11,7 +11,7 @@ import { createReadStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { join } from 'node:path'
 import { timingSafeEqual, createHash } from 'node:crypto'
-import { ConfigError, messageOf } from '../errors.js'
+import { ConfigError, isErrno, messageOf } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import { HttpProblem, parseJsonBody, parseRange, readBody, sendJson, sendProblem } from './http-util.js'
 import { isSha256, nameProblem, normaliseArch } from './names.js'
@@ -219,7 +219,10 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       }
     }
     // One descriptor for stat and read, so size and bytes come from one file.
-    const fh = await open(store.objectPath(sha256), 'r')
+    const fh = await open(store.objectPath(sha256), 'r').catch((e: unknown) => {
+      if (isErrno(e, 'ENOENT')) throw new HttpProblem(404, 'ENOIMAGE', `the store's file for ${sha256} is missing (see GET /v1/consistency)`)
+      throw e
+    })
     let handedOff = false
     try {
       const size = (await fh.stat()).size

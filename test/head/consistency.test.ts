@@ -60,3 +60,18 @@ t.test('a store file changed in place is flagged, and named by what it holds now
   const touched = computeConsistency(published([{ ...drift[0]!, nowSha256: A }]), [])
   t.same(touched.inconsistent, [], 'touched but same bytes is not a problem')
 })
+
+t.test('a boot that failed on EINTEGRITY counts as a served-bytes report; a node\'s own cache going bad does not', async (t) => {
+  const s = new NodeStates()
+  // The boot stage's form: record nested, error {code, message} only.
+  s.apply(makeEvent('boot-failed', 'n5', { error: { code: 'EINTEGRITY', message: 'chunk 3 … failed sha256 check' }, action: 'reboot', record: { result: 'failed', style: 'disked', fallbacks: [] } }, { ...img(A), now: at(1) }))
+  // The daemon's self-check of its cached copy: an integrity event about local bytes.
+  s.apply(makeEvent('integrity', 'n6', { source: 'self-check', what: 'cache-object', badChunks: 2, corruptChunks: [4, 9] }, { ...img(A), now: at(2) }))
+  s.apply(makeEvent('boot', 'n6', { record: { result: 'ok', style: 'disked', fallbacks: [], cache: { hit: true } } }, { ...img(A), now: at(3) }))
+  t.match(s.get('n6')?.lastBoot, { result: 'ok', style: 'disked', cacheHit: true }, 'nested boot record read')
+  const v = computeConsistency(published(), s.all())
+  const i = v.images[0]
+  t.same(i?.integrityErrors.map((e) => e.node).sort(), ['n5', 'n6'])
+  t.match(i?.flags, [{ code: 'served-bytes-differ', digests: [A], nodes: ['n5'] }])
+  t.equal(i?.flags.length, 1)
+})
