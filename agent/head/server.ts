@@ -18,6 +18,7 @@ import { isSha256, nameProblem, normaliseArch } from './names.js'
 import { type NodesConfig, parseNodesConfig, resolvePlan } from './nodes-config.js'
 import { hashFile, ImageStore } from './store.js'
 import { EventLog } from './event-log.js'
+import type { AgentEvent } from '../events/event.js'
 import { NodeStates, runningImage } from './node-state.js'
 import { computeConsistency, type PublishedName, type StoreDrift } from './consistency.js'
 import { DEFAULT_EVENT_LIMITS, type EventLimits, parseEventBatch } from './validate-events.js'
@@ -150,7 +151,15 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const limiter = new RateLimiter({ ...DEFAULT_RATE_LIMIT, ...opts.rateLimit })
   const states = new NodeStates()
   const events = new EventLog(opts.eventsDir ?? join(opts.store, 'events'), { log })
-  const replay = await events.open({ onReplay: (e) => states.apply(e) })
+  // The events are stored by now; a bug in summarising one must not turn their acknowledgement into an error.
+  const applyState = (e: AgentEvent): void => {
+    try {
+      states.apply(e)
+    } catch (err) {
+      log.error({ err, node: e.node, id: e.id, kind: e.kind }, 'could not fold an event into the node view')
+    }
+  }
+  const replay = await events.open({ onReplay: applyState })
   log.info({ ...replay }, 'event store opened')
 
   const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {} }
@@ -282,7 +291,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       throw new HttpProblem(503, 'ESTORE', `events were not stored: ${messageOf(e)}; retry later`, { headers: { 'retry-after': '5' } })
     }
     if (result.duplicates) limiter.refund(node, result.duplicates)
-    for (const e of result.accepted) states.apply(e)
+    for (const e of result.accepted) applyState(e)
     json(res, 200, { accepted: result.accepted.length, duplicates: result.duplicates })
   }
 
