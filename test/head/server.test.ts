@@ -150,6 +150,10 @@ t.test('events are stored once per id and show up as the node\'s last boot', asy
   t.same([b.status, b.json], [200, { accepted: 0, duplicates: 1 }])
   const v = await call(`${head.url}/v1/nodes/n1`)
   t.match(v.json, { node: 'n1', events: 1, lastBoot: { result: 'ok', image: { sha256: sha256(X86) } }, running: { sha256: sha256(X86), source: 'boot' } })
+  const status = makeEvent('status', 'n1', { arch: 'x86_64', memTotal: 1024 }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
+  await postEvents(head.url, 'n1', [status])
+  const w = await call(`${head.url}/v1/nodes/n1`)
+  t.match(w.json, { events: 2, lastStatus: { eventId: status.id, data: { arch: 'x86_64' } }, running: { source: 'status' }, lastEventAt: status.time })
 })
 
 t.test('a bearer token, when set, is required on every endpoint', async (t) => {
