@@ -421,11 +421,14 @@ export class Cache {
     )
     const removed: CachedObject[] = []
     for (const victim of plan) {
-      let lock: Lock
+      let lock: Lock | undefined
       try {
         lock = await this.lock(victim.sha256, { timeoutMs: 0 })
-      } catch {
-        continue // being written by someone: not ours to remove now
+      } catch (e) {
+        // A full file system cannot even take a lock file. Then remove the
+        // object only if nobody holds its lock (no lock file at all).
+        if (!isErrno(e, 'ENOSPC', 'EDQUOT')) continue // being written by someone: not ours to remove now
+        if (await lstat(lockPath(this.dir, victim.sha256)).then(() => true, () => false)) continue
       }
       try {
         await this.remove(victim.sha256)
@@ -433,7 +436,7 @@ export class Cache {
         if (o) removed.push(o)
         this.log.info({ sha256: victim.sha256, size: victim.size, lastUsedAt: new Date(victim.lastUsedAt).toISOString() }, 'cache: evicted object')
       } finally {
-        await lock.release()
+        await lock?.release()
       }
     }
     return removed
