@@ -297,6 +297,12 @@ export class Cache {
     await fsyncPath(join(obj, '..'))
   }
 
+  /** Removes a download in progress of `sha` (data and state). Call with the lock held. */
+  async removePartial(sha: string): Promise<void> {
+    await rm(this.partPath(sha), { force: true })
+    await rm(this.statePath(sha), { force: true })
+  }
+
   /**
    * Publishes a finished temp file as object `sha256`: checks size and the
    * writer's digest, fsyncs, writes the metadata, then links the object into
