@@ -36,6 +36,19 @@ t.test('manifest prints a valid manifest whose digest equals sha256sum', async (
   t.equal(m.chunking.avgSize, 64 * 1024)
 })
 
+t.test('a large image goes through the hash workers inside the bundle and comes out exact', async (t) => {
+  const dir = t.testdir()
+  const image = join(dir, 'large.img')
+  const data = seeded('large', 12 * 1024 * 1024 + 5)
+  writeFileSync(image, data)
+  const r = runCli(['manifest', image])
+  t.equal(r.status, 0, r.stderr)
+  const m = parseManifest(r.stdout)
+  t.equal(m.sha256, execFileSync('sha256sum', [image], { encoding: 'utf8' }).split(' ')[0])
+  const wrong = m.chunks.filter((c) => c.sha256 !== createHash('sha256').update(data.subarray(c.offset, c.offset + c.size)).digest('hex'))
+  t.equal(wrong.length, 0, `all ${m.chunks.length} chunk digests right`)
+})
+
 t.test('defaults: name and a relative URL from the image file name', async (t) => {
   const { image } = setup(t)
   const r = runCli(['manifest', image])
