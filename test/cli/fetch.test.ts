@@ -26,7 +26,7 @@ const agent = (_t: Test) => (agentPath ??= bundleAgent(bundleDir))
 const cli = async (t: Test, args: string[]) => {
   const a = await agent(t)
   return new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const c = spawn(process.execPath, [a, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+    const c = spawn(process.execPath, [a, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '', BOOT_AGENT_LOG_LEVEL: 'warn' } })
     let out = ''
     let err = ''
     c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))

@@ -1,5 +1,5 @@
 /**
- * kill -9 of the real CLI (the bundled agent, a child process) at seeded
+ * kill -9 of the real CLI (the bundled agent, a child process without the test runner's NODE_OPTIONS) at seeded
  * random instants of a fetch, each followed by a rerun: the rerun must end
  * with the verified object, and fetch again no more than what the killed run
  * had not yet recorded as verified (its state file) plus one chunk per
@@ -7,7 +7,7 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { readFile, rm, writeFile } from 'node:fs/promises'
+import { readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { serializeManifest } from '../../agent/manifest/serialize.js'
 import { seededRandom } from '../../agent/transport/mirrors.js'
@@ -24,7 +24,7 @@ const STREAMS = 4
 const SEED = 'kill9-v1'
 
 const run = (agent: string, args: string[]) => {
-  const child = spawn(process.execPath, [agent, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+  const child = spawn(process.execPath, [agent, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '', BOOT_AGENT_LOG_LEVEL: 'warn' } })
   let out = ''
   let err = ''
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
@@ -63,6 +63,11 @@ t.test(`kill -9 at ${KILLS} seeded random points, each rerun ends verified and r
     const stalled = proxy.stallAfterTotal(Buffer.byteLength(manifestText) + atByte)
     const victim = run(agent, args)
     await Promise.race([stalled, victim.done])
+    // Give the fetch time to write and record what it received (fsync is slow on a busy
+    // disk), bounded; then a seeded extra moment so kills also land inside those writes.
+    for (let i = 0; i < 60 && !(await stat(join(cache, 'tmp', `${sha}.state.json`)).then(() => true, () => false)); i++) {
+      await new Promise((r) => setTimeout(r, 50))
+    }
     await new Promise((r) => setTimeout(r, Math.floor(rnd() * 300)))
     victim.child.kill('SIGKILL')
     const v = await victim.done
