@@ -33,10 +33,11 @@ export const readPipelined = async (
   start: number,
   length: number,
   each: (piece: Uint8Array) => void,
-  opts: { signal?: AbortSignal; bufferBytes?: number } = {},
+  opts: { signal?: AbortSignal; bufferBytes?: number; buffers?: readonly [Buffer, Buffer] } = {},
 ): Promise<number> => {
-  const size = opts.bufferBytes ?? READ_BUFFER_BYTES
-  const bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)]
+  // Callers on a hot path pass their own pair: fresh 4 MiB buffers per call are garbage the GC frees late (RSS).
+  const bufs = opts.buffers ?? [Buffer.allocUnsafe(opts.bufferBytes ?? READ_BUFFER_BYTES), Buffer.allocUnsafe(opts.bufferBytes ?? READ_BUFFER_BYTES)]
+  const size = Math.min(bufs[0].length, bufs[1].length)
   let pos = start
   const end = start + length
   let which = 0

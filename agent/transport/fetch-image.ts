@@ -70,7 +70,7 @@ export interface FetchImageOptions {
   onProgress?: (p: ProgressInfo) => void
   /** Seeds this node's mirror order and jitter. Default: the host name. */
   nodeId?: string
-  /** Parallel Range requests. Default 4. */
+  /** Parallel Range requests. Default 2. */
   streams?: number
   /** Longest single Range request in bytes. Default 16 MiB. */
   maxRangeBytes?: number

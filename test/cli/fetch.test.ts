@@ -26,7 +26,7 @@ const agent = (_t: Test) => (agentPath ??= bundleAgent(bundleDir))
 const cli = async (t: Test, args: string[]) => {
   const a = await agent(t)
   return new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const c = spawn(process.execPath, [a, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+    const c = spawn(process.execPath, [a, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '', BOOT_AGENT_LOG_LEVEL: 'warn' } })
     let out = ''
     let err = ''
     c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
@@ -127,3 +127,39 @@ t.test('verify exits non-zero naming a corrupt object and its chunk; cache ls an
   t.match(JSON.parse(gc.out), { removed: [{ sha256: s.m.sha256 }] })
   t.same((JSON.parse((await cli(t, ['cache', 'ls', '--cache', s.cache, '--json'])).out) as { objects: unknown[] }).objects, [])
 })
+
+t.test('fetch refuses 16 kinds of malformed manifest, each with an error naming the field and a non-zero exit', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  const good = JSON.parse(serializeManifest(s.m)) as Record<string, unknown> & { chunks: [number, number, string][] }
+  const c0 = good.chunks[0]!
+  const variants: [string, unknown, RegExp][] = [
+    ['not JSON', '{"schema":1,', /JSON/],
+    ['an array', [], /\$/],
+    ['unknown schema', { ...good, schema: 2 }, /schema/],
+    ['missing sha256', { ...good, sha256: undefined }, /sha256/],
+    ['upper-case hex', { ...good, sha256: s.m.sha256.toUpperCase() }, /sha256/],
+    ['negative size', { ...good, size: -1 }, /size/],
+    ['absurd size', { ...good, size: 2 ** 60 }, /size/],
+    ['chunks that do not add up', { ...good, size: s.m.size + 1 }, /chunks|size/],
+    ['overlapping chunks', { ...good, chunks: [c0, [c0[0] + 1, c0[1], c0[2]], ...good.chunks.slice(1)] }, /chunks/],
+    ['a gap between chunks', { ...good, chunks: [c0, ...good.chunks.slice(2)] }, /chunks/],
+    ['bad chunk hex', { ...good, chunks: [[c0[0], c0[1], 'zz'], ...good.chunks.slice(1)] }, /chunks/],
+    ['no chunks', { ...good, chunks: [] }, /chunks/],
+    ['a non-http URL', { ...good, urls: ['file:///etc/passwd'] }, /urls/],
+    ['urls not a list', { ...good, urls: 'http://x/y' }, /urls/],
+    ['unknown chunking algorithm', { ...good, chunking: { ...(good.chunking as object), algorithm: 'rot13' } }, /chunking/],
+    ['a bad name', { ...good, name: '../../etc' }, /name/],
+  ]
+  t.ok(variants.length >= 15)
+  for (const [what, body, field] of variants) {
+    const file = `bad-${variants.findIndex((v) => v[0] === what)}.json`
+    await writeFile(join(s.www, file), typeof body === 'string' ? body : JSON.stringify(body))
+    const r = await cli(t, ['fetch', `${s.ng.url}/${file}`, '--cache', s.cache])
+    t.equal(r.code, 1, `${what}: exit 1`)
+    t.match(r.err, /manifest field|JSON/, `${what}: a manifest error`)
+    t.match(r.err.split('\n').find((l) => l.startsWith('boot-agent fetch:')) ?? '', field, `${what}: names the field`)
+  }
+  t.same((await readdirSafe(join(s.cache, 'objects', 'sha256'))), [], 'nothing fetched')
+})
+
+const readdirSafe = async (p: string) => (await import('node:fs/promises')).readdir(p).catch(() => [] as string[])

@@ -36,13 +36,34 @@ export interface FaultProxy {
   script: Fault[]
   /** Applied to every request once the script is used up (default pass). */
   always: Fault
+  /**
+   * Stops forwarding body bytes once `n` bytes in total (over all requests
+   * from now on) have been sent, and holds the connections open; resolves
+   * when that point is reached. `Infinity` lifts the limit.
+   */
+  stallAfterTotal(n: number): Promise<void>
   stop(): Promise<void>
 }
 
 export const startFaultProxy = async (upstream: string, script: Fault[] = [], always: Fault = { kind: 'pass' }): Promise<FaultProxy> => {
   const up = new URL(upstream)
   const sockets = new Set<Socket>()
-  const proxy: FaultProxy = { url: '', requests: [], script: [...script], always, stop: async () => undefined }
+  let total = 0
+  let limit = Infinity
+  let onStall: (() => void) | undefined
+  const held: http.IncomingMessage[] = []
+  const proxy: FaultProxy = {
+    url: '',
+    requests: [],
+    script: [...script],
+    always,
+    stallAfterTotal: (n) => {
+      total = 0
+      limit = n
+      return new Promise<void>((r) => (onStall = r))
+    },
+    stop: async () => undefined,
+  }
   const server = http.createServer((req, res) => {
     const fault = proxy.script.shift() ?? proxy.always
     const rec: ProxiedRequest = { path: req.url ?? '', range: String(req.headers.range ?? ''), fault: fault.kind, status: 0, bytes: 0 }
@@ -58,13 +79,23 @@ export const startFaultProxy = async (upstream: string, script: Fault[] = [], al
     const upReq = http.request({ host: up.hostname, port: up.port, path: req.url, method: req.method, headers }, (upRes) => {
       rec.status = upRes.statusCode ?? 0
       res.writeHead(upRes.statusCode ?? 502, upRes.headers)
-      const limit = 'afterBytes' in fault ? fault.afterBytes : Infinity
-      upRes.on('data', (d: Buffer) => {
-        if (rec.bytes >= limit) return
-        const part = rec.bytes + d.length > limit ? d.subarray(0, limit - rec.bytes) : d
+      const cut = 'afterBytes' in fault ? fault.afterBytes : Infinity
+      upRes.on('data', (d0: Buffer) => {
+        let d = d0
+        if (total + d.length >= limit) {
+          d = d.subarray(0, Math.max(0, limit - total))
+          upRes.pause()
+          held.push(upRes)
+          onStall?.()
+          onStall = undefined
+        }
+        total += d.length
+        if (d.length === 0) return
+        if (rec.bytes >= cut) return
+        const part = rec.bytes + d.length > cut ? d.subarray(0, cut - rec.bytes) : d
         rec.bytes += part.length
         res.write(part)
-        if (rec.bytes >= limit) {
+        if (rec.bytes >= cut) {
           upRes.destroy()
           if (fault.kind === 'truncate') setImmediate(() => res.socket?.end())
           else if (fault.kind === 'reset') setImmediate(() => res.socket?.resetAndDestroy())
@@ -87,6 +118,7 @@ export const startFaultProxy = async (upstream: string, script: Fault[] = [], al
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   proxy.stop = async () => {
+    for (const h of held) h.destroy()
     for (const s of sockets) s.destroy()
     await new Promise<void>((r) => server.close(() => r()))
   }
