@@ -24,6 +24,8 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) uses it. */
+  bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   /** Every block device including partitions (links into /sys/devices). */
   sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
