@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
 import xxhash, { type XXHashAPI } from 'xxhash-wasm'
 import type { Chunk } from '../manifest/types.js'
+import { hashRanges } from '../manifest/hash-pool.js'
+import { isErrno } from '../errors.js'
 
 /** Read size for whole-file hashing. */
 export const READ_BUFFER_BYTES = 4 * 1024 * 1024
@@ -130,9 +132,23 @@ export const hashRangesInline: RangeHasher = async (path, ranges, opts = {}) => 
   return out
 }
 
+/**
+ * sha256 per range on worker threads (manifest/hash-pool: one per core, large
+ * reads); a file shorter than the ranges (a truncated object) falls back to
+ * the inline hasher, which reports the missing ranges as unmatched.
+ */
+export const hashRangesParallel: RangeHasher = async (path, ranges, opts = {}) => {
+  try {
+    return await hashRanges(path, ranges, opts.signal ? { signal: opts.signal } : {})
+  } catch (e) {
+    if (isErrno(e, 'EBADSIZE')) return hashRangesInline(path, ranges, opts)
+    throw e
+  }
+}
+
 /** Indexes of the chunks whose bytes in `path` do not match their sha256. */
 export const badChunks = async (path: string, chunks: readonly Chunk[], opts: { signal?: AbortSignal; hasher?: RangeHasher } = {}): Promise<number[]> => {
-  const hasher = opts.hasher ?? hashRangesInline
+  const hasher = opts.hasher ?? hashRangesParallel
   const got = await hasher(path, chunks, opts.signal ? { signal: opts.signal } : {})
   return chunks.filter((c, i) => got[i] !== c.sha256).map((c) => c.index)
 }

@@ -16,7 +16,7 @@ import { silentLogger, type Logger } from '../log.js'
 import type { Chunk } from '../manifest/types.js'
 import { planEviction, type EvictionGoal } from './evict.js'
 import { fsyncPath, writeFileAtomic } from './fs-util.js'
-import { badChunks, hashRangesInline, xxh64File, type RangeHasher } from './hash-file.js'
+import { badChunks, hashRangesParallel, xxh64File, type RangeHasher } from './hash-file.js'
 import {
   DIR_MODE,
   META_SUFFIX,
@@ -96,7 +96,7 @@ export class Cache {
     this.dir = dir
     this.log = opts.log ?? silentLogger()
     this.now = opts.now ?? (() => new Date())
-    this.hasher = opts.hasher ?? hashRangesInline
+    this.hasher = opts.hasher ?? hashRangesParallel
   }
 
   /** Opens (creating when needed) a cache on `dir`, root-only. */

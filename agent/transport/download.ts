@@ -432,6 +432,11 @@ export class Download {
         }
         if (pos >= stopAt) break
       }
+    } catch (e) {
+      if (this.signal.aborted) throw e
+      // Say where the stream broke; keep the code (retry decisions use it).
+      const code = e instanceof BootAgentError ? e.code : 'ENETWORK'
+      throw new BootAgentError(code, `${mirror.url}: ${(e as Error).message.replace(`${mirror.url}: `, '')} at byte ${pos} of ${body.start}-${stopAt - 1}`, { url: mirror.url, at: pos }, { cause: e })
     } finally {
       body.cancel()
       w.drop() // an incomplete chunk is never written

@@ -21,7 +21,7 @@ import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
 import { DEFAULT_RETRY_POLICY, backoffMs, isRetryable, sleep, type RetryPolicy } from './retry.js'
-import { parseManifestJson } from './manifest-input.js'
+import { parseManifest } from '../manifest/schema.js'
 import { hostname } from 'node:os'
 
 /** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
@@ -53,7 +53,7 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
         await sleep(backoffMs(attempt, policy, Math.random, ra), opts.signal)
       }
     }
-    return parseManifestJson(bytes.toString('utf8'), { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}) })
+    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}) })
   })
 }
 

@@ -41,7 +41,7 @@ export const manifestFor = (data: Uint8Array, urls: string[], opts: { name?: str
   created: new Date(0).toISOString(),
   size: data.length,
   sha256: sha256Hex(data),
-  chunking: { algorithm: 'test-seeded-v1', minSize: opts.min ?? 16 * 1024, avgSize: 56 * 1024, maxSize: opts.max ?? 96 * 1024 },
+  chunking: { algorithm: 'fastcdc-gear-v1', minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 },
   chunks: opts.chunks ?? chunkBytes(data, opts),
   urls,
 })
