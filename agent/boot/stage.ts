@@ -60,6 +60,8 @@ export interface StageOptions {
   sleep?: (ms: number) => Promise<void>
   sysClassBlock?: string
   now?: () => Date
+  /** Process start-up before the stage began (recorded as `timings.startup`). */
+  startupMs?: number
 }
 
 export interface StageOutcome {
@@ -91,6 +93,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const { log, pipeline } = opts
   const run = opts.run ?? defaultRun
   const timer = new Timer()
+  if (opts.startupMs !== undefined) timer.timings.startup = opts.startupMs
   const cacheMount = opts.cacheMount ?? join(opts.runDir, 'cache')
   const rootMount = join(opts.runDir, 'mnt', 'root')
   const extraEvents: AgentEvent[] = []
