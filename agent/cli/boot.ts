@@ -5,6 +5,7 @@
  * record with `--json`); the exit code tells the dracut hook what to do
  * (see EXIT_CODES in agent/boot/handoff.ts and the README).
  */
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { readBootCmdline } from '../boot/cmdline.js'
 import type { BootRecord } from '../boot/handoff.js'
@@ -28,7 +29,9 @@ options:
   --json               print the boot record as JSON instead of a summary
 
 exit codes: 0 root ready; 1 failed (onfail=emergency); 2 bad configuration;
-            3 failed (onfail=shell); 4 reboot (onfail=reboot, or cache cleared)
+            3 failed (onfail=shell); 4 reboot (onfail=reboot, or cache cleared).
+The reboot command runs only inside an initramfs (/etc/initrd-release exists) or
+with BOOT_AGENT_ALLOW_REBOOT=1; elsewhere the command exits 4 and leaves the machine up.
 The keys are documented in README.md ("Kernel command line").`
 
 const MiB = 1024 * 1024
@@ -82,6 +85,8 @@ export const command: Command = {
       log: ctx.log,
       signal: ctx.signal,
       startupMs,
+      // Outside an initramfs a failed boot never reboots the machine it runs on (exit 4 says so).
+      mayReboot: existsSync(system.initrdRelease) || process.env.BOOT_AGENT_ALLOW_REBOOT === '1',
     })
     if (values.json) ctx.out(JSON.stringify(out.record, null, 2))
     else for (const l of summarise(out.record, out.recordPath)) ctx.out(l)
