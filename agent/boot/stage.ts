@@ -7,7 +7,7 @@
  * failed boot: the record and a `boot-failed` event say why, work mounts are
  * undone, the root is never left half-unpacked, and `onfail` is followed.
  */
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, CacheFullError, ConfigError, IntegrityError, SizeError } from '../errors.js'
 import { makeEvent, type AgentEvent } from '../events/event.js'
@@ -124,7 +124,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         spec: intent?.cacheSpec?.text ?? null,
         ...(inv?.cache.state === 'mounted' ? { device: inv.cache.device, mountpoint: inv.cache.mountpoint } : {}),
         hit: fetched?.hit ?? false,
-        ...(fetched ? { objectPath: fetched.path } : {}),
+        ...(fetched?.path ? { objectPath: fetched.path } : {}),
         inRam: plan ? !cacheOnDisk : false,
       },
       root: {
@@ -247,6 +247,11 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     )
     init = res.init
     rootMounted = false // now mounted at the sysroot, the work mount is gone
+    // An image held in RAM only to be unpacked is not needed any more (roram still reads it).
+    if (plan.cache.mode === 'ram' && plan.style !== 'roram') {
+      await rm(join(opts.runDir, 'ram-cache'), { recursive: true, force: true })
+      fetched = { ...fetched, path: '' }
+    }
     const rec = record('ok')
     const { recordPath } = await finish(rec)
     log.info({ style: rec.style, hit: rec.cache.hit, bytesFetched: rec.bytesFetched, timings: rec.timings }, 'boot stage done')
