@@ -259,6 +259,12 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   } catch (e) {
     if (e instanceof ClearAndReboot) return await clearAndReboot(e.message)
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
+    if (e instanceof IntegrityError) {
+      // Bytes (or a manifest) that are not what they were pinned to: the head node must hear of it (SPEC §6).
+      extraEvents.push(
+        makeEvent('integrity', node, { what: e.message, algorithm: e.algorithm, expected: e.expected, found: e.found, url: e.url }, intent ? { image: { name: intent.image.name, sha256: intent.image.sha256 } } : {}),
+      )
+    }
     const rec = record('failed', { error: errorSummary(e), action: intent?.onfail ?? opts.cmdline.onfail ?? 'emergency' })
     log.error({ err: e, code: rec.error?.code }, `boot failed: ${rec.error?.message}`)
     const { recordPath } = await finish(rec)

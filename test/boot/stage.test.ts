@@ -286,3 +286,20 @@ t.test('a bad server URL or partition spec stops before anything is touched, nam
   t.equal(r.exitCode, 2, 'configuration error: exit 2')
   t.match(r.record, { result: 'failed', error: { code: 'ECONFIG', message: /rd.bootagent.server/ } })
 })
+
+t.test('a manifest that is not the digest the descriptor pinned fails the boot and is reported as integrity', realGate, async (t) => {
+  const env = await setup(t)
+  const { img } = await image(env, 'os')
+  const pub = await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'rwram', partitions: {} })
+  // The head node's descriptor pins other bytes than its manifest describes (an overwritten image).
+  const descPath = join(env.www, 'v1', 'nodes', 'n1', 'boot')
+  const d = JSON.parse(await readFile(descPath, 'utf8'))
+  d.image.sha256 = 'f'.repeat(64)
+  await writeFile(descPath, JSON.stringify(d))
+  const r = await env.boot(line(env))
+  t.equal(r.exitCode, 1, 'onfail default emergency: exit 1')
+  t.match(r.record, { result: 'failed', action: 'emergency', error: { code: 'EINTEGRITY' } })
+  const evs = await spooled(r.record.spoolDir)
+  t.same(evs.map((e) => e.kind), ['integrity', 'boot-failed'])
+  t.match(evs[0]?.data, { expected: 'f'.repeat(64), found: pub.sha256 })
+})
