@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { type AgentEvent, makeEvent } from '../../agent/events/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
 import { seededRandom } from '../../agent/transport/mirrors.js'
-import { writeNodes } from './fixtures.js'
+import { writeNodes } from '../helpers/head-fixtures.js'
 
 const CLIENTS = 50
 const EVENTS = 10_000

@@ -5,7 +5,7 @@ import { command as publish } from '../../agent/cli/publish.js'
 import { generateKeyPair, parseManifest, verifyManifestSignature } from '../../agent/manifest/index.js'
 import { silentLogger } from '../../agent/log.js'
 import { ImageStore } from '../../agent/head/store.js'
-import { imageBytes, sha256 } from './fixtures.js'
+import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 
 const run = async (argv: string[]): Promise<{ code: number; out: string[] }> => {
   const out: string[] = []
