@@ -26,8 +26,14 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
-  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) uses it. */
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) and the daemon's kmsg position (seq restarts at 0) use it. */
   bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
+  /** Seconds since boot, to turn kmsg timestamps into wall-clock times. */
+  procUptime: env('PROC_UPTIME', '/proc/uptime'),
+  /** Which squashfs is mounted from which loop device (squashfs errors name no device). */
+  procMountinfo: env('PROC_MOUNTINFO', '/proc/self/mountinfo'),
+  /** MAJ:MIN → device symlinks, to name the device of a kmsg DEVICE=b7:0 dictionary entry. */
+  sysDevBlock: env('SYS_DEV_BLOCK', '/sys/dev/block'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   /** Every block device including partitions (links into /sys/devices). */
   sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
