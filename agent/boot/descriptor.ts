@@ -38,6 +38,8 @@ export interface BootDescriptor {
     size: number
     /** Absolute URL of the manifest (resolved against the server when relative). */
     manifest: string
+    /** The image's architecture (`uname -m` spelling), when the head says it. */
+    arch?: string
   }
   partitions: { cache?: PartitionSpec | null; root?: PartitionSpec | null }
   policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail }
@@ -91,6 +93,14 @@ export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
     throw new DescriptorError('image.size', 'must be a positive integer (bytes)')
   }
   if (typeof img.manifest !== 'string' || img.manifest.length === 0) throw new DescriptorError('image.manifest', 'must be a URL')
+  const arch = img.arch === undefined || img.arch === null ? undefined : img.arch
+  if (arch !== undefined && (typeof arch !== 'string' || !/^[a-z0-9_]{1,32}$/.test(arch))) {
+    throw new DescriptorError('image.arch', `must be an architecture name like x86_64 (got ${JSON.stringify(arch)})`)
+  }
+  if (typeof arch === 'string' && arch !== nodeArch()) {
+    // protocol.md: a node of another architecture must refuse the image too (never boot it).
+    throw new DescriptorError('image.arch', `image ${img.name} is for ${arch}, this node is ${nodeArch()}`)
+  }
   let manifest: URL
   try {
     manifest = new URL(img.manifest, server + '/')
@@ -120,7 +130,7 @@ export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
     schema: 1,
     node: v.node,
     ...(style ? { style } : {}),
-    image: { name: img.name, sha256: img.sha256, size: img.size, manifest: manifest.toString() },
+    image: { name: img.name, sha256: img.sha256, size: img.size, manifest: manifest.toString(), ...(arch ? { arch } : {}) },
     partitions,
     policies,
   }
@@ -166,7 +176,12 @@ const retryAfterMs = (h: string | null): number | undefined => {
 }
 
 /** The descriptor URL for a node. */
-export const descriptorUrl = (server: string, node: string): string => `${server}/v1/nodes/${encodeURIComponent(node)}/boot`
+/** This node's architecture in `uname -m` spelling, as the protocol names it. */
+export const nodeArch = (): string => ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', riscv64: 'riscv64', s390x: 's390x' })[process.arch as string] ?? process.arch
+
+/** The descriptor URL; `?arch=` lets the head refuse an image of another architecture (protocol.md). */
+export const descriptorUrl = (server: string, node: string): string =>
+  `${server}/v1/nodes/${encodeURIComponent(node)}/boot?arch=${encodeURIComponent(nodeArch())}`
 
 /** Fetches and validates the node's boot descriptor. */
 export const fetchDescriptor = async (server: string, node: string, opts: FetchDescriptorOptions): Promise<BootDescriptor> => {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { DescriptorError, fetchDescriptor, parseDescriptor, resolveNodeId } from '../../agent/boot/descriptor.js'
+import { DescriptorError, fetchDescriptor, nodeArch, parseDescriptor, resolveNodeId } from '../../agent/boot/descriptor.js'
 
 const sha = 'b'.repeat(64)
 const good = (node = 'n1') => ({
@@ -59,7 +59,8 @@ t.test('fetchDescriptor asks for this node and retries transient failures', asyn
   const srv = await serve(t, [json(503, {}), json(429, {}, { 'retry-after': '0' }), json(200, good('node-7'))])
   const d = await fetchDescriptor(srv.url, 'node-7', { timeoutMs: 2000, sleep: noSleep })
   t.equal(d.node, 'node-7')
-  t.same(srv.seen, ['/v1/nodes/node-7/boot', '/v1/nodes/node-7/boot', '/v1/nodes/node-7/boot'])
+  const q = `/v1/nodes/node-7/boot?arch=${nodeArch()}`
+  t.same(srv.seen, [q, q, q])
 })
 
 t.test('a 404 is final, not retried', async (t) => {
@@ -96,4 +97,12 @@ t.test('node id: command line, else DMI UUID, else the first MAC', async (t) => 
     'a placeholder UUID and a zero MAC are skipped',
   )
   await t.rejects(resolveNodeId({ readDmiUuid: async () => undefined, listMacs: async () => [] }), { code: 'ECONFIG', key: 'rd.bootagent.node' })
+})
+
+t.test('an image of another architecture is refused, naming image.arch', async (t) => {
+  const other = nodeArch() === 'x86_64' ? 'aarch64' : 'x86_64'
+  const d = good()
+  t.throws(() => parseDescriptor({ ...d, image: { ...d.image, arch: other } }, 'http://h'), { code: 'EDESCRIPTOR', field: 'image.arch' })
+  t.throws(() => parseDescriptor({ ...d, image: { ...d.image, arch: 'x86 64; rm' } }, 'http://h'), { code: 'EDESCRIPTOR', field: 'image.arch' })
+  t.equal(parseDescriptor({ ...d, image: { ...d.image, arch: nodeArch() } }, 'http://h').image.arch, nodeArch())
 })
