@@ -45,6 +45,8 @@ trap 'rm -rf -- "$work"' EXIT
 # Private dracut tree: the system's /usr/lib/dracut stays as it is.
 cp -a /usr/lib/dracut "$work/dracut"
 cp -a "$here/dracut/50boot-agent" "$work/dracut/modules.d/50boot-agent"
+# The unit for systemd-based images lives in systemd/; the module installs it from its own dir.
+cp "$here/systemd/boot-agent-initrd.service" "$work/dracut/modules.d/50boot-agent/"
 mkdir -p "$work/confdir" "$work/tmp"
 
 export BOOT_AGENT_BUNDLE="$(readlink -f "$bundle")"

@@ -71,7 +71,14 @@ install() {
     # cmdline 20: after 99base's parse-root-opts (10) has read root=, before
     # network-legacy's parse-ip-opts (98) reads the ip= we may default.
     inst_hook cmdline 20 "$moddir/parse-boot-agent.sh"
-    # pre-mount 50: the network is up (initqueue finished) and nothing has mounted
-    # $NEWROOT yet; the agent mounts it.
-    inst_hook pre-mount 50 "$moddir/boot-agent-root.sh"
+    if dracut_module_included "systemd"; then
+        # systemd initramfs: a unit ordered before initrd-root-fs.target runs the stage
+        # (systemd/boot-agent-initrd.service, copied next to this file at build time).
+        inst_simple "$moddir/boot-agent-initrd.service" "$systemdsystemunitdir/boot-agent-initrd.service"
+        $SYSTEMCTL -q --root "$initdir" enable boot-agent-initrd.service
+    else
+        # shell init: pre-mount 50, when the network is up (initqueue finished) and
+        # nothing has mounted $NEWROOT yet; the agent mounts it.
+        inst_hook pre-mount 50 "$moddir/boot-agent-root.sh"
+    fi
 }
