@@ -24,7 +24,11 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) uses it. */
+  bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
+  /** Every block device including partitions (links into /sys/devices). */
+  sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
 } as const
@@ -39,4 +43,5 @@ export const commands = {
   mkfsExt4: env('CMD_MKFS_EXT4', 'mkfs.ext4'),
   lsblk: env('CMD_LSBLK', 'lsblk'),
   reboot: env('CMD_REBOOT', 'reboot'),
+  findmnt: env('CMD_FINDMNT', 'findmnt'),
 } as const

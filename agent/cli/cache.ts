@@ -1,12 +1,66 @@
-import type { Command } from './command.js'
+import { ConfigError } from '../errors.js'
+import { Cache } from '../cache/store.js'
+import { type Command, parseCommandArgs } from './command.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const usage = `usage: boot-agent cache ls --cache DIR [--json]
+       boot-agent cache gc --cache DIR [--keep N] [--pin SHA256]... [--json]
+
+ls  lists the cached objects, most recently used first (sha256, size, last
+    use, last verification, names), and any foreign entries found.
+gc  removes least recently used objects until at most N remain (default 2:
+    the image booted and the previous one). Pinned objects and objects
+    another process is writing are never removed.
+
+options:
+  --cache DIR     cache directory
+  --keep N        objects to keep (gc; default 2)
+  --pin SHA256    never remove this object (gc; repeatable)
+  --json          print one JSON object`
+
+const DEFAULT_KEEP = 2
+
 export const command: Command = {
   name: 'cache',
-  summary: '',
-  usage: 'boot-agent cache: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent cache: not implemented yet\n')
-    return 1
+  summary: 'list or garbage-collect a cache (ls, gc)',
+  usage,
+  run: async (argv, ctx) => {
+    const { values, positionals } = parseCommandArgs('cache', argv, {
+      cache: { type: 'string' },
+      keep: { type: 'string' },
+      pin: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+    })
+    const sub = positionals[0]
+    if (positionals.length !== 1 || (sub !== 'ls' && sub !== 'gc')) throw new ConfigError('boot-agent cache', `expected ls or gc, got ${JSON.stringify(positionals.join(' '))}`)
+    if (!values.cache) throw new ConfigError('--cache', 'is required')
+    const cache = await Cache.open(values.cache, { log: ctx.log })
+    if (sub === 'ls') {
+      const { objects, problems } = await cache.list()
+      objects.sort((a, b) => Date.parse(b.meta.lastUsedAt) - Date.parse(a.meta.lastUsedAt))
+      if (values.json) {
+        ctx.out(JSON.stringify({
+          objects: objects.map((o) => ({ sha256: o.sha256, path: o.path, size: o.meta.size, lastUsedAt: o.meta.lastUsedAt, verifiedAt: o.meta.verifiedAt, names: o.meta.names, urls: o.meta.urls, corruptChunks: o.meta.corruptChunks ?? [] })),
+          problems,
+        }))
+      } else {
+        for (const o of objects) {
+          const bad = o.meta.corruptChunks?.length ? `  CORRUPT chunks ${o.meta.corruptChunks.join(',')}` : ''
+          ctx.out(`${o.sha256}  ${String(o.meta.size).padStart(12)}  used ${o.meta.lastUsedAt}  verified ${o.meta.verifiedAt}  ${o.meta.names.join(',')}${bad}`)
+        }
+        for (const p of problems) ctx.out(`FOREIGN  ${p.path}: ${p.problem}`)
+      }
+      return 0
+    }
+    const keep = values.keep === undefined ? DEFAULT_KEEP : Number(values.keep)
+    if (!Number.isInteger(keep) || keep < 0) throw new ConfigError('--keep', `not a non-negative integer: ${values.keep}`)
+    for (const p of values.pin ?? []) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError('--pin', `not a sha256: ${p}`)
+    const removed = await cache.evict({ keep, pinned: values.pin ?? [] })
+    const freed = removed.reduce((n, o) => n + o.meta.size, 0)
+    if (values.json) ctx.out(JSON.stringify({ removed: removed.map((o) => ({ sha256: o.sha256, size: o.meta.size })), freedBytes: freed }))
+    else {
+      for (const o of removed) ctx.out(`removed ${o.sha256}  ${o.meta.size}`)
+      ctx.out(`${removed.length} object(s) removed, ${freed} bytes freed`)
+    }
+    return 0
   },
 }

@@ -1,12 +1,81 @@
-import type { Command } from './command.js'
+import { readFile } from 'node:fs/promises'
+import { ConfigError } from '../errors.js'
+import { Cache } from '../cache/store.js'
+import { fetchImage, fetchManifest } from '../transport/fetch-image.js'
+import { type Command, EXIT_USAGE, parseCommandArgs } from './command.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const usage = `usage: boot-agent fetch MANIFEST_URL --cache DIR [--pubkey FILE] [--strong] [--json]
+
+Fetches the image a manifest describes into a content-addressed cache and
+prints where the verified object is. A cached copy is re-verified first
+(fast: size + xxh64; --strong: sha256 of every chunk); a damaged one is
+repaired by fetching only its bad chunks; an interrupted fetch resumes from
+its verified chunks; chunks already held by other cached images are copied
+instead of downloaded.
+
+options:
+  --cache DIR        cache directory (created root-only when missing)
+  --pubkey FILE      ed25519 public key (PEM); refuse unsigned or wrongly signed manifests
+  --strong           re-verify a cache hit with sha256 instead of xxh64
+  --node ID          seed for this node's mirror order and retry jitter (default: host name)
+  --streams N        parallel Range requests (default 4)
+  --pin SHA256       keep this object when evicting to make room (repeatable)
+  --json             print one JSON object instead of text
+
+Exit status: 0 only when a verified object is in the cache; 1 on any failure
+(the error names the URL and digests); 2 on a usage error.`
+
 export const command: Command = {
   name: 'fetch',
-  summary: '',
-  usage: 'boot-agent fetch: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent fetch: not implemented yet\n')
-    return 1
+  summary: 'fetch an image by manifest URL into a cache, verified',
+  usage,
+  run: async (argv, ctx) => {
+    const { values, positionals } = parseCommandArgs('fetch', argv, {
+      cache: { type: 'string' },
+      pubkey: { type: 'string' },
+      strong: { type: 'boolean' },
+      node: { type: 'string' },
+      streams: { type: 'string' },
+      pin: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+    })
+    if (positionals.length !== 1) {
+      process.stderr.write(`boot-agent fetch: expected one MANIFEST_URL\n\n${usage}\n`)
+      return EXIT_USAGE
+    }
+    const url = positionals[0]!
+    if (!/^https?:\/\//.test(url)) throw new ConfigError('MANIFEST_URL', `not an http(s) URL: ${JSON.stringify(url)}`)
+    if (!values.cache) throw new ConfigError('--cache', 'is required')
+    let streams: number | undefined
+    if (values.streams !== undefined) {
+      streams = Number(values.streams)
+      if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new ConfigError('--streams', `not an integer in 1..64: ${values.streams}`)
+    }
+    for (const p of values.pin ?? []) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError('--pin', `not a sha256: ${p}`)
+    const publicKey = values.pubkey ? await readFile(values.pubkey, 'utf8').catch((e: Error) => {
+      throw new ConfigError('--pubkey', `cannot read ${values.pubkey}: ${e.message}`)
+    }) : undefined
+    const cache = await Cache.open(values.cache, { log: ctx.log })
+    const manifest = await fetchManifest(url, { log: ctx.log, signal: ctx.signal, ...(publicKey ? { publicKey } : {}) })
+    const r = await fetchImage({
+      manifest,
+      cache,
+      log: ctx.log,
+      signal: ctx.signal,
+      verify: values.strong ? 'strong' : 'fast',
+      ...(values.node ? { nodeId: values.node } : {}),
+      ...(streams ? { streams } : {}),
+      ...(values.pin ? { pin: values.pin } : {}),
+    })
+    if (values.json) {
+      ctx.out(JSON.stringify({ name: manifest.name, ...r, problems: cache.problems }))
+    } else {
+      ctx.out(r.path)
+      ctx.out(
+        `${r.hit ? 'hit' : 'miss'}: ${manifest.name} sha256 ${r.sha256}, ${r.size} bytes; downloaded ${r.bytesDownloaded}, reused ${r.bytesReused}, resumed ${r.bytesResumed}, repaired chunks ${r.chunksRepaired}, ${r.durationMs} ms`,
+      )
+      for (const p of cache.problems) ctx.out(`warning: ignored ${p.path}: ${p.problem}`)
+    }
+    return 0
   },
 }

@@ -1,12 +1,83 @@
-import type { Command } from './command.js'
+/**
+ * `boot-agent head`: runs the reference head node until SIGTERM/SIGINT.
+ * SIGHUP re-reads the nodes file (an invalid one is refused and the old kept).
+ */
+import { ConfigError } from '../errors.js'
+import { startHead } from '../head/server.js'
+import { type Command, parseCommandArgs } from './command.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const USAGE = `usage: boot-agent head --store DIR --nodes FILE [--listen HOST:PORT] [options]
+
+Runs the reference head node (protocol: docs/protocol.md): boot descriptors,
+manifests and image bytes (with Range) from the store written by
+\`boot-agent publish\`, durable event storage, and GET /v1/consistency.
+
+options:
+  --store DIR          image store (see boot-agent publish)
+  --nodes FILE         nodes file (JSON; see README "Head node"); SIGHUP reloads it
+  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; :PORT for all)
+  --token T            require "Authorization: Bearer T" on every request
+                       (or BOOT_AGENT_HEAD_TOKEN, which keeps it out of ps)
+  --events DIR         event store (default STORE/events)
+  --redirect-to-mirrors  answer image-byte requests with 302 to the manifest's mirror
+  --max-body BYTES     largest request body (default 1048576)
+  --rate EVENTS/S      per-node event rate (default 200; burst 10x)
+`
+
 export const command: Command = {
   name: 'head',
-  summary: '',
-  usage: 'boot-agent head: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent head: not implemented yet\n')
-    return 1
+  summary: 'run the reference head node',
+  usage: USAGE,
+  run: async (argv, ctx) => {
+    const { values, positionals } = parseCommandArgs('head', argv, {
+      store: { type: 'string' },
+      nodes: { type: 'string' },
+      listen: { type: 'string' },
+      token: { type: 'string' },
+      events: { type: 'string' },
+      'redirect-to-mirrors': { type: 'boolean' },
+      'max-body': { type: 'string' },
+      rate: { type: 'string' },
+    })
+    if (positionals.length) throw new ConfigError('boot-agent head', `unexpected argument ${JSON.stringify(positionals[0])}`)
+    if (!values.store) throw new ConfigError('--store', 'is required')
+    if (!values.nodes) throw new ConfigError('--nodes', 'is required')
+    const positive = (key: string, v: string | undefined): number | undefined => {
+      if (v === undefined) return undefined
+      const n = Number(v)
+      if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(key, `must be a positive integer (got ${JSON.stringify(v)})`)
+      return n
+    }
+    const maxBody = positive('--max-body', values['max-body'])
+    const rate = positive('--rate', values.rate)
+    const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
+    const head = await startHead({
+      store: values.store,
+      nodes: values.nodes,
+      listen: values.listen ?? '127.0.0.1:8080',
+      log: ctx.log,
+      ...(token ? { token } : {}),
+      ...(values.events ? { eventsDir: values.events } : {}),
+      ...(values['redirect-to-mirrors'] ? { redirectToMirrors: true } : {}),
+      ...(maxBody ? { maxBodyBytes: maxBody } : {}),
+      ...(rate ? { rateLimit: { eventsPerSecond: rate, burstEvents: rate * 10 } } : {}),
+    })
+    ctx.out(JSON.stringify({ url: head.url }))
+    const onHup = (): void => {
+      void head.reload()
+    }
+    process.on('SIGHUP', onHup)
+    try {
+      // main() turns SIGTERM/SIGINT into an abort of ctx.signal.
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) resolve()
+        else ctx.signal.addEventListener('abort', () => resolve(), { once: true })
+      })
+      ctx.log.info({ reason: String(ctx.signal.reason) }, 'shutting down')
+      await head.close()
+      return 0
+    } finally {
+      process.off('SIGHUP', onHup)
+    }
   },
 }

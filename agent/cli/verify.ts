@@ -1,12 +1,55 @@
-import type { Command } from './command.js'
+import { ConfigError } from '../errors.js'
+import { Cache } from '../cache/store.js'
+import { type Command, parseCommandArgs } from './command.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
+
+Re-verifies every object in a cache: size + xxh64 (fast, at disk speed), or
+sha256 of every chunk with --strong. A corrupt object is named with the
+chunks that differ (recorded in its metadata, so the next fetch repairs only
+those). Symlinks, foreign files and malformed metadata are reported, never
+followed.
+
+options:
+  --cache DIR   cache directory
+  --strong      sha256 of every chunk instead of xxh64
+  --json        print one JSON object
+
+Exit status: 0 when every object verified and nothing foreign was found;
+1 when any object is corrupt (or the cache holds foreign entries); 2 on a
+usage error.`
+
 export const command: Command = {
   name: 'verify',
-  summary: '',
-  usage: 'boot-agent verify: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent verify: not implemented yet\n')
-    return 1
+  summary: 're-verify every object in a cache',
+  usage,
+  run: async (argv, ctx) => {
+    const { values, positionals } = parseCommandArgs('verify', argv, {
+      cache: { type: 'string' },
+      strong: { type: 'boolean' },
+      json: { type: 'boolean' },
+    })
+    if (positionals.length) throw new ConfigError('boot-agent verify', `unexpected argument ${JSON.stringify(positionals[0])}`)
+    if (!values.cache) throw new ConfigError('--cache', 'is required')
+    const cache = await Cache.open(values.cache, { log: ctx.log })
+    const { objects, problems } = await cache.list()
+    const results: { sha256: string; path: string; ok: boolean; reason?: string; badChunks: number[] }[] = []
+    for (const o of objects) {
+      const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal })
+      if (!v.ok && v.badChunks.length) await cache.markCorrupt(o.sha256, v.badChunks)
+      results.push({ sha256: o.sha256, path: o.path, ok: v.ok, ...(v.reason ? { reason: v.reason } : {}), badChunks: v.badChunks })
+    }
+    const corrupt = results.filter((r) => !r.ok)
+    const allProblems = [...problems, ...cache.problems.filter((p) => !problems.some((q) => q.path === p.path && q.problem === p.problem))]
+    if (values.json) {
+      ctx.out(JSON.stringify({ mode: values.strong ? 'strong' : 'fast', objects: results, problems: allProblems }))
+    } else {
+      for (const r of results) {
+        ctx.out(r.ok ? `ok       ${r.sha256}` : `CORRUPT  ${r.sha256}  ${r.reason ?? ''}${r.badChunks.length ? ` (chunks ${r.badChunks.slice(0, 10).join(',')}${r.badChunks.length > 10 ? ',…' : ''})` : ''}`)
+      }
+      for (const p of allProblems) ctx.out(`FOREIGN  ${p.path}: ${p.problem}`)
+      ctx.out(`${results.length - corrupt.length} ok, ${corrupt.length} corrupt, ${allProblems.length} problem(s)`)
+    }
+    return corrupt.length || allProblems.length ? 1 : 0
   },
 }

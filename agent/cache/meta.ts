@@ -1,0 +1,84 @@
+/**
+ * The metadata file next to each cached object. It is read back from a disk
+ * that is never trusted blindly (SPEC §5), so {@link parseObjectMeta} checks
+ * every field and returns a problem instead of a half-typed value.
+ */
+import type { Chunk } from '../manifest/types.js'
+import { SHA256_HEX } from './layout.js'
+
+export interface ObjectMeta {
+  schema: 1
+  size: number
+  /** Lower-case hex sha256 of the object; equals its file name. */
+  sha256: string
+  /** Lower-case hex xxh64 (seed 0) of the whole object: the fast re-verification. */
+  xxh64: string
+  /** The chunk list it was fetched with (contiguous, covering [0, size)). */
+  chunks: Chunk[]
+  /** ISO time of the last full verification (fast or strong). */
+  verifiedAt: string
+  /** ISO time of the last use; eviction removes the least recent first. */
+  lastUsedAt: string
+  /** Image names that have pointed at this object, oldest first. */
+  names: string[]
+  /** URLs it was fetched from. */
+  urls: string[]
+  /** Chunk indexes found corrupt on disk and not yet repaired. */
+  corruptChunks?: number[]
+}
+
+const XXH64_HEX = /^[0-9a-f]{16}$/
+const MAX_LIST = 64
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isSize = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+const isIso = (v: unknown): v is string => typeof v === 'string' && !Number.isNaN(Date.parse(v))
+const isStrList = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string')
+
+/**
+ * Checks a chunk list: contiguous, in order, non-empty chunks, covering
+ * exactly [0, size). Returns a problem or undefined.
+ */
+export const chunkListProblem = (chunks: unknown, size: number): string | undefined => {
+  if (!Array.isArray(chunks)) return 'chunks is not a list'
+  if (size > 0 && chunks.length === 0) return 'chunks is empty'
+  let at = 0
+  for (const [i, c] of chunks.entries()) {
+    if (!isObj(c)) return `chunks[${i}] is not an object`
+    if (c.index !== i) return `chunks[${i}].index is ${String(c.index)}`
+    if (c.offset !== at) return `chunks[${i}].offset is ${String(c.offset)}, expected ${at}`
+    if (!isSize(c.size) || c.size === 0) return `chunks[${i}].size is not a positive integer`
+    if (typeof c.sha256 !== 'string' || !SHA256_HEX.test(c.sha256)) return `chunks[${i}].sha256 is not lower-case hex sha256`
+    at += c.size
+  }
+  if (at !== size) return `chunks add up to ${at} bytes, not ${size}`
+  return undefined
+}
+
+/** A typed meta, or a string saying what is wrong with it. */
+export const parseObjectMeta = (v: unknown, expectSha: string): ObjectMeta | string => {
+  if (!isObj(v)) return 'not a JSON object'
+  if (v.schema !== 1) return `unknown schema ${JSON.stringify(v.schema)}`
+  if (v.sha256 !== expectSha) return `sha256 ${JSON.stringify(v.sha256)} does not match the object name`
+  if (!isSize(v.size)) return 'size is not a non-negative integer'
+  if (typeof v.xxh64 !== 'string' || !XXH64_HEX.test(v.xxh64)) return 'xxh64 is not 16 hex digits'
+  const bad = chunkListProblem(v.chunks, v.size)
+  if (bad) return bad
+  if (!isIso(v.verifiedAt)) return 'verifiedAt is not a time'
+  if (!isIso(v.lastUsedAt)) return 'lastUsedAt is not a time'
+  if (!isStrList(v.names) || !isStrList(v.urls)) return 'names/urls are not lists of strings'
+  const nChunks = (v.chunks as unknown[]).length
+  if (v.corruptChunks !== undefined) {
+    const cc = v.corruptChunks
+    if (!Array.isArray(cc) || !cc.every((n) => Number.isSafeInteger(n) && n >= 0 && n < nChunks)) return 'corruptChunks is not a list of chunk indexes'
+  }
+  return v as unknown as ObjectMeta
+}
+
+/** Adds `item` to a bounded, de-duplicated list (most recent last). */
+export const remember = (list: string[], item: string | undefined): string[] => {
+  if (item === undefined || item === '') return list
+  const next = list.filter((x) => x !== item)
+  next.push(item)
+  return next.slice(-MAX_LIST)
+}

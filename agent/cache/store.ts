@@ -1,0 +1,480 @@
+/**
+ * The content-addressed image cache on a directory (SPEC §5; layout in
+ * layout.ts). Objects are named by their sha256 and published atomically;
+ * every lookup re-verifies the bytes before they are used (fast: size + full
+ * xxh64; strong: sha256 of every chunk); corrupt chunks are found and handed
+ * to the downloader so only they are fetched again.
+ *
+ * Nothing on the cache disk is trusted blindly: symlinks, foreign files and
+ * malformed metadata are ignored, logged and returned as problems, never
+ * followed.
+ */
+import { chmod, link, lstat, mkdir, readdir, readFile, rename, rm, statfs, open } from 'node:fs/promises'
+import { join } from 'node:path'
+import { BootAgentError, IntegrityError, SizeError, isErrno } from '../errors.js'
+import { silentLogger, type Logger } from '../log.js'
+import type { Chunk } from '../manifest/types.js'
+import { planEviction, type EvictionGoal } from './evict.js'
+import { fsyncPath, writeFileAtomic } from './fs-util.js'
+import { badChunks, hashRangesParallel, xxh64File, type RangeHasher } from './hash-file.js'
+import {
+  DIR_MODE,
+  META_SUFFIX,
+  SHA256_HEX,
+  lockPath,
+  metaPath,
+  objectPath,
+  objectsRoot,
+  partPath,
+  statePath,
+  tmpDir,
+} from './layout.js'
+import { acquireLock, type Lock, type LockOptions } from './lock.js'
+import { parseObjectMeta, remember, type ObjectMeta } from './meta.js'
+
+export type VerifyMode = 'fast' | 'strong'
+
+/** Something on the cache disk that is not what the cache wrote; ignored, never followed. */
+export interface CacheProblem {
+  path: string
+  problem: string
+}
+
+export interface CachedObject {
+  sha256: string
+  path: string
+  meta: ObjectMeta
+}
+
+export interface VerifyResult {
+  ok: boolean
+  /** Why it is not ok (size, xxh64, chunk digests, metadata). */
+  reason?: string
+  /** Chunks whose bytes do not match (empty when ok or unknown). */
+  badChunks: number[]
+  /** The chunk list the verdict is about. */
+  chunks?: Chunk[]
+}
+
+export type LookupResult =
+  | { status: 'hit'; path: string; meta: ObjectMeta }
+  | { status: 'miss' }
+  | { status: 'corrupt'; path: string; reason: string; badChunks: number[]; chunks?: Chunk[] }
+
+export interface CacheOptions {
+  log?: Logger
+  /** Injectable clock. */
+  now?: () => Date
+  /** sha256 of file ranges; a worker pool makes strong verification parallel. */
+  hasher?: RangeHasher
+}
+
+export interface PublishInput {
+  /** The finished temp file (under tmp/), fsynced by the writer or not. */
+  from: string
+  sha256: string
+  /** The sha256 the writer computed over the bytes it wrote. */
+  computedSha256: string
+  size: number
+  xxh64: string
+  chunks: Chunk[]
+  name?: string
+  urls?: string[]
+}
+
+const isErr = (e: unknown) => isErrno(e, 'ENOENT', 'ENOTDIR')
+
+export class Cache {
+  readonly dir: string
+  readonly log: Logger
+  readonly now: () => Date
+  readonly hasher: RangeHasher
+  /** Problems met so far (also logged). */
+  readonly problems: CacheProblem[] = []
+
+  private constructor(dir: string, opts: CacheOptions) {
+    this.dir = dir
+    this.log = opts.log ?? silentLogger()
+    this.now = opts.now ?? (() => new Date())
+    this.hasher = opts.hasher ?? hashRangesParallel
+  }
+
+  /** Opens (creating when needed) a cache on `dir`, root-only. */
+  static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
+    for (const d of [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]) {
+      await mkdir(d, { recursive: true, mode: DIR_MODE })
+      const st = await lstat(d)
+      if (!st.isDirectory()) throw new BootAgentError('ECACHE', `cache path ${d} is not a directory (symlinks are not followed)`, { path: d })
+      await chmod(d, DIR_MODE)
+    }
+    return new Cache(dir, opts)
+  }
+
+  objectPath(sha: string): string {
+    return objectPath(this.dir, sha)
+  }
+  metaPath(sha: string): string {
+    return metaPath(this.dir, sha)
+  }
+  partPath(sha: string): string {
+    return partPath(this.dir, sha)
+  }
+  statePath(sha: string): string {
+    return statePath(this.dir, sha)
+  }
+  get tmpDir(): string {
+    return tmpDir(this.dir)
+  }
+
+  private report(path: string, problem: string): void {
+    if (this.problems.some((p) => p.path === path && p.problem === problem)) return
+    this.problems.push({ path, problem })
+    this.log.warn({ path, problem }, `cache: ignoring ${path}: ${problem}`)
+  }
+
+  /** Takes the write lock of one object (waits, bounded, while another live process holds it). */
+  lock(sha: string, opts: LockOptions = {}): Promise<Lock> {
+    assertSha(sha)
+    return acquireLock(lockPath(this.dir, sha), {
+      ...opts,
+      onWait: (o) => {
+        this.log.info({ sha256: sha, pid: o.pid }, 'cache: waiting for another process writing this object')
+        opts.onWait?.(o)
+      },
+    })
+  }
+
+  /** The object's metadata, or undefined (missing or malformed: reported). */
+  async readMeta(sha: string): Promise<ObjectMeta | undefined> {
+    assertSha(sha)
+    const p = this.metaPath(sha)
+    let text: string
+    try {
+      const st = await lstat(p)
+      if (!st.isFile()) {
+        this.report(p, st.isSymbolicLink() ? 'metadata is a symlink' : 'metadata is not a regular file')
+        return undefined
+      }
+      text = await readFile(p, 'utf8')
+    } catch (e) {
+      if (isErr(e)) return undefined
+      throw e
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch {
+      this.report(p, 'metadata is not JSON')
+      return undefined
+    }
+    const meta = parseObjectMeta(json, sha)
+    if (typeof meta === 'string') {
+      this.report(p, `malformed metadata: ${meta}`)
+      return undefined
+    }
+    return meta
+  }
+
+  /** 'file' when a regular file is at the object path, 'none', or 'foreign' (reported). */
+  private async objectKind(sha: string): Promise<'file' | 'none' | 'foreign'> {
+    const p = this.objectPath(sha)
+    try {
+      const st = await lstat(p)
+      if (st.isFile()) return 'file'
+      this.report(p, st.isSymbolicLink() ? 'object is a symlink' : 'object is not a regular file')
+      return 'foreign'
+    } catch (e) {
+      if (isErr(e)) return 'none'
+      throw e
+    }
+  }
+
+  /**
+   * Re-verifies one object. `chunks` (from the manifest being fetched) takes
+   * precedence over the metadata's list. Fast mode reads the whole object
+   * once for xxh64; on a mismatch, or in strong mode, each chunk's sha256 is
+   * checked to find exactly which are bad.
+   */
+  async verify(sha: string, opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal } = {}): Promise<VerifyResult> {
+    const kind = await this.objectKind(sha)
+    if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
+    const path = this.objectPath(sha)
+    const meta = await this.readMeta(sha)
+    const chunks = opts.chunks ?? meta?.chunks
+    const size = meta?.size ?? chunks?.reduce((n, c) => n + c.size, 0)
+    const findBad = async (reason: string): Promise<VerifyResult> => {
+      if (!chunks) return { ok: false, reason: `${reason}; no chunk list to locate the damage`, badChunks: [] }
+      const bad = await badChunks(path, chunks, { hasher: this.hasher, ...(opts.signal ? { signal: opts.signal } : {}) })
+      return { ok: bad.length === 0, reason: bad.length ? `${reason}; ${bad.length} chunk(s) differ` : reason, badChunks: bad, chunks }
+    }
+    if (!meta) return { ...(await findBad('metadata missing or malformed')), ok: false }
+    const st = await lstat(path)
+    if ((opts.mode ?? 'fast') === 'strong') {
+      const r = await findBad('strong verification')
+      if (st.size !== meta.size) return { ...r, ok: false, reason: `size ${st.size}, expected ${meta.size}` }
+      return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks } : r
+    }
+    if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
+    const { xxh64 } = await xxh64File(path, opts.signal ? { signal: opts.signal } : {})
+    if (xxh64 === meta.xxh64) return { ok: true, badChunks: [], chunks: chunks ?? meta.chunks }
+    const r = await findBad(`xxh64 ${xxh64}, expected ${meta.xxh64}`)
+    if (r.ok && size === meta.size) {
+      // Every chunk matches its sha256: the recorded xxh64 was wrong, not the bytes.
+      this.report(this.metaPath(sha), `recorded xxh64 ${meta.xxh64} is wrong (bytes match every chunk); rewritten`)
+      await writeFileAtomic(this.metaPath(sha), JSON.stringify({ ...meta, xxh64 }))
+      return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks }
+    }
+    return { ...r, ok: false }
+  }
+
+  /**
+   * A verified object or why not. A hit updates lastUsedAt (and the names
+   * and URLs seen); a corrupt object is recorded in its metadata
+   * (corruptChunks) and left for the caller to repair.
+   */
+  async lookup(
+    sha: string,
+    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string } = {},
+  ): Promise<LookupResult> {
+    assertSha(sha)
+    const kind = await this.objectKind(sha)
+    if (kind === 'none') return { status: 'miss' }
+    const path = this.objectPath(sha)
+    if (kind === 'foreign') return { status: 'corrupt', path, reason: 'not a regular file', badChunks: [] }
+    const v = await this.verify(sha, {
+      mode: opts.verify ?? 'fast',
+      ...(opts.chunks ? { chunks: opts.chunks } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    })
+    if (!v.ok) {
+      this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length }, 'cache: object failed re-verification')
+      if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
+      return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
+    }
+    const meta = await this.touch(sha, { verified: true, ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
+    return { status: 'hit', path, meta: meta! }
+  }
+
+  /** Records a use (and optionally a verification, a name, a URL). */
+  async touch(sha: string, opts: { verified?: boolean; name?: string; url?: string } = {}): Promise<ObjectMeta | undefined> {
+    const meta = await this.readMeta(sha)
+    if (!meta) return undefined
+    const now = this.now().toISOString()
+    const next: ObjectMeta = {
+      ...meta,
+      lastUsedAt: now,
+      ...(opts.verified ? { verifiedAt: now } : {}),
+      names: remember(meta.names, opts.name),
+      urls: remember(meta.urls, opts.url),
+    }
+    if (opts.verified) delete next.corruptChunks
+    await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
+    return next
+  }
+
+  /** Records chunks found corrupt on disk (e.g. by the daemon after a SQUASHFS error). */
+  async markCorrupt(sha: string, chunkIndexes: readonly number[]): Promise<void> {
+    const meta = await this.readMeta(sha)
+    if (!meta) return
+    const valid = chunkIndexes.filter((i) => Number.isSafeInteger(i) && i >= 0 && i < meta.chunks.length)
+    const set = [...new Set([...(meta.corruptChunks ?? []), ...valid])].sort((a, b) => a - b)
+    await writeFileAtomic(this.metaPath(sha), JSON.stringify({ ...meta, corruptChunks: set }))
+  }
+
+  /**
+   * Moves a damaged object out of objects/ into tmp/ as a partial download
+   * whose chunks other than `bad` are known good, so the downloader fetches
+   * only the bad ones. Call with the object's lock held.
+   */
+  async demoteToPartial(sha: string, goodChunks: readonly number[]): Promise<void> {
+    const obj = this.objectPath(sha)
+    const part = this.partPath(sha)
+    await rm(part, { force: true })
+    await rm(this.statePath(sha), { force: true })
+    await rename(obj, part)
+    await rm(this.metaPath(sha), { force: true })
+    await writeFileAtomic(this.statePath(sha), JSON.stringify({ schema: 1, sha256: sha, verified: [...goodChunks] }))
+    await fsyncPath(join(obj, '..'))
+  }
+
+  /**
+   * Publishes a finished temp file as object `sha256`: checks size and the
+   * writer's digest, fsyncs, writes the metadata, then links the object into
+   * place without clobbering (a foreign thing at that name is removed, it
+   * was not followed) and fsyncs the directories. Call with the lock held.
+   */
+  async publish(input: PublishInput): Promise<string> {
+    const { sha256: sha } = input
+    assertSha(sha)
+    if (input.computedSha256 !== sha) {
+      throw new IntegrityError({ algorithm: 'sha256', expected: sha, found: input.computedSha256, what: 'image', context: { path: input.from } })
+    }
+    const fh = await open(input.from, 'r+')
+    try {
+      const st = await fh.stat()
+      if (st.size !== input.size) throw new SizeError({ expected: input.size, found: st.size, what: 'image', context: { path: input.from } })
+      await fh.chmod(0o600)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    const obj = this.objectPath(sha)
+    const shard = join(obj, '..')
+    await mkdir(shard, { recursive: true, mode: DIR_MODE })
+    const now = this.now().toISOString()
+    const old = await this.readMeta(sha)
+    const meta: ObjectMeta = {
+      schema: 1,
+      size: input.size,
+      sha256: sha,
+      xxh64: input.xxh64,
+      chunks: input.chunks,
+      verifiedAt: now,
+      lastUsedAt: now,
+      names: remember(old?.names ?? [], input.name),
+      urls: (input.urls ?? []).reduce((l, u) => remember(l, u), old?.urls ?? []),
+    }
+    // Metadata first: a crash between the two leaves metadata without an
+    // object (a miss, cleaned up later), never an object without metadata.
+    await writeFileAtomic(this.metaPath(sha), JSON.stringify(meta))
+    try {
+      await link(input.from, obj)
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw e
+      // Under the lock, whatever is there failed lookup: replace it (unlink never follows a symlink).
+      this.report(obj, 'replaced by a freshly verified object')
+      await rm(obj, { force: true, recursive: false })
+      await link(input.from, obj)
+    }
+    await rm(input.from, { force: true })
+    await rm(this.statePath(sha), { force: true })
+    await fsyncPath(shard)
+    await fsyncPath(this.tmpDir)
+    this.log.info({ sha256: sha, size: input.size, path: obj }, 'cache: published object')
+    return obj
+  }
+
+  /** Every object with valid metadata, and the problems met on the way. */
+  async list(): Promise<{ objects: CachedObject[]; problems: CacheProblem[] }> {
+    const problems: CacheProblem[] = []
+    const objects: CachedObject[] = []
+    const note = (path: string, problem: string) => {
+      problems.push({ path, problem })
+      this.report(path, problem)
+    }
+    const root = objectsRoot(this.dir)
+    let shards: string[]
+    try {
+      shards = (await readdir(root)).sort()
+    } catch (e) {
+      if (isErr(e)) return { objects, problems }
+      throw e
+    }
+    for (const shard of shards) {
+      const sp = join(root, shard)
+      const st = await lstat(sp)
+      if (!/^[0-9a-f]{2}$/.test(shard) || !st.isDirectory()) {
+        note(sp, st.isSymbolicLink() ? 'symlink in objects/ (not followed)' : 'foreign entry in objects/')
+        continue
+      }
+      const names = (await readdir(sp)).sort()
+      const seen = new Set(names)
+      for (const name of names) {
+        const p = join(sp, name)
+        const isMeta = name.endsWith(META_SUFFIX)
+        const base = isMeta ? name.slice(0, -META_SUFFIX.length) : name
+        const sha = shard + base
+        if (!SHA256_HEX.test(sha) || name.startsWith('.')) {
+          if (!name.startsWith('.') || !name.endsWith('.tmp')) note(p, 'foreign file')
+          continue
+        }
+        if (isMeta) {
+          if (!seen.has(base)) note(p, 'metadata without an object')
+          continue
+        }
+        const ost = await lstat(p)
+        if (!ost.isFile()) {
+          note(p, ost.isSymbolicLink() ? 'object is a symlink (not followed)' : 'object is not a regular file')
+          continue
+        }
+        const meta = await this.readMeta(sha)
+        if (!meta) {
+          note(p, seen.has(name + META_SUFFIX) ? 'object with malformed metadata' : 'object without metadata')
+          continue
+        }
+        if (ost.size !== meta.size) note(p, `size ${ost.size}, metadata says ${meta.size}`)
+        objects.push({ sha256: sha, path: p, meta })
+      }
+    }
+    return { objects, problems }
+  }
+
+  /**
+   * Removes least-recently-used objects (never pinned ones, never one
+   * another process is writing) until the goal is met. Returns what was removed.
+   */
+  async evict(goal: EvictionGoal): Promise<CachedObject[]> {
+    const { objects } = await this.list()
+    const plan = planEviction(
+      objects.map((o) => ({ sha256: o.sha256, size: o.meta.size, lastUsedAt: Date.parse(o.meta.lastUsedAt) })),
+      goal,
+    )
+    const removed: CachedObject[] = []
+    for (const victim of plan) {
+      let lock: Lock
+      try {
+        lock = await this.lock(victim.sha256, { timeoutMs: 0 })
+      } catch {
+        continue // being written by someone: not ours to remove now
+      }
+      try {
+        await this.remove(victim.sha256)
+        const o = objects.find((x) => x.sha256 === victim.sha256)
+        if (o) removed.push(o)
+        this.log.info({ sha256: victim.sha256, size: victim.size, lastUsedAt: new Date(victim.lastUsedAt).toISOString() }, 'cache: evicted object')
+      } finally {
+        await lock.release()
+      }
+    }
+    return removed
+  }
+
+  /** Removes one object and its metadata (object first: never an object without metadata). */
+  async remove(sha: string): Promise<void> {
+    assertSha(sha)
+    await rm(this.objectPath(sha), { force: true })
+    await rm(this.metaPath(sha), { force: true })
+    await fsyncPath(join(this.objectPath(sha), '..')).catch(() => undefined)
+  }
+
+  /** Bytes available to us on the cache's file system. */
+  async freeBytes(): Promise<number> {
+    const s = await statfs(this.dir)
+    return s.bavail * s.bsize
+  }
+
+  /**
+   * Where chunks with the given sha256s already exist in other cached
+   * objects (for delta fetches). Sources are candidates only: the reader
+   * must verify each chunk's bytes as it copies them.
+   */
+  async findChunkSources(wanted: ReadonlySet<string>, exclude: string): Promise<Map<string, { path: string; offset: number; size: number; object: string }>> {
+    const found = new Map<string, { path: string; offset: number; size: number; object: string }>()
+    if (wanted.size === 0) return found
+    const { objects } = await this.list()
+    for (const o of objects.sort((a, b) => Date.parse(b.meta.lastUsedAt) - Date.parse(a.meta.lastUsedAt))) {
+      if (o.sha256 === exclude) continue
+      const corrupt = new Set(o.meta.corruptChunks ?? [])
+      for (const c of o.meta.chunks) {
+        if (corrupt.has(c.index) || !wanted.has(c.sha256) || found.has(c.sha256)) continue
+        found.set(c.sha256, { path: o.path, offset: c.offset, size: c.size, object: o.sha256 })
+      }
+    }
+    return found
+  }
+}
+
+const assertSha = (sha: string): void => {
+  if (!SHA256_HEX.test(sha)) throw new TypeError(`not a lower-case hex sha256: ${JSON.stringify(sha)}`)
+}
+

@@ -1,0 +1,54 @@
+/**
+ * Validation of names that arrive from the network or the command line and
+ * may become parts of paths in the head node's store (SPEC §12): image names,
+ * node ids, digests. Anything that fails is refused, never cleaned up.
+ */
+
+/** Longest image name or node id accepted. */
+export const MAX_NAME_LENGTH = 128
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/
+const SHA256 = /^[0-9a-f]{64}$/
+
+/**
+ * Why `name` cannot be an image name or node id, or `undefined` when it can.
+ * Allowed: letters, digits and `. _ + -`, starting with a letter or digit, no
+ * `..`, at most {@link MAX_NAME_LENGTH} characters. So no `/`, no NUL, no
+ * absolute path, no `.` or `..` component can ever reach the filesystem.
+ */
+export const nameProblem = (name: string): string | undefined => {
+  if (name.length === 0) return 'is empty'
+  if (name.length > MAX_NAME_LENGTH) return `is longer than ${MAX_NAME_LENGTH} characters`
+  if (name.includes('/') || name.includes('\\')) return 'contains a path separator'
+  if (name.includes('..')) return 'contains ".."'
+  if (!NAME.test(name)) return 'may contain only letters, digits and . _ + - (starting with a letter or digit)'
+  return undefined
+}
+
+export const isSafeName = (name: unknown): name is string => typeof name === 'string' && nameProblem(name) === undefined
+
+/** True for a lower-case hex sha256. */
+export const isSha256 = (v: unknown): v is string => typeof v === 'string' && SHA256.test(v)
+
+/** Architectures the head node knows; node-reported values are normalised to these. */
+export const ARCHITECTURES = ['x86_64', 'aarch64', 'ppc64le', 'riscv64', 's390x'] as const
+export type Architecture = (typeof ARCHITECTURES)[number]
+
+const ARCH_ALIASES: Record<string, Architecture> = {
+  x86_64: 'x86_64',
+  amd64: 'x86_64',
+  x64: 'x86_64',
+  aarch64: 'aarch64',
+  arm64: 'aarch64',
+  ppc64le: 'ppc64le',
+  ppc64: 'ppc64le',
+  riscv64: 'riscv64',
+  s390x: 's390x',
+}
+
+/** The canonical architecture for a `uname -m`, Debian or Node spelling; `undefined` when unknown. */
+export const normaliseArch = (v: unknown): Architecture | undefined =>
+  typeof v === 'string' ? ARCH_ALIASES[v.toLowerCase()] : undefined
+
+/** This machine's architecture (the default for `publish --arch`). */
+export const hostArch = (): Architecture => normaliseArch(process.arch) ?? 'x86_64'

@@ -1,0 +1,534 @@
+/**
+ * The download engine behind fetchImage: fills the missing chunks of a
+ * partial object from local donors (delta) and from the image's URLs, each
+ * chunk verified (sha256) as it lands, then checks the whole image's sha256.
+ *
+ * One pass over the bytes: every network piece is copied once into a large
+ * write buffer, hashed there (chunk sha256; the whole-image sha256 and xxh64
+ * when it is next in order) and written with large writes. Only bytes that
+ * were not next in order (parallel ranges, resumed or reused chunks) are read
+ * back — from the page cache — to extend the whole-image digests.
+ */
+import { createHash, type Hash } from 'node:crypto'
+import { BootAgentError, CacheFullError, IntegrityError, SizeError, isErrno } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { Chunk, Manifest } from '../manifest/types.js'
+import { readPipelined, xxh, xxh64Hex } from '../cache/hash-file.js'
+import type { PartialObject } from '../cache/partial.js'
+import type { Cache } from '../cache/store.js'
+import { openBody, type BodyStream } from './http.js'
+import { planRanges, type RangeTask } from './plan.js'
+import { Progress, type ProgressInfo } from './progress.js'
+import { backoffMs, DEFAULT_RETRY_POLICY, isRetryable, sleep, type RetryPolicy } from './retry.js'
+import { open } from 'node:fs/promises'
+
+/** Size of each stream's write buffer (large writes: notes/performance.md). */
+export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+/** Longest single Range request. */
+export const MAX_RANGE_BYTES = 16 * 1024 * 1024
+/** Parallel range requests. */
+export const DEFAULT_STREAMS = 4
+
+export interface DownloadOptions {
+  manifest: Manifest
+  cache: Cache
+  partial: PartialObject
+  /** Mirrors in this node's order. */
+  urls: string[]
+  log: Logger
+  signal?: AbortSignal
+  /** Objects eviction must keep (this image is always kept). */
+  pin?: readonly string[]
+  streams?: number
+  maxRangeBytes?: number
+  retry?: RetryPolicy
+  random?: () => number
+  /** Copy chunks found in other cached objects instead of downloading them. */
+  reuse?: boolean
+  onProgress?: (p: ProgressInfo) => void
+  headersTimeoutMs?: number
+  idleTimeoutMs?: number
+}
+
+export interface DownloadResult {
+  xxh64: string
+  sha256: string
+  bytesDownloaded: number
+  bytesReused: number
+  requests: number
+}
+
+interface Mirror {
+  url: string
+  /** Gave a final (non-retryable) error: not used again in this fetch. */
+  dead: boolean
+  /** Answers Range requests with the whole file. */
+  noRange: boolean
+}
+
+interface Task extends RangeTask {
+  attempts: number
+  mirror: number
+}
+
+/** Wrong bytes for one chunk from one URL. */
+interface BadChunk {
+  url: string
+  found: string
+}
+
+export class Download {
+  private readonly chunks: Chunk[]
+  private readonly m: Manifest
+  private readonly policy: RetryPolicy
+  private readonly random: () => number
+  private readonly mirrors: Mirror[]
+  private readonly queue: Task[] = []
+  private readonly bad = new Map<number, BadChunk[]>()
+  private readonly ac = new AbortController()
+  private readonly bufBytes: number
+  private cursor = 0
+  private cursorBusy = false
+  private wholeSha: Hash = createHash('sha256')
+  private wholeXxh!: { update(b: Uint8Array): unknown; digest(): bigint }
+  private progress!: Progress
+  private bytesDownloaded = 0
+  private bytesReused = 0
+  private requests = 0
+  private fatal: unknown
+  private probe: Promise<void> | undefined
+  private releaseProbe: (() => void) | undefined
+
+  constructor(private readonly o: DownloadOptions) {
+    this.m = o.manifest
+    this.chunks = o.manifest.chunks
+    this.policy = o.retry ?? DEFAULT_RETRY_POLICY
+    this.random = o.random ?? Math.random
+    this.mirrors = o.urls.map((url) => ({ url, dead: false, noRange: false }))
+    const maxChunk = this.chunks.reduce((n, c) => Math.max(n, c.size), 0)
+    this.bufBytes = Math.max(WRITE_BUFFER_BYTES, Math.ceil(maxChunk / 4096) * 4096)
+    if (o.signal) {
+      if (o.signal.aborted) this.ac.abort(o.signal.reason)
+      else o.signal.addEventListener('abort', () => this.ac.abort(o.signal?.reason), { once: true })
+    }
+  }
+
+  private get signal(): AbortSignal {
+    return this.ac.signal
+  }
+
+  async run(): Promise<DownloadResult> {
+    const { create64 } = await xxh()
+    this.wholeXxh = create64()
+    if (this.o.reuse !== false) await this.reuseLocal()
+    await this.advanceCursor()
+    const missing = this.o.partial.missing()
+    const needBytes = missing.reduce((n, i) => n + this.chunks[i]!.size, 0)
+    this.progress = new Progress(needBytes, this.o.log, { sha256: this.m.sha256 }, this.o.onProgress)
+    if (missing.length) {
+      if (this.mirrors.length === 0) throw new BootAgentError('ENOURL', `manifest of ${this.m.sha256} lists no URL and ${missing.length} chunk(s) are missing`)
+      await this.ensureSpace(needBytes)
+      for (const t of planRanges(this.chunks, missing, this.o.maxRangeBytes ?? MAX_RANGE_BYTES)) this.queue.push({ ...t, attempts: 0, mirror: 0 })
+      await this.runWorkers()
+    }
+    await this.o.partial.persist(true)
+    await this.advanceCursor()
+    const left = this.o.partial.missing()
+    if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
+    if (this.cursor !== this.chunks.length) throw new Error(`internal: whole-image digest stopped at chunk ${this.cursor}`)
+    const sha256 = this.wholeSha.digest('hex')
+    return { sha256, xxh64: xxh64Hex(this.wholeXxh.digest()), bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
+  }
+
+  // ---- whole-image digests, in order -------------------------------------
+
+  /** Feeds chunk `i` from memory when it is the next one in order. */
+  private feedMem(i: number, bytes: Uint8Array): void {
+    if (this.cursorBusy || i !== this.cursor) return
+    this.wholeSha.update(bytes)
+    this.wholeXxh.update(bytes)
+    this.cursor++
+  }
+
+  /** Extends the digests over written chunks from disk (page cache), as far as they are contiguous. */
+  private async advanceCursor(): Promise<void> {
+    if (this.cursorBusy) return
+    this.cursorBusy = true
+    try {
+      const w = this.o.partial.written
+      while (this.cursor < this.chunks.length && w[this.cursor]) {
+        let j = this.cursor
+        while (j + 1 < this.chunks.length && w[j + 1]) j++
+        const start = this.chunks[this.cursor]!.offset
+        const end = this.chunks[j]!.offset + this.chunks[j]!.size
+        const n = await readPipelined(this.o.partial.fh, start, end - start, (p) => {
+          this.wholeSha.update(p)
+          this.wholeXxh.update(p)
+        }, { signal: this.signal })
+        if (n !== end - start) throw new SizeError({ expected: end - start, found: n, what: `partial file ${this.o.partial.path} at ${start}` })
+        this.cursor = j + 1
+      }
+    } finally {
+      this.cursorBusy = false
+    }
+  }
+
+  // ---- space -------------------------------------------------------------
+
+  private async ensureSpace(needBytes: number): Promise<void> {
+    const free = await this.o.cache.freeBytes()
+    if (free >= needBytes) return
+    await this.o.cache.evict({ needBytes: needBytes - free, pinned: [this.m.sha256, ...(this.o.pin ?? [])] })
+    const after = await this.o.cache.freeBytes()
+    if (after < needBytes) throw new CacheFullError({ needed: needBytes, available: after, dir: this.o.cache.dir })
+  }
+
+  /** Writes `buf` at `pos` fully; ENOSPC → evict and retry, then CacheFullError. */
+  private async writeAt(buf: Uint8Array, pos: number): Promise<void> {
+    let off = 0
+    for (let tries = 0; off < buf.length; ) {
+      try {
+        const { bytesWritten } = await this.o.partial.fh.write(buf, off, buf.length - off, pos + off)
+        off += bytesWritten
+      } catch (e) {
+        if (!isErrno(e, 'ENOSPC', 'EDQUOT') || tries++ >= 3) {
+          if (isErrno(e, 'ENOSPC', 'EDQUOT')) throw new CacheFullError({ needed: buf.length - off, available: await this.o.cache.freeBytes(), dir: this.o.cache.dir })
+          throw e
+        }
+        const missingBytes = this.o.partial.missing().reduce((n, i) => n + this.chunks[i]!.size, 0)
+        const freed = await this.o.cache.evict({ needBytes: missingBytes, pinned: [this.m.sha256, ...(this.o.pin ?? [])] })
+        this.o.log.warn({ freedObjects: freed.length }, 'cache full while writing: evicted least recently used objects')
+        if (freed.length === 0) throw new CacheFullError({ needed: missingBytes, available: await this.o.cache.freeBytes(), dir: this.o.cache.dir })
+      }
+    }
+  }
+
+  // ---- delta: chunks already in other cached objects ----------------------
+
+  private async reuseLocal(): Promise<void> {
+    const missing = this.o.partial.missing()
+    if (!missing.length) return
+    const wanted = new Set(missing.map((i) => this.chunks[i]!.sha256))
+    const sources = await this.o.cache.findChunkSources(wanted, this.m.sha256)
+    if (!sources.size) return
+    const w = new ChunkWriter(this.bufBytes, (b, p) => this.writeAt(b, p), (idx) => this.chunkWritten(idx))
+    const handles = new Map<string, Awaited<ReturnType<typeof open>>>()
+    const scratch = Buffer.allocUnsafe(this.bufBytes)
+    try {
+      for (const i of missing) {
+        if (this.signal.aborted) throw this.signal.reason
+        const c = this.chunks[i]!
+        const src = sources.get(c.sha256)
+        if (!src) continue
+        let fh = handles.get(src.path)
+        if (!fh) {
+          fh = await open(src.path, 'r')
+          handles.set(src.path, fh)
+        }
+        const { bytesRead } = await fh.read(scratch, 0, c.size, src.offset)
+        const bytes = scratch.subarray(0, bytesRead)
+        // A donor is another object on an untrusted disk: its chunk is used only if it verifies.
+        if (bytesRead !== c.size || createHash('sha256').update(bytes).digest('hex') !== c.sha256) {
+          this.o.log.warn({ object: src.object, chunk: c.sha256 }, 'cached donor chunk does not verify; downloading it instead')
+          continue
+        }
+        await w.add(c, bytes)
+        this.feedMem(i, w.last())
+        this.bytesReused += c.size
+      }
+      await w.flush()
+    } finally {
+      for (const fh of handles.values()) await fh.close().catch(() => undefined)
+    }
+    if (this.bytesReused) this.o.log.info({ bytesReused: this.bytesReused }, 'reused chunks from other cached objects')
+  }
+
+  private chunkWritten(indexes: number[]): Promise<void> {
+    this.o.partial.markWritten(indexes)
+    return this.o.partial.persist()
+  }
+
+  // ---- network -----------------------------------------------------------
+
+  private async runWorkers(): Promise<void> {
+    const n = Math.max(1, Math.min(this.o.streams ?? DEFAULT_STREAMS, this.queue.length))
+    // The first request probes Range support before more streams start.
+    this.probe = new Promise<void>((r) => (this.releaseProbe = r))
+    const workers = [this.worker(true)]
+    for (let k = 1; k < n; k++) workers.push(this.probe.then(() => this.worker(false)))
+    const settled = await Promise.allSettled(workers)
+    if (this.fatal !== undefined) throw this.fatal
+    for (const s of settled) if (s.status === 'rejected') throw s.reason
+  }
+
+  private fail(e: unknown): void {
+    if (this.fatal === undefined) this.fatal = e
+    this.ac.abort(e)
+  }
+
+  private async worker(first: boolean): Promise<void> {
+    let probing = first
+    try {
+      for (;;) {
+        if (this.fatal !== undefined) return
+        const task = this.queue.shift()
+        if (!task) return
+        await this.runTask(task, probing ? () => { probing = false; this.releaseProbe?.() } : undefined)
+      }
+    } catch (e) {
+      this.fail(e)
+    } finally {
+      if (probing) this.releaseProbe?.()
+    }
+  }
+
+  private liveMirrors(): number[] {
+    return this.mirrors.map((_, i) => i).filter((i) => !this.mirrors[i]!.dead)
+  }
+
+  /** Runs one range task to completion (re-queueing what is left after an error), or throws a final error. */
+  private async runTask(task: Task, onHeaders?: () => void): Promise<void> {
+    for (;;) {
+      if (this.signal.aborted) throw this.signal.reason
+      const todo = task.chunks.filter((i) => !this.o.partial.written[i])
+      if (!todo.length) return
+      const live = this.liveMirrors()
+      if (!live.length) throw this.finalError(task, this.lastError)
+      // A chunk every live mirror served wrong is not coming right by retrying.
+      for (const i of todo) {
+        const bad = this.bad.get(i)
+        if (bad && live.every((mi) => bad.some((b) => b.url === this.mirrors[mi]!.url))) throw this.integrityError(i)
+      }
+      const mi = live.find((x) => x >= task.mirror) ?? live[0]!
+      const mirror = this.mirrors[mi]!
+      const before = this.o.partial.verifiedBytes
+      try {
+        await this.fetchChunks(task, todo, mirror, onHeaders)
+        onHeaders = undefined
+        const left = task.chunks.filter((i) => !this.o.partial.written[i])
+        if (!left.length) return
+        // Chunks that came wrong: try them from the next mirror.
+        task.mirror = mi + 1
+        task.attempts++
+      } catch (e) {
+        onHeaders?.()
+        onHeaders = undefined
+        if (this.signal.aborted) throw this.signal.reason
+        const progressed = this.o.partial.verifiedBytes > before
+        if (progressed) task.attempts = 0
+        task.attempts++
+        const retryable = isRetryable(e, this.policy)
+        this.o.log.warn({ url: mirror.url, range: `${task.start}-${task.end - 1}`, attempt: task.attempts, retryable, err: e }, `fetch of chunks failed: ${(e as Error).message}`)
+        if (!retryable) mirror.dead = true
+        this.lastError = e
+        task.mirror = mi + 1
+        if (task.attempts >= this.policy.maxAttempts) throw this.finalError(task, e)
+        if (retryable && (this.liveMirrors().length <= 1 || task.attempts >= this.liveMirrors().length)) {
+          const ra = e instanceof Error && 'retryAfterMs' in e ? (e as { retryAfterMs?: number }).retryAfterMs : undefined
+          await sleep(backoffMs(task.attempts, this.policy, this.random, ra), this.signal)
+        }
+      }
+      if (task.attempts >= this.policy.maxAttempts) throw this.finalError(task, this.lastError)
+    }
+  }
+
+  private lastError: unknown
+
+  private finalError(task: Task, cause?: unknown): unknown {
+    for (const i of task.chunks) if (!this.o.partial.written[i] && this.bad.has(i)) return this.integrityError(i)
+    if (cause instanceof BootAgentError) return cause.withContext({ sha256: this.m.sha256, attempts: task.attempts })
+    return cause ?? new BootAgentError('ENOMIRROR', `no usable URL left for image ${this.m.sha256}`, { urls: this.mirrors.map((m) => m.url) })
+  }
+
+  private integrityError(i: number): IntegrityError {
+    const c = this.chunks[i]!
+    const b = this.bad.get(i)!.at(-1)!
+    return new IntegrityError({
+      algorithm: 'sha256',
+      expected: c.sha256,
+      found: b.found,
+      url: b.url,
+      what: `chunk ${i} (bytes ${c.offset}-${c.offset + c.size - 1}) of image ${this.m.name} sha256 ${this.m.sha256}`,
+      context: { image: this.m.sha256, chunk: i, offset: c.offset, size: c.size, badChunks: this.bad.size, urls: this.bad.get(i)!.map((x) => x.url) },
+    })
+  }
+
+  /**
+   * One request for the chunks `todo` (consecutive run within task). Streams
+   * the body through a ChunkWriter; returns normally when the body ended
+   * after the last chunk, throws on a network error or short body (verified
+   * chunks are kept either way).
+   */
+  private async fetchChunks(task: Task, todo: number[], mirror: Mirror, onHeaders?: () => void): Promise<void> {
+    const first = this.chunks[todo[0]!]!
+    const last = this.chunks[todo.at(-1)!]!
+    const want = { start: first.offset, end: last.offset + last.size }
+    let body: BodyStream
+    this.requests++
+    body = await openBody(mirror.url, mirror.noRange ? undefined : want, {
+      signal: this.signal,
+      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
+      ...(this.o.idleTimeoutMs ? { idleTimeoutMs: this.o.idleTimeoutMs } : {}),
+    })
+    if (body.total !== undefined && body.total !== this.m.size) {
+      body.cancel()
+      mirror.dead = true
+      throw new SizeError({ expected: this.m.size, found: body.total, url: mirror.url, what: `image ${this.m.name} sha256 ${this.m.sha256}`, context: { final: true } })
+    }
+    if (!body.ranged && !mirror.noRange) {
+      mirror.noRange = true
+      this.o.log.warn({ url: mirror.url }, 'server ignores Range: falling back to one stream of the whole file')
+    }
+    if (!body.ranged && this.queue.length) {
+      // One stream of the whole file serves every queued task.
+      for (const t of this.queue.splice(0)) task.chunks.push(...t.chunks)
+      task.chunks.sort((a, b) => a - b)
+      task.end = Math.max(task.end, ...task.chunks.map((i) => this.chunks[i]!.offset + this.chunks[i]!.size))
+      todo = task.chunks.filter((i) => !this.o.partial.written[i])
+    }
+    onHeaders?.()
+    const wanted = new Set(todo)
+    const stopAt = this.chunks[todo.at(-1)!]!.offset + this.chunks[todo.at(-1)!]!.size
+    const w = new ChunkWriter(this.bufBytes, (b, p) => this.writeAt(b, p), (idx) => this.chunkWritten(idx))
+    let pos = body.start
+    // Index of the chunk containing `pos`.
+    let ci = this.chunkAt(pos)
+    let filled = 0 // bytes of chunk ci received so far
+    let collecting = false
+    try {
+      for await (const piece of body.pieces) {
+        this.bytesDownloaded += piece.length
+        let p = 0
+        while (p < piece.length && pos < stopAt) {
+          const c = this.chunks[ci]!
+          const take = Math.min(c.size - filled, piece.length - p, stopAt - pos)
+          if (filled === 0) collecting = wanted.has(ci) && !this.o.partial.written[ci]
+          if (collecting) {
+            if (filled === 0) await w.begin(c)
+            w.append(piece.subarray(p, p + take))
+            this.progress.add(take)
+          }
+          p += take
+          pos += take
+          filled += take
+          if (filled === c.size) {
+            if (collecting) {
+              const bytes = w.current()
+              const got = createHash('sha256').update(bytes).digest('hex')
+              if (got === c.sha256) {
+                w.commit()
+                this.feedMem(ci, bytes)
+              } else {
+                w.drop()
+                const list = this.bad.get(ci) ?? []
+                list.push({ url: mirror.url, found: got })
+                this.bad.set(ci, list)
+                this.o.log.warn({ url: mirror.url, chunk: ci, expected: c.sha256, found: got }, 'chunk failed sha256 check; discarded')
+              }
+            }
+            ci++
+            filled = 0
+          }
+        }
+        if (pos >= stopAt) break
+      }
+    } catch (e) {
+      if (this.signal.aborted) throw e
+      // Say where the stream broke; keep the code (retry decisions use it).
+      const code = e instanceof BootAgentError ? e.code : 'ENETWORK'
+      throw new BootAgentError(code, `${mirror.url}: ${(e as Error).message.replace(`${mirror.url}: `, '')} at byte ${pos} of ${body.start}-${stopAt - 1}`, { url: mirror.url, at: pos }, { cause: e })
+    } finally {
+      body.cancel()
+      w.drop() // an incomplete chunk is never written
+      await w.flush()
+      await this.advanceCursor()
+    }
+    if (pos < stopAt) {
+      throw new BootAgentError('ETRUNCATED', `${mirror.url} ended at byte ${pos}, expected data up to ${stopAt}`, { url: mirror.url, at: pos, until: stopAt })
+    }
+  }
+
+  private chunkAt(pos: number): number {
+    let lo = 0
+    let hi = this.chunks.length - 1
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1
+      if (this.chunks[mid]!.offset <= pos) lo = mid
+      else hi = mid - 1
+    }
+    return lo
+  }
+}
+
+/**
+ * Collects verified chunks in one large buffer and writes contiguous runs of
+ * them with single large writes. Chunks are appended whole; a chunk is
+ * `begin`-ed, filled with `append`, then `commit`-ed (verified) or `drop`-ped.
+ */
+export class ChunkWriter {
+  private readonly buf: Buffer
+  private regionStart = 0
+  private fill = 0 // bytes of committed chunks
+  private pending = 0 // bytes of the chunk being filled
+  private committed: number[] = []
+  private cur: Chunk | undefined
+
+  constructor(
+    bytes: number,
+    private readonly write: (b: Uint8Array, pos: number) => Promise<void>,
+    private readonly onWritten: (indexes: number[]) => Promise<void>,
+  ) {
+    this.buf = Buffer.allocUnsafe(bytes)
+  }
+
+  /** Starts chunk `c`; flushes first when it does not fit or is not contiguous. */
+  async begin(c: Chunk): Promise<void> {
+    this.pending = 0
+    if (this.fill > 0 && (this.regionStart + this.fill !== c.offset || this.fill + c.size > this.buf.length)) await this.flush()
+    if (this.fill === 0) this.regionStart = c.offset
+    this.cur = c
+  }
+
+  append(bytes: Uint8Array): void {
+    this.buf.set(bytes, this.fill + this.pending)
+    this.pending += bytes.length
+  }
+
+  /** Adds a whole, verified chunk. */
+  async add(c: Chunk, bytes: Uint8Array): Promise<void> {
+    await this.begin(c)
+    this.append(bytes)
+    this.commit()
+  }
+
+  /** The bytes of the chunk being filled. */
+  current(): Uint8Array {
+    return this.buf.subarray(this.fill, this.fill + this.pending)
+  }
+
+  /** The bytes of the chunk committed last. */
+  last(): Uint8Array {
+    const c = this.cur!
+    return this.buf.subarray(this.fill - c.size, this.fill)
+  }
+
+  commit(): void {
+    this.fill += this.pending
+    this.pending = 0
+    this.committed.push(this.cur!.index)
+  }
+
+  drop(): void {
+    this.pending = 0
+  }
+
+  async flush(): Promise<void> {
+    if (this.fill === 0) return
+    const n = this.fill
+    const idx = this.committed
+    this.fill = 0
+    this.committed = []
+    await this.write(this.buf.subarray(0, n), this.regionStart)
+    await this.onWritten(idx)
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Fetching an image into the cache (SPEC §6), the contract other parts use:
+ *
+ *   fetchManifest(url, {publicKey?}) → Manifest
+ *   fetchImage({manifest, cache, ...}) → {path, sha256, size, hit, ...}
+ *
+ * fetchImage returns only a verified object: a cache hit re-verified (fast or
+ * strong), or a download whose every chunk and whole sha256 matched the
+ * manifest. A damaged cached object is repaired by fetching only its bad
+ * chunks; an interrupted download resumes from its verified chunks; chunks
+ * present in other cached objects are copied instead of downloaded.
+ */
+import { IntegrityError, ManifestError } from '../errors.js'
+import { logOp, silentLogger, type Logger } from '../log.js'
+import type { Manifest } from '../manifest/types.js'
+import { chunkListProblem } from '../cache/meta.js'
+import { PartialObject } from '../cache/partial.js'
+import type { Cache, VerifyMode } from '../cache/store.js'
+import { Download } from './download.js'
+import { getBytes, type RequestOptions } from './http.js'
+import { orderMirrors, seededRandom } from './mirrors.js'
+import type { ProgressInfo } from './progress.js'
+import { DEFAULT_RETRY_POLICY, backoffMs, isRetryable, sleep, type RetryPolicy } from './retry.js'
+import { parseManifest } from '../manifest/schema.js'
+import { hostname } from 'node:os'
+
+/** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+export interface FetchManifestOptions {
+  /** PEM (SPKI) ed25519 public key; when given, an unsigned or wrongly signed manifest is refused. */
+  publicKey?: string
+  signal?: AbortSignal
+  log?: Logger
+  retry?: RetryPolicy
+  headersTimeoutMs?: number
+}
+
+/** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
+export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}): Promise<Manifest> => {
+  const log = opts.log ?? silentLogger()
+  const policy = opts.retry ?? DEFAULT_RETRY_POLICY
+  const req: RequestOptions = { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) }
+  return logOp(log, 'fetch-manifest', { url }, async () => {
+    let bytes: Buffer | undefined
+    for (let attempt = 1; ; attempt++) {
+      try {
+        bytes = await getBytes(url, MAX_MANIFEST_BYTES, req)
+        break
+      } catch (e) {
+        if (!isRetryable(e, policy) || attempt >= policy.maxAttempts) throw e
+        const ra = (e as { retryAfterMs?: number }).retryAfterMs
+        await sleep(backoffMs(attempt, policy, Math.random, ra), opts.signal)
+      }
+    }
+    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}) })
+  })
+}
+
+export interface FetchImageOptions {
+  manifest: Manifest
+  cache: Cache
+  log?: Logger
+  signal?: AbortSignal
+  /** Objects eviction must keep (the image being booted and the previous one); this image is always kept. */
+  pin?: string[]
+  /** Re-verification of a cache hit: 'fast' (size + xxh64) or 'strong' (sha256 of every chunk). Default fast. */
+  verify?: VerifyMode
+  /** Called at the progress-log interval with bytes, rate and ETA. */
+  onProgress?: (p: ProgressInfo) => void
+  /** Seeds this node's mirror order and jitter. Default: the host name. */
+  nodeId?: string
+  /** Parallel Range requests. Default 4. */
+  streams?: number
+  /** Longest single Range request in bytes. Default 16 MiB. */
+  maxRangeBytes?: number
+  /** Retry policy (plain data). */
+  retry?: RetryPolicy
+  /** Copy chunks from other cached objects (delta). Default true. */
+  reuse?: boolean
+  headersTimeoutMs?: number
+  idleTimeoutMs?: number
+}
+
+export interface FetchImageResult {
+  /** The verified object in the cache. */
+  path: string
+  sha256: string
+  size: number
+  /** True when the cache held a verified copy and nothing was fetched. */
+  hit: boolean
+  /** Bytes received over HTTP in this call. */
+  bytesDownloaded: number
+  /** Bytes copied from other cached objects (delta). */
+  bytesReused: number
+  /** Bytes of a previous interrupted download (or a damaged object's good chunks) kept after re-verification. */
+  bytesResumed: number
+  /** Chunks of a damaged cached object that were fetched again. */
+  chunksRepaired: number
+  /** HTTP requests for image bytes. */
+  requests: number
+  durationMs: number
+}
+
+const checkManifest = (m: Manifest): void => {
+  if (!/^[0-9a-f]{64}$/.test(m.sha256)) throw new ManifestError('sha256', 'not lower-case hex sha256')
+  if (!Number.isSafeInteger(m.size) || m.size < 0) throw new ManifestError('size', 'not a non-negative integer')
+  const bad = chunkListProblem(m.chunks, m.size)
+  if (bad) throw new ManifestError('chunks', bad)
+}
+
+/** A verified object for `manifest` in `cache`, fetching (only) what is missing. */
+export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageResult> => {
+  const { manifest: m, cache } = opts
+  checkManifest(m)
+  const log = (opts.log ?? silentLogger()).child({ image: m.name, sha256: m.sha256 })
+  const started = performance.now()
+  const nodeId = opts.nodeId ?? hostname()
+  const urls = orderMirrors(m.urls, nodeId)
+  return logOp(log, 'fetch-image', { size: m.size }, async () => {
+    const lock = await cache.lock(m.sha256, opts.signal ? { signal: opts.signal } : {})
+    try {
+      const look = await cache.lookup(m.sha256, {
+        verify: opts.verify ?? 'fast',
+        chunks: m.chunks,
+        name: m.name,
+        ...(urls[0] ? { url: urls[0] } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      })
+      if (look.status === 'hit') {
+        return { path: look.path, sha256: m.sha256, size: m.size, hit: true, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
+      }
+      let trusted: number[] | undefined
+      let chunksRepaired = 0
+      if (look.status === 'corrupt') {
+        if (look.chunks === m.chunks && look.reason !== 'not a regular file') {
+          // Keep the good chunks of the damaged object; fetch only the bad ones.
+          const bad = new Set(look.badChunks)
+          trusted = m.chunks.filter((c) => !bad.has(c.index)).map((c) => c.index)
+          chunksRepaired = bad.size
+          log.warn({ badChunks: look.badChunks.slice(0, 20), count: bad.size, reason: look.reason }, 'cached object is damaged: repairing its bad chunks')
+          await cache.demoteToPartial(m.sha256, trusted)
+        } else {
+          log.warn({ reason: look.reason }, 'cached object unusable: removing it')
+          await cache.remove(m.sha256)
+        }
+      }
+      const partial = await PartialObject.open(cache, m, { log, ...(opts.signal ? { signal: opts.signal } : {}), ...(trusted ? { trusted } : {}) })
+      const bytesResumed = partial.verifiedBytes
+      let published = false
+      try {
+        const dl = new Download({
+          manifest: m,
+          cache,
+          partial,
+          urls,
+          log,
+          random: seededRandom(`${nodeId}:${m.sha256}:${process.pid}`),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(opts.pin ? { pin: opts.pin } : {}),
+          ...(opts.streams ? { streams: opts.streams } : {}),
+          ...(opts.maxRangeBytes ? { maxRangeBytes: opts.maxRangeBytes } : {}),
+          ...(opts.retry ? { retry: opts.retry } : {}),
+          ...(opts.reuse !== undefined ? { reuse: opts.reuse } : {}),
+          ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+          ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
+          ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+        })
+        const r = await dl.run()
+        if (r.sha256 !== m.sha256) {
+          // Every chunk matched yet the whole does not: the manifest contradicts itself.
+          await partial.discard()
+          throw new IntegrityError({ algorithm: 'sha256', expected: m.sha256, found: r.sha256, url: urls[0], what: `image ${m.name} (chunks match, whole differs: inconsistent manifest)` })
+        }
+        await partial.close()
+        const path = await cache.publish({ from: partial.path, sha256: m.sha256, computedSha256: r.sha256, size: m.size, xxh64: r.xxh64, chunks: m.chunks, name: m.name, urls })
+        published = true
+        return {
+          path,
+          sha256: m.sha256,
+          size: m.size,
+          hit: false,
+          bytesDownloaded: r.bytesDownloaded,
+          bytesReused: r.bytesReused,
+          bytesResumed,
+          chunksRepaired,
+          requests: r.requests,
+          durationMs: Math.round(performance.now() - started),
+        }
+      } finally {
+        if (!published) await partial.close()
+      }
+    } finally {
+      await lock.release()
+    }
+  })
+}
+

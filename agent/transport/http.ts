@@ -1,0 +1,162 @@
+/**
+ * HTTP for the downloader, through node-fetch (keep-alive agents), with two
+ * deadlines on every request: to get the response headers, and between two
+ * pieces of body (a stalled server must not hang a boot).
+ */
+import http from 'node:http'
+import https from 'node:https'
+import fetch, { type Response } from 'node-fetch'
+import { BootAgentError, HttpError } from '../errors.js'
+import { parseRetryAfter } from './retry.js'
+
+/** Longest wait for response headers. */
+export const HEADERS_TIMEOUT_MS = 30_000
+/** Longest silence between two pieces of body. */
+export const IDLE_TIMEOUT_MS = 30_000
+
+const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 })
+const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16 })
+const agentFor = (u: URL) => (u.protocol === 'https:' ? httpsAgent : httpAgent)
+
+export interface RequestOptions {
+  signal?: AbortSignal
+  headersTimeoutMs?: number
+  idleTimeoutMs?: number
+}
+
+export interface BodyStream {
+  url: string
+  status: number
+  /** True for a 206 answering our Range; false when the server sent the whole file (200). */
+  ranged: boolean
+  /** Offset of the first body byte in the file. */
+  start: number
+  /** Content-Length when given. */
+  length: number | undefined
+  /** Size of the whole file when the server said (Content-Range total, or Content-Length of a 200). */
+  total: number | undefined
+  /** The body in pieces; throws EIDLE on a stall, the abort reason on abort. */
+  pieces: AsyncIterable<Uint8Array>
+  /** Stops reading and frees the connection. */
+  cancel(): void
+}
+
+const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/
+
+const statusError = (res: Response, url: string): HttpError => {
+  const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'))
+  return new HttpError({ status: res.status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+}
+
+/**
+ * GET `url`, asking for bytes [start, end) when a range is given. A 200 to
+ * a ranged request means the server ignores Range: the caller gets the whole
+ * body (`ranged: false`, `start: 0`) and decides.
+ */
+export const openBody = async (url: string, range: { start: number; end: number } | undefined, opts: RequestOptions = {}): Promise<BodyStream> => {
+  const ctl = new AbortController()
+  let why: 'headers' | 'idle' | undefined
+  const onOuter = () => ctl.abort(opts.signal?.reason)
+  if (opts.signal?.aborted) throw opts.signal.reason
+  opts.signal?.addEventListener('abort', onOuter, { once: true })
+  const timer = setTimeout(() => {
+    why = 'headers'
+    ctl.abort()
+  }, opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS)
+  const done = () => {
+    clearTimeout(timer)
+    opts.signal?.removeEventListener('abort', onOuter)
+  }
+  const translate = (e: unknown): unknown => {
+    if (opts.signal?.aborted) return opts.signal.reason
+    if (why === 'headers') return new BootAgentError('EIDLE', `no response from ${url} within ${opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS} ms`, { url })
+    if (why === 'idle') return new BootAgentError('EIDLE', `${url} sent nothing for ${opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS} ms`, { url })
+    if (e instanceof Error && !(e instanceof BootAgentError)) {
+      const code = (e as { code?: unknown }).code
+      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', `${url}: ${e.message}`, { url }, { cause: e })
+    }
+    return e
+  }
+  let res: Response
+  try {
+    const u = new URL(url)
+    res = await fetch(url, {
+      signal: ctl.signal,
+      agent: agentFor(u),
+      compress: false, // byte ranges of the file itself, never a transfer encoding of it
+      headers: range ? { range: `bytes=${range.start}-${range.end - 1}`, 'accept-encoding': 'identity' } : { 'accept-encoding': 'identity' },
+    })
+  } catch (e) {
+    done()
+    throw translate(e)
+  }
+  if (res.status !== 200 && res.status !== 206) {
+    done()
+    res.body?.resume?.()
+    throw statusError(res, url)
+  }
+  let start = 0
+  let total: number | undefined
+  if (res.status === 206) {
+    const m = CONTENT_RANGE.exec(res.headers.get('content-range') ?? '')
+    if (!range || !m || Number(m[1]) !== range.start || Number(m[2]) !== range.end - 1) {
+      done()
+      ctl.abort()
+      throw new BootAgentError('ERANGE', `${url} answered Range ${range ? `bytes=${range.start}-${range.end - 1}` : '(none)'} with Content-Range ${JSON.stringify(res.headers.get('content-range'))}`, { url })
+    }
+    start = range.start
+    if (m[3] !== '*') total = Number(m[3])
+  }
+  clearTimeout(timer)
+  const lenHeader = res.headers.get('content-length')
+  const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS
+  const body = res.body
+  async function* pieces(): AsyncGenerator<Uint8Array> {
+    const idle = setTimeout(() => {
+      why = 'idle'
+      ctl.abort()
+    }, idleMs)
+    try {
+      if (!body) return
+      for await (const piece of body as AsyncIterable<Uint8Array>) {
+        idle.refresh()
+        yield piece
+      }
+    } catch (e) {
+      throw translate(e)
+    } finally {
+      clearTimeout(idle)
+      done()
+    }
+  }
+  return {
+    url,
+    status: res.status,
+    ranged: res.status === 206,
+    start,
+    length: lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined,
+    total: res.status === 206 ? total : lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined,
+    pieces: pieces(),
+    cancel: () => {
+      done()
+      ctl.abort()
+    },
+  }
+}
+
+/** A small whole body (a manifest), refusing more than `maxBytes`. */
+export const getBytes = async (url: string, maxBytes: number, opts: RequestOptions = {}): Promise<Buffer> => {
+  const b = await openBody(url, undefined, opts)
+  const parts: Uint8Array[] = []
+  let n = 0
+  for await (const p of b.pieces) {
+    n += p.length
+    if (n > maxBytes) {
+      b.cancel()
+      throw new BootAgentError('ETOOBIG', `${url} is larger than ${maxBytes} bytes`, { url, maxBytes })
+    }
+    parts.push(p)
+  }
+  if (b.length !== undefined && n !== b.length) throw new BootAgentError('ETRUNCATED', `${url}: got ${n} of ${b.length} bytes`, { url })
+  return Buffer.concat(parts)
+}

@@ -1,0 +1,101 @@
+/**
+ * Issue 2's pipeline benchmarks, each a ratio against a native tool timed in
+ * the same run on the same file (default 2 GiB of random bytes):
+ *
+ *   fast re-verify   `boot-agent verify --cache C`           vs `xxhsum -H1 FILE`
+ *   strong verify    `boot-agent verify --cache C --strong`  vs `openssl dgst -sha256 FILE`
+ *   download         `boot-agent fetch URL --cache C`        vs `curl -o FILE URL && sync`
+ *                    (verified + written + fsynced vs unverified)
+ *   peak RSS         of that download (GNU time %M)
+ *
+ * The agent is the bundled CLI (dist/boot-agent.mjs), start-up included.
+ * usage: npm run bench -- pipeline [--size-mib N] [--runs N]
+ */
+import { mkdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { compare, gbps, makeRandomFile, timeCommand, withTempDir } from './lib.js'
+import { startNginx } from '../test/helpers/nginx.js'
+
+const { values } = parseArgs({
+  options: { 'size-mib': { type: 'string', default: '2048' }, runs: { type: 'string', default: '3' } },
+  allowPositionals: true,
+})
+const sizeBytes = Number(values['size-mib']) * 1024 * 1024
+const runs = Number(values.runs)
+const AGENT = ['dist/boot-agent.mjs']
+
+const agent = (args: string[], rss = false) => timeCommand(process.execPath, [...AGENT, ...args], { rss, env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+
+await withTempDir('ba-bench-pipeline-', async (dir) => {
+  const www = join(dir, 'www')
+  await mkdir(www)
+  const image = join(www, 'image.squashfs')
+  process.stderr.write(`making ${sizeBytes} bytes of random data…\n`)
+  await makeRandomFile(image, sizeBytes)
+  const ng = await startNginx(www)
+  try {
+    const manifestPath = join(www, 'image.manifest.json')
+    await agent(['manifest', image, '--name', 'bench', '--url', `${ng.url}/image.squashfs`, '--out', manifestPath])
+    const manifestUrl = `${ng.url}/image.manifest.json`
+    const cache = join(dir, 'cache')
+    const rows: string[] = []
+
+    // Populate the cache once (also warms the page cache for the verify runs, as for xxhsum).
+    await agent(['fetch', manifestUrl, '--cache', cache])
+
+    const fast = await compare(
+      runs,
+      async () => (await agent(['verify', '--cache', cache])).seconds,
+      async () => (await timeCommand('xxhsum', ['-H1', image])).seconds,
+    )
+    rows.push(`| fast re-verify (xxh64) | \`boot-agent verify\` ${gbps(sizeBytes, fast.a)} GB/s | \`xxhsum -H1\` ${gbps(sizeBytes, fast.b)} GB/s | **${fast.ratio.toFixed(2)}×** | ≥ 1.0× |`)
+
+    const strong = await compare(
+      runs,
+      async () => (await agent(['verify', '--cache', cache, '--strong'])).seconds,
+      async () => (await timeCommand('openssl', ['dgst', '-sha256', image])).seconds,
+    )
+    rows.push(`| strong verify (sha256) | \`boot-agent verify --strong\` ${gbps(sizeBytes, strong.a)} GB/s | \`openssl dgst -sha256\` ${gbps(sizeBytes, strong.b)} GB/s | **${strong.ratio.toFixed(2)}×** | ≥ 1.6× |`)
+
+    const curlOut = join(dir, 'curl.out')
+    let rssKiB = 0
+    const dl = await compare(
+      runs,
+      async () => {
+        const t = await agent(['fetch', manifestUrl, '--cache', cache], true)
+        rssKiB = Math.max(rssKiB, t.maxRssKiB ?? 0)
+        return t.seconds
+      },
+      async () => {
+        const started = process.hrtime.bigint()
+        await timeCommand('curl', ['-sS', '-o', curlOut, `${ng.url}/image.squashfs`])
+        await timeCommand('sync', [])
+        return Number(process.hrtime.bigint() - started) / 1e9
+      },
+      async () => {
+        // Each run starts cold: no cached object, no curl output, dirty pages flushed.
+        await rm(cache, { recursive: true, force: true })
+        await rm(curlOut, { force: true })
+        await timeCommand('sync', [])
+      },
+    )
+    rows.push(`| verified download + fsync | \`boot-agent fetch\` ${gbps(sizeBytes, dl.a)} GB/s | \`curl -o && sync\` ${gbps(sizeBytes, dl.b)} GB/s | **${dl.ratio.toFixed(2)}×** | ≥ 1.0× (goal 1.5×) |`)
+    rows.push(`| peak RSS during the download | ${(rssKiB / 1024).toFixed(0)} MB | | | ≤ 150 MB |`)
+    const size = (await stat(image)).size
+    process.stdout.write(
+      [
+        `pipeline benchmark: ${size} bytes, median of ${runs} alternating runs, ${new Date().toISOString()}`,
+        '',
+        '| what | boot-agent | baseline | ratio (baseline time / agent time) | goal |',
+        '|---|---|---|---|---|',
+        ...rows,
+        '',
+        `raw seconds: fast ${JSON.stringify(fast.as)} vs ${JSON.stringify(fast.bs)}; strong ${JSON.stringify(strong.as)} vs ${JSON.stringify(strong.bs)}; download ${JSON.stringify(dl.as)} vs ${JSON.stringify(dl.bs)}`,
+        '',
+      ].join('\n'),
+    )
+  } finally {
+    await ng.stop()
+  }
+})

@@ -1,0 +1,58 @@
+/**
+ * Test images and manifests. The manifests here use a simple seeded
+ * variable-size chunking (any contiguous chunking is a valid manifest); the
+ * CDC chunker of agent/manifest is what real publishers use.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import type { Chunk, Manifest } from '../../agent/manifest/types.js'
+import { seededRandom } from '../../agent/transport/mirrors.js'
+
+/** `size` pseudo-random bytes from `seed` (fast: a repeated random block, xor-ed by position). */
+export const seededBytes = (size: number, seed: string): Buffer => {
+  const rnd = seededRandom(seed)
+  const out = Buffer.allocUnsafe(size)
+  for (let i = 0; i + 4 <= size; i += 4) out.writeUInt32LE(Math.floor(rnd() * 4294967296), i)
+  for (let i = size - (size % 4); i < size; i++) out[i] = Math.floor(rnd() * 256)
+  return out
+}
+
+export const sha256Hex = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+/** Chunks of sizes in [min, max] (seeded), covering `data`. */
+export const chunkBytes = (data: Uint8Array, opts: { min?: number; max?: number; seed?: string } = {}): Chunk[] => {
+  const min = opts.min ?? 16 * 1024
+  const max = opts.max ?? 96 * 1024
+  const rnd = seededRandom(opts.seed ?? 'chunks')
+  const chunks: Chunk[] = []
+  let at = 0
+  while (at < data.length) {
+    const size = Math.min(data.length - at, min + Math.floor(rnd() * (max - min + 1)))
+    chunks.push({ index: chunks.length, offset: at, size, sha256: sha256Hex(data.subarray(at, at + size)) })
+    at += size
+  }
+  return chunks
+}
+
+export const manifestFor = (data: Uint8Array, urls: string[], opts: { name?: string; min?: number; max?: number; seed?: string; chunks?: Chunk[] } = {}): Manifest => ({
+  schema: 1,
+  name: opts.name ?? 'test-image',
+  format: 'squashfs',
+  created: new Date(0).toISOString(),
+  size: data.length,
+  sha256: sha256Hex(data),
+  chunking: { algorithm: 'fastcdc-gear-v1', minSize: 16 * 1024, avgSize: 64 * 1024, maxSize: 256 * 1024 },
+  chunks: opts.chunks ?? chunkBytes(data, opts),
+  urls,
+})
+
+/** Writes a seeded image to `path` and returns its bytes. */
+export const writeImage = async (path: string, size: number, seed: string): Promise<Buffer> => {
+  const data = seededBytes(size, seed)
+  await writeFile(path, data)
+  return data
+}
+
+export const randomImage = (size: number): Buffer => randomBytes(size)
+
+export const fileSha256 = async (path: string): Promise<string> => sha256Hex(await readFile(path))

@@ -1,0 +1,155 @@
+import t from 'tap'
+import { ManifestError, SignatureError } from '../../agent/errors.js'
+import { parseManifest, MAX_CHUNKS } from '../../agent/manifest/schema.js'
+import { serializeManifest, type WireManifest } from '../../agent/manifest/serialize.js'
+import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'
+
+const H = (c: string): string => c.repeat(64)
+
+/** A small valid wire manifest: 3 chunks, tiny chunking parameters. */
+const valid = (): WireManifest => ({
+  schema: 1,
+  name: 'CPE-base',
+  format: 'squashfs',
+  created: '2026-11-21T12:00:00.000Z',
+  size: 900,
+  sha256: H('a'),
+  chunking: { algorithm: 'fastcdc-gear-v1', minSize: 64, avgSize: 256, maxSize: 1024 },
+  urls: ['http://head.example/images/cpe.sqfs', 'https://mirror.example/cpe.sqfs'],
+  chunks: [
+    [0, 500, H('1')],
+    [500, 300, H('2')],
+    [800, 100, H('3')],
+  ],
+})
+
+/** Deep copy with a mutation applied. */
+const mutate = (f: (w: Record<string, any>) => void): unknown => {
+  const w = JSON.parse(JSON.stringify(valid())) as Record<string, any>
+  f(w)
+  return w
+}
+
+t.test('a valid manifest parses into the typed form', async (t) => {
+  const m = parseManifest(valid())
+  t.equal(m.size, 900)
+  t.same(m.chunks[1], { index: 1, offset: 500, size: 300, sha256: H('2') })
+  t.same(m.chunking, valid().chunking)
+  t.equal(m.signature, undefined)
+  t.equal(serializeManifest(m), JSON.stringify(valid()), 'round trip to the same canonical text')
+})
+
+t.test('JSON text and UTF-8 bytes are accepted as input', async (t) => {
+  t.equal(parseManifest(JSON.stringify(valid())).sha256, H('a'))
+  t.equal(parseManifest(Buffer.from(JSON.stringify(valid()))).sha256, H('a'))
+})
+
+// Each malformed manifest → ManifestError (EMANIFEST) naming the JSON path of the problem.
+const malformed: [string, unknown, string, RegExp?][] = [
+  ['text that is not JSON', '{"schema":1,', '$', /not JSON/],
+  ['a JSON array instead of an object', [], '$', /must be an object/],
+  ['an unknown schema version', mutate((w) => (w.schema = 2)), '$.schema', /unsupported schema version 2/],
+  ['a missing schema', mutate((w) => delete w.schema), '$.schema', /missing/],
+  ['a missing sha256', mutate((w) => delete w.sha256), '$.sha256', /missing/],
+  ['an unknown top-level field', mutate((w) => (w.extra = true)), '$.extra', /unknown field/],
+  ['size as a string', mutate((w) => (w.size = '900')), '$.size', /must be a number/],
+  ['a negative size', mutate((w) => (w.size = -900)), '$.size', /at least 1/],
+  ['a fractional size', mutate((w) => (w.size = 900.5)), '$.size', /integer/],
+  ['a size above 2^53', mutate((w) => (w.size = 2 ** 60)), '$.size', /absurdly large/],
+  ['a short image digest', mutate((w) => (w.sha256 = 'abc')), '$.sha256', /64 hex digits/],
+  ['an upper-case image digest', mutate((w) => (w.sha256 = H('A'))), '$.sha256', /lower case/],
+  ['a non-hex chunk digest', mutate((w) => (w.chunks[1][2] = H('g'))), '$.chunks[1][2]', /64 hex digits/],
+  ['overlapping chunks', mutate((w) => (w.chunks[1] = [499, 301, H('2')])), '$.chunks[1][0]', /overlapping/],
+  ['a gap between chunks', mutate((w) => (w.chunks[1] = [501, 299, H('2')])), '$.chunks[1][0]', /gap/],
+  ['chunks out of order', mutate((w) => (w.chunks = [w.chunks[1], w.chunks[0], w.chunks[2]])), '$.chunks[0][0]', /gap/],
+  ['chunks that do not add up to size', mutate((w) => (w.size = 1000)), '$.chunks', /cover 900 bytes but size is 1000/],
+  ['a chunk past the end', mutate((w) => (w.size = 850)), '$.chunks[2][1]', /past the image size/],
+  ['a chunk larger than maxSize', mutate((w) => ((w.size = 2000), (w.chunks[2] = [800, 1200, H('3')]))), '$.chunks[2][1]', /above chunking.maxSize/],
+  ['a middle chunk below minSize', mutate((w) => ((w.chunks[0] = [0, 760, H('1')]), (w.chunks[1] = [760, 40, H('2')]))), '$.chunks[1][1]', /below chunking.minSize/],
+  ['a zero-size chunk', mutate((w) => ((w.size = 800), (w.chunks[2] = [800, 0, H('3')]))), '$.chunks[2][1]', /at least 1/],
+  ['a chunk as an object', mutate((w) => (w.chunks[0] = { offset: 0, size: 500, sha256: H('1') })), '$.chunks[0]', /\[offset, size, sha256\]/],
+  ['no chunks', mutate((w) => (w.chunks = [])), '$.chunks', /at least one chunk/],
+  ['too many chunks for the size', mutate((w) => (w.chunks = Array.from({ length: 20 }, (_, i) => [i * 45, 45, H('1')]))), '$.chunks', /too many/],
+  ['an unknown chunking algorithm', mutate((w) => (w.chunking.algorithm = 'rabin-v9')), '$.chunking.algorithm', /unknown chunking algorithm/],
+  ['an avgSize that is not a power of two', mutate((w) => (w.chunking.avgSize = 300)), '$.chunking.avgSize', /power of two/],
+  ['minSize above avgSize', mutate((w) => (w.chunking.minSize = 512)), '$.chunking.minSize', /between/],
+  ['an extra chunking field', mutate((w) => (w.chunking.window = 48)), '$.chunking.window', /unknown field/],
+  ['an empty url list', mutate((w) => (w.urls = [])), '$.urls', /at least one URL/],
+  ['a file: URL', mutate((w) => (w.urls[1] = 'file:///etc/shadow')), '$.urls[1]', /http or https/],
+  ['an ftp URL', mutate((w) => (w.urls[0] = 'ftp://head.example/x')), '$.urls[0]', /http or https/],
+  ['a URL with credentials', mutate((w) => (w.urls[0] = 'https://admin:secret@head.example/x')), '$.urls[0]', /credentials/],
+  ['a URL that is not a string', mutate((w) => (w.urls[0] = 42)), '$.urls[0]', /must be a string/],
+  ['a duplicated URL', mutate((w) => (w.urls[1] = w.urls[0])), '$.urls[1]', /duplicates/],
+  ['a URL with a space', mutate((w) => (w.urls[0] = 'http://head.example/a b')), '$.urls[0]', /spaces/],
+  ['a name with a slash', mutate((w) => (w.name = 'a/b')), '$.name', /path separator/],
+  ['a name with ..', mutate((w) => (w.name = '..')), '$.name', /"\.\."/],
+  ['a name with a control character', mutate((w) => (w.name = 'cpe\nbase')), '$.name', /control characters/],
+  ['an empty name', mutate((w) => (w.name = '')), '$.name', /empty/],
+  ['a format that is not a token', mutate((w) => (w.format = 'Squash FS')), '$.format', /token/],
+  ['a created time that is not ISO-8601', mutate((w) => (w.created = 'yesterday')), '$.created', /ISO-8601/],
+  ['a signature with another algorithm', mutate((w) => (w.signature = { algorithm: 'rsa', keyId: H('b'), value: 'AA==' })), '$.signature.algorithm', /ed25519/],
+  ['a signature value that is not 64 bytes of base64', mutate((w) => (w.signature = { algorithm: 'ed25519', keyId: H('b'), value: 'AAAA' })), '$.signature.value', /64 bytes/],
+]
+
+for (const [what, input, field, msg] of malformed) {
+  t.test(`a manifest with ${what} is refused naming ${field}`, async (t) => {
+    const err = t.throws(() => parseManifest(input)) as ManifestError
+    t.type(err, ManifestError)
+    t.equal(err.code, 'EMANIFEST')
+    t.equal(err.field, field)
+    if (msg) t.match(err.message, msg)
+  })
+}
+
+t.test('relative URLs are resolved against the manifest URL', async (t) => {
+  const w = mutate((w) => (w.urls = ['cpe.sqfs', '../blobs/cpe.sqfs', 'https://mirror.example/cpe.sqfs']))
+  const m = parseManifest(w, { baseUrl: 'http://head.example:8080/v1/images/cpe/manifest' })
+  t.same(m.urls, [
+    'http://head.example:8080/v1/images/cpe/cpe.sqfs',
+    'http://head.example:8080/v1/images/blobs/cpe.sqfs',
+    'https://mirror.example/cpe.sqfs',
+  ])
+  t.same(parseManifest(w).urls[0], 'cpe.sqfs', 'without baseUrl they stay as written')
+  const bad = t.throws(() => parseManifest(mutate((w) => (w.urls = ['x'])), { baseUrl: 'file:///srv/manifest.json' })) as ManifestError
+  t.equal(bad.field, '$.urls[0]', 'resolving against a file: base gives a file: URL, refused')
+  t.throws(() => parseManifest(valid(), { baseUrl: 'not a url' }), { code: 'ECONFIG' })
+})
+
+t.test('a signed manifest verifies with its key and keeps its signature', async (t) => {
+  const { publicKeyPem, privateKeyPem } = generateKeyPair()
+  const signed = signManifest(parseManifest(valid()), privateKeyPem)
+  const m = parseManifest(serializeManifest(signed), { publicKey: publicKeyPem })
+  t.same(m.signature, signed.signature)
+})
+
+t.test('the signature covers relative URLs as written, then they are resolved', async (t) => {
+  const { publicKeyPem, privateKeyPem } = generateKeyPair()
+  const signed = signManifest(parseManifest(mutate((w) => (w.urls = ['cpe.sqfs']))), privateKeyPem)
+  const m = parseManifest(serializeManifest(signed), { publicKey: publicKeyPem, baseUrl: 'http://h/v1/images/x/manifest' })
+  t.same(m.urls, ['http://h/v1/images/x/cpe.sqfs'])
+})
+
+t.test('with a public key, an unsigned manifest is refused with ESIGNATURE', async (t) => {
+  const { publicKeyPem } = generateKeyPair()
+  const err = t.throws(() => parseManifest(valid(), { publicKey: publicKeyPem })) as SignatureError
+  t.type(err, SignatureError)
+  t.equal(err.code, 'ESIGNATURE')
+  t.equal(err.context.reason, 'unsigned')
+})
+
+t.test('requireSignature without a key refuses an unsigned manifest', async (t) => {
+  t.throws(() => parseManifest(valid(), { requireSignature: true }), { code: 'ESIGNATURE' })
+})
+
+t.test('a manifest altered after signing is refused with ESIGNATURE', async (t) => {
+  const { publicKeyPem, privateKeyPem } = generateKeyPair()
+  const signed = JSON.parse(serializeManifest(signManifest(parseManifest(valid()), privateKeyPem))) as WireManifest
+  signed.urls[0] = 'http://evil.example/cpe.sqfs'
+  const err = t.throws(() => parseManifest(signed, { publicKey: publicKeyPem })) as SignatureError
+  t.equal(err.code, 'ESIGNATURE')
+  t.equal(err.context.reason, 'bad-signature')
+})
+
+t.test('the chunk limit is large enough for a 256 GiB image at 64 KiB chunks', async (t) => {
+  t.ok(MAX_CHUNKS * 64 * 1024 >= 256 * 2 ** 30)
+})

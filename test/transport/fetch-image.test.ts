@@ -1,0 +1,114 @@
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { readdir, readFile, writeFile, open } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Cache } from '../../agent/cache/store.js'
+import { IntegrityError } from '../../agent/errors.js'
+import { fetchImage } from '../../agent/transport/fetch-image.js'
+import { gate } from '../helpers/capability.js'
+import { manifestFor, writeImage } from '../helpers/image.js'
+import { startNginx, type Nginx } from '../helpers/nginx.js'
+
+const MiB = 1024 * 1024
+const settle = () => new Promise((r) => setTimeout(r, 150))
+const imageBytes = async (ng: Nginx, path: string) => (await ng.access()).filter((a) => a.path === path).reduce((n, a) => n + a.bytes, 0)
+
+t.test('a cold fetch publishes an object named by the sha256 sha256sum computes', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB + 12345, 'cold')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const r = await fetchImage({ manifest: m, cache })
+  const sum = execFileSync('sha256sum', [join(root, 'img.sqfs')], { encoding: 'utf8' }).split(' ')[0]
+  t.equal(r.sha256, sum)
+  t.equal(r.path, join(cache.dir, 'objects', 'sha256', sum!.slice(0, 2), sum!.slice(2)))
+  t.equal(execFileSync('sha256sum', [r.path], { encoding: 'utf8' }).split(' ')[0], sum)
+  t.equal(r.hit, false)
+  t.equal(r.bytesDownloaded, data.length)
+  const meta = JSON.parse(await readFile(r.path + '.meta.json', 'utf8'))
+  t.equal(meta.size, data.length)
+  t.equal(meta.chunks.length, m.chunks.length)
+  t.match(meta.names, ['test-image'])
+  t.same(await readdir(join(cache.dir, 'tmp')), [], 'no temp file left')
+})
+
+t.test('a warm fetch is a re-verified hit that requests no image bytes', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 2 * MiB, 'warm')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  await fetchImage({ manifest: m, cache })
+  await settle()
+  await ng.clearAccess()
+  for (const verify of ['fast', 'strong'] as const) {
+    const r = await fetchImage({ manifest: m, cache, verify })
+    t.equal(r.hit, true, `${verify} hit`)
+    t.equal(r.bytesDownloaded, 0)
+  }
+  await settle()
+  t.same(await ng.access(), [], 'nginx saw no request')
+})
+
+t.test('one flipped byte in a cached object is detected and only its chunk is downloaded again', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 4 * MiB, 'flip')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const first = await fetchImage({ manifest: m, cache })
+  const at = 3 * MiB + 777
+  const fh = await open(first.path, 'r+')
+  const b = Buffer.alloc(1)
+  await fh.read(b, 0, 1, at)
+  b[0] = b[0]! ^ 0x40
+  await fh.write(b, 0, 1, at)
+  await fh.close()
+  const hit = m.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
+  const v = await cache.verify(m.sha256)
+  t.equal(v.ok, false, 'fast verification sees the flip')
+  t.same(v.badChunks, [hit.index], 'and locates the chunk')
+  await settle()
+  await ng.clearAccess()
+  const r = await fetchImage({ manifest: m, cache })
+  t.equal(r.hit, false)
+  t.equal(r.chunksRepaired, 1)
+  t.equal(r.bytesDownloaded, hit.size)
+  await settle()
+  const log = await ng.access()
+  t.equal(log.length, 1, 'one request')
+  t.equal(log[0]!.range, `bytes=${hit.offset}-${hit.offset + hit.size - 1}`)
+  t.equal(await imageBytes(ng, '/img.sqfs'), hit.size, 'nginx sent exactly that chunk')
+  t.same(await readFile(r.path), data, 'repaired object is the image')
+})
+
+t.test('the file behind the URL replaced by other bytes fails with an integrity error and publishes nothing', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 1 * MiB, 'orig')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const url = `${ng.url}/img.sqfs`
+  const m = manifestFor(data, [url])
+  await writeImage(join(root, 'img.sqfs'), 1 * MiB, 'overwritten')
+  const e = await fetchImage({ manifest: m, cache, retry: { ...(await import('../../agent/transport/retry.js')).DEFAULT_RETRY_POLICY, baseDelayMs: 1 } }).catch((x: unknown) => x)
+  t.type(e, IntegrityError)
+  const ie = e as IntegrityError
+  t.equal(ie.code, 'EINTEGRITY')
+  t.equal(ie.url, url)
+  t.equal(ie.expected, m.chunks[0]!.sha256)
+  t.match(ie.message, url)
+  t.match(ie.message, ie.expected)
+  t.match(ie.message, ie.found)
+  t.match(ie.message, m.sha256, 'names the image digest too')
+  t.equal((await cache.list()).objects.length, 0, 'nothing published')
+  t.equal((await cache.lookup(m.sha256)).status, 'miss')
+})
