@@ -1,0 +1,53 @@
+import t from 'tap'
+import { parseNodesConfig, resolvePlan } from '../../agent/head/nodes-config.js'
+
+const SHA = 'a'.repeat(64)
+const config = parseNodesConfig({
+  schema: 1,
+  defaults: { image: 'base', style: 'disked', partitions: { cache: 'LABEL=cwcache', root: 'LABEL=cwroot' }, policies: { verify: 'fast' } },
+  architectures: { aarch64: { image: 'base-arm', policies: { onfail: 'shell' } } },
+  groups: { gpu: { image: 'gpu', style: 'roram', partitions: { root: '/dev/nvme0n1p4' } } },
+  nodes: { plain: {}, g1: { group: 'gpu' }, arm: { arch: 'arm64' }, pinned: { group: 'gpu', image: `base@sha256:${SHA}`, policies: { verify: 'strong' } } },
+})
+
+t.test('the most specific layer wins field by field: node, group, architecture, defaults', async (t) => {
+  t.match(resolvePlan(config, 'plain'), { ok: true, plan: { style: 'disked', image: { name: 'base' }, imageFrom: 'defaults' } })
+  t.match(resolvePlan(config, 'g1'), {
+    ok: true,
+    plan: { style: 'roram', image: { name: 'gpu' }, imageFrom: 'group', partitions: { cache: 'LABEL=cwcache', root: '/dev/nvme0n1p4' } },
+  })
+  t.match(resolvePlan(config, 'pinned'), { ok: true, plan: { image: { name: 'base', sha256: SHA }, imageFrom: 'node', policies: { verify: 'strong' } } })
+})
+
+t.test('the architecture the node reports picks the image when node and group do not', async (t) => {
+  t.match(resolvePlan(config, 'plain', 'aarch64'), { ok: true, plan: { image: { name: 'base-arm' }, imageFrom: 'architecture', arch: 'aarch64', policies: { onfail: 'shell', verify: 'fast' } } })
+  t.match(resolvePlan(config, 'arm'), { ok: true, plan: { arch: 'aarch64', image: { name: 'base-arm' } } }, 'arch from the nodes file (arm64 normalised)')
+  t.match(resolvePlan(config, 'arm', 'x86_64'), { ok: false, status: 409, code: 'EARCH' }, 'node and nodes file disagree: refuse')
+})
+
+t.test('an unknown node is not found', async (t) => {
+  t.match(resolvePlan(config, 'ghost'), { ok: false, status: 404, code: 'ENONODE' })
+  const noImage = parseNodesConfig({ schema: 1, nodes: { x: {} } })
+  t.match(resolvePlan(noImage, 'x'), { ok: false, status: 404, code: 'ENOIMAGE' })
+})
+
+t.test('a bad nodes file is refused with the field named', async (t) => {
+  const bad: Array<[unknown, string]> = [
+    [[], 'nodes file'],
+    [{ schema: 2, nodes: {} }, 'schema'],
+    [{ schema: 1 }, 'nodes'],
+    [{ schema: 1, nodes: { a: { style: 'floppy' } } }, 'nodes.a.style'],
+    [{ schema: 1, nodes: { a: { group: 'nope' } } }, 'nodes.a.group'],
+    [{ schema: 1, nodes: { a: { arch: 'm68k' } } }, 'nodes.a.arch'],
+    [{ schema: 1, nodes: { '../a': {} } }, 'nodes.../a'],
+    [{ schema: 1, nodes: { a: { image: '../../etc/passwd' } } }, 'nodes.a.image'],
+    [{ schema: 1, nodes: { a: { image: 'x@sha256:1234' } } }, 'nodes.a.image'],
+    [{ schema: 1, nodes: { a: { partitions: { cache: 'LABEL=a b' } } } }, 'nodes.a.partitions.cache'],
+    [{ schema: 1, nodes: { a: { partitions: { swap: '/dev/sda2' } } } }, 'nodes.a.partitions.swap'],
+    [{ schema: 1, nodes: { a: { policies: { cacheFull: 'panic' } } } }, 'nodes.a.policies.cacheFull'],
+    [{ schema: 1, nodes: { a: { colour: 'red' } } }, 'nodes.a.colour'],
+    [{ schema: 1, nodes: {}, extra: 1 }, 'extra'],
+    [{ schema: 1, nodes: {}, images: { x: { arch: 'vax' } } }, 'images.x.arch'],
+  ]
+  for (const [input, key] of bad) t.throws(() => parseNodesConfig(input), { code: 'ECONFIG', key }, key)
+})
