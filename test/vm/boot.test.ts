@@ -14,7 +14,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readFile, stat } from 'node:fs/promises'
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gate } from '../helpers/capability.js'
 import { publishImage } from '../../agent/head/publish.js'
@@ -117,7 +117,7 @@ t.before(async () => {
     nodes: { 'vm-disked': {}, 'vm-changed': {}, 'vm-nocache': { image: 'vm-daemon' }, 'vm-rwram': {} },
   }
   const nodesFile = join(dir, 'nodes.json')
-  await (await open(nodesFile, 'w')).writeFile(JSON.stringify(nodes))
+  await writeFile(nodesFile, JSON.stringify(nodes))
   // 127.0.0.1 on the host is 10.0.2.2 in the guest (QEMU user networking).
   const head = await startHead({ store, nodes: nodesFile, listen: '127.0.0.1:0' })
   ctx = { dir, kernel, initrd, head, store, base: { sha256: base.sha256, size: base.size, path: basePath }, daemonImage: { sha256: daemonImage.sha256, size: daemonImage.size } }

@@ -377,7 +377,7 @@ export const makeRootTree = async (dir: string, o: RootOptions): Promise<string>
   for (const d of ['bin', 'sbin', 'proc', 'sys', 'dev', 'run', 'tmp', 'etc', 'var/lib', 'usr/bin', 'usr/lib/boot-agent']) await mkdir(join(dir, d), { recursive: true })
   await copyFile('/bin/busybox', join(dir, 'bin', 'busybox'))
   await chmod(join(dir, 'bin', 'busybox'), 0o755)
-  for (const tool of ['sh', 'cat', 'echo', 'mount', 'cut', 'sleep', 'ls', 'find', 'poweroff', 'ip']) await symlink('busybox', join(dir, 'bin', tool))
+  for (const tool of ['sh', 'cat', 'echo', 'mount', 'cut', 'sleep', 'ls', 'find', 'poweroff', 'ip', 'sync', 'umount']) await symlink('busybox', join(dir, 'bin', tool))
   await writeFile(join(dir, 'etc', 'image-tag'), `${o.tag}\n`)
   let daemon = ''
   if (o.daemon) {
@@ -397,13 +397,14 @@ export const makeRootTree = async (dir: string, o: RootOptions): Promise<string>
   const init = `#!/bin/sh
 # The test image's init: report what the boot stage left, then power off.
 mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# dracut moved /sys, /dev and /run over at switch_root; mount what is missing.
+[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
 echo "BA-ROOT-UP uptime=$(cut -d' ' -f1 /proc/uptime)"
 echo "BA-TAG $(cat /etc/image-tag)"
 echo "BA-ROOTFS $(cut -d' ' -f1-3 /proc/mounts | while read d m t; do [ "$m" = / ] && echo "$d $t"; done)"
 echo "BA-MARKER-BEGIN"
-for f in /etc/boot-agent/marker.json /.boot-agent-marker /etc/boot-agent-marker /boot-agent-marker.json; do [ -f "$f" ] && cat "$f"; done
+cat /.boot-agent-image 2>/dev/null
 echo ""
 echo "BA-MARKER-END"
 echo "BA-RECORD-BEGIN"
@@ -411,6 +412,12 @@ cat /run/boot-agent/boot-record.json 2>/dev/null
 echo ""
 echo "BA-RECORD-END"
 ${daemon}
+# Checkpoint every ext4 journal before power-off, so debugfs on the host (which
+# does not replay journals) sees what the node wrote: sync, then remount read-only.
+sync
+cut -d' ' -f2,3 /proc/mounts | while read m t; do
+  case "$t" in ext4|xfs) mount -o remount,ro "$m" 2>/dev/null || echo "BA-REMOUNT-FAILED $m" ;; esac
+done
 echo "BA-POWEROFF"
 echo o > /proc/sysrq-trigger
 sleep 30
