@@ -19,6 +19,8 @@ export const system = {
   runDir: env('RUN_DIR', '/run/boot-agent'),
   /** Daemon state on the real root (kmsg position, spool when no cache). */
   stateDir: env('STATE_DIR', '/var/lib/boot-agent'),
+  /** Present only inside an initramfs (systemd's and dracut's marker). */
+  initrdRelease: env('INITRD_RELEASE', '/etc/initrd-release'),
   /** Where dracut expects the new root. */
   sysroot: env('SYSROOT', '/sysroot'),
   /** Mount point of the cache partition inside the initramfs. */

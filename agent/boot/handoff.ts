@@ -89,6 +89,11 @@ export interface OnFailDeps {
   sleep?: (ms: number) => Promise<void>
   log?: Logger
   rebootDelayMs: number
+  /**
+   * Run the reboot command (default true). `boot-agent boot` outside an
+   * initramfs passes false: it exits 4 and leaves the machine running.
+   */
+  mayReboot?: boolean
 }
 
 /**
@@ -99,6 +104,10 @@ export interface OnFailDeps {
 export const actOnFailure = async (onfail: OnFail, deps: OnFailDeps): Promise<number> => {
   if (onfail === 'emergency') return EXIT_CODES.emergency
   if (onfail === 'shell') return EXIT_CODES.shell
+  if (deps.mayReboot === false) {
+    deps.log?.warn('boot failed: onfail=reboot, but not in an initramfs: exiting 4 without rebooting')
+    return EXIT_CODES.reboot
+  }
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)))
   deps.log?.warn({ delayMs: deps.rebootDelayMs }, 'boot failed: rebooting (rd.bootagent.onfail=reboot)')
   await sleep(deps.rebootDelayMs)

@@ -60,6 +60,10 @@ export interface StageOptions {
   sleep?: (ms: number) => Promise<void>
   sysClassBlock?: string
   now?: () => Date
+  /** Whether a failed boot may run the reboot command (default true; see OnFailDeps.mayReboot). */
+  mayReboot?: boolean
+  /** Process start-up before the stage began (recorded as `timings.startup`). */
+  startupMs?: number
 }
 
 export interface StageOutcome {
@@ -91,6 +95,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const { log, pipeline } = opts
   const run = opts.run ?? defaultRun
   const timer = new Timer()
+  if (opts.startupMs !== undefined) timer.timings.startup = opts.startupMs
   const cacheMount = opts.cacheMount ?? join(opts.runDir, 'cache')
   const rootMount = join(opts.runDir, 'mnt', 'root')
   const extraEvents: AgentEvent[] = []
@@ -255,7 +260,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const exitCode =
       e instanceof ConfigError
         ? EXIT_CODES.usage
-        : await actOnFailure(rec.action ?? 'emergency', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? opts.cmdline.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}) })
+        : await actOnFailure(rec.action ?? 'emergency', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? opts.cmdline.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}), ...(opts.mayReboot !== undefined ? { mayReboot: opts.mayReboot } : {}) })
     return { record: rec, recordPath, exitCode, ...(plan ? { plan } : {}) }
   }
 
@@ -271,7 +276,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     extraEvents.push(makeEvent('cache', node, { action: 'clear', reason, cleared }))
     const rec = record('failed', { error: { code: 'ECACHEFULL', message: reason }, action: 'reboot' })
     const { recordPath } = await finish(rec)
-    const exitCode = await actOnFailure('reboot', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}) })
+    const exitCode = await actOnFailure('reboot', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}), ...(opts.mayReboot !== undefined ? { mayReboot: opts.mayReboot } : {}) })
     return { record: rec, recordPath, exitCode, ...(plan ? { plan } : {}) }
   }
 }

@@ -75,7 +75,7 @@ export class PartialObject {
       // No usable state: any leftover data file is unverified, start over.
       await rm(path, { force: true })
       await rm(statePath, { force: true })
-      fh = await open(path, 'wx', FILE_MODE)
+      fh = await open(path, 'wx+', FILE_MODE)
       listed = []
     }
     const p = new PartialObject(path, statePath, target, fh)

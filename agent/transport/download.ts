@@ -58,6 +58,23 @@ export interface DownloadResult {
   requests: number
 }
 
+/** A failure of this machine's disk, not of the server: never retried on another mirror. */
+export class LocalIoError extends BootAgentError {
+  constructor(what: string, cause: unknown) {
+    super('ELOCALIO', `${what}: ${(cause as Error)?.message ?? String(cause)}`, { errno: (cause as { code?: unknown })?.code }, { cause })
+  }
+}
+
+const local = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof BootAgentError) throw e // CacheFullError, SizeError, aborts: already typed
+    if (e instanceof Error && e.name === 'AbortError') throw e
+    throw new LocalIoError(what, e)
+  }
+}
+
 interface Mirror {
   url: string
   /** Gave a final (non-retryable) error: not used again in this fetch. */
@@ -236,7 +253,7 @@ export class Download {
         this.feedMem(i, w.last())
         this.bytesReused += c.size
       }
-      await w.flush()
+      await w.finish()
     } finally {
       for (const fh of handles.values()) await fh.close().catch(() => undefined)
     }
@@ -314,6 +331,7 @@ export class Download {
         onHeaders?.()
         onHeaders = undefined
         if (this.signal.aborted) throw this.signal.reason
+        if (e instanceof LocalIoError || e instanceof CacheFullError) throw e
         const progressed = this.o.partial.verifiedBytes > before
         if (progressed) task.attempts = 0
         task.attempts++
@@ -389,7 +407,7 @@ export class Download {
     onHeaders?.()
     const wanted = new Set(todo)
     const stopAt = this.chunks[todo.at(-1)!]!.offset + this.chunks[todo.at(-1)!]!.size
-    const w = new ChunkWriter(this.bufBytes, (b, p) => this.writeAt(b, p), (idx) => this.chunkWritten(idx))
+    const w = new ChunkWriter(this.bufBytes, (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeAt(b, p)), (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)))
     let pos = body.start
     // Index of the chunk containing `pos`.
     let ci = this.chunkAt(pos)
@@ -433,15 +451,15 @@ export class Download {
         if (pos >= stopAt) break
       }
     } catch (e) {
-      if (this.signal.aborted) throw e
+      if (this.signal.aborted || e instanceof LocalIoError || e instanceof CacheFullError) throw e
       // Say where the stream broke; keep the code (retry decisions use it).
       const code = e instanceof BootAgentError ? e.code : 'ENETWORK'
       throw new BootAgentError(code, `${mirror.url}: ${(e as Error).message.replace(`${mirror.url}: `, '')} at byte ${pos} of ${body.start}-${stopAt - 1}`, { url: mirror.url, at: pos }, { cause: e })
     } finally {
       body.cancel()
       w.drop() // an incomplete chunk is never written
-      await w.flush()
-      await this.advanceCursor()
+      await w.finish()
+      await local(`reading back ${this.o.partial.path}`, () => this.advanceCursor())
     }
     if (pos < stopAt) {
       throw new BootAgentError('ETRUNCATED', `${mirror.url} ended at byte ${pos}, expected data up to ${stopAt}`, { url: mirror.url, at: pos, until: stopAt })
@@ -461,24 +479,33 @@ export class Download {
 }
 
 /**
- * Collects verified chunks in one large buffer and writes contiguous runs of
- * them with single large writes. Chunks are appended whole; a chunk is
- * `begin`-ed, filled with `append`, then `commit`-ed (verified) or `drop`-ped.
+ * Collects verified chunks in a large buffer and writes contiguous runs of
+ * them with single large writes. Two buffers alternate so that one is being
+ * written while the next fills (the network is not paused by the disk).
+ * Chunks are appended whole: `begin`, `append`…, then `commit` (verified) or
+ * `drop`. `drain` waits for the last write; write errors surface there or
+ * at the next flush.
  */
 export class ChunkWriter {
-  private readonly buf: Buffer
+  private readonly bufs: [Buffer, Buffer]
+  private active = 0
   private regionStart = 0
   private fill = 0 // bytes of committed chunks
   private pending = 0 // bytes of the chunk being filled
   private committed: number[] = []
   private cur: Chunk | undefined
+  private inflight: Promise<void> | undefined
 
   constructor(
     bytes: number,
     private readonly write: (b: Uint8Array, pos: number) => Promise<void>,
     private readonly onWritten: (indexes: number[]) => Promise<void>,
   ) {
-    this.buf = Buffer.allocUnsafe(bytes)
+    this.bufs = [Buffer.allocUnsafe(bytes), Buffer.allocUnsafe(bytes)]
+  }
+
+  private get buf(): Buffer {
+    return this.bufs[this.active]!
   }
 
   /** Starts chunk `c`; flushes first when it does not fit or is not contiguous. */
@@ -522,13 +549,31 @@ export class ChunkWriter {
     this.pending = 0
   }
 
+  /** Starts writing the committed chunks (after the previous write finished) and switches buffers. */
   async flush(): Promise<void> {
+    await this.drain()
     if (this.fill === 0) return
-    const n = this.fill
+    const data = this.buf.subarray(0, this.fill)
+    const pos = this.regionStart
     const idx = this.committed
     this.fill = 0
     this.committed = []
-    await this.write(this.buf.subarray(0, n), this.regionStart)
-    await this.onWritten(idx)
+    this.active ^= 1
+    this.inflight = this.write(data, pos).then(() => this.onWritten(idx))
+    // Observed at the next drain; keep it from being reported as unhandled meanwhile.
+    this.inflight.catch(() => undefined)
+  }
+
+  /** Waits for the write in flight; rethrows its error. */
+  async drain(): Promise<void> {
+    const p = this.inflight
+    this.inflight = undefined
+    if (p) await p
+  }
+
+  /** Flushes everything and waits for it to be written. */
+  async finish(): Promise<void> {
+    await this.flush()
+    await this.drain()
   }
 }

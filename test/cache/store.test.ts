@@ -1,0 +1,169 @@
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { lstat, mkdir, open, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Cache } from '../../agent/cache/store.js'
+import { xxh64File } from '../../agent/cache/hash-file.js'
+import { IntegrityError, SizeError } from '../../agent/errors.js'
+import { manifestFor, seededBytes } from '../helpers/image.js'
+
+const KiB = 1024
+
+/** Publishes `data` through the real path: temp file in tmp/, then publish. */
+const put = async (cache: Cache, data: Buffer, name = 'img', lastUsed?: Date) => {
+  const m = manifestFor(data, [], { name })
+  const from = join(cache.tmpDir, `${m.sha256}.part`)
+  await writeFile(from, data)
+  const { xxh64 } = await xxh64File(from)
+  const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks, name })
+  if (lastUsed) {
+    const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+    await writeFile(path + '.meta.json', JSON.stringify({ ...meta, lastUsedAt: lastUsed.toISOString() }))
+  }
+  return { m, path }
+}
+
+const flip = async (path: string, at: number) => {
+  const fh = await open(path, 'r+')
+  const b = Buffer.alloc(1)
+  await fh.read(b, 0, 1, at)
+  b[0] = b[0]! ^ 1
+  await fh.write(b, 0, 1, at)
+  await fh.close()
+}
+
+const newCache = async (t: Test) => Cache.open(join(t.testdir(), 'cache'))
+
+t.test('a published object is found, re-verified and root-only', async (t) => {
+  const cache = await newCache(t)
+  const data = seededBytes(300 * KiB, 'a')
+  const { m, path } = await put(cache, data)
+  t.equal(path, cache.objectPath(m.sha256))
+  t.equal((await stat(path)).mode & 0o777, 0o600)
+  t.equal((await stat(join(cache.dir, 'objects'))).mode & 0o777, 0o700)
+  t.equal((await stat(cache.tmpDir)).mode & 0o777, 0o700)
+  for (const verify of ['fast', 'strong'] as const) {
+    const r = await cache.lookup(m.sha256, { verify, name: 'other-name' })
+    t.equal(r.status, 'hit', verify)
+  }
+  const meta = await cache.readMeta(m.sha256)
+  t.same(meta?.names, ['img', 'other-name'], 'names seen are recorded')
+})
+
+t.test('publish refuses bytes whose digest or size is not the pinned one, and publishes nothing', async (t) => {
+  const cache = await newCache(t)
+  const data = seededBytes(100 * KiB, 'b')
+  const m = manifestFor(data, [])
+  const from = join(cache.tmpDir, 'x.part')
+  await writeFile(from, data)
+  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: 'f'.repeat(64), size: data.length, xxh64: '0'.repeat(16), chunks: m.chunks }), IntegrityError)
+  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length + 1, xxh64: '0'.repeat(16), chunks: m.chunks }), SizeError)
+  t.equal((await cache.lookup(m.sha256)).status, 'miss')
+})
+
+t.test('a flipped byte fails fast verification and the bad chunk is located and recorded', async (t) => {
+  const cache = await newCache(t)
+  const data = seededBytes(600 * KiB, 'c')
+  const { m, path } = await put(cache, data)
+  const at = 400 * KiB + 5
+  await flip(path, at)
+  const bad = m.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!.index
+  const r = await cache.lookup(m.sha256)
+  t.equal(r.status, 'corrupt')
+  t.same(r.status === 'corrupt' && r.badChunks, [bad])
+  t.same((await cache.readMeta(m.sha256))?.corruptChunks, [bad], 'recorded in the metadata')
+  const strong = await cache.verify(m.sha256, { mode: 'strong' })
+  t.same(strong.badChunks, [bad], 'strong verification finds the same chunk')
+})
+
+t.test('a truncated object is detected with its missing tail chunks', async (t) => {
+  const cache = await newCache(t)
+  const data = seededBytes(500 * KiB, 'd')
+  const { m, path } = await put(cache, data)
+  await truncate(path, 200 * KiB)
+  const v = await cache.verify(m.sha256)
+  t.equal(v.ok, false)
+  t.match(v.reason, /size/)
+  const expected = m.chunks.filter((c) => c.offset + c.size > 200 * KiB).map((c) => c.index)
+  t.same(v.badChunks, expected)
+})
+
+t.test('symlinks, foreign files and malformed metadata are reported and never followed', async (t) => {
+  const dir = t.testdir({ outside: { 'secret.bin': 'not an image' } })
+  const cache = await Cache.open(join(dir, 'cache'))
+  const good = await put(cache, seededBytes(50 * KiB, 'e'))
+  // A symlink posing as an object, pointing outside the cache.
+  const fakeSha = 'ab'.padEnd(64, '0')
+  await mkdir(join(cache.dir, 'objects', 'sha256', 'ab'), { recursive: true })
+  await symlink(join(dir, 'outside', 'secret.bin'), cache.objectPath(fakeSha))
+  await writeFile(cache.metaPath(fakeSha), '{"schema":1}')
+  // A foreign file, a symlinked shard, an object with malformed metadata.
+  await writeFile(join(cache.dir, 'objects', 'sha256', 'ab', 'README'), 'hello')
+  await symlink(join(dir, 'outside'), join(cache.dir, 'objects', 'sha256', 'cd'))
+  const badMeta = await put(cache, seededBytes(40 * KiB, 'f'))
+  await writeFile(badMeta.path + '.meta.json', '{"schema":1,"size":"big"}')
+  const { objects, problems } = await cache.list()
+  t.same(objects.map((o) => o.sha256), [good.m.sha256], 'only the well-formed object is listed')
+  const text = problems.map((p) => `${p.path}: ${p.problem}`).join('\n')
+  t.match(text, /ab\/0+: object is a symlink/)
+  t.match(text, /README: foreign file/)
+  t.match(text, /sha256\/cd: symlink in objects/)
+  t.match(text, /object with malformed metadata/)
+  const look = await cache.lookup(fakeSha)
+  t.equal(look.status, 'corrupt', 'a symlinked object is not a hit')
+  t.equal(await readFile(join(dir, 'outside', 'secret.bin'), 'utf8'), 'not an image', 'its target is untouched')
+  // Publishing a real object where a symlink sits replaces the link, not its target.
+  const data = seededBytes(10 * KiB, 'g')
+  const m = manifestFor(data, [])
+  await mkdir(join(cache.objectPath(m.sha256), '..'), { recursive: true })
+  await symlink(join(dir, 'outside', 'secret.bin'), cache.objectPath(m.sha256))
+  t.equal((await cache.lookup(m.sha256)).status, 'corrupt')
+  const { path } = await put(cache, data)
+  t.equal((await lstat(path)).isFile(), true, 'now a regular file')
+  t.same(await readFile(path), data)
+  t.equal(await readFile(join(dir, 'outside', 'secret.bin'), 'utf8'), 'not an image', 'the link target was never written')
+})
+
+t.test('eviction removes least recently used objects first and never a pinned one', async (t) => {
+  const cache = await newCache(t)
+  const a = await put(cache, seededBytes(100 * KiB, 'old'), 'old', new Date('2026-01-01'))
+  const b = await put(cache, seededBytes(100 * KiB, 'mid'), 'mid', new Date('2026-02-01'))
+  const c = await put(cache, seededBytes(100 * KiB, 'new'), 'new', new Date('2026-03-01'))
+  const removed = await cache.evict({ keep: 1, pinned: [a.m.sha256] })
+  t.same(removed.map((o) => o.sha256), [b.m.sha256, c.m.sha256].slice(0, 2), 'the unpinned ones, oldest first')
+  const left = (await cache.list()).objects.map((o) => o.sha256)
+  t.same(left, [a.m.sha256], 'the pinned object stays even though it is the oldest')
+  t.same(await cache.evict({ needBytes: 10 ** 9, pinned: [a.m.sha256] }), [], 'nothing evictable left')
+})
+
+t.test('a lock held by a live process makes another wait; a dead owner\'s lock is taken over', async (t) => {
+  const cache = await newCache(t)
+  const sha = 'e'.repeat(64)
+  const l1 = await cache.lock(sha)
+  await t.rejects(cache.lock(sha, { timeoutMs: 200 }), { code: 'ELOCKED' })
+  await l1.release()
+  const l2 = await cache.lock(sha, { timeoutMs: 200 })
+  await l2.release()
+  // A lock left by a process that died (kill -9): its pid is not alive.
+  const child = spawn(process.execPath, ['-e', ''])
+  const deadPid = await new Promise<number>((r) => child.on('exit', () => r(child.pid!)))
+  const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
+  await writeFile(join(cache.tmpDir, `${sha}.lock`), `${deadPid}\n${bootId}\n`)
+  const l3 = await cache.lock(sha, { timeoutMs: 200 })
+  t.equal((await readFile(l3.path, 'utf8')).split('\n')[0], String(process.pid), 'taken over')
+  await l3.release()
+  // A lock from an earlier boot (the cache outlives reboots), even with a live pid.
+  await writeFile(join(cache.tmpDir, `${sha}.lock`), `1\nsome-other-boot\n`)
+  const l4 = await cache.lock(sha, { timeoutMs: 200 })
+  await l4.release()
+})
+
+t.test('a wrong recorded xxh64 with every chunk intact is rewritten, not treated as corruption', async (t) => {
+  const cache = await newCache(t)
+  const { m, path } = await put(cache, seededBytes(100 * KiB, 'h'))
+  const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, xxh64: '0123456789abcdef' }))
+  t.equal((await cache.lookup(m.sha256)).status, 'hit')
+  t.not((await cache.readMeta(m.sha256))?.xxh64, '0123456789abcdef')
+  t.ok(cache.problems.some((p) => /recorded xxh64/.test(p.problem)), 'reported')
+})
