@@ -26,11 +26,17 @@ export const system = {
   /** Mount point of the cache partition inside the initramfs. */
   cacheMount: env('CACHE_MOUNT', '/run/boot-agent/cache'),
   devKmsg: env('DEV_KMSG', '/dev/kmsg'),
-  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) uses it. */
+  /** Changes every boot; stale-lock detection in the cache (which outlives reboots) and the daemon's kmsg position (seq restarts at 0) use it. */
   bootId: env('BOOT_ID', '/proc/sys/kernel/random/boot_id'),
+  /** Seconds since boot, to turn kmsg timestamps into wall-clock times. */
+  procUptime: env('PROC_UPTIME', '/proc/uptime'),
+  /** Which squashfs is mounted from which loop device (squashfs errors name no device). */
+  procMountinfo: env('PROC_MOUNTINFO', '/proc/self/mountinfo'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   /** Every block device including partitions (links into /sys/devices). */
   sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
+  /** MAJ:MIN → device symlinks, to name the device of a kmsg DEVICE=b7:0 dictionary entry. */
+  sysDevBlock: env('SYS_DEV_BLOCK', '/sys/dev/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
 } as const

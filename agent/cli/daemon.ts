@@ -1,12 +1,91 @@
-import type { Command } from './command.js'
+/**
+ * `boot-agent daemon`: the node daemon under systemd (SPEC §9). Defaults come
+ * from the boot record the boot stage left in /run/boot-agent.
+ */
+import { readFile } from 'node:fs/promises'
+import { ConfigError } from '../errors.js'
+import { system } from '../system.js'
+import { type Command, parseCommandArgs } from './command.js'
+import { readBootRecord } from '../daemon/boot-record.js'
+import { runDaemon } from '../daemon/daemon.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const usage = `usage: boot-agent daemon [options]
+
+Watches the kernel log for squashfs and block I/O errors, ties them to the
+cached image they hit, re-verifies that image in the background, and reports
+events (and what the boot stage spooled) to the head node. Defaults come from
+${system.runDir}/boot-record.json.
+
+options:
+  --server URL          head node base URL (default: the boot record's server)
+  --node ID             this node's id (default: the boot record's node)
+  --token-file FILE     bearer token for the head node (first line of FILE)
+  --state-dir DIR       kmsg position, heartbeat and spool (default ${system.stateDir})
+  --cache-dir DIR       a cache directory whose objects are this node's (repeatable;
+                        default: the boot record's cache mountpoint)
+  --boot-record FILE    hand-off record to read (default ${system.runDir}/boot-record.json)
+  --heartbeat-interval S  seconds between status heartbeats; 0 = off (default 300)
+  --no-self-check       do not re-verify cached images after squashfs errors
+  --spool-max N         most events kept in the spool (default 10000)
+  --once                read what the kernel log holds, report, deliver once, exit
+                        (exit 1 when delivery failed; events stay spooled)
+  -h, --help            this text`
+
+const positiveInt = (key: string, v: string | undefined, dflt: number): number => {
+  if (v === undefined) return dflt
+  if (!/^\d{1,9}$/.test(v)) throw new ConfigError(key, `expected a whole number, got ${JSON.stringify(v)}`)
+  return Number(v)
+}
+
 export const command: Command = {
   name: 'daemon',
-  summary: '',
-  usage: 'boot-agent daemon: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent daemon: not implemented yet\n')
-    return 1
+  summary: 'run the node daemon (kernel-log watcher, reports, status)',
+  usage,
+  run: async (argv, ctx) => {
+    const { values } = parseCommandArgs('daemon', argv, {
+      server: { type: 'string' },
+      node: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'cache-dir': { type: 'string', multiple: true },
+      'boot-record': { type: 'string' },
+      'heartbeat-interval': { type: 'string' },
+      'no-self-check': { type: 'boolean' },
+      'spool-max': { type: 'string' },
+      once: { type: 'boolean' },
+      'token-file': { type: 'string' },
+    })
+    let token: string | undefined
+    if (values['token-file']) {
+      try {
+        token = (await readFile(values['token-file'], 'utf8')).split('\n')[0]?.trim()
+      } catch (e) {
+        throw new ConfigError('--token-file', `cannot read ${values['token-file']}: ${e instanceof Error ? e.message : String(e)}`)
+      }
+      if (!token) throw new ConfigError('--token-file', `${values['token-file']} is empty`)
+    }
+    const br = await readBootRecord(values['boot-record'])
+    if (br?.problems.length) ctx.log.warn({ problems: br.problems }, 'boot record has malformed fields; they are ignored')
+    const node = values.node ?? br?.node
+    if (!node) throw new ConfigError('--node', 'no node id: pass --node or boot with boot-agent (boot record has none)')
+    const server = values.server ?? br?.server
+    if (server !== undefined && !/^https?:\/\/[^\s]+$/.test(server)) throw new ConfigError('--server', `not an http(s) URL: ${JSON.stringify(server)}`)
+    if (!server) ctx.log.warn('no head node (--server or boot record): events stay spooled')
+    const res = await runDaemon({
+      node,
+      ...(server ? { server } : {}),
+      ...(token ? { token } : {}),
+      stateDir: values['state-dir'] ?? system.stateDir,
+      cacheDirs: values['cache-dir'] ?? [],
+      ...(br ? { bootRecord: br } : {}),
+      ...(br?.spoolDir ? { extraSpoolDirs: [br.spoolDir] } : {}),
+      heartbeatIntervalMs: positiveInt('--heartbeat-interval', values['heartbeat-interval'], 300) * 1000,
+      selfCheck: !values['no-self-check'],
+      ...(values['spool-max'] ? { spoolMaxEvents: Math.max(1, positiveInt('--spool-max', values['spool-max'], 10_000)) } : {}),
+      once: values.once === true,
+      log: ctx.log,
+      signal: ctx.signal,
+    })
+    ctx.log.info({ ...res }, 'daemon stopped')
+    return res.deliveryError ? 1 : 0
   },
 }

@@ -1,12 +1,39 @@
-import type { Command } from './command.js'
+/** `boot-agent status [--json]`: the node's state from local files, no network. */
+import { join } from 'node:path'
+import { system } from '../system.js'
+import { type Command, parseCommandArgs } from './command.js'
+import { formatStatus, gatherStatus } from '../daemon/status.js'
 
-// Placeholder until its issue lands: it says so and fails, it never pretends.
+const usage = `usage: boot-agent status [--json] [options]
+
+Prints this node's boot-agent state from local files only: the boot record,
+kernel-log position, last heartbeat, events waiting in the spools, and cache use.
+
+options:
+  --json                one JSON object instead of text
+  --state-dir DIR       daemon state (default ${system.stateDir})
+  --boot-record FILE    default ${system.runDir}/boot-record.json
+  --cache-dir DIR       also report this cache directory (repeatable)
+  -h, --help            this text`
+
 export const command: Command = {
   name: 'status',
-  summary: '',
-  usage: 'boot-agent status: not implemented yet',
-  run: async () => {
-    process.stderr.write('boot-agent status: not implemented yet\n')
-    return 1
+  summary: "print this node's boot-agent state",
+  usage,
+  run: async (argv, ctx) => {
+    const { values } = parseCommandArgs('status', argv, {
+      json: { type: 'boolean' },
+      'state-dir': { type: 'string' },
+      'boot-record': { type: 'string' },
+      'cache-dir': { type: 'string', multiple: true },
+    })
+    const s = await gatherStatus({
+      bootRecordPath: values['boot-record'] ?? join(system.runDir, 'boot-record.json'),
+      stateDir: values['state-dir'] ?? system.stateDir,
+      cacheDirs: values['cache-dir'] ?? [],
+    })
+    if (values.json) ctx.out(JSON.stringify(s, null, 2))
+    else for (const l of formatStatus(s)) ctx.out(l)
+    return 0
   },
 }

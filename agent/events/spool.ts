@@ -10,6 +10,7 @@
  * The spool lives on the cache partition in the initramfs and moves to
  * /var/lib/boot-agent (or stays on the cache) after boot; the daemon drains it.
  */
+import { randomUUID } from 'node:crypto'
 import { open, readdir, readFile, rename, rm, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type AgentEvent, isEventKind } from './event.js'
@@ -22,6 +23,12 @@ const LOST_FILE = 'lost.json'
 export interface SpoolOptions {
   /** Most events kept; beyond it the oldest are dropped and counted. */
   maxEvents?: number
+}
+
+export interface LostState {
+  count: number
+  total: number
+  epoch: string
 }
 
 export interface SpooledEvent {
@@ -122,6 +129,16 @@ export class Spool {
     return out
   }
 
+  /** The events in `files` that parse, without touching the spool (for a read-only look). */
+  async peekFiles(files: readonly string[]): Promise<SpooledEvent[]> {
+    const out: SpooledEvent[] = []
+    for (const file of files) {
+      const event = parseSpooledEvent(await readFile(join(this.dir, file), 'utf8').catch(() => ''))
+      if (event) out.push({ file, event })
+    }
+    return out
+  }
+
   /** Removes delivered events. */
   async remove(files: readonly string[]): Promise<void> {
     for (const f of files) await rm(join(this.dir, f), { force: true })
@@ -130,25 +147,40 @@ export class Spool {
 
   /** Events dropped so far and not yet reported. */
   async lostCount(): Promise<number> {
+    return (await this.lostState()).count
+  }
+
+  /**
+   * The lost counter: `count` not yet reported, `total` ever dropped from this
+   * spool, and `epoch`, a random id of this spool's counter. (epoch, total −
+   * count) names the first unreported loss, which gives the `lost` event a
+   * stable id: a resend after a crash is a duplicate the server drops.
+   */
+  async lostState(): Promise<LostState> {
     try {
       const v: unknown = JSON.parse(await readFile(join(this.dir, LOST_FILE), 'utf8'))
-      const n = typeof v === 'object' && v !== null ? (v as { count?: unknown }).count : undefined
-      return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : 0
+      const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {}
+      const count = typeof o.count === 'number' && Number.isSafeInteger(o.count) && o.count >= 0 ? o.count : 0
+      const total = typeof o.total === 'number' && Number.isSafeInteger(o.total) && o.total >= count ? o.total : count
+      const epoch = typeof o.epoch === 'string' && /^[0-9a-f-]{36}$/.test(o.epoch) ? o.epoch : undefined
+      return { count, total, epoch: epoch ?? randomUUID() }
     } catch {
-      return 0
+      return { count: 0, total: 0, epoch: randomUUID() }
     }
   }
 
   async addLost(n: number): Promise<void> {
     if (n <= 0) return
     await this.init()
-    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: (await this.lostCount()) + n }))
+    const s = await this.lostState()
+    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: s.count + n, total: s.total + n, epoch: s.epoch }))
   }
 
   /** Clears the lost count after a `lost` event carrying it has been spooled or sent. */
   async resetLost(by: number): Promise<void> {
-    const left = Math.max(0, (await this.lostCount()) - by)
-    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: left }))
+    const s = await this.lostState()
+    await this.init()
+    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: Math.max(0, s.count - by), total: s.total, epoch: s.epoch }))
   }
 
   private async enforceBound(): Promise<void> {

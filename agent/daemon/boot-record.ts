@@ -1,0 +1,100 @@
+/**
+ * Reads the boot stage's hand-off record (`${runDir}/boot-record.json`, the
+ * contract in docs and the common brief; the boot stage writes it). The daemon
+ * takes only what it needs and validates it at the edge: a field of the wrong
+ * type is left out (and said so), never trusted.
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { system } from '../system.js'
+import { isErrno } from '../errors.js'
+
+export interface BootRecordView {
+  node?: string
+  server?: string
+  style?: string
+  requestedStyle?: string
+  fallbacks: { kind: string; reason: string }[]
+  image?: { name?: string; sha256?: string; size?: number }
+  cache?: { spec?: string; device?: string; mountpoint?: string; hit?: boolean; objectPath?: string }
+  root?: { spec?: string; device?: string }
+  result?: string
+  spoolDir?: string
+  /** Fields that were present but malformed (ignored). */
+  problems: string[]
+}
+
+export const bootRecordPath = (): string => join(system.runDir, 'boot-record.json')
+
+const str = (o: Record<string, unknown>, k: string, problems: string[], where: string): string | undefined => {
+  const v = o[k]
+  if (v === undefined || v === null) return undefined
+  if (typeof v === 'string') return v
+  problems.push(`${where}${k} is not a string`)
+  return undefined
+}
+
+const obj = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
+
+const SHA256 = /^[0-9a-f]{64}$/
+
+/** Parses a boot record's JSON text; throws only on text that is not a JSON object. */
+export const parseBootRecord = (text: string): BootRecordView => {
+  const o = obj(JSON.parse(text))
+  if (!o) throw new Error('boot record is not a JSON object')
+  const problems: string[] = []
+  const out: BootRecordView = { fallbacks: [], problems }
+  for (const k of ['node', 'server', 'style', 'requestedStyle', 'result', 'spoolDir'] as const) {
+    const v = str(o, k, problems, '')
+    if (v !== undefined) out[k] = v
+  }
+  if (Array.isArray(o.fallbacks)) {
+    for (const f of o.fallbacks) {
+      const fo = obj(f)
+      if (fo && typeof fo.kind === 'string') out.fallbacks.push({ kind: fo.kind, reason: typeof fo.reason === 'string' ? fo.reason : '' })
+    }
+  }
+  const image = obj(o.image)
+  if (image) {
+    out.image = {}
+    const name = str(image, 'name', problems, 'image.')
+    const sha = str(image, 'sha256', problems, 'image.')
+    if (name !== undefined) out.image.name = name
+    if (sha !== undefined) {
+      if (SHA256.test(sha)) out.image.sha256 = sha
+      else problems.push('image.sha256 is not a lower-case hex sha256')
+    }
+    if (typeof image.size === 'number' && Number.isSafeInteger(image.size)) out.image.size = image.size
+  }
+  const cache = obj(o.cache)
+  if (cache) {
+    out.cache = {}
+    for (const k of ['spec', 'device', 'mountpoint', 'objectPath'] as const) {
+      const v = str(cache, k, problems, 'cache.')
+      if (v !== undefined) out.cache[k] = v
+    }
+    if (typeof cache.hit === 'boolean') out.cache.hit = cache.hit
+  }
+  const root = obj(o.root)
+  if (root) {
+    out.root = {}
+    for (const k of ['spec', 'device'] as const) {
+      const v = str(root, k, problems, 'root.')
+      if (v !== undefined) out.root[k] = v
+    }
+  }
+  return out
+}
+
+/** The boot record, or `undefined` when there is none (not booted by boot-agent). */
+export const readBootRecord = async (path = bootRecordPath()): Promise<BootRecordView | undefined> => {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return undefined
+    throw e
+  }
+  return parseBootRecord(text)
+}

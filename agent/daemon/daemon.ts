@@ -1,0 +1,375 @@
+/**
+ * The node daemon (SPEC §9): reads /dev/kmsg, classifies and correlates
+ * kernel errors, coalesces floods, spools events durably, delivers them (and
+ * what the boot stage spooled), re-verifies cache objects that squashfs
+ * complained about, and sends status heartbeats.
+ *
+ * Exactly-once across restarts, and why it holds:
+ *  - The coalescer is drained whole: after a flush, every kernel error with
+ *    seq ≤ the last record read is in an event in the spool.
+ *  - Spooling a flush and moving the persisted position to that seq happen
+ *    under one lock that the sender also takes to remove delivered events, so
+ *    no event covering seqs past the persisted position can leave the spool
+ *    before the position moves.
+ *  - On start, the resume point is the larger of the persisted position and
+ *    the highest seq covered by a kmsg event still in the spool (a crash
+ *    between spooling and moving the position).
+ *  - Records are never re-read past the resume point, so none is reported
+ *    twice; none is skipped that was not spooled, so there is no gap. Event
+ *    ids are also derived from (boot id, key, first seq): a replay of the same
+ *    records makes the same ids, which the head node de-duplicates.
+ * Between flushes the position is persisted in batches (every
+ * POSITION_EVERY_RECORDS records or POSITION_EVERY_MS) when nothing is
+ * pending; losing that on a crash only means re-reading records that
+ * classify to nothing.
+ */
+import { readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import type { Logger } from '../log.js'
+import { silentLogger } from '../log.js'
+import { messageOf } from '../errors.js'
+import { system } from '../system.js'
+import { makeEvent, type AgentEvent } from '../events/event.js'
+import { Spool } from '../events/spool.js'
+import { Coalescer, stableId } from '../events/coalesce.js'
+import { Sender } from '../events/sender.js'
+import { Mutex } from '../events/mutex.js'
+import { readKmsg, type KmsgReaderOptions, type KmsgRecord } from './kmsg.js'
+import { classify } from './classify.js'
+import { Correlator, type ObjectRef } from './correlate.js'
+import { parseObjectPath } from './object-meta.js'
+import { SelfChecker, type SelfCheckResult } from './self-check.js'
+import { collectStatus } from './heartbeat.js'
+import type { BootRecordView } from './boot-record.js'
+import { readPosition, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
+
+export const COALESCE_WINDOW_MS = 1_000
+/**
+ * Flush early when this many records are held: keeps each coalesced event
+ * (its seq ranges) well under a head node's per-event size limit (64 KiB in
+ * the reference head), even when classes interleave record by record.
+ */
+export const MAX_PENDING_RECORDS = 1_000
+export const POSITION_EVERY_RECORDS = 1_000
+export const POSITION_EVERY_MS = 10_000
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5 * 60_000
+
+export interface DaemonOptions {
+  node: string
+  /** Head node base URL; without it events stay spooled. */
+  server?: string
+  /** State dir: kmsg position, heartbeat, the daemon's spool. */
+  stateDir: string
+  /** Cache directories whose objects are this node's. */
+  cacheDirs?: string[]
+  bootRecord?: BootRecordView
+  /** Extra spools to drain (the boot stage's spoolDir), delivered before the daemon's own. */
+  extraSpoolDirs?: string[]
+  /** Most events in the daemon's spool. Default: Spool's default (10,000). */
+  spoolMaxEvents?: number
+  /** kmsg device path. Default system.devKmsg. */
+  kmsgPath?: string
+  /** Opens the kernel log device (tests inject a scripted one; default: O_RDONLY|O_NONBLOCK). */
+  openKmsg?: KmsgReaderOptions['openDevice']
+  /** Poll interval when the kernel log has nothing new. Default 200 ms. */
+  pollMs?: number
+  /** Coalescing window. Default 1 s. */
+  coalesceWindowMs?: number
+  /** Heartbeat every this many ms; 0 disables. Default 5 minutes. */
+  heartbeatIntervalMs?: number
+  /** Re-verify objects squashfs complained about. Default true. */
+  selfCheck?: boolean
+  /** At most one self-check per object in this window. */
+  selfCheckIntervalMs?: number
+  /** Read what the kernel log holds now, flush, deliver once, and return. */
+  once?: boolean
+  /** Bearer token for the head node, when it wants one. */
+  token?: string
+  /** Sender tuning (tests). */
+  senderOptions?: { minBackoffMs?: number; maxBackoffMs?: number; batchSize?: number; requestTimeoutMs?: number }
+  /** Interval of the sender's flush when nothing wakes it. Default 5 s. */
+  sendIntervalMs?: number
+  log?: Logger
+  signal: AbortSignal
+}
+
+export interface DaemonResult {
+  recordsRead: number
+  errorsSeen: number
+  eventsSpooled: number
+  kmsgLost: number
+  malformed: number
+  lastSeq: number | undefined
+  /** Delivery failed at the end of a --once run. */
+  deliveryError?: string
+}
+
+const readBootId = async (): Promise<string> => (await readFile(system.bootId, 'utf8')).trim()
+
+const readUptimeMs = async (): Promise<number> => {
+  const first = (await readFile(system.procUptime, 'utf8')).split(' ')[0] ?? '0'
+  return Number(first) * 1000
+}
+
+/** Highest kmsg seq of this boot covered by an event still in `spool`. */
+const spooledHighWater = async (spool: Spool, bootId: string): Promise<number | undefined> => {
+  let high: number | undefined
+  const files = await spool.files()
+  for (let i = 0; i < files.length; i += 500) {
+    for (const { event } of await spool.peekFiles(files.slice(i, i + 500))) {
+      const k = event.data.kmsg
+      if (typeof k !== 'object' || k === null) continue
+      const { bootId: b, lastSeq } = k as { bootId?: unknown; lastSeq?: unknown }
+      if (b === bootId && typeof lastSeq === 'number' && (high === undefined || lastSeq > high)) high = lastSeq
+    }
+  }
+  return high
+}
+
+export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
+  const log = opts.log ?? silentLogger()
+  const signal = opts.signal
+  const stateDir = resolve(opts.stateDir)
+  const node = opts.node
+  const lock = new Mutex()
+  const spool = new Spool(join(stateDir, SPOOL_SUBDIR), opts.spoolMaxEvents ? { maxEvents: opts.spoolMaxEvents } : {})
+  await spool.init()
+  const extra = (opts.extraSpoolDirs ?? []).map((d) => resolve(d)).filter((d) => d !== spool.dir)
+  const spools = [...extra.map((d) => new Spool(d)), spool]
+  const cacheDirs = [...(opts.cacheDirs ?? [])]
+  // The boot stage's cache: its mountpoint, or (cache in RAM) the dir holding the booted object.
+  const brCache = opts.bootRecord?.cache
+  const objDir = brCache?.objectPath ? parseObjectPath(brCache.objectPath)?.cacheDir : undefined
+  for (const d of [brCache?.mountpoint, objDir]) if (d && !cacheDirs.includes(d)) cacheDirs.push(d)
+  const correlator = new Correlator({ bootRecord: opts.bootRecord, cacheDirs })
+  const result: DaemonResult = { recordsRead: 0, errorsSeen: 0, eventsSpooled: 0, kmsgLost: 0, malformed: 0, lastSeq: undefined }
+
+  const bootId = await readBootId()
+  const bootEpochMs = Date.now() - (await readUptimeMs())
+  const saved = await readPosition(stateDir)
+  const sameBoot = saved?.bootId === bootId
+  const high = await spooledHighWater(spool, bootId)
+  const afterSeq = sameBoot ? Math.max(saved.seq, high ?? -1) : high
+  let kmsgLost = sameBoot ? saved.lost : 0
+  log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, persisted: saved?.seq ?? null, spooledHighWater: high ?? null, sameBoot }, afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
+
+  let position: KmsgPosition = { bootId, seq: afterSeq ?? -1, lost: kmsgLost, time: new Date().toISOString() }
+  let positionWrittenAt = Date.now()
+  let lastSeq = afterSeq
+  const coalescer = new Coalescer()
+  let windowStart: number | undefined
+  const pendingExtra: AgentEvent[] = []
+  let sender: Sender | undefined
+
+  const spoolEvents = async (events: AgentEvent[]): Promise<void> => {
+    if (!events.length) return
+    await spool.append(...events)
+    result.eventsSpooled += events.length
+    sender?.wake()
+  }
+
+  /** Spools everything pending and moves the position to the last record read, as one step under the lock. */
+  const flush = async (): Promise<void> => {
+    const events = [...pendingExtra.splice(0), ...coalescer.drain(node, bootId)]
+    windowStart = undefined
+    const moved = lastSeq !== undefined && lastSeq !== position.seq
+    if (!events.length && !moved) return
+    await lock.run(async () => {
+      if (events.length) {
+        await spool.append(...events)
+        result.eventsSpooled += events.length
+      }
+      if (lastSeq !== undefined) {
+        position = { bootId, seq: lastSeq, lost: kmsgLost, time: new Date().toISOString() }
+        await writePosition(stateDir, position)
+        positionWrittenAt = Date.now()
+      }
+    })
+    if (events.length) {
+      log.info({ op: 'flush', events: events.length, kinds: [...new Set(events.map((e) => e.kind))], seq: lastSeq }, `spooled ${events.length} event(s)`)
+      sender?.wake()
+    }
+  }
+
+  const onSelfCheck = async (r: SelfCheckResult): Promise<void> => {
+    const image = { sha256: r.object.sha256, ...(r.name ? { name: r.name } : {}) }
+    const data: Record<string, unknown> = {
+      source: 'self-check',
+      what: 'cache-object',
+      objectPath: r.object.path,
+      chunksChecked: r.chunksChecked,
+      badChunks: r.bad,
+      corruptChunks: r.corruptChunks,
+      durationMs: r.durationMs,
+    }
+    let kind: AgentEvent['kind'] = 'integrity'
+    if (r.error) {
+      kind = 'cache'
+      data.action = 'self-check-failed'
+      data.error = r.error
+    } else if (r.ok) {
+      kind = 'cache'
+      data.action = 'verified'
+    } else if (r.corruptChunks.length) {
+      data.reason = r.reason
+      data.action = 'marked-corrupt'
+      data.repair = 'the next fetch (next boot) re-downloads corruptChunks only'
+    } else {
+      data.reason = r.reason
+      data.action = 'corrupt-unlocated'
+      data.repair = 'the next fetch re-verifies the object and re-downloads what fails'
+    }
+    await lock.run(() => spoolEvents([makeEvent(kind, node, data, { image })])).catch((e: unknown) => log.error({ err: messageOf(e) }, 'cannot spool the self-check result'))
+  }
+
+  const selfChecker = opts.selfCheck === false ? undefined : new SelfChecker({
+    log,
+    onResult: onSelfCheck,
+    signal,
+    ...(opts.selfCheckIntervalMs !== undefined ? { minIntervalMs: opts.selfCheckIntervalMs } : {}),
+  })
+
+  const heartbeat = async (): Promise<void> => {
+    try {
+      const data = await collectStatus({
+        bootRecord: opts.bootRecord,
+        cacheDirs,
+        daemon: { kmsgSeq: position.seq, kmsgLost, spooled: (await spool.files()).length, lostEvents: await spool.lostCount(), pid: process.pid },
+      })
+      const image = opts.bootRecord?.image?.sha256 ? { sha256: opts.bootRecord.image.sha256, ...(opts.bootRecord.image.name ? { name: opts.bootRecord.image.name } : {}) } : undefined
+      const event = makeEvent('status', node, data, image ? { image } : {})
+      await lock.run(() => spoolEvents([event]))
+      await writeHeartbeat(stateDir, { time: event.time, eventId: event.id, data })
+    } catch (e) {
+      log.error({ err: messageOf(e) }, 'heartbeat failed')
+    }
+  }
+
+  // Delivery runs beside the reader; it stops with the daemon.
+  const stopSender = new AbortController()
+  const senderSignal = AbortSignal.any([signal, stopSender.signal])
+  let senderLoop: Promise<void> | undefined
+  if (opts.server) {
+    sender = new Sender({ server: opts.server, node, spools, log, lock, ...(opts.token ? { token: opts.token } : {}), ...(opts.senderOptions ?? {}) })
+    if (!opts.once) senderLoop = sender.run({ signal: senderSignal, intervalMs: opts.sendIntervalMs ?? 5_000 })
+  }
+
+  let heartbeatTimer: NodeJS.Timeout | undefined
+  const hbMs = opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
+  let firstHeartbeat: Promise<void> | undefined
+  if (hbMs > 0) {
+    firstHeartbeat = heartbeat()
+    if (!opts.once) heartbeatTimer = setInterval(() => void heartbeat(), hbMs)
+  }
+
+  const handle = async (record: KmsgRecord): Promise<void> => {
+    const c = classify(record)
+    if (!c) return
+    result.errorsSeen++
+    const corr = await correlator.correlate(c)
+    const device = corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
+    const fields: Record<string, unknown> = { source: c.source, rule: corr.rule }
+    if (corr.backingFile) fields.backingFile = corr.backingFile
+    if (corr.object) fields.object = { sha256: corr.object.sha256, path: corr.object.path }
+    if (corr.role) fields.role = corr.role
+    if (corr.candidates) fields.candidates = corr.candidates.map((x) => ({ device: x.device, ...(x.object ? { object: x.object.sha256 } : {}) }))
+    if (c.compressor) fields.compressor = c.compressor
+    if (c.errno !== undefined) fields.errno = c.errno
+    if (record.dict.SUBSYSTEM) fields.subsystem = record.dict.SUBSYSTEM
+    const block = c.blockOffset !== undefined
+      ? { offset: c.blockOffset, ...(c.blockSize !== undefined ? { size: c.blockSize } : {}) }
+      : c.sector !== undefined ? { offset: c.sector * 512 } : c.logicalBlock !== undefined ? { offset: c.logicalBlock } : undefined
+    windowStart ??= Date.now()
+    coalescer.add({
+      kind: c.kind,
+      class: c.class,
+      ...(device ? { device } : {}),
+      seq: record.seq,
+      time: new Date(bootEpochMs + record.usec / 1000),
+      message: record.message.slice(0, 512),
+      ...(corr.image ? { image: corr.image } : {}),
+      fields,
+      ...(block ? { block } : {}),
+    })
+    if (selfChecker && c.kind === 'squashfs-error') {
+      const objects: ObjectRef[] = corr.object ? [corr.object] : (corr.candidates ?? []).flatMap((x) => (x.object ? [x.object] : []))
+      for (const o of objects) if (selfChecker.request(o)) log.info({ sha256: o.sha256, path: o.path }, 'squashfs errors on a cached image: re-verifying it in the background')
+    }
+  }
+
+  const maybeFlush = async (force: boolean): Promise<void> => {
+    const due = windowStart !== undefined && Date.now() - windowStart >= (opts.coalesceWindowMs ?? COALESCE_WINDOW_MS)
+    if (force || due || coalescer.pending >= MAX_PENDING_RECORDS || pendingExtra.length > 0 && coalescer.pending === 0) {
+      await flush()
+      return
+    }
+    // Batched position: only when nothing is held back (see the module comment).
+    if (coalescer.pending === 0 && lastSeq !== undefined && lastSeq !== position.seq &&
+      (lastSeq - position.seq >= POSITION_EVERY_RECORDS || Date.now() - positionWrittenAt >= POSITION_EVERY_MS)) await flush()
+  }
+
+  try {
+    for await (const item of readKmsg({
+      path: opts.kmsgPath ?? system.devKmsg,
+      ...(afterSeq !== undefined ? { afterSeq } : {}),
+      reportInitialGap: true,
+      ...(opts.openKmsg ? { openDevice: opts.openKmsg } : {}),
+      ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+      signal,
+    })) {
+      try {
+        switch (item.type) {
+          case 'record':
+            result.recordsRead++
+            await handle(item.record)
+            lastSeq = item.record.seq
+            break
+          case 'lost': {
+            kmsgLost += item.count
+            result.kmsgLost += item.count
+            const why = afterSeq === undefined && item.fromSeq === 0 ? 'overwritten before the daemon first read this boot\'s log' : 'kernel log ring overrun (EPIPE) or overwritten while the daemon was down'
+            log.warn({ count: item.count, fromSeq: item.fromSeq, toSeq: item.toSeq }, `${item.count} kernel log record(s) lost: ${why}`)
+            pendingExtra.push(makeEvent('lost', node, { source: 'kmsg', count: item.count, fromSeq: item.fromSeq, toSeq: item.toSeq, reason: why, kmsg: { bootId, firstSeq: item.fromSeq, lastSeq: item.toSeq } }, { id: stableId('kmsg-lost', bootId, item.fromSeq) }))
+            break
+          }
+          case 'malformed':
+            result.malformed++
+            log.warn({ raw: item.raw }, 'kernel log record not understood; skipped')
+            break
+          case 'opened':
+            if (item.reason !== 'start') log.warn({ reason: item.reason }, 'reopened the kernel log')
+            break
+          case 'idle':
+            break
+        }
+        await maybeFlush(item.type === 'idle' && opts.once === true)
+      } catch (e) {
+        // Never die on one record: log, keep reading.
+        log.error({ err: messageOf(e), item: item.type }, 'failed to handle a kernel log item')
+      }
+      if (item.type === 'idle' && opts.once) break
+    }
+  } finally {
+    clearInterval(heartbeatTimer)
+    await flush().catch((e: unknown) => log.error({ err: messageOf(e) }, 'final flush failed'))
+    result.lastSeq = lastSeq
+    await firstHeartbeat
+    if (opts.once) {
+      await selfChecker?.idle()
+      if (sender) {
+        try {
+          const r = await sender.flushOnce(signal)
+          log.info({ ...r }, 'events delivered')
+        } catch (e) {
+          result.deliveryError = messageOf(e)
+          log.warn({ err: messageOf(e) }, 'delivery failed; events stay spooled')
+        }
+      }
+    } else {
+      // One last delivery attempt with a short deadline, then stop.
+      stopSender.abort()
+      await senderLoop
+    }
+  }
+  return result
+}

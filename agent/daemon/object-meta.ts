@@ -1,0 +1,59 @@
+/**
+ * The cache object's metadata file, `<object>.meta.json` (layout owned by the
+ * pipeline's agent/cache/store.ts: {size, sha256, xxh64, chunks, verifiedAt,
+ * lastUsedAt, names[], urls[], corruptChunks?}), read leniently for what the
+ * daemon shows (image names, corrupt marks). Marking goes through the
+ * pipeline's Cache.markCorrupt (self-check.ts).
+ */
+import { readFile } from 'node:fs/promises'
+import type { Chunk } from '../manifest/types.js'
+
+export interface ObjectMeta {
+  size: number
+  sha256: string
+  chunks: Chunk[]
+  names: string[]
+  corruptChunks: number[]
+}
+
+const SHA256 = /^[0-9a-f]{64}$/
+/** `<cacheDir>/objects/sha256/<2 hex>/<62 hex>`: the only object paths we accept. */
+export const OBJECT_PATH = /^(.*)\/objects\/sha256\/([0-9a-f]{2})\/([0-9a-f]{62})$/
+
+/** The object's digest and cache dir, when `path` is laid out as a cache object. */
+export const parseObjectPath = (path: string): { cacheDir: string; sha256: string } | undefined => {
+  const m = OBJECT_PATH.exec(path)
+  return m ? { cacheDir: m[1] ?? '', sha256: `${m[2]}${m[3]}` } : undefined
+}
+
+export const metaPathOf = (objectPath: string): string => `${objectPath}.meta.json`
+
+const isChunk = (v: unknown, i: number): v is Chunk => {
+  if (typeof v !== 'object' || v === null) return false
+  const c = v as Record<string, unknown>
+  return c.index === i && Number.isSafeInteger(c.offset) && Number.isSafeInteger(c.size) &&
+    typeof c.sha256 === 'string' && SHA256.test(c.sha256)
+}
+
+/** Reads and validates a meta file; throws an Error naming the bad field. */
+export const readObjectMeta = async (objectPath: string): Promise<ObjectMeta & { raw: Record<string, unknown> }> => {
+  const path = metaPathOf(objectPath)
+  const v: unknown = JSON.parse(await readFile(path, 'utf8'))
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`)
+  const raw = v as Record<string, unknown>
+  if (!Number.isSafeInteger(raw.size)) throw new Error(`${path}: size is not an integer`)
+  if (typeof raw.sha256 !== 'string' || !SHA256.test(raw.sha256)) throw new Error(`${path}: sha256 is not a hex sha256`)
+  const chunks = Array.isArray(raw.chunks) ? raw.chunks : []
+  const valid = chunks.every((c, i) => isChunk(c, i))
+  if (!valid) throw new Error(`${path}: chunks is not a list of {index, offset, size, sha256}`)
+  let end = 0
+  for (const c of chunks as Chunk[]) {
+    if (c.offset !== end || c.size <= 0) throw new Error(`${path}: chunk ${c.index} is not contiguous`)
+    end += c.size
+  }
+  if (chunks.length && end !== raw.size) throw new Error(`${path}: chunks cover ${end} bytes, size is ${String(raw.size)}`)
+  const names = Array.isArray(raw.names) ? raw.names.filter((n): n is string => typeof n === 'string') : []
+  const corrupt = Array.isArray(raw.corruptChunks) ? raw.corruptChunks.filter((n): n is number => Number.isSafeInteger(n)) : []
+  return { size: raw.size as number, sha256: raw.sha256, chunks: chunks as Chunk[], names, corruptChunks: corrupt, raw }
+}
+

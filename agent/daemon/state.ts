@@ -1,0 +1,67 @@
+/**
+ * The daemon's small state files in its state dir (root-only, written
+ * durably): where it is in the kernel log, and its last heartbeat. `boot-agent
+ * status` reads the same files, without the network.
+ */
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { writeFileDurable } from '../events/spool.js'
+
+export const POSITION_FILE = 'kmsg-position.json'
+export const HEARTBEAT_FILE = 'heartbeat.json'
+export const SPOOL_SUBDIR = 'spool'
+
+export interface KmsgPosition {
+  /** /proc/sys/kernel/random/boot_id of the boot this position belongs to (seq restarts each boot). */
+  bootId: string
+  /** Every kernel error with seq ≤ this is spooled (or delivered). */
+  seq: number
+  /** Kernel records lost (ring overruns) this boot, as counted so far. */
+  lost: number
+  /** When this was written (ISO-8601). */
+  time: string
+}
+
+export interface HeartbeatState {
+  time: string
+  eventId: string
+  /** The status event's data, for `boot-agent status`. */
+  data: Record<string, unknown>
+}
+
+const readJson = async (path: string): Promise<Record<string, unknown> | undefined> => {
+  try {
+    const v: unknown = JSON.parse(await readFile(path, 'utf8'))
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+export const readPosition = async (stateDir: string): Promise<KmsgPosition | undefined> => {
+  const o = await readJson(join(stateDir, POSITION_FILE))
+  if (!o || typeof o.bootId !== 'string' || !Number.isSafeInteger(o.seq)) return undefined
+  return {
+    bootId: o.bootId,
+    seq: o.seq as number,
+    lost: Number.isSafeInteger(o.lost) ? (o.lost as number) : 0,
+    time: typeof o.time === 'string' ? o.time : '',
+  }
+}
+
+export const writePosition = async (stateDir: string, p: KmsgPosition): Promise<void> => {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await writeFileDurable(stateDir, POSITION_FILE, JSON.stringify(p))
+}
+
+export const readHeartbeat = async (stateDir: string): Promise<HeartbeatState | undefined> => {
+  const o = await readJson(join(stateDir, HEARTBEAT_FILE))
+  if (!o || typeof o.time !== 'string' || typeof o.eventId !== 'string') return undefined
+  const data = typeof o.data === 'object' && o.data !== null ? (o.data as Record<string, unknown>) : {}
+  return { time: o.time, eventId: o.eventId, data }
+}
+
+export const writeHeartbeat = async (stateDir: string, h: HeartbeatState): Promise<void> => {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await writeFileDurable(stateDir, HEARTBEAT_FILE, JSON.stringify(h))
+}

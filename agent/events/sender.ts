@@ -1,0 +1,237 @@
+/**
+ * Delivers spooled events to the head node (SPEC §8):
+ * `POST {server}/v1/nodes/{node}/events` with `{events}`; the server answers
+ * 200 `{accepted, duplicates}` only once the events are durably stored, and
+ * keeps one copy per event id. So: an event leaves the spool only after a
+ * 200 for a batch holding it (at-least-once), and the ids make it
+ * exactly-once at the server.
+ *
+ * Retry policy as data: network errors, timeouts, 408, 429 and 5xx are
+ * retried with capped exponential backoff and full jitter, honouring
+ * Retry-After; 400/413/422 halve the batch (a single event the server
+ * rejects is dropped and counted as lost, so one poison event cannot block
+ * the spool forever); other 4xx are retried at the longest backoff (a head
+ * node that does not know us yet may learn). Every request has a deadline.
+ */
+import type { Logger } from '../log.js'
+import { silentLogger } from '../log.js'
+import { HttpError, messageOf } from '../errors.js'
+import { makeEvent, type AgentEvent } from './event.js'
+import type { Spool, SpooledEvent } from './spool.js'
+import { stableId } from './coalesce.js'
+import { Mutex } from './mutex.js'
+
+export const DEFAULT_BATCH_SIZE = 100
+export const REQUEST_TIMEOUT_MS = 10_000
+export const MIN_BACKOFF_MS = 500
+export const MAX_BACKOFF_MS = 60_000
+/** Statuses that mean "this batch, not the server": split it. */
+const SPLIT_STATUSES = new Set([400, 413, 422])
+const RETRY_STATUSES = new Set([408, 429])
+
+export interface SenderOptions {
+  /** Head node base URL, e.g. http://head:8080. */
+  server: string
+  node: string
+  /** Spools drained in this order (the boot stage's first: its events are older). */
+  spools: Spool[]
+  log?: Logger
+  /** Events per POST. Default 100. */
+  batchSize?: number
+  /** Deadline of one POST. Default 10 s. */
+  requestTimeoutMs?: number
+  minBackoffMs?: number
+  maxBackoffMs?: number
+  /** Bearer token sent as `Authorization: Bearer …` when the head node wants one. */
+  token?: string
+  /** Injectable fetch (default: Node's). */
+  fetch?: typeof fetch
+  /** Injectable randomness for the jitter. */
+  random?: () => number
+  /** Held while a delivered batch is removed (the daemon holds it while it spools and moves its kmsg position). */
+  lock?: Mutex
+}
+
+export interface FlushResult {
+  sent: number
+  duplicates: number
+  /** Events the server refused one by one (counted as lost). */
+  rejected: number
+}
+
+export const eventsUrl = (server: string, node: string): string =>
+  `${server.replace(/\/+$/, '')}/v1/nodes/${encodeURIComponent(node)}/events`
+
+/** Capped exponential backoff with full jitter (AWS architecture blog), in ms. */
+export const backoffMs = (attempt: number, min: number, max: number, random: () => number): number =>
+  Math.round(min + random() * Math.max(0, Math.min(max, min * 2 ** Math.min(attempt, 30)) - min))
+
+const parseRetryAfter = (h: string | null): number | undefined => {
+  if (!h) return undefined
+  if (/^\d{1,6}$/.test(h)) return Number(h) * 1000
+  const t = Date.parse(h)
+  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now())
+}
+
+/** An error's message with its cause's (fetch says only "fetch failed"; the cause says ECONNREFUSED). */
+const describe = (e: unknown): string => {
+  const cause = e instanceof Error ? (e.cause as { code?: unknown; message?: unknown } | undefined) : undefined
+  const more = cause ? (typeof cause.code === 'string' ? cause.code : typeof cause.message === 'string' ? cause.message : '') : ''
+  return more ? `${messageOf(e)}: ${more}` : messageOf(e)
+}
+
+export class Sender {
+  readonly url: string
+  private readonly opts: SenderOptions
+  private readonly log: Logger
+  private readonly fetchFn: typeof fetch
+  private readonly random: () => number
+  private readonly lock: Mutex
+  private wakeUp: (() => void) | undefined
+  private woken = false
+  /** Consecutive failed attempts (0 after a success). */
+  failures = 0
+  /** Last error, for status. */
+  lastError: string | undefined
+
+  constructor(opts: SenderOptions) {
+    this.opts = opts
+    this.url = eventsUrl(opts.server, opts.node)
+    this.log = opts.log ?? silentLogger()
+    this.fetchFn = opts.fetch ?? fetch
+    this.random = opts.random ?? Math.random
+    this.lock = opts.lock ?? new Mutex()
+  }
+
+  /** Asks a running {@link run} loop to flush now. */
+  wake(): void {
+    this.woken = true
+    this.wakeUp?.()
+  }
+
+  private async post(events: AgentEvent[], signal?: AbortSignal): Promise<{ accepted: number; duplicates: number }> {
+    const timeout = AbortSignal.timeout(this.opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS)
+    const res = await this.fetchFn(this.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
+      body: JSON.stringify({ events }),
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    })
+    const text = await res.text().catch(() => '')
+    if (res.status !== 200) {
+      throw new HttpError({ status: res.status, url: this.url, retryAfterMs: parseRetryAfter(res.headers.get('retry-after')), message: `HTTP ${res.status} from ${this.url}: ${text.slice(0, 200)}` })
+    }
+    let v: unknown
+    try {
+      v = JSON.parse(text)
+    } catch {
+      v = {}
+    }
+    const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {}
+    const num = (x: unknown): number => (typeof x === 'number' && Number.isSafeInteger(x) ? x : 0)
+    return { accepted: num(o.accepted), duplicates: num(o.duplicates) }
+  }
+
+  /** The `lost` event for a spool's unreported drops (stable id: see Spool.lostState). */
+  private async lostEvent(spool: Spool): Promise<{ event: AgentEvent; count: number } | undefined> {
+    const s = await spool.lostState()
+    if (s.count <= 0) return undefined
+    const event = makeEvent('lost', this.opts.node, { source: 'spool', count: s.count, spool: spool.dir, totalLost: s.total }, {
+      id: stableId('spool-lost', s.epoch, s.total - s.count),
+    })
+    return { event, count: s.count }
+  }
+
+  /** Sends one batch (with binary splitting on a refused batch). */
+  private async sendBatch(spool: Spool, batch: SpooledEvent[], lost: { event: AgentEvent; count: number } | undefined, signal: AbortSignal | undefined, result: FlushResult): Promise<void> {
+    const events = [...(lost ? [lost.event] : []), ...batch.map((b) => b.event)]
+    try {
+      const r = await this.post(events, signal)
+      await this.lock.run(async () => {
+        await spool.remove(batch.map((b) => b.file))
+        if (lost) await spool.resetLost(lost.count)
+      })
+      result.sent += events.length
+      result.duplicates += r.duplicates
+    } catch (e) {
+      if (!(e instanceof HttpError) || !SPLIT_STATUSES.has(e.status)) throw e
+      if (events.length === 1) {
+        this.log.error({ err: e, eventId: events[0]?.id, kind: events[0]?.kind }, 'head node refused an event; dropped and counted as lost')
+        await this.lock.run(async () => {
+          await spool.remove(batch.map((b) => b.file))
+          if (lost) await spool.resetLost(lost.count)
+          await spool.addLost(1)
+        })
+        result.rejected++
+        return
+      }
+      const all: { b?: SpooledEvent; lost?: typeof lost }[] = [...(lost ? [{ lost }] : []), ...batch.map((b) => ({ b }))]
+      const half = Math.ceil(all.length / 2)
+      for (const part of [all.slice(0, half), all.slice(half)]) {
+        const l = part.find((p) => p.lost)?.lost
+        await this.sendBatch(spool, part.flatMap((p) => (p.b ? [p.b] : [])), l, signal, result)
+      }
+    }
+  }
+
+  /**
+   * Sends everything spooled now, batch by batch. Throws on the first
+   * failure (what was delivered before it stays delivered).
+   */
+  async flushOnce(signal?: AbortSignal): Promise<FlushResult> {
+    const result: FlushResult = { sent: 0, duplicates: 0, rejected: 0 }
+    const size = this.opts.batchSize ?? DEFAULT_BATCH_SIZE
+    for (const spool of this.opts.spools) {
+      // Bounded: each round removes what it sent or throws; the spool holds at most maxEvents.
+      for (let round = 0; round <= spool.maxEvents / size + 2; round++) {
+        const lost = await this.lostEvent(spool)
+        const batch = await spool.peek(lost ? size - 1 : size)
+        if (batch.length === 0 && !lost) break
+        await this.sendBatch(spool, batch, lost, signal, result)
+      }
+    }
+    return result
+  }
+
+  /**
+   * Delivers until `signal` aborts: flushes when woken or every `intervalMs`,
+   * backs off after failures.
+   */
+  async run(opts: { signal: AbortSignal; intervalMs?: number; onFlush?: (r: FlushResult) => void }): Promise<void> {
+    const min = this.opts.minBackoffMs ?? MIN_BACKOFF_MS
+    const max = this.opts.maxBackoffMs ?? MAX_BACKOFF_MS
+    while (!opts.signal.aborted) {
+      let waitMs = opts.intervalMs ?? 5_000
+      this.woken = false
+      try {
+        const r = await this.flushOnce(opts.signal)
+        if (this.failures) this.log.info({ url: this.url, after: this.failures }, 'head node reachable again')
+        this.failures = 0
+        this.lastError = undefined
+        if (r.sent) this.log.debug({ ...r, url: this.url }, 'events delivered')
+        opts.onFlush?.(r)
+      } catch (e) {
+        if (opts.signal.aborted) return
+        this.failures++
+        this.lastError = describe(e)
+        waitMs = backoffMs(this.failures, min, max, this.random)
+        if (e instanceof HttpError && e.retryAfterMs !== undefined) waitMs = Math.min(max, Math.max(waitMs, e.retryAfterMs))
+        if (e instanceof HttpError && e.status >= 400 && e.status < 500 && !RETRY_STATUSES.has(e.status)) waitMs = max
+        this.log.warn({ url: this.url, attempt: this.failures, retryInMs: waitMs, err: this.lastError }, 'event delivery failed; kept in the spool')
+      }
+      if (this.woken && this.failures === 0) continue
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer)
+          opts.signal.removeEventListener('abort', done)
+          this.wakeUp = undefined
+          resolve()
+        }
+        const timer = setTimeout(done, waitMs)
+        opts.signal.addEventListener('abort', done, { once: true })
+        // A wake during backoff does not cut the backoff short (the head node is struggling).
+        this.wakeUp = this.failures === 0 ? done : undefined
+      })
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * runDaemon with a scripted kernel log (the real one cannot be made to
+ * overrun or to hold chosen records on demand; real-kernel.test.ts and
+ * restart.test.ts use the real /dev/kmsg). Boot id and uptime are this
+ * machine's.
+ */
+import t from 'tap'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runDaemon } from '../../agent/daemon/daemon.js'
+import { readPosition, writePosition } from '../../agent/daemon/state.js'
+import { Spool } from '../../agent/events/spool.js'
+import { makeEvent, type AgentEvent } from '../../agent/events/event.js'
+
+const bootId = async (): Promise<string> => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
+
+/** A device that returns `records` (then EAGAIN), restarting from the first on each open, like /dev/kmsg. */
+const ring = (records: (string | { code: string })[]) => async () => {
+  const steps = [...records]
+  return {
+    read: async (buf: Buffer) => {
+      const s = steps.shift()
+      if (s === undefined) throw Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' })
+      if (typeof s !== 'string') throw Object.assign(new Error(s.code), { code: s.code })
+      return { bytesRead: buf.write(s), buffer: buf }
+    },
+    close: async () => undefined,
+  }
+}
+
+const spooled = async (dir: string): Promise<AgentEvent[]> => {
+  const s = new Spool(join(dir, 'spool'))
+  return (await s.peekFiles(await s.files())).map((x) => x.event)
+}
+
+const sq = (seq: number) => `3,${seq},${seq * 1000},-;SQUASHFS error: xz decompression failed, data probably corrupt\n`
+
+t.test('kernel errors are coalesced and spooled with the position moved past them; user records and noise are ignored', async (t) => {
+  const dir = t.testdir()
+  const res = await runDaemon({
+    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal,
+    openKmsg: ring([sq(0), sq(1), '14,2,3,-;SQUASHFS error: written by a process\n', '6,3,4,-;loop0: detected capacity change\n', 'not a record', sq(4)]),
+  })
+  t.match(res, { recordsRead: 5, errorsSeen: 3, malformed: 1, lastSeq: 4 })
+  const evs = await spooled(dir)
+  t.equal(evs.length, 1)
+  t.match(evs[0]?.data, { class: 'decompression-failed', count: 3, kmsg: { firstSeq: 0, lastSeq: 4, seqs: [[0, 1], [4, 4]] } })
+  t.equal((await readPosition(dir))?.seq, 4)
+})
+
+t.test('an overrun becomes a lost event with the number of records missed', async (t) => {
+  const dir = t.testdir()
+  await runDaemon({
+    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal,
+    openKmsg: ring([sq(0), { code: 'EPIPE' }, sq(40), sq(41)]),
+  })
+  const lost = (await spooled(dir)).filter((e) => e.kind === 'lost')
+  t.equal(lost.length, 1)
+  t.match(lost[0]?.data, { source: 'kmsg', count: 39, fromSeq: 1, toSeq: 39 })
+  t.equal((await readPosition(dir))?.lost, 39)
+})
+
+t.test('records before the resume point are not reported again; ring records overwritten meanwhile are counted', async (t) => {
+  const dir = t.testdir()
+  await writePosition(dir, { bootId: await bootId(), seq: 5, lost: 0, time: '' })
+  await runDaemon({
+    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal,
+    openKmsg: ring([sq(8), sq(9)]),
+  })
+  const evs = await spooled(dir)
+  t.match(evs.find((e) => e.kind === 'lost')?.data, { count: 2, fromSeq: 6, toSeq: 7 })
+  t.match(evs.find((e) => e.kind === 'squashfs-error')?.data, { count: 2, kmsg: { firstSeq: 8, lastSeq: 9 } })
+})
+
+t.test('a crash between spooling and moving the position does not report those records twice', async (t) => {
+  const dir = t.testdir()
+  const boot = await bootId()
+  await writePosition(dir, { bootId: boot, seq: 10, lost: 0, time: '' })
+  // What the crashed run had spooled: an event covering 11..20, position still 10.
+  await new Spool(join(dir, 'spool')).append(makeEvent('squashfs-error', 'n1', { count: 10, kmsg: { bootId: boot, firstSeq: 11, lastSeq: 20, seqs: [[11, 20]] } }))
+  const records = Array.from({ length: 15 }, (_, i) => sq(11 + i))
+  const res = await runDaemon({
+    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal, openKmsg: ring(records),
+  })
+  t.equal(res.errorsSeen, 5, 'only 21..25 are new')
+  const covered = (await spooled(dir)).flatMap((e) => (e.data.kmsg as { seqs: [number, number][] }).seqs)
+  t.same(covered, [[11, 20], [21, 25]])
+})
+
+t.test('a position from another boot is not used (seq restarts every boot)', async (t) => {
+  const dir = t.testdir()
+  await writePosition(dir, { bootId: 'another-boot', seq: 500, lost: 7, time: '' })
+  const res = await runDaemon({
+    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal, openKmsg: ring([sq(0), sq(1)]),
+  })
+  t.equal(res.errorsSeen, 2)
+  t.match(await readPosition(dir), { bootId: await bootId(), seq: 1, lost: 0 })
+})

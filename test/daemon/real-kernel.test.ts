@@ -1,0 +1,107 @@
+/**
+ * Acceptance: real kernel, real errors. A squashfs built by mksquashfs is
+ * corrupted in two data blocks, placed as a cache object and loop-mounted;
+ * reading it makes this kernel log genuine `SQUASHFS error` records in
+ * /dev/kmsg. The daemon (in this process, real /dev/kmsg, real sysfs and
+ * mountinfo) must report them to a head node — a minimal node:http one,
+ * test/events/head-stub.ts — with the image digest, name and device,
+ * coalesced; its self-check must mark exactly the corrupted chunks (with the
+ * pipeline's Cache.markCorrupt); and the next fetch (the pipeline's
+ * fetchImage, from a real nginx) must re-download only those chunks.
+ */
+import t from 'tap'
+import { copyFile, mkdir, readFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { Cache } from '../../agent/cache/store.js'
+import { fetchImage } from '../../agent/transport/fetch-image.js'
+import type { Manifest } from '../../agent/manifest/types.js'
+import { startNginx } from '../helpers/nginx.js'
+import { join } from 'node:path'
+import { gate } from '../helpers/capability.js'
+import { runDaemon } from '../../agent/daemon/daemon.js'
+import { writePosition } from '../../agent/daemon/state.js'
+import { startHeadStub } from '../events/head-stub.js'
+import { CHUNK_BYTES, bootId, buildCorruptImage, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
+
+t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
+  const image = await buildCorruptImage('real')
+  t.teardown(() => removeImage(image))
+  const mounted = await mountImage(image)
+  t.teardown(() => mounted.detach())
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+
+  // Start where the log is now (a resumed daemon): older records are other tests' business.
+  const stateDir = join(image.dir, 'state')
+  await writePosition(stateDir, { bootId: await bootId(), seq: await lastKmsgSeq(), lost: 0, time: new Date().toISOString() })
+  const ac = new AbortController()
+  const daemon = runDaemon({
+    node: 'node-real', server: head.url, stateDir, cacheDirs: [image.cacheDir],
+    pollMs: 50, coalesceWindowMs: 500, heartbeatIntervalMs: 0, sendIntervalMs: 200, signal: ac.signal,
+  })
+  t.teardown(async () => {
+    ac.abort()
+    await daemon
+  })
+
+  const failed = await readEverything(mounted.mountpoint)
+  t.ok(failed >= 1, `reading the corrupted image failed for ${failed} file(s)`)
+  const readDone = Date.now()
+  const mine = () => head.events().filter((e) => e.kind === 'squashfs-error' && e.image?.sha256 === image.sha256)
+  const arrived = await waitFor(() => mine().length > 0 && mine(), 5_000)
+  t.ok(arrived, 'squashfs-error events at the head node within 5 s')
+  t.comment(`first squashfs-error event at the head ${Date.now() - readDone} ms after the reads ended`)
+  // Let the rest of the flood arrive (same window), then look at all of it.
+  await waitFor(() => head.events().some((e) => e.kind === 'integrity' && e.image?.sha256 === image.sha256), 10_000)
+  const events = mine()
+  for (const e of events) {
+    t.equal(e.image?.name, image.name, `${String(e.data.class)}: image name`)
+    t.equal(e.data.device, mounted.device, `${String(e.data.class)}: device`)
+    t.match(e.data.rule, /^(single|cached)-squashfs-loop$/, 'device found from the squashfs loop mounts')
+  }
+  const classes = new Set(events.map((e) => e.data.class))
+  t.ok(classes.has('decompression-failed'), 'the kernel said the decompression failed')
+  t.ok(events.some((e) => Number(e.data.count) > 1), 'a flood was coalesced into counted events')
+  const total = events.reduce((n, e) => n + Number(e.data.count), 0)
+  t.comment(`${total} kernel records → ${events.length} events: ${events.map((e) => `${String(e.data.class)}×${String(e.data.count)}`).join(', ')}`)
+
+  // The blocks the kernel names cover the bytes we corrupted.
+  const pages = events.filter((e) => e.data.class === 'unable-to-read-page')
+  for (const e of pages) {
+    for (const b of e.data.blocks as { offset: number; size?: number }[]) {
+      const hit = image.corrupted.some(([s, end]) => b.offset < end && b.offset + (b.size ?? 1) > s)
+      t.ok(hit, `block ${b.offset}+${b.size ?? '?'} contains a corrupted range`)
+    }
+  }
+
+  const integrity = head.events().find((e) => e.kind === 'integrity' && e.image?.sha256 === image.sha256)
+  t.ok(integrity, 'the self-check reported an integrity event')
+  t.same(integrity?.data.corruptChunks, image.badChunks, 'exactly the corrupted chunks are marked')
+  const meta = JSON.parse(await readFile(`${image.objectPath}.meta.json`, 'utf8')) as { corruptChunks?: number[]; chunks: unknown[] }
+  t.same(meta.corruptChunks, image.badChunks, 'corruptChunks written into the object meta')
+  t.equal(meta.chunks.length, image.chunks, 'the rest of the meta is kept')
+  t.comment(`corrupted chunks ${JSON.stringify(image.badChunks)} of ${image.chunks}`)
+  t.equal(head.received().length, head.events().length, 'no event was sent twice')
+
+  // The next fetch (the pipeline's fetchImage, as the next boot runs it) re-downloads only those chunks,
+  // from a real nginx serving the clean image.
+  await mounted.detach()
+  await mkdir(join(image.dir, 'origin'))
+  const origin = await startNginx(join(image.dir, 'origin'))
+  t.teardown(() => origin.stop())
+  await copyFile(image.cleanPath, join(origin.root, 'image.sqfs'))
+  const manifest: Manifest = {
+    schema: 1, name: image.name, format: 'squashfs', created: new Date().toISOString(), size: image.size, sha256: image.sha256,
+    chunking: { algorithm: 'fixed-64k', minSize: CHUNK_BYTES, avgSize: CHUNK_BYTES, maxSize: CHUNK_BYTES },
+    chunks: image.chunkList, urls: [`${origin.url}/image.sqfs`],
+  }
+  const cache = await Cache.open(image.cacheDir)
+  const fetched = await fetchImage({ manifest, cache, reuse: false })
+  const badBytes = image.badChunks.reduce((n, i) => n + (image.chunkList[i]?.size ?? 0), 0)
+  t.equal(fetched.chunksRepaired, image.badChunks.length, 'the fetch repaired the marked chunks')
+  t.equal(fetched.bytesDownloaded, badBytes, `and downloaded only their ${badBytes} bytes of ${image.size}`)
+  const served = (await origin.access()).filter((a) => a.path === '/image.sqfs').reduce((n, a) => n + a.bytes, 0)
+  t.equal(served, badBytes, 'nginx served exactly those bytes')
+  t.equal(createHash('sha256').update(await readFile(image.objectPath)).digest('hex'), image.sha256, 'the cached object is whole again')
+  t.notOk((await cache.readMeta(image.sha256))?.corruptChunks?.length, 'and no longer marked corrupt')
+})

@@ -1,0 +1,103 @@
+import t from 'tap'
+import { Spool } from '../../agent/events/spool.js'
+import { makeEvent } from '../../agent/events/event.js'
+import { Sender, backoffMs, eventsUrl } from '../../agent/events/sender.js'
+import { startHeadStub } from './head-stub.js'
+
+const evs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => makeEvent('io-error', 'n1', { tag, i }))
+
+t.test('head down for the whole run: events stay spooled; head back: all delivered exactly once', async (t) => {
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  await head.down()
+  const spool = new Spool(t.testdir())
+  const sent = evs(25, 'down')
+  await spool.append(...sent)
+  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool], batchSize: 10, requestTimeoutMs: 2_000 })
+  await t.rejects(sender.flushOnce(), 'delivery fails while the head is down')
+  t.equal((await spool.files()).length, 25, 'nothing left the spool')
+  await head.up()
+  const r = await sender.flushOnce()
+  t.equal(r.sent, 25)
+  t.equal((await spool.files()).length, 0, 'spool empty after delivery')
+  t.same(head.events().map((e) => e.id).sort(), sent.map((e) => e.id).sort(), 'every event arrived')
+  t.equal(head.received().length, 25, 'and none twice')
+})
+
+t.test('a batch resent after a lost answer is stored once (ids make it exactly-once)', async (t) => {
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  const spool = new Spool(t.testdir())
+  const sent = evs(3, 'resend')
+  await spool.append(...sent)
+  // Simulate "stored, but the answer never came": deliver, then put the same events back.
+  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool] })
+  await sender.flushOnce()
+  await spool.append(...sent)
+  const r = await sender.flushOnce()
+  t.equal(r.duplicates, 3, 'the server saw them as duplicates')
+  t.equal(head.events().length, 3)
+})
+
+t.test('spool bound exceeded while the head is down: a lost event with the right count', async (t) => {
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  await head.down()
+  const spool = new Spool(t.testdir(), { maxEvents: 5 })
+  const all = evs(12, 'bound')
+  for (const e of all) await spool.append(e)
+  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool] })
+  await t.rejects(sender.flushOnce())
+  await head.up()
+  await sender.flushOnce()
+  const got = head.events()
+  const lost = got.filter((e) => e.kind === 'lost')
+  t.equal(lost.length, 1, 'one lost event')
+  t.equal(lost[0]?.data.count, 7, '12 spooled − 5 kept = 7 lost')
+  t.same(got.filter((e) => e.kind !== 'lost').map((e) => e.data.i), [7, 8, 9, 10, 11], 'the newest five kept, in order')
+  t.equal(await spool.lostCount(), 0, 'the count was reset once reported')
+  // A resend of the same lost report (crash before the reset) keeps its id.
+  t.equal(head.received().filter((e) => e.kind === 'lost').length, 1)
+})
+
+t.test('a refused event is isolated by splitting the batch, dropped, and counted as lost', async (t) => {
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  const spool = new Spool(t.testdir())
+  await spool.append(...evs(2, 'poison'))
+  head.failNext(3, 400) // the batch of 2, then the first half, then… each single event once
+  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool] })
+  const r = await sender.flushOnce()
+  t.ok(r.rejected >= 1, `rejected ${r.rejected}`)
+  t.equal((await spool.files()).length, 0, 'the spool is not blocked')
+  await sender.flushOnce()
+  t.equal(head.events().filter((e) => e.kind === 'lost').reduce((n, e) => n + Number(e.data.count), 0), r.rejected, 'each refused event is counted')
+})
+
+t.test('the run loop retries with backoff until the head comes back', async (t) => {
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  await head.down()
+  const spool = new Spool(t.testdir())
+  await spool.append(...evs(4, 'loop'))
+  const ac = new AbortController()
+  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool], minBackoffMs: 20, maxBackoffMs: 100, random: () => 0.5 })
+  const loop = sender.run({ signal: ac.signal, intervalMs: 50 })
+  // Bounded wait for the first failures.
+  for (let i = 0; i < 100 && sender.failures < 2; i++) await new Promise((r) => setTimeout(r, 20))
+  t.ok(sender.failures >= 2, 'it kept failing while down')
+  await head.up()
+  for (let i = 0; i < 200 && head.events().length < 4; i++) await new Promise((r) => setTimeout(r, 20))
+  ac.abort()
+  await loop
+  t.equal(head.events().length, 4)
+  t.equal(sender.failures, 0)
+})
+
+t.test('backoff grows, is capped, and the URL escapes the node id', async (t) => {
+  t.equal(backoffMs(0, 100, 1000, () => 1), 100)
+  t.equal(backoffMs(3, 100, 1000, () => 1), 800)
+  t.equal(backoffMs(30, 100, 1000, () => 1), 1000)
+  t.equal(backoffMs(30, 100, 1000, () => 0), 100)
+  t.equal(eventsUrl('http://h:1/', 'a b'), 'http://h:1/v1/nodes/a%20b/events')
+})
