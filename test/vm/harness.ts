@@ -21,8 +21,8 @@ const execFileP = promisify(execFile)
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 /** Inputs that are expensive to make (vmlinux, initramfs) are kept here by input hash. */
 export const CACHE_DIR = process.env.BOOT_AGENT_VM_CACHE ?? join(tmpdir(), 'boot-agent-vm-cache')
-/** One boot under TCG takes ~20 s on an idle host; a loaded 2-core host is slower. */
-export const BOOT_TIMEOUT_S = Number(process.env.BOOT_AGENT_VM_TIMEOUT_S ?? 240)
+/** One boot under TCG takes ~20–40 s on an idle host, ~200 s on this 2-core host under load 10+. */
+export const BOOT_TIMEOUT_S = Number(process.env.BOOT_AGENT_VM_TIMEOUT_S ?? 420)
 const SECTOR = 512
 const MIB = 1024 * 1024
 
@@ -242,8 +242,8 @@ export const readDiskFile = async (disk: Disk, label: string, path: string): Pro
  * found with debugfs `blocks`), as a failing disk or a stray write would.
  */
 export const corruptDiskFile = async (disk: Disk, label: string, path: string, atByte: number, length = 16): Promise<void> => {
-  const stats = await debugfs(disk, label, `stats ${path}`)
-  const bs = /Block size:\s+(\d+)/.exec(await debugfs(disk, label, 'stats'))?.[1]
+  const stats = await debugfs(disk, label, `stat ${path}`)
+  const bs = /Block size:\s+(\d+)/.exec(await debugfs(disk, label, 'stats -h'))?.[1]
   const blockSize = Number(bs ?? 4096)
   if (!/Type: regular/.test(stats)) throw new Error(`${path} is not a regular file on ${label}`)
   const blocks = (await debugfs(disk, label, `blocks ${path}`)).trim().split(/\s+/).map(Number)
