@@ -29,6 +29,10 @@ mkdir -p /etc/cmdline.d
 {
     echo "rd.neednet=1"
     [ -n "$(getarg ip=)" ] || echo "ip=dhcp"
+    # A manifest key built into the image is used unless the command line names one
+    # (the agent reads /etc/cmdline.d too).
+    [ -f /etc/boot-agent/manifest.pub ] && [ -z "$(getarg rd.bootagent.pubkey=)" ] \
+        && echo "rd.bootagent.pubkey=/etc/boot-agent/manifest.pub"
 } > /etc/cmdline.d/50-boot-agent.conf
 
 # Tell init the root is handled: no block device to wait for.
