@@ -8,7 +8,6 @@ name=${1:?usage: npm run bench -- NAME [args] (one of: $(ls bench/*.ts | xargs -
 shift
 [ -f "bench/$name.ts" ] || { echo "no benchmark bench/$name.ts" >&2; exit 2; }
 bash scripts/ensure-packages.sh
-dpkg-query -W -f='${Status}' time 2>/dev/null | grep -q 'ok installed' || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 bash scripts/ensure-node-modules.sh
 node scripts/bundle.mjs
 TS_NODE_TRANSPILE_ONLY=1 exec node --import=@isaacs/ts-node-temp-fork-for-pr-2009/import "bench/$name.ts" "$@"

@@ -17,6 +17,7 @@ pkgs=(
   kmod             # modprobe
   curl             # benchmark baseline
   openssl          # benchmark baseline
+  time             # GNU time: peak RSS in benchmarks
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

@@ -88,9 +88,13 @@ const tryCreate = async (path: string): Promise<boolean> => {
     const fh = await open(path, 'wx', FILE_MODE)
     try {
       await fh.writeFile(`${process.pid}\n${currentBootId()}\n`)
-    } finally {
-      await fh.close()
+    } catch (e) {
+      // e.g. ENOSPC: leave no empty lock behind.
+      await fh.close().catch(() => undefined)
+      await rm(path, { force: true })
+      throw e
     }
+    await fh.close()
     return true
   } catch (e) {
     if (isErrno(e, 'EEXIST')) return false

@@ -297,6 +297,12 @@ export class Cache {
     await fsyncPath(join(obj, '..'))
   }
 
+  /** Removes a download in progress of `sha` (data and state). Call with the lock held. */
+  async removePartial(sha: string): Promise<void> {
+    await rm(this.partPath(sha), { force: true })
+    await rm(this.statePath(sha), { force: true })
+  }
+
   /**
    * Publishes a finished temp file as object `sha256`: checks size and the
    * writer's digest, fsyncs, writes the metadata, then links the object into
@@ -421,11 +427,14 @@ export class Cache {
     )
     const removed: CachedObject[] = []
     for (const victim of plan) {
-      let lock: Lock
+      let lock: Lock | undefined
       try {
         lock = await this.lock(victim.sha256, { timeoutMs: 0 })
-      } catch {
-        continue // being written by someone: not ours to remove now
+      } catch (e) {
+        // A full file system cannot even take a lock file. Then remove the
+        // object only if nobody holds its lock (no lock file at all).
+        if (!isErrno(e, 'ENOSPC', 'EDQUOT')) continue // being written by someone: not ours to remove now
+        if (await lstat(lockPath(this.dir, victim.sha256)).then(() => true, () => false)) continue
       }
       try {
         await this.remove(victim.sha256)
@@ -433,7 +442,7 @@ export class Cache {
         if (o) removed.push(o)
         this.log.info({ sha256: victim.sha256, size: victim.size, lastUsedAt: new Date(victim.lastUsedAt).toISOString() }, 'cache: evicted object')
       } finally {
-        await lock.release()
+        await lock?.release()
       }
     }
     return removed

@@ -18,7 +18,7 @@ new digest atomically. Every digest NAME ever pointed at stays in its history
 (GET /v1/images/NAME on the head node).
 
 options:
-  --name NAME     image name: letters, digits, . _ + - (no /, no ..)
+  --name NAME     image name: letters, digits, . _ : + - (no /, no .., no @)
   --store DIR     the store served by \`boot-agent head --store DIR\`
   --sign KEY      sign the manifest with this ed25519 private key (PEM, from boot-agent keygen)
   --url MIRROR    a mirror URL serving the same bytes (repeatable); the manifest then lists

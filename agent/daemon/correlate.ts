@@ -10,9 +10,9 @@
  *     pr_err, which has no dictionary — verified on this kernel) we look at
  *     the squashfs filesystems mounted from loop devices
  *     (/proc/self/mountinfo). Exactly one → that one (`single-squashfs-loop`).
- *  3. Several → keep those backed by an object in this node's cache
- *     (`cached-squashfs-loop`); if the message names a block offset, keep
- *     those whose image is larger than it (`offset-fits`). One left → it.
+ *  3. Several → if the message names a block offset, keep those whose image
+ *     is larger than it (`offset-fits`); then keep those backed by an object
+ *     in this node's cache (`cached-squashfs-loop`). One left → it.
  *  4. Still several → `ambiguous`: the event lists the candidates and the
  *     self-check re-verifies every candidate object (verification decides).
  *
@@ -180,10 +180,7 @@ export class Correlator {
     }
     if (mounts.length === 0) return { rule: 'none' }
     if (mounts.length === 1) return this.describe(mounts[0]!.device, 'single-squashfs-loop')
-    const described = await Promise.all(mounts.map(async (m) => ({ device: m.device, backing: await this.backingFile(m.device) })))
-    const cached = described.filter((d) => this.objectAt(d.backing))
-    if (cached.length === 1) return this.describe(cached[0]!.device, 'cached-squashfs-loop')
-    let pool = cached.length ? cached : described
+    let pool = await Promise.all(mounts.map(async (m) => ({ device: m.device, backing: await this.backingFile(m.device) })))
     if (err.blockOffset !== undefined) {
       const offset = err.blockOffset
       const sized = await Promise.all(pool.map(async (d) => ({ d, size: await this.imageSize(d.device, d.backing) })))
@@ -191,6 +188,9 @@ export class Correlator {
       if (fits.length === 1) return this.describe(fits[0]!.device, 'offset-fits')
       if (fits.length) pool = fits
     }
+    const cached = pool.filter((d) => this.objectAt(d.backing))
+    if (cached.length === 1) return this.describe(cached[0]!.device, 'cached-squashfs-loop')
+    if (cached.length) pool = cached
     const candidates = pool.map((d) => {
       const object = this.objectAt(d.backing)
       return object ? { device: d.device, object } : { device: d.device }

@@ -7,17 +7,21 @@
  * Exactly-once across restarts, and why it holds:
  *  - The coalescer is drained whole: after a flush, every kernel error with
  *    seq ≤ the last record read is in an event in the spool.
- *  - Spooling a flush and moving the persisted position to that seq happen
- *    under one lock that the sender also takes to remove delivered events, so
- *    no event covering seqs past the persisted position can leave the spool
- *    before the position moves.
- *  - On start, the resume point is the larger of the persisted position and
- *    the highest seq covered by a kmsg event still in the spool (a crash
- *    between spooling and moving the position).
- *  - Records are never re-read past the resume point, so none is reported
- *    twice; none is skipped that was not spooled, so there is no gap. Event
- *    ids are also derived from (boot id, key, first seq): a replay of the same
- *    records makes the same ids, which the head node de-duplicates.
+ *  - A flush is committed with a redo record: first its events and the new
+ *    position are written durably to kmsg-flush.json (the commit point), then
+ *    the events are spooled one by one, then the position file moves, then
+ *    the redo record goes. A crash anywhere after the commit point is finished
+ *    at the next start (events not yet in the spool are appended again — same
+ *    ids, same contents — and the position moves); a crash before it leaves
+ *    nothing spooled and the records are simply read again.
+ *  - All of that happens under one lock that the sender also takes to remove
+ *    delivered events, so no event can leave the spool while its flush is
+ *    uncommitted (the sender may POST it meanwhile: it is then resent, with
+ *    the same id, and the head node keeps one copy).
+ *  - Records are never re-read past the position, so none is reported twice;
+ *    none is skipped that was not spooled, so there is no gap. Event ids are
+ *    also derived from (boot id, key, first seq): a replay of the same records
+ *    makes the same ids.
  * Between flushes the position is persisted in batches (every
  * POSITION_EVERY_RECORDS records or POSITION_EVERY_MS) when nothing is
  * pending; losing that on a crash only means re-reading records that
@@ -41,7 +45,7 @@ import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
 import type { BootRecordView } from './boot-record.js'
-import { readPosition, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
+import { clearFlushIntent, readFlushIntent, readPosition, writeFlushIntent, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
 
 export const COALESCE_WINDOW_MS = 1_000
 /**
@@ -111,19 +115,24 @@ const readUptimeMs = async (): Promise<number> => {
   return Number(first) * 1000
 }
 
-/** Highest kmsg seq of this boot covered by an event still in `spool`. */
-const spooledHighWater = async (spool: Spool, bootId: string): Promise<number | undefined> => {
-  let high: number | undefined
-  const files = await spool.files()
-  for (let i = 0; i < files.length; i += 500) {
-    for (const { event } of await spool.peekFiles(files.slice(i, i + 500))) {
-      const k = event.data.kmsg
-      if (typeof k !== 'object' || k === null) continue
-      const { bootId: b, lastSeq } = k as { bootId?: unknown; lastSeq?: unknown }
-      if (b === bootId && typeof lastSeq === 'number' && (high === undefined || lastSeq > high)) high = lastSeq
-    }
+/**
+ * Finishes a flush a crash interrupted (see the module comment): spools
+ * whichever of its events the spool lacks and moves the position. Returns the
+ * number of events it had to spool again.
+ */
+export const recoverFlush = async (stateDir: string, spool: Spool, log: Logger): Promise<number> => {
+  const intent = await readFlushIntent(stateDir)
+  if (!intent) return 0
+  const have = new Set((await spool.files()).map((f) => f.slice(-41, -5)))
+  const missing = intent.events.filter((e) => !have.has(e.id))
+  if (missing.length) await spool.append(...missing)
+  const saved = await readPosition(stateDir)
+  if (!(saved && saved.bootId === intent.bootId && saved.seq >= intent.seq)) {
+    await writePosition(stateDir, { bootId: intent.bootId, seq: intent.seq, lost: intent.lost, time: new Date().toISOString() })
   }
-  return high
+  await clearFlushIntent(stateDir)
+  log.warn({ events: intent.events.length, respooled: missing.length, seq: intent.seq }, 'finished a flush interrupted by a crash')
+  return missing.length
 }
 
 export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
@@ -146,12 +155,12 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
 
   const bootId = await readBootId()
   const bootEpochMs = Date.now() - (await readUptimeMs())
+  const recovered = await recoverFlush(stateDir, spool, log)
   const saved = await readPosition(stateDir)
   const sameBoot = saved?.bootId === bootId
-  const high = await spooledHighWater(spool, bootId)
-  const afterSeq = sameBoot ? Math.max(saved.seq, high ?? -1) : high
+  const afterSeq = sameBoot ? saved.seq : undefined
   let kmsgLost = sameBoot ? saved.lost : 0
-  log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, persisted: saved?.seq ?? null, spooledHighWater: high ?? null, sameBoot }, afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
+  log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, sameBoot, recoveredFlush: recovered },  afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
 
   let position: KmsgPosition = { bootId, seq: afterSeq ?? -1, lost: kmsgLost, time: new Date().toISOString() }
   let positionWrittenAt = Date.now()
@@ -170,20 +179,24 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
 
   /** Spools everything pending and moves the position to the last record read, as one step under the lock. */
   const flush = async (): Promise<void> => {
+    // Drain and take the position in one synchronous step: a record handled
+    // after this point is neither in these events nor below this position.
     const events = [...pendingExtra.splice(0), ...coalescer.drain(node, bootId)]
     windowStart = undefined
-    const moved = lastSeq !== undefined && lastSeq !== position.seq
-    if (!events.length && !moved) return
+    const seq = lastSeq ?? position.seq
+    const lost = kmsgLost
+    if (!events.length && seq === position.seq) return
     await lock.run(async () => {
+      const next: KmsgPosition = { bootId, seq: Math.max(seq, position.seq), lost: Math.max(lost, position.lost), time: new Date().toISOString() }
       if (events.length) {
+        await writeFlushIntent(stateDir, { bootId, seq: next.seq, lost: next.lost, events })
         await spool.append(...events)
         result.eventsSpooled += events.length
       }
-      if (lastSeq !== undefined) {
-        position = { bootId, seq: lastSeq, lost: kmsgLost, time: new Date().toISOString() }
-        await writePosition(stateDir, position)
-        positionWrittenAt = Date.now()
-      }
+      position = next
+      await writePosition(stateDir, position)
+      positionWrittenAt = Date.now()
+      if (events.length) await clearFlushIntent(stateDir)
     })
     if (events.length) {
       log.info({ op: 'flush', events: events.length, kinds: [...new Set(events.map((e) => e.kind))], seq: lastSeq }, `spooled ${events.length} event(s)`)

@@ -3,11 +3,15 @@
  * durably): where it is in the kernel log, and its last heartbeat. `boot-agent
  * status` reads the same files, without the network.
  */
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, open } from 'node:fs/promises'
+import { parseSpooledEvent } from '../events/spool.js'
+import type { AgentEvent } from '../events/event.js'
 import { join } from 'node:path'
 import { writeFileDurable } from '../events/spool.js'
 
 export const POSITION_FILE = 'kmsg-position.json'
+/** A flush being committed: its events and the position it moves to (a redo record, see daemon.ts). */
+export const FLUSH_FILE = 'kmsg-flush.json'
 export const HEARTBEAT_FILE = 'heartbeat.json'
 export const SPOOL_SUBDIR = 'spool'
 
@@ -64,4 +68,37 @@ export const readHeartbeat = async (stateDir: string): Promise<HeartbeatState | 
 export const writeHeartbeat = async (stateDir: string, h: HeartbeatState): Promise<void> => {
   await mkdir(stateDir, { recursive: true, mode: 0o700 })
   await writeFileDurable(stateDir, HEARTBEAT_FILE, JSON.stringify(h))
+}
+
+export interface FlushIntent {
+  bootId: string
+  /** The position the flush moves to. */
+  seq: number
+  lost: number
+  events: AgentEvent[]
+}
+
+/** Writes the redo record of a flush, durably: from here on the flush happens, even across a crash. */
+export const writeFlushIntent = async (stateDir: string, f: FlushIntent): Promise<void> => {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await writeFileDurable(stateDir, FLUSH_FILE, JSON.stringify(f))
+}
+
+/** The redo record left by a flush a crash interrupted, if any (a malformed one is ignored). */
+export const readFlushIntent = async (stateDir: string): Promise<FlushIntent | undefined> => {
+  const o = await readJson(join(stateDir, FLUSH_FILE))
+  if (!o || typeof o.bootId !== 'string' || !Number.isSafeInteger(o.seq) || !Array.isArray(o.events)) return undefined
+  const events = o.events.map((e) => parseSpooledEvent(JSON.stringify(e)))
+  if (events.some((e) => e === undefined)) return undefined
+  return { bootId: o.bootId, seq: o.seq as number, lost: Number.isSafeInteger(o.lost) ? (o.lost as number) : 0, events: events as AgentEvent[] }
+}
+
+export const clearFlushIntent = async (stateDir: string): Promise<void> => {
+  await rm(join(stateDir, FLUSH_FILE), { force: true })
+  const fh = await open(stateDir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
 }

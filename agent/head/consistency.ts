@@ -150,8 +150,11 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
         digest(run.sha256).running.push(v.node)
         view.nodes[v.node] = run.sha256
       }
+      // A failed boot's EINTEGRITY only repeats a detailed integrity event when the node sent one.
+      const detailed = new Set(v.integrity.filter((r) => !r.fromBoot && r.download).map((r) => r.image?.sha256))
       for (const r of v.integrity) {
         if (nameFor(r.image, r.expected) !== p.name) continue
+        if (r.fromBoot && detailed.has(r.image?.sha256)) continue
         view.integrityErrors.push({
           node: v.node,
           time: r.time,
@@ -160,8 +163,10 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
           ...(r.url ? { url: r.url } : {}),
           ...(r.chunk !== undefined ? { chunk: r.chunk } : {}),
         })
-        if (r.chunk !== undefined) {
-          // One chunk's bytes were wrong: the image served is not the one published.
+        const wholeImage = r.chunk === undefined && r.expected !== undefined && r.found !== undefined
+        if (!wholeImage && r.download) {
+          // A chunk (or bytes we know no digest of) came wrong from a server:
+          // the image served under this digest is not the one published.
           const image = r.image?.sha256
           if (!image) continue
           const s = chunkBad.get(image) ?? new Set<string>()
@@ -169,6 +174,7 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
           chunkBad.set(image, s)
           continue
         }
+        if (!wholeImage) continue // the node's own cached copy went bad: not about what is served
         const expected = r.expected ?? r.image?.sha256
         if (!expected) continue
         if (r.found && r.found !== expected) {
@@ -223,7 +229,7 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
       view.flags.push({
         code: 'served-bytes-differ',
         message:
-          `chunks served for ${p.name} ${expected} do not match its manifest (reported by ${sorted(ns).join(', ')})` +
+          `bytes served for ${p.name} ${expected} do not match its manifest (reported by ${sorted(ns).join(', ')})` +
           (now && now !== expected ? `; the head's file for it now hashes to ${now}` : ''),
         digests: now && now !== expected ? [expected, now] : [expected],
         nodes: sorted(ns),

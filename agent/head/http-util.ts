@@ -62,6 +62,7 @@ export const readBody = (req: IncomingMessage, maxBytes: number): Promise<Buffer
       req.off('end', onEnd)
       req.off('error', onError)
       req.off('aborted', onAborted)
+      req.off('close', onClose)
       if (err) reject(err)
       else resolve(body ?? Buffer.alloc(0))
     }
@@ -76,10 +77,14 @@ export const readBody = (req: IncomingMessage, maxBytes: number): Promise<Buffer
     const onEnd = (): void => finish(undefined, Buffer.concat(parts, size))
     const onError = (e: Error): void => finish(e)
     const onAborted = (): void => finish(new HttpProblem(400, 'EABORTED', 'client aborted the request body'))
+    const onClose = (): void => {
+      if (!req.complete) onAborted()
+    }
     req.on('data', onData)
     req.on('end', onEnd)
     req.on('error', onError)
     req.on('aborted', onAborted)
+    req.on('close', onClose)
   })
 
 /** Parses JSON, turning a syntax error into a 400 that says where. */

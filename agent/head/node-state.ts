@@ -38,6 +38,14 @@ export interface IntegrityReport {
   algorithm?: string
   /** Chunk index when one chunk (not the whole image) failed. */
   chunk?: number
+  /**
+   * The bytes came from a server (a download or a boot that failed on
+   * EINTEGRITY), as opposed to a node's own cached copy going bad: only these
+   * say something about what the head or its mirrors serve.
+   */
+  download: boolean
+  /** Derived from a boot-failed event (error EINTEGRITY) rather than sent as an integrity event. */
+  fromBoot?: boolean
 }
 
 export interface ErrorTally {
@@ -78,6 +86,15 @@ const imageOf = (e: AgentEvent): ImageId | undefined => {
   return out.name || out.sha256 ? out : undefined
 }
 
+const imageOfData = (d: Record<string, unknown>): ImageId | undefined => {
+  const src = d.image
+  if (!isRecord(src)) return undefined
+  const out: ImageId = {}
+  if (isSafeName(src.name)) out.name = src.name
+  if (isSha256(src.sha256)) out.sha256 = src.sha256
+  return out.name || out.sha256 ? out : undefined
+}
+
 const later = (a: string, b: string | undefined): boolean => b === undefined || Date.parse(a) >= Date.parse(b)
 
 const tally = (t: ErrorTally, e: AgentEvent): void => {
@@ -94,6 +111,13 @@ const tally = (t: ErrorTally, e: AgentEvent): void => {
 
 export class NodeStates {
   private readonly nodes = new Map<string, NodeView>()
+
+  private addIntegrity(v: NodeView, r: IntegrityReport): void {
+    v.integrityCount++
+    v.integrity.push(r)
+    v.integrity.sort((a, b) => Date.parse(a.time) - Date.parse(b.time))
+    if (v.integrity.length > MAX_KEPT_REPORTS) v.integrity.splice(0, v.integrity.length - MAX_KEPT_REPORTS)
+  }
 
   get(node: string): NodeView | undefined {
     return this.nodes.get(node)
@@ -115,25 +139,33 @@ export class NodeStates {
     switch (e.kind) {
       case 'boot':
       case 'boot-failed': {
+        // The boot record comes flat in `data` or nested as `data.record` (the boot stage's form).
+        const rec: Record<string, unknown> = isRecord(d.record) ? d.record : d
+        const err = d.error ?? rec.error
+        if (e.kind === 'boot-failed' && isRecord(err) && err.code === 'EINTEGRITY') {
+          // The boot failed because the bytes served did not match: an integrity report too.
+          const image = imageOf(e)
+          this.addIntegrity(v, { eventId: e.id, time: e.time, download: true, fromBoot: true, ...(image ? { image } : {}) })
+        }
         if (!later(e.time, v.lastBoot?.time)) break
-        const result = e.kind === 'boot-failed' || d.result === 'failed' ? 'failed' : 'ok'
-        const fallbacks = Array.isArray(d.fallbacks)
-          ? d.fallbacks.filter(isRecord).map((f) => ({ kind: str(f.kind) ?? 'unknown', reason: str(f.reason) ?? '' }))
+        const result = e.kind === 'boot-failed' || rec.result === 'failed' ? 'failed' : 'ok'
+        const fallbacks = Array.isArray(rec.fallbacks)
+          ? rec.fallbacks.filter(isRecord).map((f) => ({ kind: str(f.kind) ?? 'unknown', reason: str(f.reason) ?? '' }))
           : []
-        const image = imageOf(e)
-        const cache = isRecord(d.cache) ? d.cache : undefined
-        const error = isRecord(d.error) ? str(d.error.message) : str(d.error)
+        const image = imageOf(e) ?? imageOfData(rec)
+        const cache = isRecord(rec.cache) ? rec.cache : undefined
+        const error = isRecord(err) ? str(err.message) : str(err)
         v.lastBoot = {
           eventId: e.id,
           time: e.time,
           result,
           fallbacks,
-          ...(str(d.style) ? { style: str(d.style) } : {}),
-          ...(str(d.requestedStyle) ? { requestedStyle: str(d.requestedStyle) } : {}),
+          ...(str(rec.style) ? { style: str(rec.style) } : {}),
+          ...(str(rec.requestedStyle) ? { requestedStyle: str(rec.requestedStyle) } : {}),
           ...(image ? { image } : {}),
           ...(error ? { error } : {}),
           ...(typeof cache?.hit === 'boolean' ? { cacheHit: cache.hit } : {}),
-          ...(num(d.bytesFetched) !== undefined ? { bytesFetched: num(d.bytesFetched) } : {}),
+          ...(num(rec.bytesFetched) !== undefined ? { bytesFetched: num(rec.bytesFetched) } : {}),
         }
         break
       }
@@ -147,21 +179,20 @@ export class NodeStates {
         }
         break
       case 'integrity': {
-        v.integrityCount++
         const image = imageOf(e)
+        const chunk = num(d.chunk)
         const r: IntegrityReport = {
           eventId: e.id,
           time: e.time,
+          download: str(d.url) !== undefined || chunk !== undefined,
           ...(image ? { image } : {}),
           ...(str(d.expected) ? { expected: str(d.expected) } : {}),
           ...(str(d.found) ? { found: str(d.found) } : {}),
           ...(str(d.url) ? { url: str(d.url) } : {}),
           ...(str(d.algorithm) ? { algorithm: str(d.algorithm) } : {}),
-          ...(num(d.chunk) !== undefined ? { chunk: num(d.chunk) } : {}),
+          ...(chunk !== undefined ? { chunk } : {}),
         }
-        v.integrity.push(r)
-        v.integrity.sort((a, b) => Date.parse(a.time) - Date.parse(b.time))
-        if (v.integrity.length > MAX_KEPT_REPORTS) v.integrity.splice(0, v.integrity.length - MAX_KEPT_REPORTS)
+        this.addIntegrity(v, r)
         break
       }
       case 'squashfs-error':

@@ -11,13 +11,14 @@ import { createReadStream } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
 import { join } from 'node:path'
 import { timingSafeEqual, createHash } from 'node:crypto'
-import { ConfigError, messageOf } from '../errors.js'
+import { ConfigError, isErrno, messageOf } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import { HttpProblem, parseJsonBody, parseRange, readBody, sendJson, sendProblem } from './http-util.js'
 import { isSha256, nameProblem, normaliseArch } from './names.js'
 import { type NodesConfig, parseNodesConfig, resolvePlan } from './nodes-config.js'
 import { hashFile, ImageStore } from './store.js'
 import { EventLog } from './event-log.js'
+import type { AgentEvent } from '../events/event.js'
 import { NodeStates, runningImage } from './node-state.js'
 import { computeConsistency, type PublishedName, type StoreDrift } from './consistency.js'
 import { DEFAULT_EVENT_LIMITS, type EventLimits, parseEventBatch } from './validate-events.js'
@@ -28,6 +29,8 @@ import { manifestPathFor } from './publish.js'
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 /** How long a graceful shutdown waits for requests in flight. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000
+/** At most one warning per this interval for a rate-limited path. */
+const RATE_WARN_INTERVAL_MS = 60_000
 /** Read size when streaming image bytes. */
 const IMAGE_READ_BYTES = 1 << 20
 
@@ -148,7 +151,15 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const limiter = new RateLimiter({ ...DEFAULT_RATE_LIMIT, ...opts.rateLimit })
   const states = new NodeStates()
   const events = new EventLog(opts.eventsDir ?? join(opts.store, 'events'), { log })
-  const replay = await events.open({ onReplay: (e) => states.apply(e) })
+  // The events are stored by now; a bug in summarising one must not turn their acknowledgement into an error.
+  const applyState = (e: AgentEvent): void => {
+    try {
+      states.apply(e)
+    } catch (err) {
+      log.error({ err, node: e.node, id: e.id, kind: e.kind }, 'could not fold an event into the node view')
+    }
+  }
+  const replay = await events.open({ onReplay: applyState })
   log.info({ ...replay }, 'event store opened')
 
   const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {} }
@@ -217,7 +228,10 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       }
     }
     // One descriptor for stat and read, so size and bytes come from one file.
-    const fh = await open(store.objectPath(sha256), 'r')
+    const fh = await open(store.objectPath(sha256), 'r').catch((e: unknown) => {
+      if (isErrno(e, 'ENOENT')) throw new HttpProblem(404, 'ENOIMAGE', `the store's file for ${sha256} is missing (see GET /v1/consistency)`)
+      throw e
+    })
     let handedOff = false
     try {
       const size = (await fh.stat()).size
@@ -277,7 +291,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       throw new HttpProblem(503, 'ESTORE', `events were not stored: ${messageOf(e)}; retry later`, { headers: { 'retry-after': '5' } })
     }
     if (result.duplicates) limiter.refund(node, result.duplicates)
-    for (const e of result.accepted) states.apply(e)
+    for (const e of result.accepted) applyState(e)
     json(res, 200, { accepted: result.accepted.length, duplicates: result.duplicates })
   }
 
@@ -415,6 +429,16 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     throw new HttpProblem(404, 'ENOTFOUND', `no such endpoint ${url.pathname}`)
   }
 
+  // A flooding node is worth one warning a minute, not one per refused request.
+  const lastWarned = new Map<string, number>()
+  const warnNow = (key: string): boolean => {
+    const now = Date.now()
+    if ((lastWarned.get(key) ?? 0) > now - RATE_WARN_INTERVAL_MS) return false
+    if (lastWarned.size > 10_000) lastWarned.clear()
+    lastWarned.set(key, now)
+    return true
+  }
+
   const server: Server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 60_000 }, (req, res) => {
     stats.requests++
     inFlight++
@@ -431,6 +455,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       (e: unknown) => {
         const p = e instanceof HttpProblem ? e : new HttpProblem(500, 'EINTERNAL', `internal error: ${messageOf(e)}`)
         if (p.status >= 500) log.error({ method: req.method, url: req.url, err: e }, p.message)
+        else if (p.status === 429 && !warnNow(req.url ?? '')) log.debug({ method: req.method, url: req.url, status: p.status }, p.message)
         else log.warn({ method: req.method, url: req.url, status: p.status, code: p.code }, p.message)
         if (res.headersSent) {
           res.destroy()
@@ -509,7 +534,9 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
         }
         await stopped
         await events.close()
-        log.info({ url }, 'head node stopped')
+        let live = 0
+        for (const sk of sockets) live += sk.bytesWritten
+        log.info({ url, ...stats, bytesWritten: stats.bytesWritten + live }, 'head node stopped')
       })()
       return closing
     },

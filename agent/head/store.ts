@@ -8,6 +8,7 @@
  * <store>/manifests/sha256/ab/cdef….json   the manifest served for that digest
  * <store>/names/<name>/history.jsonl       every digest the name ever pointed at (append-only, fsynced)
  * <store>/names/<name>/current.json        the digest the name points at now (atomic rename)
+ * <store>/names/<name>/.lock               held (pid inside) while a publish moves the name
  * <store>/tmp/                             publishes in progress
  * ```
  *
@@ -236,6 +237,11 @@ export class ImageStore {
   async moveName(name: string, target: { sha256: string; size: number; arch: Architecture }, now = new Date()): Promise<NameEntry> {
     const dir = this.nameDir(name)
     await mkdir(dir, { recursive: true })
+    // Two publishers of one name must not interleave (history order = move order).
+    return withNameLock(dir, () => this.moveNameLocked(dir, name, target, now))
+  }
+
+  private async moveNameLocked(dir: string, name: string, target: { sha256: string; size: number; arch: Architecture }, now: Date): Promise<NameEntry> {
     const prev = await this.current(name)
     const entry: NameEntry = {
       name,
@@ -345,4 +351,50 @@ export const hashFile = async (path: string, signal?: AbortSignal): Promise<stri
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20, signal })) hash.update(chunk as Buffer)
   return hash.digest('hex')
+}
+
+/** How long a publisher waits for another one moving the same name. */
+const NAME_LOCK_WAIT_MS = 30_000
+const NAME_LOCK_POLL_MS = 50
+
+const pidAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return !isErrno(e, 'ESRCH')
+  }
+}
+
+/**
+ * Runs `fn` holding `<dir>/.lock` (created `wx`, holding our pid). A lock
+ * left by a dead process is taken over; a live holder is waited for, up to
+ * {@link NAME_LOCK_WAIT_MS}.
+ */
+const withNameLock = async <T>(dir: string, fn: () => Promise<T>): Promise<T> => {
+  const lock = join(dir, '.lock')
+  const deadline = Date.now() + NAME_LOCK_WAIT_MS
+  // Bounded by the deadline.
+  for (;;) {
+    try {
+      const fh = await open(lock, 'wx', 0o644)
+      await fh.writeFile(String(process.pid))
+      await fh.close()
+      break
+    } catch (e) {
+      if (!isErrno(e, 'EEXIST')) throw e
+      const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
+      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && !pidAlive(holder)) {
+        await rm(lock, { force: true })
+        continue
+      }
+      if (Date.now() > deadline) throw new ConfigError('name', `${dir} is locked by process ${holder || '?'} (another publish of this name); remove ${lock} if that process is gone`)
+      await new Promise((r) => setTimeout(r, NAME_LOCK_POLL_MS))
+    }
+  }
+  try {
+    return await fn()
+  } finally {
+    await rm(lock, { force: true })
+  }
 }

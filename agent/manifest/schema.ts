@@ -229,8 +229,9 @@ const toJson = (input: unknown): unknown => {
 }
 
 /**
- * Validates a manifest (a parsed JSON value, JSON text or UTF-8 bytes) and
- * returns it typed. Throws ManifestError (EMANIFEST, `field` = JSON path) for
+ * Validates a manifest in its WIRE form (docs/manifest.md: chunks as
+ * `[offset, size, sha256]`) — JSON text, UTF-8 bytes or the parsed JSON
+ * value — and returns it typed (chunks as {@link Chunk} objects). Throws ManifestError (EMANIFEST, `field` = JSON path) for
  * any schema problem and SignatureError (ESIGNATURE) when a required signature
  * is missing or does not verify.
  */

@@ -146,7 +146,12 @@ export class Download {
       if (this.mirrors.length === 0) throw new BootAgentError('ENOURL', `manifest of ${this.m.sha256} lists no URL and ${missing.length} chunk(s) are missing`)
       await this.ensureSpace(needBytes)
       for (const t of planRanges(this.chunks, missing, this.o.maxRangeBytes ?? MAX_RANGE_BYTES)) this.queue.push({ ...t, attempts: 0, mirror: 0 })
-      await this.runWorkers()
+      try {
+        await this.runWorkers()
+      } finally {
+        // Whatever happened, what was verified is recorded for the next run.
+        await this.o.partial.persist(true).catch(() => undefined)
+      }
     }
     await this.o.partial.persist(true)
     await this.advanceCursor()

@@ -128,6 +128,8 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         ...(opts.signal ? { signal: opts.signal } : {}),
       })
       if (look.status === 'hit') {
+        // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
+        await cache.removePartial(m.sha256)
         return { path: look.path, sha256: m.sha256, size: m.size, hit: true, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
       }
       let trusted: number[] | undefined

@@ -32,26 +32,26 @@ export const DEFAULT_RETRY_POLICY: RetryPolicy = {
   finalCodePrefixes: ['ERR_TLS_', 'ERR_SSL_', 'CERT_', 'UNABLE_TO_', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'HOSTNAME_MISMATCH'],
 }
 
-/** The most specific error code in `e` or its causes. */
-export const errorCode = (e: unknown): string | undefined => {
+/** Error codes along `e` and its causes, outermost first. */
+export const errorCodes = (e: unknown): string[] => {
+  const out: string[] = []
   for (let cur: unknown = e, depth = 0; cur && depth < 5; depth++) {
     const c = cur as { code?: unknown; errno?: unknown; cause?: unknown }
-    if (typeof c.code === 'string' && c.code !== 'EHTTP' && c.code !== 'system') return c.code
-    if (typeof c.errno === 'string') return c.errno
+    if (typeof c.code === 'string' && c.code !== 'system') out.push(c.code)
+    else if (typeof c.errno === 'string') out.push(c.errno)
     cur = c.cause
   }
-  return undefined
+  return out
 }
 
-/** Whether another attempt could succeed. Decided from the error's type and code, never its message. */
+/** Whether another attempt could succeed. Decided from the error's type and codes (its own and its causes'), never its message. */
 export const isRetryable = (e: unknown, policy: RetryPolicy = DEFAULT_RETRY_POLICY): boolean => {
   if (e instanceof HttpError) return policy.retryStatuses.includes(e.status)
   if (e instanceof Error && e.name === 'AbortError') return false
-  const code = errorCode(e)
-  if (code === undefined) return false
-  if (policy.finalCodePrefixes.some((p) => code.startsWith(p))) return false
   if (e instanceof BootAgentError && e.code === 'EABORT') return false
-  return policy.retryCodes.includes(code)
+  const codes = errorCodes(e)
+  if (codes.some((code) => policy.finalCodePrefixes.some((p) => code.startsWith(p)))) return false
+  return codes.some((code) => policy.retryCodes.includes(code))
 }
 
 /** Delay before attempt `attempt` (1 = first retry): full jitter over the capped exponential, at least Retry-After. */

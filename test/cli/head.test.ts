@@ -7,23 +7,8 @@ import t from 'tap'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { build } from 'esbuild'
-import { imageBytes, sha256 } from '../head/fixtures.js'
-
-const bundle = async (dir: string): Promise<string> => {
-  const outfile = join(dir, 'boot-agent.mjs')
-  await build({
-    entryPoints: ['agent/main.ts'],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    banner: { js: "import { createRequire as __bootAgentCreateRequire } from 'node:module';const require = __bootAgentCreateRequire(import.meta.url);" },
-    logLevel: 'warning',
-  })
-  return outfile
-}
+import { bundleAgent as bundle } from '../helpers/bundle.js'
+import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 
 const waitForLine = (child: ChildProcess, timeoutMs: number): Promise<string> =>
   new Promise((resolve, reject) => {

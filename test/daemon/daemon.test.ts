@@ -1,14 +1,14 @@
 /**
  * runDaemon with a scripted kernel log (the real one cannot be made to
- * overrun or to hold chosen records on demand; real-kernel.test.ts and
- * restart.test.ts use the real /dev/kmsg). Boot id and uptime are this
- * machine's.
+ * overrun or to hold chosen records on demand, nor a crash be placed at a
+ * chosen step; real-kernel.test.ts uses the real /dev/kmsg). Boot id and
+ * uptime are this machine's.
  */
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runDaemon } from '../../agent/daemon/daemon.js'
-import { readPosition, writePosition } from '../../agent/daemon/state.js'
+import { readFlushIntent, readPosition, writeFlushIntent, writePosition } from '../../agent/daemon/state.js'
 import { Spool } from '../../agent/events/spool.js'
 import { makeEvent, type AgentEvent } from '../../agent/events/event.js'
 
@@ -72,20 +72,30 @@ t.test('records before the resume point are not reported again; ring records ove
   t.match(evs.find((e) => e.kind === 'squashfs-error')?.data, { count: 2, kmsg: { firstSeq: 8, lastSeq: 9 } })
 })
 
-t.test('a crash between spooling and moving the position does not report those records twice', async (t) => {
-  const dir = t.testdir()
-  const boot = await bootId()
-  await writePosition(dir, { bootId: boot, seq: 10, lost: 0, time: '' })
-  // What the crashed run had spooled: an event covering 11..20, position still 10.
-  await new Spool(join(dir, 'spool')).append(makeEvent('squashfs-error', 'n1', { count: 10, kmsg: { bootId: boot, firstSeq: 11, lastSeq: 20, seqs: [[11, 20]] } }))
-  const records = Array.from({ length: 15 }, (_, i) => sq(11 + i))
-  const res = await runDaemon({
-    node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal, openKmsg: ring(records),
+for (const [when, alreadySpooled] of [['after the commit point, before any event was spooled', 0], ['half-way through spooling', 1]] as const) {
+  t.test(`a flush interrupted ${when} is finished at start: its records are neither lost nor reported twice`, async (t) => {
+    const dir = t.testdir()
+    const boot = await bootId()
+    await writePosition(dir, { bootId: boot, seq: 10, lost: 0, time: '' })
+    // The crashed run's flush: two events covering 11..20, committed (redo record written), position still 10.
+    const evs = [
+      makeEvent('squashfs-error', 'n1', { count: 5, kmsg: { bootId: boot, firstSeq: 11, lastSeq: 19, seqs: [[11, 11], [13, 13], [15, 15], [17, 17], [19, 19]] } }),
+      makeEvent('squashfs-error', 'n1', { count: 5, kmsg: { bootId: boot, firstSeq: 12, lastSeq: 20, seqs: [[12, 12], [14, 14], [16, 16], [18, 18], [20, 20]] } }),
+    ]
+    await writeFlushIntent(dir, { bootId: boot, seq: 20, lost: 0, events: evs })
+    if (alreadySpooled) await new Spool(join(dir, 'spool')).append(...evs.slice(0, alreadySpooled))
+    const records = Array.from({ length: 15 }, (_, i) => sq(11 + i))
+    const res = await runDaemon({
+      node: 'n1', stateDir: dir, once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal, openKmsg: ring(records),
+    })
+    t.equal(res.errorsSeen, 5, 'only 21..25 are read as new')
+    const spooledNow = await spooled(dir)
+    t.same(spooledNow.filter((e) => evs.some((x) => x.id === e.id)).map((e) => e.id).sort(), evs.map((e) => e.id).sort(), 'each event of the interrupted flush is spooled exactly once')
+    const covered = spooledNow.flatMap((e) => (e.data.kmsg as { seqs: [number, number][] }).seqs).flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)).sort((a, b) => a - b)
+    t.same(covered, Array.from({ length: 15 }, (_, i) => 11 + i), 'seqs 11..25 covered once each')
+    t.equal(await readFlushIntent(dir), undefined, 'the redo record is gone')
   })
-  t.equal(res.errorsSeen, 5, 'only 21..25 are new')
-  const covered = (await spooled(dir)).flatMap((e) => (e.data.kmsg as { seqs: [number, number][] }).seqs)
-  t.same(covered, [[11, 20], [21, 25]])
-})
+}
 
 t.test('a position from another boot is not used (seq restarts every boot)', async (t) => {
   const dir = t.testdir()

@@ -8,8 +8,21 @@
  * coalesced; its self-check must mark exactly the corrupted chunks (with the
  * pipeline's Cache.markCorrupt); and the next fetch (the pipeline's
  * fetchImage, from a real nginx) must re-download only those chunks.
+ *
+ * Both kernel tests live in this one file so they run one after the other:
+ * squashfs errors name no device, and a second corrupt image read at the same
+ * time by another test file would be taken for this one (see docs/daemon.md).
+ *
+ * Second test — acceptance: the daemon is killed (SIGKILL: no flush, no goodbye) in the
+ * middle of a real kernel error flood — repeated reads of a corrupted
+ * loop-mounted squashfs with page caches dropped — and started again. The
+ * head node (test/events/head-stub.ts) must then hold every kernel error
+ * record of the run exactly once: the kmsg seq ranges carried by the events
+ * are compared with the errors this test reads from /dev/kmsg itself.
  */
 import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { classify } from '../../agent/daemon/classify.js'
 import { copyFile, mkdir, readFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { Cache } from '../../agent/cache/store.js'
@@ -21,7 +34,7 @@ import { gate } from '../helpers/capability.js'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
 import { startHeadStub } from '../events/head-stub.js'
-import { CHUNK_BYTES, bootId, buildCorruptImage, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
+import { CHUNK_BYTES, bootId, buildCorruptImage, bundleAgent, readRing, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
 
 t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
   const image = await buildCorruptImage('real')
@@ -104,4 +117,88 @@ t.test('squashfs errors from a corrupted cached image reach the head node with d
   t.equal(served, badBytes, 'nginx served exactly those bytes')
   t.equal(createHash('sha256').update(await readFile(image.objectPath)).digest('hex'), image.sha256, 'the cached object is whole again')
   t.notOk((await cache.readMeta(image.sha256))?.corruptChunks?.length, 'and no longer marked corrupt')
+})
+
+const ROUNDS = 9
+/** Kill after these rounds: the first once some events were delivered, the second right after a burst. */
+const KILL_AFTER_ROUNDS = [3, 6]
+
+t.test('a daemon killed in the middle of an error flood and restarted leaves no duplicates and no gaps at the head node', gate('root', 'loop', 'kmsg', 'squashfs-tools'), async (t) => {
+  const image = await buildCorruptImage('restart')
+  t.teardown(() => removeImage(image))
+  const mounted = await mountImage(image)
+  t.teardown(() => mounted.detach())
+  const head = await startHeadStub()
+  t.teardown(() => head.stop())
+  const cli = await bundleAgent(image.dir)
+  const stateDir = join(image.dir, 'state')
+  const boot = await bootId()
+  const startSeq = await lastKmsgSeq()
+  await writePosition(stateDir, { bootId: boot, seq: startSeq, lost: 0, time: new Date().toISOString() })
+
+  const children = new Set<ChildProcess>()
+  t.teardown(() => {
+    for (const c of children) c.kill('SIGKILL')
+  })
+  const startDaemon = (): ChildProcess => {
+    const child = spawn(process.execPath, [cli, 'daemon', '--node', 'node-restart', '--server', head.url, '--state-dir', stateDir,
+      '--cache-dir', image.cacheDir, '--heartbeat-interval', '0'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
+    child.stderr?.resume()
+    children.add(child)
+    child.on('exit', () => children.delete(child))
+    return child
+  }
+  const exited = (c: ChildProcess): Promise<void> => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))
+
+  const kernelEvents = () => head.events().filter((e) => (e.kind === 'squashfs-error' || e.kind === 'io-error') &&
+    (e.data.kmsg as { bootId?: string } | undefined)?.bootId === boot)
+  let daemon = startDaemon()
+  let kills = 0
+  let deliveredBeforeKill = 0
+  for (let round = 1; round <= ROUNDS; round++) {
+    await readEverything(mounted.mountpoint)
+    if (KILL_AFTER_ROUNDS.includes(round)) {
+      // Mid-flood: the daemon has delivered some events, and is reading,
+      // coalescing or spooling a fresh burst when it is killed.
+      if (kills === 0) deliveredBeforeKill = (await waitFor(() => kernelEvents().length, 10_000)) ?? 0
+      await readEverything(mounted.mountpoint)
+      await new Promise((r) => setTimeout(r, kills * 700))
+      daemon.kill('SIGKILL')
+      await exited(daemon)
+      kills++
+      await readEverything(mounted.mountpoint) // errors while no daemon runs
+      daemon = startDaemon()
+    }
+  }
+  const endSeq = await lastKmsgSeq()
+  const expected = (await readRing()).filter((r) => r.seq > startSeq && r.seq <= endSeq && classify(r)).map((r) => r.seq)
+  t.ok(expected.length >= ROUNDS * 4, `the flood made ${expected.length} kernel error records`)
+
+  const covered = () => {
+    const seqs: number[] = []
+    for (const e of kernelEvents()) {
+      for (const [a, b] of (e.data.kmsg as { seqs: [number, number][] }).seqs) for (let s = a; s <= b; s++) seqs.push(s)
+    }
+    return seqs
+  }
+  const all = await waitFor(() => {
+    const have = new Set(covered())
+    return expected.every((s) => have.has(s))
+  }, 30_000, 100)
+  daemon.kill('SIGTERM')
+  await exited(daemon)
+
+  const seqs = covered().filter((s) => s > startSeq && s <= endSeq)
+  const dupes = seqs.filter((s, i) => seqs.indexOf(s) !== i)
+  t.ok(all, 'every kernel error record of the run reached the head node (no gap)')
+  if (!all) t.comment(`missing ${JSON.stringify(expected.filter((x) => !seqs.includes(x)))}; events ${JSON.stringify(kernelEvents().map((e) => [e.data.class, e.data.kmsg]))}`)
+  t.same(dupes, [], 'no record is covered by two stored events (no duplicate)')
+  t.same([...new Set(seqs)].sort((a, b) => a - b), expected, 'the stored seq ranges are exactly the kernel error records')
+  const counted = kernelEvents().reduce((n, e) => n + Number(e.data.count), 0)
+  t.equal(counted, covered().length, 'event counts agree with their seq ranges')
+  t.equal(kills, KILL_AFTER_ROUNDS.length)
+  t.ok(deliveredBeforeKill > 0, `the first daemon had delivered ${deliveredBeforeKill} kernel error event(s) before it was killed`)
+  t.ok(kernelEvents().length > deliveredBeforeKill, 'the restarted daemon delivered the rest')
+  t.comment(JSON.stringify(kernelEvents().map((e) => [e.data.class, (e.data.kmsg as { firstSeq: number }).firstSeq, (e.data.kmsg as { lastSeq: number }).lastSeq, e.data.count])))
+  t.comment(`${expected.length} error records, ${kernelEvents().length} events, ${head.received().length - head.events().length} resent duplicate(s) dropped by id at the head`)
 })

@@ -6,7 +6,7 @@
  *
  * Real parts: the head node on loopback, the real publish path and CDC
  * manifests, the real fetchManifest/fetchImage with real cache directories.
- * Not real: the nodes' boot stage (see agent-sim.ts).
+ * Not real: the nodes' boot stage (see test/helpers/simulated-node.ts).
  */
 import t from 'tap'
 import { chmod, writeFile } from 'node:fs/promises'
@@ -14,8 +14,8 @@ import { join } from 'node:path'
 import { startHead } from '../../agent/head/server.js'
 import { ImageStore } from '../../agent/head/store.js'
 import type { ConsistencyView } from '../../agent/head/consistency.js'
-import { imageBytes, publishBytes, sha256, writeNodes } from './fixtures.js'
-import { simulateBoot } from './agent-sim.js'
+import { imageBytes, publishBytes, sha256, writeNodes } from '../helpers/head-fixtures.js'
+import { simulateBoot } from '../helpers/simulated-node.js'
 
 t.test('an image overwritten in place is caught by the next nodes and named by one consistency request', async (t) => {
   const dir = t.testdir()

@@ -5,7 +5,7 @@ import { command as publish } from '../../agent/cli/publish.js'
 import { generateKeyPair, parseManifest, verifyManifestSignature } from '../../agent/manifest/index.js'
 import { silentLogger } from '../../agent/log.js'
 import { ImageStore } from '../../agent/head/store.js'
-import { imageBytes, sha256 } from './fixtures.js'
+import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 
 const run = async (argv: string[]): Promise<{ code: number; out: string[] }> => {
   const out: string[] = []
@@ -96,4 +96,18 @@ t.test('bad publish arguments are refused with the option named', async (t) => {
   await t.rejects(run([join(dir, 'missing'), '--name', 'x', '--store', join(dir, 's')]), { code: 'ENOENT' })
   const store = new ImageStore(join(dir, 's'))
   t.same(await store.names(), [], 'nothing published by a failed publish')
+})
+
+t.test('concurrent publishes of one name are serialised: the history ends with the digest the name points at', async (t) => {
+  const dir = t.testdir()
+  const storeDir = join(dir, 'store')
+  const versions = [1, 2, 3, 4].map((seed) => imageBytes(60_000, 100 + seed))
+  await Promise.all(versions.map((v, i) => writeFile(join(dir, `v${i}`), v)))
+  await Promise.all(versions.map((_, i) => run([join(dir, `v${i}`), '--name', 'busy', '--store', storeDir])))
+  const store = new ImageStore(storeDir)
+  const history = await store.history('busy')
+  t.equal(history.length, 4)
+  t.equal(history.at(-1)?.sha256, (await store.current('busy'))?.sha256)
+  // Each entry's `previous` is the entry before it: no two moves interleaved.
+  history.slice(1).forEach((h, i) => t.equal(h.previous, history[i]?.sha256))
 })

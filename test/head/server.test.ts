@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeEvent } from '../../agent/events/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
-import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from './fixtures.js'
+import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from '../helpers/head-fixtures.js'
 
 const X86 = imageBytes(3 * 1024 * 1024 + 123, 1)
 const ARM = imageBytes(200_000, 2)
@@ -19,7 +19,7 @@ const NODES = {
   },
   architectures: { aarch64: { image: 'CPE-base-arm' } },
   groups: { gpu: { style: 'rwram', partitions: { cache: 'PARTLABEL=gpucache' } } },
-  nodes: { n1: {}, n2: { group: 'gpu' }, n3: { arch: 'aarch64' }, n4: { image: 'CPE-base-arm' }, flood: {} },
+  nodes: { n1: {}, n2: { group: 'gpu' }, n3: { arch: 'aarch64' }, n4: { image: 'CPE-base-arm' }, flood: {}, '52:54:00:12:34:56': {} },
 }
 
 const setup = async (t: Test, opts: Partial<Parameters<typeof startHead>[0]> = {}): Promise<{ head: Head; dir: string; nodes: string }> => {
@@ -58,6 +58,15 @@ t.test('a node gets a descriptor that pins the current digest, merged from node,
     partitions: { cache: 'PARTLABEL=gpucache', root: 'LABEL=cwroot' },
     policies: { cacheFull: 'ram', verify: 'fast', onfail: 'reboot' },
   })
+})
+
+t.test('a node known by its MAC address (percent-encoded or not) gets its descriptor', async (t) => {
+  const { head } = await setup(t)
+  for (const id of ['52:54:00:12:34:56', encodeURIComponent('52:54:00:12:34:56')]) {
+    const a = await call(`${head.url}/v1/nodes/${id}/boot?arch=x86_64`)
+    t.equal(a.status, 200, id)
+    t.match(a.json, { node: '52:54:00:12:34:56' })
+  }
 })
 
 t.test('an aarch64 node gets the aarch64 image by architecture, never the x86_64 default', async (t) => {
@@ -141,6 +150,10 @@ t.test('events are stored once per id and show up as the node\'s last boot', asy
   t.same([b.status, b.json], [200, { accepted: 0, duplicates: 1 }])
   const v = await call(`${head.url}/v1/nodes/n1`)
   t.match(v.json, { node: 'n1', events: 1, lastBoot: { result: 'ok', image: { sha256: sha256(X86) } }, running: { sha256: sha256(X86), source: 'boot' } })
+  const status = makeEvent('status', 'n1', { arch: 'x86_64', memTotal: 1024 }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
+  await postEvents(head.url, 'n1', [status])
+  const w = await call(`${head.url}/v1/nodes/n1`)
+  t.match(w.json, { events: 2, lastStatus: { eventId: status.id, data: { arch: 'x86_64' } }, running: { source: 'status' }, lastEventAt: status.time })
 })
 
 t.test('a bearer token, when set, is required on every endpoint', async (t) => {

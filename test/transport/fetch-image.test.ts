@@ -112,3 +112,44 @@ t.test('the file behind the URL replaced by other bytes fails with an integrity 
   t.equal((await cache.list()).objects.length, 0, 'nothing published')
   t.equal((await cache.lookup(m.sha256)).status, 'miss')
 })
+
+t.test('two fetches of the same image at once: one downloads, the other waits for the lock and gets a hit', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const data = await writeImage(join(dir, 'www', 'img.sqfs'), 3 * MiB, 'twice')
+  const ng = await startNginx(join(dir, 'www'))
+  t.teardown(() => ng.stop())
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  // Two Cache instances on one directory, as two processes would have.
+  const [c1, c2] = await Promise.all([Cache.open(join(dir, 'cache')), Cache.open(join(dir, 'cache'))])
+  const [r1, r2] = await Promise.all([fetchImage({ manifest: m, cache: c1 }), fetchImage({ manifest: m, cache: c2 })])
+  t.same([r1.hit, r2.hit].sort(), [false, true])
+  await settle()
+  t.equal(await imageBytes(ng, '/img.sqfs'), data.length, 'the image was sent once')
+})
+
+t.test('an aborted fetch rejects with the abort reason, publishes nothing and keeps verified chunks', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const data = await writeImage(join(dir, 'www', 'img.sqfs'), 8 * MiB, 'abort')
+  const ng = await startNginx(join(dir, 'www'))
+  t.teardown(() => ng.stop())
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const cache = await Cache.open(join(dir, 'cache'))
+  const ac = new AbortController()
+  const reason = new Error('operator said stop')
+  const e = await fetchImage({
+    manifest: m,
+    cache,
+    signal: ac.signal,
+    streams: 1,
+    onProgress: (p) => {
+      if (p.bytes > 2 * MiB) ac.abort(reason)
+    },
+  }).catch((x: unknown) => x)
+  t.equal(e, reason)
+  t.equal((await cache.lookup(m.sha256)).status, 'miss')
+  const state = JSON.parse(await readFile(cache.statePath(m.sha256), 'utf8')) as { verified: number[] }
+  t.ok(state.verified.length > 0, 'verified chunks kept for the next run')
+  const r = await fetchImage({ manifest: m, cache })
+  t.ok(r.bytesResumed > 0)
+  t.equal(r.bytesResumed + r.bytesDownloaded, data.length)
+})

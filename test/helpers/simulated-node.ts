@@ -35,7 +35,8 @@ export const simulateBoot = async (server: string, node: string, cacheRoot: stri
     const manifest = await fetchManifest(new URL(d.image.manifest, server).href)
     const cache = await Cache.open(join(cacheRoot, node))
     const r = await fetchImage({ manifest, cache, nodeId: node, retry: QUICK_RETRY })
-    events.push(makeEvent('boot', node, { result: 'ok', style: d.style, fallbacks: [], cache: { hit: r.hit }, bytesFetched: r.bytesDownloaded }, { image }))
+    // The boot stage's form: the boot record nested under `record` (agent/boot/handoff.ts).
+    events.push(makeEvent('boot', node, { record: { schema: 1, node, result: 'ok', style: d.style, requestedStyle: d.style, fallbacks: [], image: { ...image, size: r.size }, cache: { hit: r.hit }, bytesFetched: r.bytesDownloaded } }, { image }))
     out = { node, ok: true, sha256: r.sha256, events }
   } catch (e) {
     if (e instanceof IntegrityError) {
@@ -56,7 +57,8 @@ export const simulateBoot = async (server: string, node: string, cacheRoot: stri
         ),
       )
     }
-    events.push(makeEvent('boot-failed', node, { result: 'failed', style: d.style, fallbacks: [], error: { code: (e as { code?: string }).code, message: messageOf(e) } }, { image }))
+    const error = { code: (e as { code?: string }).code ?? 'EUNEXPECTED', message: messageOf(e) }
+    events.push(makeEvent('boot-failed', node, { error, action: 'reboot', record: { schema: 1, node, result: 'failed', style: d.style, requestedStyle: d.style, fallbacks: [], image, error } }, { image }))
     out = { node, ok: false, error: e, events }
   }
   const post = await fetch(`${server}/v1/nodes/${node}/events`, {

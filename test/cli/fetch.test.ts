@@ -1,0 +1,129 @@
+/**
+ * The operator commands through the real bundled CLI (child processes):
+ * fetch, verify, cache ls/gc — exit codes, output, --json, --help.
+ */
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { open, readFile, writeFile } from 'node:fs/promises'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { serializeManifest } from '../../agent/manifest/serialize.js'
+import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'
+import { bundleAgent } from '../helpers/bundle.js'
+import { gate } from '../helpers/capability.js'
+import { manifestFor, sha256Hex, writeImage } from '../helpers/image.js'
+import { startNginx } from '../helpers/nginx.js'
+
+const KiB = 1024
+
+// One bundle for the whole file, removed at the end.
+const bundleDir = mkdtempSync(join(tmpdir(), 'ba-pipeline-cli-'))
+t.teardown(() => rmSync(bundleDir, { recursive: true, force: true }))
+let agentPath: Promise<string> | undefined
+const agent = (_t: Test) => (agentPath ??= bundleAgent(bundleDir))
+
+const cli = async (t: Test, args: string[]) => {
+  const a = await agent(t)
+  return new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const c = spawn(process.execPath, [a, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+    let out = ''
+    let err = ''
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+    c.on('exit', (code) => resolve({ code, out, err }))
+  })
+}
+
+const serve = async (t: Test) => {
+  const dir = t.testdir({ www: {} })
+  const www = join(dir, 'www')
+  const ng = await startNginx(www)
+  t.teardown(() => ng.stop())
+  const data = await writeImage(join(www, 'img.sqfs'), 700 * KiB, 'cli')
+  const m = manifestFor(data, [`img.sqfs`])
+  // Relative URL in the manifest: resolved against the manifest's own URL.
+  await writeFile(join(www, 'img.json'), serializeManifest(m))
+  return { dir, www, ng, data, m, cache: join(dir, 'cache'), url: `${ng.url}/img.json` }
+}
+
+t.test('every operator command answers --help with its options', async (t) => {
+  for (const [cmd, opt] of [['fetch', '--pubkey'], ['verify', '--strong'], ['cache', '--keep']]) {
+    const r = await cli(t, [cmd!, '--help'])
+    t.equal(r.code, 0)
+    t.match(r.out, `usage: boot-agent ${cmd}`)
+    t.match(r.out, opt!)
+  }
+})
+
+t.test('fetch prints the object path and miss, then hit; exit 0 with a verified object', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  const r1 = await cli(t, ['fetch', s.url, '--cache', s.cache])
+  t.equal(r1.code, 0, r1.err)
+  const [path, line] = r1.out.trim().split('\n')
+  t.equal(sha256Hex(await readFile(path!)), s.m.sha256)
+  t.match(line, /^miss: .* downloaded 716800/)
+  const r2 = await cli(t, ['fetch', s.url, '--cache', s.cache, '--json', '--strong'])
+  t.equal(r2.code, 0)
+  const j = JSON.parse(r2.out) as Record<string, unknown>
+  t.match(j, { hit: true, sha256: s.m.sha256, path, bytesDownloaded: 0 })
+})
+
+t.test('fetch exits non-zero with a clear error for a malformed manifest and for a missing one', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  await writeFile(join(s.www, 'bad.json'), JSON.stringify({ ...JSON.parse(serializeManifest(s.m)), sha256: 'XYZ' }))
+  const r = await cli(t, ['fetch', `${s.ng.url}/bad.json`, '--cache', s.cache])
+  t.equal(r.code, 1)
+  t.match(r.err, /sha256/)
+  const r404 = await cli(t, ['fetch', `${s.ng.url}/nope.json`, '--cache', s.cache])
+  t.equal(r404.code, 1)
+  t.match(r404.err, /HTTP 404 from http:\/\/127\.0\.0\.1:\d+\/nope\.json/)
+  const usage = await cli(t, ['fetch', 'ftp://x/y', '--cache', s.cache])
+  t.equal(usage.code, 2)
+})
+
+t.test('with --pubkey, an unsigned or wrongly signed manifest is refused and a rightly signed one accepted', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  const key = generateKeyPair()
+  const other = generateKeyPair()
+  await writeFile(join(s.dir, 'pub.pem'), key.publicKeyPem)
+  await writeFile(join(s.www, 'signed.json'), serializeManifest(signManifest(s.m, key.privateKeyPem)))
+  await writeFile(join(s.www, 'other.json'), serializeManifest(signManifest(s.m, other.privateKeyPem)))
+  const unsigned = await cli(t, ['fetch', s.url, '--cache', s.cache, '--pubkey', join(s.dir, 'pub.pem')])
+  t.equal(unsigned.code, 1)
+  t.match(unsigned.err, /sign/i)
+  const wrong = await cli(t, ['fetch', `${s.ng.url}/other.json`, '--cache', s.cache, '--pubkey', join(s.dir, 'pub.pem')])
+  t.equal(wrong.code, 1)
+  t.match(wrong.err, /sign/i)
+  const ok = await cli(t, ['fetch', `${s.ng.url}/signed.json`, '--cache', s.cache, '--pubkey', join(s.dir, 'pub.pem')])
+  t.equal(ok.code, 0, ok.err)
+})
+
+t.test('verify exits non-zero naming a corrupt object and its chunk; cache ls and gc list and prune', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  const r = await cli(t, ['fetch', s.url, '--cache', s.cache, '--json'])
+  const { path } = JSON.parse(r.out) as { path: string }
+  const clean = await cli(t, ['verify', '--cache', s.cache])
+  t.equal(clean.code, 0)
+  t.match(clean.out, `ok       ${s.m.sha256}`)
+  const fh = await open(path, 'r+')
+  await fh.write(Buffer.from('X'), 0, 1, 1000)
+  await fh.close()
+  for (const mode of [[], ['--strong']]) {
+    const v = await cli(t, ['verify', '--cache', s.cache, ...mode])
+    t.equal(v.code, 1, `verify ${mode.join(' ')} fails`)
+    t.match(v.out, new RegExp(`CORRUPT  ${s.m.sha256}.*chunks 0`))
+  }
+  const vj = JSON.parse((await cli(t, ['verify', '--cache', s.cache, '--json'])).out) as { objects: { ok: boolean; badChunks: number[] }[] }
+  t.match(vj.objects, [{ ok: false, badChunks: [0] }])
+  const ls = JSON.parse((await cli(t, ['cache', 'ls', '--cache', s.cache, '--json'])).out) as { objects: { sha256: string; corruptChunks: number[] }[] }
+  t.match(ls.objects, [{ sha256: s.m.sha256, corruptChunks: [0] }])
+  // The next fetch repairs it.
+  const again = JSON.parse((await cli(t, ['fetch', s.url, '--cache', s.cache, '--json'])).out) as { chunksRepaired: number }
+  t.equal(again.chunksRepaired, 1)
+  t.equal((await cli(t, ['verify', '--cache', s.cache])).code, 0)
+  const gc = await cli(t, ['cache', 'gc', '--cache', s.cache, '--keep', '0', '--json'])
+  t.equal(gc.code, 0)
+  t.match(JSON.parse(gc.out), { removed: [{ sha256: s.m.sha256 }] })
+  t.same((JSON.parse((await cli(t, ['cache', 'ls', '--cache', s.cache, '--json'])).out) as { objects: unknown[] }).objects, [])
+})

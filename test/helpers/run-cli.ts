@@ -1,0 +1,30 @@
+/**
+ * Runs the bundled CLI (dist/boot-agent.mjs) as operators do. `npm test`
+ * bundles first; when a test file is run alone and the bundle is missing, it
+ * is built here.
+ */
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+export const BUNDLE = join(ROOT, 'dist', 'boot-agent.mjs')
+
+export interface CliResult {
+  status: number | null
+  stdout: string
+  stderr: string
+}
+
+export const runCli = (args: string[], opts: { cwd?: string } = {}): CliResult => {
+  if (!existsSync(BUNDLE)) spawnSync(process.execPath, [join(ROOT, 'scripts', 'bundle.mjs')], { cwd: ROOT, stdio: 'inherit' })
+  const r = spawnSync(process.execPath, [BUNDLE, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    encoding: 'utf8',
+    timeout: 120_000,
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' },
+  })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
