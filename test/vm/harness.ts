@@ -143,6 +143,10 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
     '--compress', opts.compress ?? 'zstd',
   ])
   await rename(tmp, out)
+  // Images built from older inputs will not be used again: keep the cache to one (~55 MB).
+  for (const name of await readdir(CACHE_DIR)) {
+    if (name.startsWith('initramfs-') && name.endsWith('.img') && join(CACHE_DIR, name) !== out) await rm(join(CACHE_DIR, name), { force: true })
+  }
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }
 
