@@ -10,4 +10,4 @@ bash scripts/ensure-packages.sh --vm
 bash scripts/ensure-node-modules.sh
 node scripts/bundle.mjs
 export BOOT_AGENT_TEST_VM=1
-exec node scripts/run-tests.mjs test/vm
+exec node scripts/run-tests.mjs test/vm/*.test.ts
