@@ -32,11 +32,11 @@ export const system = {
   procUptime: env('PROC_UPTIME', '/proc/uptime'),
   /** Which squashfs is mounted from which loop device (squashfs errors name no device). */
   procMountinfo: env('PROC_MOUNTINFO', '/proc/self/mountinfo'),
+  /** Every block device including partitions (links into /sys/devices). */
+  sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
   /** MAJ:MIN → device symlinks, to name the device of a kmsg DEVICE=b7:0 dictionary entry. */
   sysDevBlock: env('SYS_DEV_BLOCK', '/sys/dev/block'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
-  /** Every block device including partitions (links into /sys/devices). */
-  sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
 } as const
