@@ -12,6 +12,7 @@
 import { mkdir } from 'node:fs/promises'
 import { BootAgentError, messageOf } from '../errors.js'
 import { makeEvent, type AgentEvent } from '../events/event.js'
+import { Sender } from '../events/sender.js'
 import { Spool, writeFileDurable } from '../events/spool.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
@@ -81,6 +82,41 @@ export const spoolEvents = async (spoolDir: string, events: AgentEvent[], log?: 
   } catch (e) {
     log?.error({ spoolDir, err: messageOf(e), kinds: events.map((x) => x.kind) }, 'cannot spool boot events')
     return false
+  }
+}
+
+/** How long the boot stage waits for the head node to take its events before leaving them to the daemon. */
+export const BOOT_DELIVERY_DEADLINE_MS = 3_000
+
+/**
+ * Best effort, bounded: sends what the boot stage spooled to the head node now,
+ * so a node that fails to boot (and may never run the daemon) is still heard.
+ * Events stay spooled until the head acknowledges them; anything not sent here
+ * is delivered by the daemon after boot (event ids make a resend harmless).
+ */
+export const deliverBootEvents = async (
+  spoolDir: string,
+  server: string,
+  node: string,
+  opts: { log?: Logger; deadlineMs?: number; fetch?: typeof fetch } = {},
+): Promise<number> => {
+  if (!server || !node) return 0
+  const deadlineMs = opts.deadlineMs ?? BOOT_DELIVERY_DEADLINE_MS
+  try {
+    const sender = new Sender({
+      server,
+      node,
+      spools: [new Spool(spoolDir)],
+      requestTimeoutMs: deadlineMs,
+      ...(opts.log ? { log: opts.log } : {}),
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+    })
+    const r = await sender.flushOnce(AbortSignal.timeout(deadlineMs))
+    opts.log?.info({ sent: r.sent, duplicates: r.duplicates }, 'boot events delivered to the head node')
+    return r.sent
+  } catch (e) {
+    opts.log?.warn({ err: messageOf(e), spoolDir }, 'boot events stay spooled; the daemon delivers them after boot')
+    return 0
   }
 }
 

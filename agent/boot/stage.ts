@@ -16,7 +16,7 @@ import { logOp, type Logger } from '../log.js'
 import type { Manifest } from '../manifest/types.js'
 import type { BootCmdline } from './cmdline.js'
 import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
-import { actOnFailure, bootEvents, type BootRecord, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
+import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
 import { openPartition } from './partitions.js'
 import { type BootPlan, type Inventory, planBoot, planCacheFull, planRootFit, resolveIntent, type BootIntent } from './plan.js'
 import { prepareRoot, unmount } from './roots.js'
@@ -62,6 +62,8 @@ export interface StageOptions {
   now?: () => Date
   /** Whether a failed boot may run the reboot command (default true; see OnFailDeps.mayReboot). */
   mayReboot?: boolean
+  /** How long to wait for the head node to take the boot events (default BOOT_DELIVERY_DEADLINE_MS). */
+  deliveryDeadlineMs?: number
   /** Process start-up before the stage began (recorded as `timings.startup`). */
   startupMs?: number
 }
@@ -145,6 +147,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const finish = async (rec: BootRecord): Promise<{ recordPath: string }> => {
     await spoolEvents(rec.spoolDir, bootEvents(rec, extraEvents, opts.now?.()), log)
     const recordPath = await writeBootRecord(opts.runDir, rec)
+    // Tell the head now (bounded); a failed node may never start the daemon that would.
+    await deliverBootEvents(rec.spoolDir, server, node, { log, ...(opts.deliveryDeadlineMs !== undefined ? { deadlineMs: opts.deliveryDeadlineMs } : {}) })
     return { recordPath }
   }
 

@@ -1,7 +1,9 @@
 import t from 'tap'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { actOnFailure, bootEvents, type BootRecord, EXIT_CODES, spoolEvents, writeBootRecord } from '../../agent/boot/handoff.js'
+import { createServer } from 'node:http'
+import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, EXIT_CODES, spoolEvents, writeBootRecord } from '../../agent/boot/handoff.js'
+import { makeEvent } from '../../agent/events/event.js'
 import type { Runner } from '../../agent/exec.js'
 import { Spool } from '../../agent/events/spool.js'
 
@@ -66,4 +68,37 @@ t.test('the record is written where the daemon reads it, and events are spooled 
   // (a path under a regular file: mkdir -p under /proc loops forever in Node 20)
   await writeFile(join(dir, 'not-a-dir'), 'x')
   t.equal(await spoolEvents(join(dir, 'not-a-dir', 'spool'), bootEvents(record())), false, 'an unwritable spool is reported, not thrown')
+})
+
+t.test('boot events reach the head now when it answers, and stay spooled when it does not', async (t) => {
+  const received: string[] = []
+  const srv = createServer((req, res) => {
+    let body = ''
+    req.on('data', (d: Buffer) => (body += d.toString()))
+    req.on('end', () => {
+      const ids = (JSON.parse(body) as { events: { id: string }[] }).events.map((e) => e.id)
+      received.push(...ids)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ accepted: ids.length, duplicates: 0 }))
+    })
+  })
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())))
+  const port = (srv.address() as { port: number }).port
+
+  const dir = t.testdir()
+  const spool = new Spool(dir)
+  const ev = makeEvent('boot-failed', 'n9', { code: 'EINTEGRITY' })
+  await spool.append(ev)
+  t.equal(await deliverBootEvents(dir, `http://127.0.0.1:${port}`, 'n9'), 1)
+  t.same(received, [ev.id], 'the head received the event')
+  t.same(await spool.peek(10), [], 'and it left the spool')
+
+  // A head that is down: nothing is lost, the daemon sends it later; the wait is bounded.
+  const ev2 = makeEvent('fallback', 'n9', { kind: 'cache-missing' })
+  await spool.append(ev2)
+  const started = Date.now()
+  t.equal(await deliverBootEvents(dir, 'http://127.0.0.1:9', 'n9', { deadlineMs: 500 }), 0)
+  t.ok(Date.now() - started < 5_000, 'bounded by the deadline')
+  t.same((await spool.peek(10)).map((s) => s.event.id), [ev2.id], 'still spooled')
 })
