@@ -11,7 +11,7 @@
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -123,6 +123,9 @@ const hashTree = async (h: ReturnType<typeof createHash>, dir: string): Promise<
  * scripts/build-initramfs.sh. The key covers the module, the unit, the build
  * script, the bundle's bytes, the node binary and the kernel version.
  */
+/** Cached initramfs images unused for this long are removed. */
+const PRUNE_UNUSED_MS = 60 * 60_000
+
 export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string }): Promise<Initramfs> => {
   const h = createHash('sha256')
   await hashTree(h, join(REPO, 'dracut'))
@@ -133,7 +136,12 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
   const nst = await stat(node)
   h.update(`${node}:${nst.size}:${nst.mtimeMs}:${opts.kver}:${opts.compress ?? 'zstd'}`)
   const out = join(CACHE_DIR, `initramfs-${h.digest('hex').slice(0, 16)}.img`)
-  if (existsSync(out)) return { path: out, bytes: (await stat(out)).size, built: false, buildMs: 0 }
+  if (existsSync(out)) {
+    // Mark it in use, so a concurrent run building other inputs does not prune it.
+    const now = new Date()
+    await utimes(out, now, now)
+    return { path: out, bytes: (await stat(out)).size, built: false, buildMs: 0 }
+  }
   await mkdir(CACHE_DIR, { recursive: true })
   const t0 = Date.now()
   const tmp = `${out}.${process.pid}.tmp`
@@ -143,9 +151,13 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
     '--compress', opts.compress ?? 'zstd',
   ])
   await rename(tmp, out)
-  // Images built from older inputs will not be used again: keep the cache to one (~55 MB).
+  // Images built from older inputs are pruned (~55 MB each) once no run has used them for
+  // an hour: another checkout's test run may be booting one right now.
   for (const name of await readdir(CACHE_DIR)) {
-    if (name.startsWith('initramfs-') && name.endsWith('.img') && join(CACHE_DIR, name) !== out) await rm(join(CACHE_DIR, name), { force: true })
+    const p = join(CACHE_DIR, name)
+    if (!name.startsWith('initramfs-') || !name.endsWith('.img') || p === out) continue
+    const st = await stat(p).catch(() => undefined)
+    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
   }
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }
