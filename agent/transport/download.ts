@@ -4,18 +4,22 @@
  * chunk verified (sha256) as it lands, then checks the whole image's sha256.
  *
  * One pass over the bytes: every network piece is copied once into a large
- * write buffer, hashed there (chunk sha256; the whole-image sha256 and xxh64
- * when it is next in order) and written with large writes. Only bytes that
- * were not next in order (parallel ranges, resumed or reused chunks) are read
- * back — from the page cache — to extend the whole-image digests.
+ * (shared) write buffer and written from there with large writes. The sha256
+ * work runs on a worker thread (hash-worker.ts) reading the same buffer: each
+ * completed chunk is verified there, and fed to the whole-image sha256 when
+ * it is next in order, while this thread keeps receiving; a buffer is written
+ * (verified chunks only) once every chunk in it has its verdict. Only bytes
+ * that were not next in order (parallel ranges, resumed or reused chunks) are
+ * read back — from the page cache — to extend the whole-image digests.
  */
-import { createHash, type Hash } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { BootAgentError, CacheFullError, IntegrityError, SizeError, isErrno } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Chunk, Manifest } from '../manifest/types.js'
-import { READ_BUFFER_BYTES, readPipelined, xxh, xxh64Hex } from '../cache/hash-file.js'
+import { READ_BUFFER_BYTES, xxh, xxh64Hex } from '../cache/hash-file.js'
 import type { PartialObject } from '../cache/partial.js'
 import type { Cache } from '../cache/store.js'
+import { DownloadHasher } from './hash-worker.js'
 import { openBody, type BodyStream } from './http.js'
 import { planRanges, type RangeTask } from './plan.js'
 import { Progress, type ProgressInfo } from './progress.js'
@@ -106,8 +110,8 @@ export class Download {
   private readonly bufBytes: number
   private cursor = 0
   private cursorBusy = false
-  private readBufs: [Buffer, Buffer] | undefined
-  private wholeSha: Hash = createHash('sha256')
+  private readBufs: [SharedArrayBuffer, SharedArrayBuffer] | undefined
+  private hasher!: DownloadHasher
   private wholeXxh!: { update(b: Uint8Array): unknown; digest(): bigint }
   private progress!: Progress
   private bytesDownloaded = 0
@@ -138,6 +142,19 @@ export class Download {
   async run(): Promise<DownloadResult> {
     const { create64 } = await xxh()
     this.wholeXxh = create64()
+    this.hasher = new DownloadHasher((i, bytes) => {
+      // In image order: the worker fed chunk i to the whole-image sha256.
+      this.wholeXxh.update(bytes)
+      this.cursor = Math.max(this.cursor, i + 1)
+    })
+    try {
+      return await this.runHashed()
+    } finally {
+      await this.hasher.close()
+    }
+  }
+
+  private async runHashed(): Promise<DownloadResult> {
     if (this.o.reuse !== false) await this.reuseLocal()
     await this.advanceCursor()
     const missing = this.o.partial.missing()
@@ -159,19 +176,11 @@ export class Download {
     const left = this.o.partial.missing()
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
     if (this.cursor !== this.chunks.length) throw new Error(`internal: whole-image digest stopped at chunk ${this.cursor}`)
-    const sha256 = this.wholeSha.digest('hex')
+    const sha256 = await local('hashing the image', () => this.hasher.digest())
     return { sha256, xxh64: xxh64Hex(this.wholeXxh.digest()), bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
   // ---- whole-image digests, in order -------------------------------------
-
-  /** Feeds chunk `i` from memory when it is the next one in order. */
-  private feedMem(i: number, bytes: Uint8Array): void {
-    if (this.cursorBusy || i !== this.cursor) return
-    this.wholeSha.update(bytes)
-    this.wholeXxh.update(bytes)
-    this.cursor++
-  }
 
   /** Extends the digests over written chunks from disk (page cache), as far as they are contiguous. */
   private async advanceCursor(): Promise<void> {
@@ -184,17 +193,46 @@ export class Download {
         while (j + 1 < this.chunks.length && w[j + 1]) j++
         const start = this.chunks[this.cursor]!.offset
         const end = this.chunks[j]!.offset + this.chunks[j]!.size
-        this.readBufs ??= [Buffer.allocUnsafe(READ_BUFFER_BYTES), Buffer.allocUnsafe(READ_BUFFER_BYTES)]
-        const n = await readPipelined(this.o.partial.fh, start, end - start, (p) => {
-          this.wholeSha.update(p)
-          this.wholeXxh.update(p)
-        }, { signal: this.signal, buffers: this.readBufs })
-        if (n !== end - start) throw new SizeError({ expected: end - start, found: n, what: `partial file ${this.o.partial.path} at ${start}` })
-        this.cursor = j + 1
+        await this.feedFromDisk(start, end, j + 1)
+        this.cursor = Math.max(this.cursor, j + 1)
       }
     } finally {
       this.cursorBusy = false
     }
+  }
+
+  /**
+   * Reads [start, end) of the partial file into two shared buffers in turn,
+   * extending the xxh64 here and the whole-image sha256 on the worker (which
+   * hashes one buffer while the other is read). `nextChunk` follows `end`.
+   */
+  private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
+    const sabs = (this.readBufs ??= [new SharedArrayBuffer(READ_BUFFER_BYTES), new SharedArrayBuffer(READ_BUFFER_BYTES)])
+    const fed: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined]
+    let pos = start
+    let k = 0
+    try {
+      while (pos < end) {
+        if (this.signal.aborted) throw this.signal.reason
+        await fed[k] // the worker is done with this buffer
+        const buf = Buffer.from(sabs[k]!)
+        const want = Math.min(buf.length, end - pos)
+        let got = 0
+        while (got < want) {
+          const { bytesRead } = await this.o.partial.fh.read(buf, got, want - got, pos + got)
+          if (bytesRead === 0) throw new SizeError({ expected: end - start, found: pos + got - start, what: `partial file ${this.o.partial.path} at ${start}` })
+          got += bytesRead
+        }
+        this.wholeXxh.update(buf.subarray(0, got))
+        pos += got
+        fed[k] = this.hasher.feed(sabs[k]!, 0, got, pos >= end ? nextChunk : undefined)
+        fed[k]!.catch(() => undefined)
+        k ^= 1
+      }
+    } finally {
+      await Promise.allSettled(fed.filter((p) => p !== undefined))
+    }
+    for (const p of fed) await p
   }
 
   // ---- space -------------------------------------------------------------
@@ -257,7 +295,6 @@ export class Download {
           continue
         }
         await w.add(c, bytes)
-        this.feedMem(i, w.last())
         this.bytesReused += c.size
       }
       await w.finish()
@@ -444,18 +481,8 @@ export class Download {
           filled += take
           if (filled === c.size) {
             if (collecting) {
-              const bytes = w.current()
-              const got = createHash('sha256').update(bytes).digest('hex')
-              if (got === c.sha256) {
-                w.commit()
-                this.feedMem(ci, bytes)
-              } else {
-                w.drop()
-                const list = this.bad.get(ci) ?? []
-                list.push({ url: mirror.url, found: got })
-                this.bad.set(ci, list)
-                this.o.log.warn({ url: mirror.url, chunk: ci, expected: c.sha256, found: got }, 'chunk failed sha256 check; discarded')
-              }
+              const idx = ci
+              w.complete((sab, off, len) => this.verifyChunk(idx, sab, off, len, mirror.url))
             }
             ci++
             filled = 0
@@ -480,6 +507,18 @@ export class Download {
     }
   }
 
+  /** Verdict on a received chunk (on the hash worker); a wrong one is remembered against its URL. */
+  private async verifyChunk(i: number, sab: SharedArrayBuffer, off: number, len: number, url: string): Promise<boolean> {
+    const c = this.chunks[i]!
+    const v = await local('hashing downloaded chunks', () => this.hasher.chunk(i, sab, off, len, c.sha256))
+    if (v.ok) return true
+    const list = this.bad.get(i) ?? []
+    list.push({ url, found: v.found })
+    this.bad.set(i, list)
+    this.o.log.warn({ url, chunk: i, expected: c.sha256, found: v.found }, 'chunk failed sha256 check; discarded')
+    return false
+  }
+
   private chunkAt(pos: number): number {
     let lo = 0
     let hi = this.chunks.length - 1
@@ -493,20 +532,23 @@ export class Download {
 }
 
 /**
- * Collects verified chunks in a large buffer and writes contiguous runs of
- * them with single large writes. Two buffers alternate so that one is being
- * written while the next fills (the network is not paused by the disk).
- * Chunks are appended whole: `begin`, `append`…, then `commit` (verified) or
- * `drop`. `drain` waits for the last write; write errors surface there or
- * at the next flush.
+ * Collects received chunks in a large shared buffer and writes contiguous
+ * runs of the verified ones with single large writes. Two buffers alternate
+ * so that one is being verified and written while the next fills (the
+ * network is not paused by the hashing or the disk). Chunks are appended
+ * whole: `begin`, `append`…, then `complete` (handing the bytes to a verifier
+ * whose verdict is awaited before the buffer is written) or `drop`. `drain`
+ * waits for the last write; verifier and write errors surface there or at
+ * the next flush.
  */
 export class ChunkWriter {
+  private readonly sabs: [SharedArrayBuffer, SharedArrayBuffer]
   private readonly bufs: [Buffer, Buffer]
   private active = 0
   private regionStart = 0
-  private fill = 0 // bytes of committed chunks
+  private fill = 0 // bytes of completed chunks (verified or awaiting their verdict)
   private pending = 0 // bytes of the chunk being filled
-  private committed: number[] = []
+  private entries: { index: number; start: number; len: number; ok: Promise<boolean> }[] = []
   private cur: Chunk | undefined
   private inflight: Promise<void> | undefined
 
@@ -515,7 +557,8 @@ export class ChunkWriter {
     private readonly write: (b: Uint8Array, pos: number) => Promise<void>,
     private readonly onWritten: (indexes: number[]) => Promise<void>,
   ) {
-    this.bufs = [Buffer.allocUnsafe(bytes), Buffer.allocUnsafe(bytes)]
+    this.sabs = [new SharedArrayBuffer(bytes), new SharedArrayBuffer(bytes)]
+    this.bufs = [Buffer.from(this.sabs[0]), Buffer.from(this.sabs[1])]
   }
 
   private get buf(): Buffer {
@@ -535,45 +578,59 @@ export class ChunkWriter {
     this.pending += bytes.length
   }
 
-  /** Adds a whole, verified chunk. */
+  /** Adds a whole chunk already verified. */
   async add(c: Chunk, bytes: Uint8Array): Promise<void> {
     await this.begin(c)
     this.append(bytes)
-    this.commit()
+    this.complete(() => Promise.resolve(true))
   }
 
-  /** The bytes of the chunk being filled. */
-  current(): Uint8Array {
-    return this.buf.subarray(this.fill, this.fill + this.pending)
-  }
-
-  /** The bytes of the chunk committed last. */
-  last(): Uint8Array {
-    const c = this.cur!
-    return this.buf.subarray(this.fill - c.size, this.fill)
-  }
-
-  commit(): void {
-    this.fill += this.pending
+  /**
+   * Ends the chunk being filled: `verify` gets where its bytes are (they stay
+   * untouched until its promise settles) and says whether they may be written.
+   */
+  complete(verify: (sab: SharedArrayBuffer, off: number, len: number) => Promise<boolean>): void {
+    const start = this.fill
+    const len = this.pending
+    const ok = verify(this.sabs[this.active]!, start, len)
+    ok.catch(() => undefined) // observed at the flush
+    this.entries.push({ index: this.cur!.index, start, len, ok })
+    this.fill += len
     this.pending = 0
-    this.committed.push(this.cur!.index)
   }
 
   drop(): void {
     this.pending = 0
   }
 
-  /** Starts writing the committed chunks (after the previous write finished) and switches buffers. */
+  /** Starts verifying-then-writing the completed chunks (after the previous write finished) and switches buffers. */
   async flush(): Promise<void> {
     await this.drain()
     if (this.fill === 0) return
-    const data = this.buf.subarray(0, this.fill)
-    const pos = this.regionStart
-    const idx = this.committed
+    const buf = this.buf
+    const base = this.regionStart
+    const entries = this.entries
     this.fill = 0
-    this.committed = []
+    this.entries = []
     this.active ^= 1
-    this.inflight = this.write(data, pos).then(() => this.onWritten(idx))
+    this.inflight = (async () => {
+      const verdicts = await Promise.all(entries.map((e) => e.ok))
+      const written: number[] = []
+      for (let k = 0; k < entries.length; ) {
+        if (!verdicts[k]) {
+          k++
+          continue
+        }
+        let j = k
+        while (j + 1 < entries.length && verdicts[j + 1]) j++
+        const from = entries[k]!.start
+        const to = entries[j]!.start + entries[j]!.len
+        await this.write(buf.subarray(from, to), base + from)
+        for (let x = k; x <= j; x++) written.push(entries[x]!.index)
+        k = j + 1
+      }
+      if (written.length) await this.onWritten(written)
+    })()
     // Observed at the next drain; keep it from being reported as unhandled meanwhile.
     this.inflight.catch(() => undefined)
   }
