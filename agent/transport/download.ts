@@ -168,9 +168,11 @@ export class Download {
         await this.runWorkers()
       } finally {
         // Whatever happened, what was verified is recorded for the next run.
+        await this.settlePersist().catch(() => undefined)
         await this.o.partial.persist(true).catch(() => undefined)
       }
     }
+    await this.settlePersist()
     await this.o.partial.persist(true)
     await this.advanceCursor()
     const left = this.o.partial.missing()
@@ -273,7 +275,8 @@ export class Download {
     const wanted = new Set(missing.map((i) => this.chunks[i]!.sha256))
     const sources = await this.o.cache.findChunkSources(wanted, this.m.sha256)
     if (!sources.size) return
-    const w = new ChunkWriter(this.bufBytes, (b, p) => this.writeAt(b, p), (idx) => this.chunkWritten(idx))
+    // Donor chunks are verified above, on this thread (a rare path).
+    const w = new ChunkWriter(this.bufBytes, { verify: async (_, entries) => entries.map(() => true), write: (b, p) => this.writeAt(b, p), onWritten: (idx) => this.chunkWritten(idx) })
     const handles = new Map<string, Awaited<ReturnType<typeof open>>>()
     const scratch = Buffer.allocUnsafe(this.bufBytes)
     try {
@@ -304,9 +307,31 @@ export class Download {
     if (this.bytesReused) this.o.log.info({ bytesReused: this.bytesReused }, 'reused chunks from other cached objects')
   }
 
-  private chunkWritten(indexes: number[]): Promise<void> {
+  private persistRun: Promise<void> | undefined
+  private persistError: unknown
+
+  /**
+   * Records written chunks. The state is made durable in the background
+   * (its fsync of the data file would otherwise stall the write pipeline
+   * every second); a failure surfaces at the next chunk or at the end.
+   */
+  private async chunkWritten(indexes: number[]): Promise<void> {
+    if (this.persistError !== undefined) throw this.persistError
     this.o.partial.markWritten(indexes)
-    return this.o.partial.persist()
+    this.persistRun ??= this.o.partial
+      .persist()
+      .catch((e: unknown) => {
+        this.persistError ??= e
+      })
+      .finally(() => {
+        this.persistRun = undefined
+      })
+  }
+
+  /** Waits for a background persist; rethrows its failure. */
+  private async settlePersist(): Promise<void> {
+    await this.persistRun
+    if (this.persistError !== undefined) throw this.persistError
   }
 
   // ---- network -----------------------------------------------------------
@@ -330,7 +355,11 @@ export class Download {
   /** Write buffers are taken from a pool (one pair per stream): fresh 8 MiB per request would be garbage the GC frees late. */
   private readonly writers: ChunkWriter[] = []
   private writer(): ChunkWriter {
-    return this.writers.pop() ?? new ChunkWriter(this.bufBytes, (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeAt(b, p)), (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)))
+    return this.writers.pop() ?? new ChunkWriter(this.bufBytes, {
+      verify: (sab, entries) => this.verifyChunks(sab, entries),
+      write: (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeAt(b, p)),
+      onWritten: (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)),
+    })
   }
 
   private async worker(first: boolean): Promise<void> {
@@ -480,10 +509,7 @@ export class Download {
           pos += take
           filled += take
           if (filled === c.size) {
-            if (collecting) {
-              const idx = ci
-              w.complete((sab, off, len) => this.verifyChunk(idx, sab, off, len, mirror.url))
-            }
+            if (collecting) w.complete(mirror.url)
             ci++
             filled = 0
           }
@@ -507,16 +533,19 @@ export class Download {
     }
   }
 
-  /** Verdict on a received chunk (on the hash worker); a wrong one is remembered against its URL. */
-  private async verifyChunk(i: number, sab: SharedArrayBuffer, off: number, len: number, url: string): Promise<boolean> {
-    const c = this.chunks[i]!
-    const v = await local('hashing downloaded chunks', () => this.hasher.chunk(i, sab, off, len, c.sha256))
-    if (v.ok) return true
-    const list = this.bad.get(i) ?? []
-    list.push({ url, found: v.found })
-    this.bad.set(i, list)
-    this.o.log.warn({ url, chunk: i, expected: c.sha256, found: v.found }, 'chunk failed sha256 check; discarded')
-    return false
+  /** Verdicts on received chunks (on the hash worker); a wrong one is remembered against the URL it came from. */
+  private async verifyChunks(sab: SharedArrayBuffer, entries: readonly WriterEntry[]): Promise<boolean[]> {
+    const items = entries.map((e) => ({ index: e.index, off: e.start, len: e.len, expected: this.chunks[e.index]!.sha256 }))
+    const found = await local('hashing downloaded chunks', () => this.hasher.chunks(sab, items))
+    return entries.map((e, k) => {
+      const c = this.chunks[e.index]!
+      if (found[k] === c.sha256) return true
+      const list = this.bad.get(e.index) ?? []
+      list.push({ url: e.from, found: found[k]! })
+      this.bad.set(e.index, list)
+      this.o.log.warn({ url: e.from, chunk: e.index, expected: c.sha256, found: found[k] }, 'chunk failed sha256 check; discarded')
+      return false
+    })
   }
 
   private chunkAt(pos: number): number {
@@ -531,31 +560,48 @@ export class Download {
   }
 }
 
+/** A completed chunk in a ChunkWriter buffer. */
+export interface WriterEntry {
+  index: number
+  /** Offset of its bytes in the buffer. */
+  start: number
+  len: number
+  /** Where it came from (for integrity errors). */
+  from: string
+}
+
+export interface ChunkWriterHooks {
+  /** Says, per entry, whether its bytes (untouched until this settles) may be written. */
+  verify: (sab: SharedArrayBuffer, entries: readonly WriterEntry[]) => Promise<boolean[]>
+  write: (b: Uint8Array, pos: number) => Promise<void>
+  /** Called with the indexes of the chunks written, after their write. */
+  onWritten: (indexes: number[]) => Promise<void>
+}
+
 /**
  * Collects received chunks in a large shared buffer and writes contiguous
  * runs of the verified ones with single large writes. Two buffers alternate
  * so that one is being verified and written while the next fills (the
  * network is not paused by the hashing or the disk). Chunks are appended
- * whole: `begin`, `append`…, then `complete` (handing the bytes to a verifier
- * whose verdict is awaited before the buffer is written) or `drop`. `drain`
- * waits for the last write; verifier and write errors surface there or at
- * the next flush.
+ * whole: `begin`, `append`…, then `complete` or `drop`. At a flush, the
+ * buffer's completed chunks are verified in one batch and the good ones
+ * written. `drain` waits for the last write; verifier and write errors
+ * surface there or at the next flush.
  */
 export class ChunkWriter {
   private readonly sabs: [SharedArrayBuffer, SharedArrayBuffer]
   private readonly bufs: [Buffer, Buffer]
   private active = 0
   private regionStart = 0
-  private fill = 0 // bytes of completed chunks (verified or awaiting their verdict)
+  private fill = 0 // bytes of completed chunks (awaiting their verdict)
   private pending = 0 // bytes of the chunk being filled
-  private entries: { index: number; start: number; len: number; ok: Promise<boolean> }[] = []
+  private entries: WriterEntry[] = []
   private cur: Chunk | undefined
   private inflight: Promise<void> | undefined
 
   constructor(
     bytes: number,
-    private readonly write: (b: Uint8Array, pos: number) => Promise<void>,
-    private readonly onWritten: (indexes: number[]) => Promise<void>,
+    private readonly hooks: ChunkWriterHooks,
   ) {
     this.sabs = [new SharedArrayBuffer(bytes), new SharedArrayBuffer(bytes)]
     this.bufs = [Buffer.from(this.sabs[0]), Buffer.from(this.sabs[1])]
@@ -578,24 +624,17 @@ export class ChunkWriter {
     this.pending += bytes.length
   }
 
-  /** Adds a whole chunk already verified. */
-  async add(c: Chunk, bytes: Uint8Array): Promise<void> {
+  /** Adds a whole chunk. */
+  async add(c: Chunk, bytes: Uint8Array, from = 'local'): Promise<void> {
     await this.begin(c)
     this.append(bytes)
-    this.complete(() => Promise.resolve(true))
+    this.complete(from)
   }
 
-  /**
-   * Ends the chunk being filled: `verify` gets where its bytes are (they stay
-   * untouched until its promise settles) and says whether they may be written.
-   */
-  complete(verify: (sab: SharedArrayBuffer, off: number, len: number) => Promise<boolean>): void {
-    const start = this.fill
-    const len = this.pending
-    const ok = verify(this.sabs[this.active]!, start, len)
-    ok.catch(() => undefined) // observed at the flush
-    this.entries.push({ index: this.cur!.index, start, len, ok })
-    this.fill += len
+  /** Ends the chunk being filled (received from `from`); it is verified at the flush. */
+  complete(from: string): void {
+    this.entries.push({ index: this.cur!.index, start: this.fill, len: this.pending, from })
+    this.fill += this.pending
     this.pending = 0
   }
 
@@ -607,6 +646,7 @@ export class ChunkWriter {
   async flush(): Promise<void> {
     await this.drain()
     if (this.fill === 0) return
+    const sab = this.sabs[this.active]!
     const buf = this.buf
     const base = this.regionStart
     const entries = this.entries
@@ -614,7 +654,7 @@ export class ChunkWriter {
     this.entries = []
     this.active ^= 1
     this.inflight = (async () => {
-      const verdicts = await Promise.all(entries.map((e) => e.ok))
+      const verdicts = await this.hooks.verify(sab, entries)
       const written: number[] = []
       for (let k = 0; k < entries.length; ) {
         if (!verdicts[k]) {
@@ -625,11 +665,11 @@ export class ChunkWriter {
         while (j + 1 < entries.length && verdicts[j + 1]) j++
         const from = entries[k]!.start
         const to = entries[j]!.start + entries[j]!.len
-        await this.write(buf.subarray(from, to), base + from)
+        await this.hooks.write(buf.subarray(from, to), base + from)
         for (let x = k; x <= j; x++) written.push(entries[x]!.index)
         k = j + 1
       }
-      if (written.length) await this.onWritten(written)
+      if (written.length) await this.hooks.onWritten(written)
     })()
     // Observed at the next drain; keep it from being reported as unhandled meanwhile.
     this.inflight.catch(() => undefined)
