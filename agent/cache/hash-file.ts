@@ -15,8 +15,43 @@ import { isErrno } from '../errors.js'
 export const READ_BUFFER_BYTES = 4 * 1024 * 1024
 
 let xxApi: Promise<XXHashAPI> | undefined
+let xxModule: Promise<unknown> | undefined
+
+interface WasmNamespace {
+  instantiate: (...args: unknown[]) => Promise<{ module: unknown }>
+}
+
 /** The xxhash-wasm instance (compiled once per process). */
-export const xxh = (): Promise<XXHashAPI> => (xxApi ??= xxhash())
+export const xxh = (): Promise<XXHashAPI> => {
+  if (!xxApi) {
+    // xxhash-wasm keeps its compiled module to itself: catch it on the way
+    // (it instantiates synchronously inside the call) so that a worker thread
+    // can run the same code (transport/hash-worker.ts).
+    const wasm = (globalThis as unknown as { WebAssembly: WasmNamespace }).WebAssembly
+    const instantiate = wasm.instantiate
+    wasm.instantiate = (...args: unknown[]) => {
+      const p = instantiate.apply(wasm, args)
+      xxModule = p.then((r) => r.module)
+      return p
+    }
+    try {
+      xxApi = xxhash()
+    } finally {
+      wasm.instantiate = instantiate
+    }
+  }
+  return xxApi
+}
+
+/**
+ * xxhash-wasm's compiled WebAssembly.Module (exports mem, init64, update64,
+ * digest64; a 64-bit state is 88 bytes), to post to a worker thread.
+ */
+export const xxhWasmModule = async (): Promise<unknown> => {
+  await xxh()
+  if (!xxModule) throw new Error('internal: the xxhash-wasm module was not captured')
+  return xxModule
+}
 
 export const xxh64Hex = (v: bigint): string => v.toString(16).padStart(16, '0')
 

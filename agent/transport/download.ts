@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto'
 import { BootAgentError, CacheFullError, IntegrityError, SizeError, isErrno } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Chunk, Manifest } from '../manifest/types.js'
-import { READ_BUFFER_BYTES, xxh, xxh64Hex } from '../cache/hash-file.js'
+import { xxhWasmModule } from '../cache/hash-file.js'
 import type { PartialObject } from '../cache/partial.js'
 import type { Cache } from '../cache/store.js'
 import { DownloadHasher } from './hash-worker.js'
@@ -28,6 +28,8 @@ import { open } from 'node:fs/promises'
 
 /** Size of each stream's write buffer (large writes: notes/performance.md). */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+/** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the worker's wasm memory). */
+export const FEED_BUFFER_BYTES = 1024 * 1024
 /** Longest single Range request. */
 export const MAX_RANGE_BYTES = 16 * 1024 * 1024
 /** Parallel range requests: 2 on the 2-core nodes measured here (4 gained little and cost ~15 MB RSS). */
@@ -112,7 +114,6 @@ export class Download {
   private cursorBusy = false
   private readBufs: [SharedArrayBuffer, SharedArrayBuffer] | undefined
   private hasher!: DownloadHasher
-  private wholeXxh!: { update(b: Uint8Array): unknown; digest(): bigint }
   private progress!: Progress
   private bytesDownloaded = 0
   private bytesReused = 0
@@ -140,11 +141,8 @@ export class Download {
   }
 
   async run(): Promise<DownloadResult> {
-    const { create64 } = await xxh()
-    this.wholeXxh = create64()
-    this.hasher = new DownloadHasher((i, bytes) => {
-      // In image order: the worker fed chunk i to the whole-image sha256.
-      this.wholeXxh.update(bytes)
+    this.hasher = new DownloadHasher(await xxhWasmModule(), (i) => {
+      // The worker fed chunk i to the whole-image digests (in image order).
       this.cursor = Math.max(this.cursor, i + 1)
     })
     try {
@@ -178,8 +176,8 @@ export class Download {
     const left = this.o.partial.missing()
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
     if (this.cursor !== this.chunks.length) throw new Error(`internal: whole-image digest stopped at chunk ${this.cursor}`)
-    const sha256 = await local('hashing the image', () => this.hasher.digest())
-    return { sha256, xxh64: xxh64Hex(this.wholeXxh.digest()), bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
+    const { sha256, xxh64 } = await local('hashing the image', () => this.hasher.digest())
+    return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
   // ---- whole-image digests, in order -------------------------------------
@@ -205,11 +203,11 @@ export class Download {
 
   /**
    * Reads [start, end) of the partial file into two shared buffers in turn,
-   * extending the xxh64 here and the whole-image sha256 on the worker (which
-   * hashes one buffer while the other is read). `nextChunk` follows `end`.
+   * extending the whole-image digests on the worker (which hashes one buffer
+   * while the other is read). `nextChunk` follows `end`.
    */
   private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
-    const sabs = (this.readBufs ??= [new SharedArrayBuffer(READ_BUFFER_BYTES), new SharedArrayBuffer(READ_BUFFER_BYTES)])
+    const sabs = (this.readBufs ??= [new SharedArrayBuffer(FEED_BUFFER_BYTES), new SharedArrayBuffer(FEED_BUFFER_BYTES)])
     const fed: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined]
     let pos = start
     let k = 0
@@ -225,7 +223,6 @@ export class Download {
           if (bytesRead === 0) throw new SizeError({ expected: end - start, found: pos + got - start, what: `partial file ${this.o.partial.path} at ${start}` })
           got += bytesRead
         }
-        this.wholeXxh.update(buf.subarray(0, got))
         pos += got
         fed[k] = this.hasher.feed(sabs[k]!, 0, got, pos >= end ? nextChunk : undefined)
         fed[k]!.catch(() => undefined)

@@ -4,11 +4,14 @@
  * to ~0.35× of `curl -o && sync`; notes/performance.md).
  *
  * The worker verifies each completed chunk (sha256 against the manifest) and
- * keeps the whole-image sha256: a verified chunk that is next in image order
+ * keeps the whole-image digests: a verified chunk that is next in image order
  * is fed to it in the same pass; bytes that arrived out of order are fed
  * later from disk (`feed`). Chunks live in SharedArrayBuffer write buffers,
  * so nothing is copied to the worker; the caller must not reuse a buffer
  * region before its verdict (or feed acknowledgement) came back.
+ *
+ * The xxh64 of the image (for fast re-verification) is kept there too, with
+ * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule).
  *
  * Like manifest/hash-pool, the worker is a self-contained CommonJS string
  * started with `eval: true`, so it works inside the single-file bundle.
@@ -23,8 +26,24 @@ const { createHash } = require('node:crypto')
 const whole = createHash('sha256')
 let next = 0
 const views = []
+// xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in at 88.
+let xx = null
+const XX_STATE = 88
+const xxUpdate = (bytes) => {
+  const need = XX_STATE + bytes.length
+  if (xx.mem.buffer.byteLength < need) xx.mem.grow(Math.ceil((need - xx.mem.buffer.byteLength) / 65536))
+  new Uint8Array(xx.mem.buffer).set(bytes, XX_STATE)
+  xx.update64(0, XX_STATE, bytes.length)
+}
+const feedWhole = (bytes) => {
+  whole.update(bytes)
+  xxUpdate(bytes)
+}
 parentPort.on('message', (m) => {
-  if (m.t === 'buf') {
+  if (m.t === 'init') {
+    xx = new WebAssembly.Instance(m.xxhModule, {}).exports
+    xx.init64(0, 0n)
+  } else if (m.t === 'buf') {
     views[m.key] = Buffer.from(m.sab)
   } else if (m.t === 'chunks') {
     const v = views[m.key]
@@ -34,16 +53,17 @@ parentPort.on('message', (m) => {
       const bytes = v.subarray(m.off[k], m.off[k] + m.len[k])
       found.push(createHash('sha256').update(bytes).digest('hex'))
       const f = found[k] === m.expected[k] && m.index[k] === next
-      if (f) { whole.update(bytes); next++ }
+      if (f) { feedWhole(bytes); next++ }
       fed.push(f)
     }
     parentPort.postMessage({ t: 'chunks', id: m.id, found, fed })
   } else if (m.t === 'feed') {
-    whole.update(views[m.key].subarray(m.off, m.off + m.len))
+    feedWhole(views[m.key].subarray(m.off, m.off + m.len))
     if (m.next !== undefined) next = m.next
     parentPort.postMessage({ t: 'feed', id: m.id })
   } else if (m.t === 'digest') {
-    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex') })
+    const xxh64 = (BigInt.asUintN(64, xx.digest64(0))).toString(16).padStart(16, '0')
+    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex'), xxh64 })
   }
 })
 `
@@ -56,7 +76,7 @@ export interface ChunkToVerify {
   expected: string
 }
 
-type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string }
+type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string; xxh64: string }
 
 interface Waiting {
   resolve: (r: Reply) => void
@@ -76,12 +96,16 @@ export class DownloadHasher {
   private closed = false
 
   /**
-   * @param onFed called, synchronously and in image order, with the bytes of
-   * each chunk the worker fed to the whole-image sha256 (the caller extends
-   * its other in-order digests there).
+   * @param xxhModule xxhash-wasm's WebAssembly.Module (xxhWasmModule()).
+   * @param onFed called, synchronously and in image order, with each chunk
+   * the worker fed to the whole-image digests.
    */
-  constructor(private readonly onFed: (index: number, bytes: Uint8Array) => void) {
+  constructor(
+    xxhModule: unknown,
+    private readonly onFed: (index: number, bytes: Uint8Array) => void,
+  ) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true })
+    this.worker.postMessage({ t: 'init', xxhModule })
     this.worker.on('message', (r: Reply) => {
       const w = this.waiting.get(r.id)
       this.waiting.delete(r.id)
@@ -153,11 +177,11 @@ export class DownloadHasher {
     await this.ask({ t: 'feed', key: this.keyOf(sab), off, len, ...(nextChunk !== undefined ? { next: nextChunk } : {}) })
   }
 
-  /** The whole-image sha256 (hex); the hasher cannot be fed afterwards. */
-  async digest(): Promise<string> {
+  /** The whole-image sha256 and xxh64 (hex); the hasher cannot be fed afterwards. */
+  async digest(): Promise<{ sha256: string; xxh64: string }> {
     const r = await this.ask({ t: 'digest' })
     if (r.t !== 'digest') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to digest`)
-    return r.sha256
+    return { sha256: r.sha256, xxh64: r.xxh64 }
   }
 
   async close(): Promise<void> {
