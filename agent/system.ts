@@ -19,6 +19,8 @@ export const system = {
   runDir: env('RUN_DIR', '/run/boot-agent'),
   /** Daemon state on the real root (kmsg position, spool when no cache). */
   stateDir: env('STATE_DIR', '/var/lib/boot-agent'),
+  /** Present only inside an initramfs (systemd's and dracut's marker). */
+  initrdRelease: env('INITRD_RELEASE', '/etc/initrd-release'),
   /** Where dracut expects the new root. */
   sysroot: env('SYSROOT', '/sysroot'),
   /** Mount point of the cache partition inside the initramfs. */
@@ -30,6 +32,8 @@ export const system = {
   procUptime: env('PROC_UPTIME', '/proc/uptime'),
   /** Which squashfs is mounted from which loop device (squashfs errors name no device). */
   procMountinfo: env('PROC_MOUNTINFO', '/proc/self/mountinfo'),
+  /** Every block device including partitions (links into /sys/devices). */
+  sysClassBlock: env('SYS_CLASS_BLOCK', '/sys/class/block'),
   /** MAJ:MIN → device symlinks, to name the device of a kmsg DEVICE=b7:0 dictionary entry. */
   sysDevBlock: env('SYS_DEV_BLOCK', '/sys/dev/block'),
   sysBlock: env('SYS_BLOCK', '/sys/block'),
@@ -47,4 +51,5 @@ export const commands = {
   mkfsExt4: env('CMD_MKFS_EXT4', 'mkfs.ext4'),
   lsblk: env('CMD_LSBLK', 'lsblk'),
   reboot: env('CMD_REBOOT', 'reboot'),
+  findmnt: env('CMD_FINDMNT', 'findmnt'),
 } as const

@@ -1,0 +1,274 @@
+/**
+ * The head node's boot descriptor (SPEC §3, docs/protocol.md):
+ * `GET {server}/v1/nodes/{node}/boot` says what this node should boot.
+ *
+ * The JSON is `unknown` until {@link parseDescriptor} turns it into a
+ * {@link BootDescriptor} or a {@link DescriptorError} naming the field. The
+ * request has a deadline and is retried on transient failures (network
+ * errors, 408, 429, 5xx) with capped exponential backoff and jitter,
+ * honouring `Retry-After`; other 4xx answers are final.
+ */
+import fetch, { FetchError } from 'node-fetch'
+import { readFile } from 'node:fs/promises'
+import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../errors.js'
+import type { Logger } from '../log.js'
+import { system } from '../system.js'
+import {
+  BOOT_STYLES,
+  type BootStyle,
+  CACHE_FULL_POLICIES,
+  type CacheFullPolicy,
+  ONFAIL_ACTIONS,
+  type OnFail,
+  type PartitionSpec,
+  parseNodeId,
+  parsePartitionSpec,
+  VERIFY_MODES,
+  type VerifyMode,
+} from './cmdline.js'
+
+export interface BootDescriptor {
+  schema: 1
+  node: string
+  style?: BootStyle
+  image: {
+    name: string
+    /** Lower-case hex sha256: the image the node must boot. */
+    sha256: string
+    size: number
+    /** Absolute URL of the manifest (resolved against the server when relative). */
+    manifest: string
+    /** The image's architecture (`uname -m` spelling), when the head says it. */
+    arch?: string
+  }
+  partitions: { cache?: PartitionSpec | null; root?: PartitionSpec | null }
+  policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail }
+}
+
+/** A descriptor that does not follow the protocol; `field` is its JSON path. */
+export class DescriptorError extends BootAgentError {
+  readonly field: string
+  constructor(field: string, problem: string, context: Record<string, unknown> = {}) {
+    super('EDESCRIPTOR', `boot descriptor field ${field}: ${problem}`, { field, ...context })
+    this.field = field
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+const optionalEnum = <T extends string>(o: Record<string, unknown>, key: string, field: string, allowed: readonly T[]): T | undefined => {
+  const v = o[key]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new DescriptorError(field, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})`)
+  }
+  return v as T
+}
+
+const optionalSpec = (o: Record<string, unknown>, key: string, field: string): PartitionSpec | null | undefined => {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (v === null) return null
+  if (typeof v !== 'string') throw new DescriptorError(field, 'must be a partition spec string')
+  try {
+    return parsePartitionSpec(field, v)
+  } catch (e) {
+    throw new DescriptorError(field, messageOf(e))
+  }
+}
+
+/** Turns the descriptor JSON into a typed value, resolving the manifest URL against `server`. */
+export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
+  if (!isObject(v)) throw new DescriptorError('$', 'must be a JSON object')
+  if (v.schema !== 1) throw new DescriptorError('schema', `must be 1 (got ${JSON.stringify(v.schema)})`)
+  if (typeof v.node !== 'string') throw new DescriptorError('node', 'must be a string')
+  const style = optionalEnum(v, 'style', 'style', BOOT_STYLES)
+  const img = v.image
+  if (!isObject(img)) throw new DescriptorError('image', 'must be an object')
+  if (typeof img.name !== 'string' || img.name.length === 0) throw new DescriptorError('image.name', 'must be a non-empty string')
+  if (typeof img.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(img.sha256)) {
+    throw new DescriptorError('image.sha256', 'must be 64 lower-case hex digits')
+  }
+  if (typeof img.size !== 'number' || !Number.isSafeInteger(img.size) || img.size <= 0) {
+    throw new DescriptorError('image.size', 'must be a positive integer (bytes)')
+  }
+  if (typeof img.manifest !== 'string' || img.manifest.length === 0) throw new DescriptorError('image.manifest', 'must be a URL')
+  const arch = img.arch === undefined || img.arch === null ? undefined : img.arch
+  if (arch !== undefined && (typeof arch !== 'string' || !/^[a-z0-9_]{1,32}$/.test(arch))) {
+    throw new DescriptorError('image.arch', `must be an architecture name like x86_64 (got ${JSON.stringify(arch)})`)
+  }
+  if (typeof arch === 'string' && arch !== nodeArch()) {
+    // protocol.md: a node of another architecture must refuse the image too (never boot it).
+    throw new DescriptorError('image.arch', `image ${img.name} is for ${arch}, this node is ${nodeArch()}`)
+  }
+  let manifest: URL
+  try {
+    manifest = new URL(img.manifest, server + '/')
+  } catch {
+    throw new DescriptorError('image.manifest', `not a URL: ${JSON.stringify(img.manifest)}`)
+  }
+  if (manifest.protocol !== 'http:' && manifest.protocol !== 'https:') {
+    throw new DescriptorError('image.manifest', `must be http(s) (got ${manifest.protocol})`)
+  }
+  const parts = v.partitions === undefined ? {} : v.partitions
+  if (!isObject(parts)) throw new DescriptorError('partitions', 'must be an object')
+  const pol = v.policies === undefined ? {} : v.policies
+  if (!isObject(pol)) throw new DescriptorError('policies', 'must be an object')
+  const partitions: BootDescriptor['partitions'] = {}
+  const cache = optionalSpec(parts, 'cache', 'partitions.cache')
+  if (cache !== undefined) partitions.cache = cache
+  const root = optionalSpec(parts, 'root', 'partitions.root')
+  if (root !== undefined) partitions.root = root
+  const policies: BootDescriptor['policies'] = {}
+  const cacheFull = optionalEnum(pol, 'cacheFull', 'policies.cacheFull', CACHE_FULL_POLICIES)
+  if (cacheFull) policies.cacheFull = cacheFull
+  const verify = optionalEnum(pol, 'verify', 'policies.verify', VERIFY_MODES)
+  if (verify) policies.verify = verify
+  const onfail = optionalEnum(pol, 'onfail', 'policies.onfail', ONFAIL_ACTIONS)
+  if (onfail) policies.onfail = onfail
+  return {
+    schema: 1,
+    node: v.node,
+    ...(style ? { style } : {}),
+    image: { name: img.name, sha256: img.sha256, size: img.size, manifest: manifest.toString(), ...(arch ? { arch } : {}) },
+    partitions,
+    policies,
+  }
+}
+
+export interface FetchDescriptorOptions {
+  /** Deadline of each attempt. */
+  timeoutMs: number
+  /** Attempts in all (transient failures only are retried). Default 5. */
+  attempts?: number
+  signal?: AbortSignal
+  log?: Logger
+  /** Injectable for tests: waits `ms` (default setTimeout, abortable). */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>
+}
+
+const DEFAULT_ATTEMPTS = 5
+const BASE_BACKOFF_MS = 250
+const MAX_BACKOFF_MS = 5_000
+/** Descriptors are small; a bigger answer is not a descriptor. */
+const MAX_DESCRIPTOR_BYTES = 1024 * 1024
+const TRANSIENT_STATUS = new Set([408, 429, 500, 502, 503, 504])
+
+const abortableSleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new BootAgentError('EABORT', 'aborted', {}, { cause: signal.reason }))
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(t)
+      reject(new BootAgentError('EABORT', 'aborted', {}, { cause: signal?.reason }))
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+
+const retryAfterMs = (h: string | null): number | undefined => {
+  if (!h) return undefined
+  if (/^\d+$/.test(h)) return Number(h) * 1000
+  const t = Date.parse(h)
+  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now())
+}
+
+/** The descriptor URL for a node. */
+/** This node's architecture in `uname -m` spelling, as the protocol names it. */
+export const nodeArch = (): string => ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', riscv64: 'riscv64', s390x: 's390x' })[process.arch as string] ?? process.arch
+
+/** The descriptor URL; `?arch=` lets the head refuse an image of another architecture (protocol.md). */
+export const descriptorUrl = (server: string, node: string): string =>
+  `${server}/v1/nodes/${encodeURIComponent(node)}/boot?arch=${encodeURIComponent(nodeArch())}`
+
+/** Fetches and validates the node's boot descriptor. */
+export const fetchDescriptor = async (server: string, node: string, opts: FetchDescriptorOptions): Promise<BootDescriptor> => {
+  const url = descriptorUrl(server, node)
+  const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
+  const sleep = opts.sleep ?? abortableSleep
+  let lastErr: unknown
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    let waitMs = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
+    try {
+      const signals = [AbortSignal.timeout(opts.timeoutMs), ...(opts.signal ? [opts.signal] : [])]
+      const res = await fetch(url, { signal: AbortSignal.any(signals), headers: { accept: 'application/json' } })
+      if (!res.ok) {
+        const ra = retryAfterMs(res.headers.get('retry-after'))
+        await res.arrayBuffer().catch(() => undefined)
+        const err = new HttpError({ status: res.status, url, ...(ra !== undefined ? { retryAfterMs: ra } : {}) })
+        if (!TRANSIENT_STATUS.has(res.status)) throw err
+        lastErr = err
+        if (ra !== undefined) waitMs = Math.min(ra, MAX_BACKOFF_MS * 6)
+      } else {
+        const body = Buffer.from(await res.arrayBuffer())
+        if (body.length > MAX_DESCRIPTOR_BYTES) throw new DescriptorError('$', `answer is ${body.length} bytes, more than ${MAX_DESCRIPTOR_BYTES}`, { url })
+        let json: unknown
+        try {
+          json = JSON.parse(body.toString('utf8'))
+        } catch {
+          throw new DescriptorError('$', 'not JSON', { url })
+        }
+        const d = parseDescriptor(json, server)
+        if (d.node !== node) throw new DescriptorError('node', `is ${JSON.stringify(d.node)}, asked for ${JSON.stringify(node)}`, { url })
+        return d
+      }
+    } catch (e) {
+      if (opts.signal?.aborted) throw new BootAgentError('EABORT', `fetching ${url} aborted`, { url }, { cause: e })
+      const transient = e instanceof FetchError || (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError'))
+      if (!transient) throw e
+      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${url}: ${messageOf(e)}`, { url }, { cause: e })
+    }
+    if (attempt < attempts) {
+      opts.log?.warn({ url, attempt, waitMs: Math.round(waitMs), err: messageOf(lastErr) }, 'boot descriptor fetch failed; retrying')
+      await sleep(Math.round(waitMs), opts.signal)
+    }
+  }
+  throw lastErr instanceof Error ? lastErr : new BootAgentError('ENETWORK', `cannot fetch ${url}`, { url })
+}
+
+/** An all-zero or all-F UUID is what firmware writes when it has none. */
+const isPlaceholderUuid = (u: string): boolean => /^[0-]+$/.test(u) || /^[fF-]+$/.test(u)
+
+export interface NodeIdSources {
+  /** From `rd.bootagent.node`, already validated. */
+  fromCmdline?: string
+  /** Reads the DMI product UUID (default /sys/class/dmi/id/product_uuid). */
+  readDmiUuid?: () => Promise<string | undefined>
+  /** MAC addresses of the physical interfaces (default systeminformation). */
+  listMacs?: () => Promise<string[]>
+}
+
+const defaultReadDmiUuid = async (): Promise<string | undefined> => {
+  try {
+    return (await readFile(system.dmiProductUuid, 'utf8')).trim()
+  } catch (e) {
+    if (isErrno(e, 'ENOENT', 'EACCES', 'EPERM', 'ENODEV', 'EIO')) return undefined
+    throw e
+  }
+}
+
+const defaultListMacs = async (): Promise<string[]> => {
+  // Loaded on demand: systeminformation is large and most nodes have a DMI UUID.
+  const si = await import('systeminformation')
+  const ifaces = await si.networkInterfaces()
+  const list = Array.isArray(ifaces) ? ifaces : [ifaces]
+  return list
+    .filter((i) => !i.internal && !i.virtual)
+    .sort((a, b) => a.iface.localeCompare(b.iface))
+    .map((i) => i.mac)
+}
+
+export type NodeIdSource = 'cmdline' | 'dmi' | 'mac'
+
+/** This node's id: `rd.bootagent.node`, else the DMI system UUID, else the first MAC (SPEC §3). */
+export const resolveNodeId = async (src: NodeIdSources = {}): Promise<{ node: string; source: NodeIdSource }> => {
+  if (src.fromCmdline) return { node: src.fromCmdline, source: 'cmdline' }
+  const uuid = (await (src.readDmiUuid ?? defaultReadDmiUuid)())?.trim().toLowerCase()
+  if (uuid && /^[0-9a-f-]{32,36}$/.test(uuid) && !isPlaceholderUuid(uuid)) return { node: uuid, source: 'dmi' }
+  const macs = (await (src.listMacs ?? defaultListMacs)()).map((m) => m.toLowerCase())
+  const mac = macs.find((m) => /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(m) && m !== '00:00:00:00:00:00')
+  if (mac) return { node: parseNodeId('node id', mac), source: 'mac' }
+  throw new ConfigError('rd.bootagent.node', 'not given, and this machine has no DMI system UUID and no MAC address to use instead')
+}

@@ -1,0 +1,218 @@
+/**
+ * Finding and mounting the node's labelled partitions (SPEC §2, §3).
+ *
+ * A spec (`LABEL=`, `UUID=`, `PARTLABEL=`, `PARTUUID=`, a /dev path) is
+ * resolved with `blkid` (no cache: `-c /dev/null`), polling until a deadline
+ * because udev may still be announcing devices. A spec that matches more than
+ * one device is refused — never guess which disk (ignition's rule). Only ext4
+ * and xfs are mounted. A filesystem is created only when `rd.bootagent.format`
+ * allows it for that partition, and never on a removable or USB device.
+ */
+import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { BootAgentError, CommandError, isErrno, messageOf } from '../errors.js'
+import { run as defaultRun, type Runner } from '../exec.js'
+import type { Logger } from '../log.js'
+import { commands, system } from '../system.js'
+import type { PartitionSpec } from './cmdline.js'
+import type { PartitionState } from './plan.js'
+
+export const MOUNTABLE_FSTYPES = ['ext4', 'xfs'] as const
+const POLL_MS = 250
+const BLKID_TIMEOUT_MS = 10_000
+const MOUNT_TIMEOUT_MS = 60_000
+const MKFS_TIMEOUT_MS = 5 * 60_000
+
+export interface PartitionDeps {
+  run?: Runner
+  /** Where block devices are listed in sysfs (default /sys/class/block). */
+  sysClassBlock?: string
+  sleep?: (ms: number) => Promise<void>
+  now?: () => number
+  log?: Logger
+  signal?: AbortSignal
+}
+
+const sleepMs = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+const BLKID_TAG: Record<Exclude<PartitionSpec['kind'], 'path'>, string> = {
+  label: 'LABEL',
+  uuid: 'UUID',
+  partlabel: 'PARTLABEL',
+  partuuid: 'PARTUUID',
+}
+
+export type Resolution =
+  | { state: 'found'; device: string }
+  | { state: 'missing'; reason: string }
+  | { state: 'ambiguous'; devices: string[]; reason: string }
+
+/** One look: the devices matching `spec` right now. */
+export const findDevices = async (spec: PartitionSpec, deps: PartitionDeps = {}): Promise<string[]> => {
+  const run = deps.run ?? defaultRun
+  if (spec.kind === 'path') {
+    try {
+      const st = await stat(spec.value)
+      if (!st.isBlockDevice()) throw new BootAgentError('ENOTBLK', `${spec.value} is not a block device`, { device: spec.value })
+      return [spec.value]
+    } catch (e) {
+      if (isErrno(e, 'ENOENT', 'ENOTDIR')) return []
+      throw e
+    }
+  }
+  // -c /dev/null: no stale cache; -o device: one matching device per line; exit 2 = none.
+  const r = await run(commands.blkid, ['-c', '/dev/null', '-o', 'device', '-t', `${BLKID_TAG[spec.kind]}=${spec.value}`], {
+    allowFailure: true,
+    timeoutMs: BLKID_TIMEOUT_MS,
+    ...(deps.signal ? { signal: deps.signal } : {}),
+  })
+  if (r.exitCode === 2) return []
+  if (r.exitCode !== 0) throw new CommandError({ command: commands.blkid, args: [], exitCode: r.exitCode, stderr: r.stderr })
+  return [...new Set(r.stdout.split('\n').map((l) => l.trim()).filter(Boolean))].sort()
+}
+
+/** Resolves a spec to exactly one device, waiting up to `deadlineMs` for it to appear. */
+export const resolvePartition = async (spec: PartitionSpec, deadlineMs: number, deps: PartitionDeps = {}): Promise<Resolution> => {
+  const now = deps.now ?? Date.now
+  const sleep = deps.sleep ?? sleepMs
+  const until = now() + deadlineMs
+  // Bounded: at most deadlineMs / POLL_MS + 1 looks.
+  for (let look = 0; ; look++) {
+    const devices = await findDevices(spec, deps)
+    if (devices.length === 1 && devices[0] !== undefined) return { state: 'found', device: devices[0] }
+    if (devices.length > 1) {
+      return {
+        state: 'ambiguous',
+        devices,
+        reason: `${devices.length} devices match ${spec.text} (${devices.join(', ')}); refusing to guess which disk`,
+      }
+    }
+    if (now() >= until || deps.signal?.aborted) {
+      return { state: 'missing', reason: `no device matched ${spec.text} within ${deadlineMs} ms (${look + 1} looks)` }
+    }
+    await sleep(Math.min(POLL_MS, Math.max(0, until - now())))
+  }
+}
+
+/** The filesystem type blkid sees on a device, or '' when none. */
+export const probeFsType = async (device: string, deps: PartitionDeps = {}): Promise<string> => {
+  const run = deps.run ?? defaultRun
+  const r = await run(commands.blkid, ['-c', '/dev/null', '-o', 'value', '-s', 'TYPE', device], {
+    allowFailure: true,
+    timeoutMs: BLKID_TIMEOUT_MS,
+  })
+  if (r.exitCode === 2) return ''
+  if (r.exitCode !== 0) throw new CommandError({ command: commands.blkid, args: [device], exitCode: r.exitCode, stderr: r.stderr })
+  return r.stdout.trim()
+}
+
+export interface RemovableInfo {
+  removable: boolean
+  usb: boolean
+  /** The whole disk the device belongs to (sysfs name). */
+  disk: string
+}
+
+/**
+ * Whether a block device (or the disk holding the partition) is removable
+ * or on USB, from sysfs: `<disk>/removable`, and `usb` in the device path.
+ */
+export const removableInfo = async (device: string, deps: PartitionDeps = {}): Promise<RemovableInfo> => {
+  const base = deps.sysClassBlock ?? system.sysClassBlock
+  const name = basename(await realpath(device).catch(() => device))
+  let sysdir = await realpath(join(base, name))
+  const isPartition = await stat(join(sysdir, 'partition')).then(
+    () => true,
+    () => false,
+  )
+  if (isPartition) sysdir = dirname(sysdir)
+  const removable = (await readFile(join(sysdir, 'removable'), 'utf8').catch(() => '0')).trim() === '1'
+  const usb = /\/usb\d*\//.test(sysdir + '/')
+  return { removable, usb, disk: basename(sysdir) }
+}
+
+/** Refuses (throws) unless `device` may be formatted. */
+export const assertFormattable = async (device: string, deps: PartitionDeps = {}): Promise<void> => {
+  const info = await removableInfo(device, deps)
+  if (info.removable || info.usb) {
+    throw new BootAgentError('EFORMAT', `refusing to format ${device}: disk ${info.disk} is ${info.usb ? 'on USB' : 'removable'}`, {
+      device,
+      ...info,
+    })
+  }
+}
+
+/** Creates an ext4 filesystem (with the spec's label when it names one). */
+export const formatPartition = async (device: string, spec: PartitionSpec, deps: PartitionDeps = {}): Promise<void> => {
+  await assertFormattable(device, deps)
+  const run = deps.run ?? defaultRun
+  const label = spec.kind === 'label' ? ['-L', spec.value] : []
+  await run(commands.mkfsExt4, ['-q', '-F', ...label, device], { timeoutMs: MKFS_TIMEOUT_MS })
+}
+
+/** Mounts `device` (ext4 or xfs) at `mountpoint`. */
+export const mountFs = async (device: string, mountpoint: string, fstype: string, deps: PartitionDeps = {}): Promise<void> => {
+  if (!(MOUNTABLE_FSTYPES as readonly string[]).includes(fstype)) {
+    throw new BootAgentError('EFSTYPE', `${device} holds ${fstype || 'no filesystem'}; only ${MOUNTABLE_FSTYPES.join(' and ')} are mounted`, {
+      device,
+      fstype,
+    })
+  }
+  const run = deps.run ?? defaultRun
+  await mkdir(mountpoint, { recursive: true, mode: 0o700 })
+  await run(commands.mount, ['-t', fstype, '-o', 'noatime', device, mountpoint], { timeoutMs: MOUNT_TIMEOUT_MS })
+}
+
+/** Capacity and free space of a mounted filesystem (root may use the reserved blocks). */
+export const fsSpace = async (mountpoint: string): Promise<{ capacityBytes: number; freeBytes: number }> => {
+  const s = await statfs(mountpoint)
+  return { capacityBytes: s.blocks * s.bsize, freeBytes: s.bfree * s.bsize }
+}
+
+export interface OpenPartitionOptions extends PartitionDeps {
+  /** 'cache' or 'root', for messages. */
+  role: string
+  mountpoint: string
+  deadlineMs: number
+  /** `rd.bootagent.format` allows creating a filesystem here. */
+  mayFormat: boolean
+}
+
+/**
+ * Resolves, (optionally formats) and mounts one configured partition, and
+ * says what became of it as data for the plan. Never throws for a partition
+ * that is missing or will not mount: that is a fallback, not a crash.
+ */
+export const openPartition = async (spec: PartitionSpec | null, opts: OpenPartitionOptions): Promise<PartitionState> => {
+  if (spec === null) return { state: 'unset' }
+  const res = await resolvePartition(spec, opts.deadlineMs, opts)
+  if (res.state === 'missing') return { state: 'missing', reason: res.reason }
+  if (res.state === 'ambiguous') return { state: 'unusable', device: res.devices.join(','), reason: res.reason }
+  const device = res.device
+  try {
+    let fstype = await probeFsType(device, opts)
+    let mountErr: unknown
+    if (fstype) {
+      try {
+        await mountFs(device, opts.mountpoint, fstype, opts)
+        return { state: 'mounted', device, mountpoint: opts.mountpoint, fstype, ...(await fsSpace(opts.mountpoint)) }
+      } catch (e) {
+        mountErr = e
+      }
+    }
+    if (!opts.mayFormat) {
+      return {
+        state: 'unusable',
+        device,
+        reason: mountErr ? messageOf(mountErr) : `no filesystem on ${device} (rd.bootagent.format does not allow creating one)`,
+      }
+    }
+    opts.log?.warn({ device, role: opts.role, fstype, err: mountErr ? messageOf(mountErr) : undefined }, `formatting ${opts.role} partition`)
+    await formatPartition(device, spec, opts)
+    fstype = 'ext4'
+    await mountFs(device, opts.mountpoint, fstype, opts)
+    return { state: 'mounted', device, mountpoint: opts.mountpoint, fstype, ...(await fsSpace(opts.mountpoint)) }
+  } catch (e) {
+    return { state: 'unusable', device, reason: messageOf(e) }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The boot stage's view of the cache (agent/cache) and the verified download
+ * (agent/transport): the {@link ImagePipeline} the stage runs against.
+ */
+import { lstat, readdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Cache } from '../cache/store.js'
+import { fetchImage, fetchManifest } from '../transport/fetch-image.js'
+import type { ImagePipeline } from './stage.js'
+
+export const cachePipeline: ImagePipeline<Cache> = {
+  openCache: (dir, log) => Cache.open(dir, { log }),
+
+  async contents(cache, sha256) {
+    const hasImage = await lstat(cache.objectPath(sha256)).then(
+      (s) => s.isFile(),
+      () => false,
+    )
+    const { objects } = await cache.list()
+    // The previous image is the most recently used other object; eviction keeps it (SPEC §5).
+    const others = objects.filter((o) => o.sha256 !== sha256).sort((a, b) => Date.parse(b.meta.lastUsedAt) - Date.parse(a.meta.lastUsedAt))
+    const previous = others[0]?.sha256
+    const evictableBytes = others.slice(1).reduce((n, o) => n + o.meta.size, 0)
+    return { hasImage, evictableBytes, ...(previous ? { previous } : {}) }
+  },
+
+  async clear(cache) {
+    const { objects } = await cache.list()
+    for (const o of objects) await cache.remove(o.sha256)
+    for (const f of await readdir(cache.tmpDir).catch(() => [])) await rm(join(cache.tmpDir, f), { recursive: true, force: true })
+  },
+
+  fetchManifest: (url, opts) =>
+    fetchManifest(url, {
+      log: opts.log,
+      headersTimeoutMs: opts.timeoutMs,
+      ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    }),
+
+  async fetchImage(opts) {
+    const r = await fetchImage({
+      manifest: opts.manifest,
+      cache: opts.cache,
+      log: opts.log,
+      pin: opts.pin,
+      verify: opts.verify,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    })
+    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, bytesDownloaded: r.bytesDownloaded, chunksRepaired: r.chunksRepaired }
+  },
+}

@@ -1,0 +1,306 @@
+/**
+ * The boot stage, start to end (SPEC §2, §3, §7): command line → node id →
+ * descriptor → partitions → plan → verified image → root → record + events.
+ *
+ * The decisions are made by plan.ts; this file only carries them out, in
+ * order, timing each step. Any error after the command line is parsed is a
+ * failed boot: the record and a `boot-failed` event say why, work mounts are
+ * undone, the root is never left half-unpacked, and `onfail` is followed.
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { BootAgentError, CacheFullError, ConfigError, IntegrityError, SizeError } from '../errors.js'
+import { makeEvent, type AgentEvent } from '../events/event.js'
+import { run as defaultRun, type Runner } from '../exec.js'
+import { logOp, type Logger } from '../log.js'
+import type { Manifest } from '../manifest/types.js'
+import type { BootCmdline } from './cmdline.js'
+import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
+import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
+import { openPartition } from './partitions.js'
+import { type BootPlan, type Inventory, planBoot, planCacheFull, planRootFit, resolveIntent, type BootIntent } from './plan.js'
+import { prepareRoot, unmount } from './roots.js'
+import { measureImage } from './unpack.js'
+
+/** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
+export interface FetchedImage {
+  path: string
+  sha256: string
+  size: number
+  hit: boolean
+  bytesDownloaded: number
+  chunksRepaired: number
+}
+
+export interface ImagePipeline<C = unknown> {
+  openCache(dir: string, log: Logger): Promise<C>
+  /** Whether the object is present, and how much eviction could free keeping `pin`. */
+  contents(cache: C, sha256: string): Promise<{ hasImage: boolean; evictableBytes: number; previous?: string }>
+  /** Removes every object (cachefull=clear-reboot). */
+  clear(cache: C): Promise<void>
+  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number }): Promise<Manifest>
+  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong' }): Promise<FetchedImage>
+}
+
+export interface StageOptions {
+  cmdline: BootCmdline
+  /** Run directory: record, RAM cache, work mounts (default /run/boot-agent). */
+  runDir: string
+  /** Where the new root is mounted (default /sysroot). */
+  sysroot: string
+  /** Where the cache partition is mounted (default `${runDir}/cache`). */
+  cacheMount?: string
+  /** The cache and transport (the cache type is the pipeline's own; methods are bivariant). */
+  pipeline: ImagePipeline<unknown>
+  log: Logger
+  signal?: AbortSignal
+  run?: Runner
+  nodeIdSources?: Omit<NodeIdSources, 'fromCmdline'>
+  /** Waits (reboot delay); injectable for tests. */
+  sleep?: (ms: number) => Promise<void>
+  sysClassBlock?: string
+  now?: () => Date
+  /** Whether a failed boot may run the reboot command (default true; see OnFailDeps.mayReboot). */
+  mayReboot?: boolean
+  /** How long to wait for the head node to take the boot events (default BOOT_DELIVERY_DEADLINE_MS). */
+  deliveryDeadlineMs?: number
+  /** Process start-up before the stage began (recorded as `timings.startup`). */
+  startupMs?: number
+}
+
+export interface StageOutcome {
+  record: BootRecord
+  recordPath: string
+  exitCode: number
+  /** The plan as finally carried out (undefined when the stage failed before planning). */
+  plan?: BootPlan
+}
+
+class Timer {
+  readonly timings: Record<string, number> = {}
+  private readonly t0 = performance.now()
+  async step<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const s = performance.now()
+    try {
+      return await fn()
+    } finally {
+      this.timings[name] = Math.round(performance.now() - s)
+    }
+  }
+  total(): void {
+    this.timings.total = Math.round(performance.now() - this.t0)
+  }
+}
+
+/** Runs the boot stage. Never throws for a failed boot: the outcome says what happened. */
+export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> => {
+  const { log, pipeline } = opts
+  const run = opts.run ?? defaultRun
+  const timer = new Timer()
+  if (opts.startupMs !== undefined) timer.timings.startup = opts.startupMs
+  const cacheMount = opts.cacheMount ?? join(opts.runDir, 'cache')
+  const rootMount = join(opts.runDir, 'mnt', 'root')
+  const extraEvents: AgentEvent[] = []
+  let node = opts.cmdline.node ?? 'unknown'
+  let server = opts.cmdline.server ?? ''
+  let intent: BootIntent | undefined
+  let plan: BootPlan | undefined
+  let inv: Inventory | undefined
+  let fetched: FetchedImage | undefined
+  let init: string | undefined
+  let rootMounted = false
+
+  const record = (result: 'ok' | 'failed', extra: Partial<BootRecord> = {}): BootRecord => {
+    const cacheOnDisk = plan?.cache.mode === 'partition'
+    const spoolDir = inv?.cache.state === 'mounted' ? join(cacheMount, 'spool') : join(opts.runDir, 'spool')
+    timer.total()
+    return {
+      schema: 1,
+      node,
+      server,
+      style: plan?.style ?? null,
+      requestedStyle: plan?.requestedStyle ?? intent?.requestedStyle ?? null,
+      fallbacks: plan?.fallbacks ?? [],
+      image: intent ? { name: intent.image.name, sha256: intent.image.sha256, size: intent.image.size } : null,
+      cache: {
+        spec: intent?.cacheSpec?.text ?? null,
+        ...(inv?.cache.state === 'mounted' ? { device: inv.cache.device, mountpoint: inv.cache.mountpoint } : {}),
+        hit: fetched?.hit ?? false,
+        ...(fetched?.path ? { objectPath: fetched.path } : {}),
+        inRam: plan ? !cacheOnDisk : false,
+      },
+      root: {
+        spec: intent?.rootSpec?.text ?? null,
+        ...(plan?.root.mode === 'partition' ? { device: plan.root.device } : {}),
+        ...(result === 'ok' ? { sysroot: opts.sysroot } : {}),
+        ...(init ? { init } : {}),
+      },
+      bytesFetched: fetched?.bytesDownloaded ?? 0,
+      timings: timer.timings,
+      result,
+      spoolDir,
+      time: (opts.now?.() ?? new Date()).toISOString(),
+      ...extra,
+    }
+  }
+
+  const finish = async (rec: BootRecord): Promise<{ recordPath: string }> => {
+    await spoolEvents(rec.spoolDir, bootEvents(rec, extraEvents, opts.now?.()), log)
+    const recordPath = await writeBootRecord(opts.runDir, rec)
+    // Tell the head now (bounded); a failed node may never start the daemon that would.
+    await deliverBootEvents(rec.spoolDir, server, node, { log, ...(opts.deliveryDeadlineMs !== undefined ? { deadlineMs: opts.deliveryDeadlineMs } : {}) })
+    return { recordPath }
+  }
+
+  try {
+    await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
+    if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
+    server = opts.cmdline.server
+    node = (await timer.step('node', () => resolveNodeId({ ...opts.nodeIdSources, ...(opts.cmdline.node ? { fromCmdline: opts.cmdline.node } : {}) }))).node
+    const httpTimeoutMs = intentTimeout(opts.cmdline)
+    const descriptor: BootDescriptor = await timer.step('descriptor', () =>
+      logOp(log, 'descriptor', { server, node }, () => fetchDescriptor(server, node, { timeoutMs: httpTimeoutMs, log, ...(opts.signal ? { signal: opts.signal } : {}) })),
+    )
+    intent = resolveIntent(opts.cmdline, descriptor, node, server)
+    const it = intent
+
+    // Partitions: the cache for every style, the root only for disked.
+    const partDeps = { run, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.sysClassBlock ? { sysClassBlock: opts.sysClassBlock } : {}) }
+    const [cacheState, rootState] = await timer.step('partitions', () =>
+      Promise.all([
+        openPartition(it.cacheSpec, { ...partDeps, role: 'cache', mountpoint: cacheMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.cache }),
+        it.requestedStyle === 'disked'
+          ? openPartition(it.rootSpec, { ...partDeps, role: 'root', mountpoint: rootMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.root })
+          : Promise.resolve({ state: 'unset' as const }),
+      ]),
+    )
+    rootMounted = rootState.state === 'mounted'
+    inv = { cache: cacheState, root: rootState }
+    let diskCache: unknown
+    let previous: string | undefined
+    if (cacheState.state === 'mounted') {
+      diskCache = await pipeline.openCache(cacheMount, log)
+      const c = await pipeline.contents(diskCache, it.image.sha256)
+      inv.cacheContents = { hasImage: c.hasImage, evictableBytes: c.evictableBytes }
+      previous = c.previous
+    }
+    plan = planBoot(it, inv)
+    for (const f of plan.fallbacks) log.warn({ kind: f.kind }, `fallback: ${f.reason}`)
+
+    if (plan.action === 'clear-cache-reboot') return await clearAndReboot(plan.actionReason ?? 'cache full')
+
+    // The manifest, pinned by the descriptor's digest and size.
+    const pubkey = it.pubkey ? await readFile(it.pubkey, 'utf8').catch((e: unknown) => {
+      throw new ConfigError('rd.bootagent.pubkey', `cannot read ${it.pubkey}: ${(e as Error).message}`)
+    }) : undefined
+    const manifest = await timer.step('manifest', () =>
+      logOp(log, 'manifest', { url: it.image.manifest }, () =>
+        pipeline.fetchManifest(it.image.manifest, { log, timeoutMs: httpTimeoutMs, ...(pubkey ? { publicKey: pubkey } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }),
+      ),
+    )
+    if (manifest.sha256 !== it.image.sha256) {
+      throw new IntegrityError({ algorithm: 'sha256', expected: it.image.sha256, found: manifest.sha256, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
+    }
+    if (manifest.size !== it.image.size) throw new SizeError({ expected: it.image.size, found: manifest.size, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
+
+    // The image: into the cache partition, or RAM when there is none or it is full.
+    const pin = [it.image.sha256, ...(previous ? [previous] : [])]
+    const fetchInto = async (cache: unknown): Promise<FetchedImage> =>
+      logOp(log, 'fetch', { sha256: it.image.sha256, inRam: cache !== diskCache }, () =>
+        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(opts.signal ? { signal: opts.signal } : {}) }),
+      )
+    const ramCache = async (): Promise<unknown> => {
+      const dir = join(opts.runDir, 'ram-cache')
+      await mkdir(dir, { recursive: true, mode: 0o700 })
+      return pipeline.openCache(dir, log)
+    }
+    fetched = await timer.step('fetch', async () => {
+      if (plan?.cache.mode !== 'partition') return fetchInto(await ramCache())
+      try {
+        return await fetchInto(diskCache)
+      } catch (e) {
+        if (!(e instanceof CacheFullError) || !plan || cacheState.state !== 'mounted') throw e
+        plan = planCacheFull(plan, { needed: e.needed, available: e.available, capacityBytes: cacheState.capacityBytes })
+        log.warn({ kind: 'cache-full' }, `fallback: ${plan.fallbacks.at(-1)?.reason}`)
+        if (plan.action === 'clear-cache-reboot') throw new ClearAndReboot(plan.actionReason ?? e.message)
+        return fetchInto(await ramCache())
+      }
+    })
+    if (inv.cacheContents?.hasImage && plan.cache.mode === 'partition' && (!fetched.hit || fetched.chunksRepaired > 0)) {
+      extraEvents.push(
+        makeEvent('integrity', node, { what: 'cached image failed re-verification and was re-fetched before use', object: fetched.path, chunksRepaired: fetched.chunksRepaired, bytesFetched: fetched.bytesDownloaded }, { image: { name: it.image.name, sha256: it.image.sha256 } }),
+      )
+    }
+
+    // Root fit from the image's own inode table, before anything is wiped.
+    const image = fetched.path
+    const measure = await timer.step('measure', () => measureImage(image, run, opts.signal))
+    if (plan.root.mode === 'partition' && rootState.state === 'mounted') {
+      plan = planRootFit(plan, { neededBytes: measure.neededBytes, capacityBytes: rootState.capacityBytes })
+      if (plan.root.mode !== 'partition') log.warn({ kind: 'root-too-small' }, `fallback: ${plan.fallbacks.at(-1)?.reason}`)
+    }
+    if (plan.root.mode !== 'partition' && rootMounted) {
+      await unmount(run, rootMount)
+      rootMounted = false
+    }
+    const p = plan
+    const res = await timer.step('root', () =>
+      logOp(log, `root ${p.style}`, { image, sysroot: opts.sysroot }, () =>
+        prepareRoot(p, image, { run, runDir: opts.runDir, sysroot: opts.sysroot, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.now ? { now: opts.now } : {}) }),
+      ),
+    )
+    init = res.init
+    rootMounted = false // now mounted at the sysroot, the work mount is gone
+    // An image held in RAM only to be unpacked is not needed any more (roram still reads it).
+    if (plan.cache.mode === 'ram' && plan.style !== 'roram') {
+      await rm(join(opts.runDir, 'ram-cache'), { recursive: true, force: true })
+      fetched = { ...fetched, path: '' }
+    }
+    const rec = record('ok')
+    const { recordPath } = await finish(rec)
+    log.info({ style: rec.style, hit: rec.cache.hit, bytesFetched: rec.bytesFetched, timings: rec.timings }, 'boot stage done')
+    return { record: rec, recordPath, exitCode: EXIT_CODES.ok, plan }
+  } catch (e) {
+    if (e instanceof ClearAndReboot) return await clearAndReboot(e.message)
+    if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
+    if (e instanceof IntegrityError) {
+      // Bytes (or a manifest) that are not what they were pinned to: the head node must hear of it (SPEC §6).
+      extraEvents.push(
+        makeEvent('integrity', node, { what: e.message, algorithm: e.algorithm, expected: e.expected, found: e.found, url: e.url }, intent ? { image: { name: intent.image.name, sha256: intent.image.sha256 } } : {}),
+      )
+    }
+    const rec = record('failed', { error: errorSummary(e), action: intent?.onfail ?? opts.cmdline.onfail ?? 'emergency' })
+    log.error({ err: e, code: rec.error?.code }, `boot failed: ${rec.error?.message}`)
+    const { recordPath } = await finish(rec)
+    const exitCode =
+      e instanceof ConfigError
+        ? EXIT_CODES.usage
+        : await actOnFailure(rec.action ?? 'emergency', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? opts.cmdline.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}), ...(opts.mayReboot !== undefined ? { mayReboot: opts.mayReboot } : {}) })
+    return { record: rec, recordPath, exitCode, ...(plan ? { plan } : {}) }
+  }
+
+  async function clearAndReboot(reason: string): Promise<StageOutcome> {
+    if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
+    let cleared = false
+    try {
+      await pipeline.clear(await pipeline.openCache(cacheMount, log))
+      cleared = true
+    } catch (e) {
+      log.error({ err: e }, 'clearing the cache failed')
+    }
+    extraEvents.push(makeEvent('cache', node, { action: 'clear', reason, cleared }))
+    const rec = record('failed', { error: { code: 'ECACHEFULL', message: reason }, action: 'reboot' })
+    const { recordPath } = await finish(rec)
+    const exitCode = await actOnFailure('reboot', { run, log, rebootDelayMs: intent?.rebootDelayMs ?? 30_000, ...(opts.sleep ? { sleep: opts.sleep } : {}), ...(opts.mayReboot !== undefined ? { mayReboot: opts.mayReboot } : {}) })
+    return { record: rec, recordPath, exitCode, ...(plan ? { plan } : {}) }
+  }
+}
+
+/** Thrown inside the fetch step to leave it for the clear-and-reboot path. */
+class ClearAndReboot extends BootAgentError {
+  constructor(reason: string) {
+    super('ECACHEFULL', reason)
+  }
+}
+
+const intentTimeout = (c: BootCmdline): number => c.httpTimeoutMs ?? 30_000

@@ -1,0 +1,84 @@
+#!/bin/bash
+# dracut module "boot-agent": runs boot-agent's boot stage in the initramfs, before the
+# root is mounted (SPEC §11). dracut sources this file with bash (dracut.modules(7));
+# the hooks it installs are POSIX sh. Logic lives in the agent; these files only wire it in.
+#
+# Build-time inputs (environment, or the same lower-case names in a dracut.conf):
+#   BOOT_AGENT_BUNDLE  the single-file agent (default /usr/lib/boot-agent/boot-agent.mjs)
+#   BOOT_AGENT_NODE    the Node.js binary to copy (default: node on PATH)
+#   BOOT_AGENT_PUBKEY  manifest-signing public key to trust (optional)
+#   BOOT_AGENT_CA      site CA bundle for https head nodes (optional)
+
+# The agent bundle to install (a dracut.conf may set bootagent_bundle instead).
+_ba_bundle() { echo "${bootagent_bundle:-${BOOT_AGENT_BUNDLE:-/usr/lib/boot-agent/boot-agent.mjs}}"; }
+# The Node.js binary to copy into the image.
+_ba_node() { echo "${bootagent_node:-${BOOT_AGENT_NODE:-$(command -v node)}}"; }
+
+# called by dracut: may this module be used on this host?
+check() {
+    # Everything the agent shells out to must exist on the build host.
+    require_binaries unsquashfs blkid mount umount losetup lsblk || return 1
+    # Node.js must be there to copy.
+    [[ -x "$(_ba_node)" ]] || { derror "boot-agent: no Node.js binary (set BOOT_AGENT_NODE)"; return 1; }
+    # So must the bundle (node scripts/bundle.mjs makes it).
+    [[ -f "$(_ba_bundle)" ]] || { derror "boot-agent: no agent bundle at $(_ba_bundle) (set BOOT_AGENT_BUNDLE)"; return 1; }
+    # 255: only included when asked for (--add boot-agent / -m), never by default.
+    return 255
+}
+
+# called by dracut: the modules ours needs.
+depends() {
+    # network-legacy first: 40network picks the first handler already included, else
+    # systemd-networkd when the host has it (which pulls systemd into the image);
+    # network: net-lib.sh, which network-legacy's hooks need;
+    # base: dracut-lib.sh, getarg, info/warn/die.
+    echo network-legacy network base
+}
+
+# called by dracut: kernel modules to carry (the Debian kernel builds these as modules).
+installkernel() {
+    # squashfs/loop/overlay: images and roram; ext4/xfs: cache and root partitions;
+    # virtio_*: disks, NIC and entropy in VMs (virtio_rng stops node blocking on the
+    # random pool at start-up). hostonly='' : install them even on a host that lacks them.
+    hostonly='' instmods squashfs loop overlay ext4 xfs \
+        virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng
+}
+
+# called by dracut: files to put into the initramfs.
+install() {
+    local _node _tmp
+    # Node.js without debug sections (~99 MB -> ~92 MB), copied to a temp file so the
+    # host's binary is never touched; inst_binary pulls in its shared libraries.
+    _node=$(_ba_node)
+    _tmp=$(mktemp "${DRACUT_TMPDIR:-/tmp}/boot-agent-node.XXXXXX") || return 1
+    if command -v strip >/dev/null; then
+        strip -g -o "$_tmp" "$_node" || cp "$_node" "$_tmp"
+    else
+        cp "$_node" "$_tmp"
+    fi
+    chmod 0755 "$_tmp"
+    inst_binary "$_tmp" /usr/bin/node
+    rm -f -- "$_tmp"
+    # The agent: one ESM file, no node_modules.
+    inst_simple "$(_ba_bundle)" /usr/lib/boot-agent/boot-agent.mjs
+    # What the agent runs (agent/system.ts) and what systeminformation shells out to.
+    inst_multiple unsquashfs blkid mount umount losetup lsblk
+    inst_multiple -o dmidecode mkfs.ext4 mkfs.xfs sync reboot poweroff
+    # Trust anchors, only when the site configured them.
+    local _pub="${bootagent_pubkey:-$BOOT_AGENT_PUBKEY}" _ca="${bootagent_ca:-$BOOT_AGENT_CA}"
+    [[ -n $_pub ]] && inst_simple "$_pub" /etc/boot-agent/manifest.pub
+    [[ -n $_ca ]] && inst_simple "$_ca" /etc/boot-agent/ca.pem
+    # cmdline 20: after 99base's parse-root-opts (10) has read root=, before
+    # network-legacy's parse-ip-opts (98) reads the ip= we may default.
+    inst_hook cmdline 20 "$moddir/parse-boot-agent.sh"
+    if dracut_module_included "systemd"; then
+        # systemd initramfs: a unit ordered before initrd-root-fs.target runs the stage
+        # (systemd/boot-agent-initrd.service, copied next to this file at build time).
+        inst_simple "$moddir/boot-agent-initrd.service" "$systemdsystemunitdir/boot-agent-initrd.service"
+        $SYSTEMCTL -q --root "$initdir" enable boot-agent-initrd.service
+    else
+        # shell init: pre-mount 50, when the network is up (initqueue finished) and
+        # nothing has mounted $NEWROOT yet; the agent mounts it.
+        inst_hook pre-mount 50 "$moddir/boot-agent-root.sh"
+    fi
+}

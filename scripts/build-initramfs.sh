@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds an initramfs with boot-agent's dracut module from the installed dracut,
+# without touching the system's dracut configuration:
+#   - a private copy of /usr/lib/dracut (dracutbasedir=) with dracut/50boot-agent added,
+#   - --conf /dev/null --confdir <empty dir>: no host dracut.conf is read,
+#   - --no-hostonly: a generic image, not one shaped by this build host,
+#   - -m: only base + boot-agent and its network deps, no systemd (this builds the
+#     shell-init flavour; systemd/boot-agent-initrd.service is for systemd initramfs);
+#     no kernel-modules module (~90 MB of drivers): the module installs what it needs.
+# usage: npm run initramfs -- --kver K --out FILE [--bundle dist/boot-agent.mjs]
+#        [--node /usr/bin/node] [--compress zstd|lz4|xz] [--pubkey F] [--ca F]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+kver="$(uname -r)"
+out=""
+bundle="$here/dist/boot-agent.mjs"
+node_bin="$(command -v node || true)"
+compress=zstd   # zstd keeps node-carrying images under 60 MB; lz4 unpacks faster but ~70 MB
+pubkey=""
+ca=""
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kver) kver="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --bundle) bundle="$2"; shift 2 ;;
+    --node) node_bin="$2"; shift 2 ;;
+    --compress) compress="$2"; shift 2 ;;
+    --pubkey) pubkey="$2"; shift 2 ;;
+    --ca) ca="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "build-initramfs: unknown argument: $1" >&2; usage ;;
+  esac
+done
+[ -n "$out" ] || { echo "build-initramfs: --out FILE is required" >&2; exit 2; }
+case "$compress" in zstd|lz4|xz|gzip) ;; *) echo "build-initramfs: --compress $compress: not zstd, lz4, xz or gzip" >&2; exit 2 ;; esac
+[ -d "/lib/modules/$kver" ] || { echo "build-initramfs: --kver $kver: no /lib/modules/$kver (install linux-image-$kver)" >&2; exit 2; }
+[ -f "$bundle" ] || { echo "build-initramfs: no agent bundle at $bundle (run: node scripts/bundle.mjs)" >&2; exit 2; }
+[ -x "$node_bin" ] || { echo "build-initramfs: no Node.js binary (--node)" >&2; exit 2; }
+command -v dracut >/dev/null || { echo "build-initramfs: dracut not installed (Debian: dracut-core dracut-network)" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ba-initramfs.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+# Private dracut tree: the system's /usr/lib/dracut stays as it is.
+cp -a /usr/lib/dracut "$work/dracut"
+cp -a "$here/dracut/50boot-agent" "$work/dracut/modules.d/50boot-agent"
+# The unit for systemd-based images lives in systemd/; the module installs it from its own dir.
+cp "$here/systemd/boot-agent-initrd.service" "$work/dracut/modules.d/50boot-agent/"
+mkdir -p "$work/confdir" "$work/tmp"
+
+export BOOT_AGENT_BUNDLE="$(readlink -f "$bundle")"
+export BOOT_AGENT_NODE="$(readlink -f "$node_bin")"
+[ -n "$pubkey" ] && export BOOT_AGENT_PUBKEY="$(readlink -f "$pubkey")"
+[ -n "$ca" ] && export BOOT_AGENT_CA="$(readlink -f "$ca")"
+
+dracutbasedir="$work/dracut" dracut \
+  --conf /dev/null --confdir "$work/confdir" --tmpdir "$work/tmp" \
+  --no-hostonly --no-hostonly-cmdline --no-early-microcode \
+  -m "base network-legacy network boot-agent" -o "systemd systemd-networkd" \
+  --"$compress" --force --quiet \
+  --kver "$kver" "$out"
+echo "build-initramfs: $out ($(du -h "$out" | cut -f1), $compress, kernel $kver)" >&2
