@@ -4,18 +4,22 @@
  * chunk verified (sha256) as it lands, then checks the whole image's sha256.
  *
  * One pass over the bytes: every network piece is copied once into a large
- * write buffer, hashed there (chunk sha256; the whole-image sha256 and xxh64
- * when it is next in order) and written with large writes. Only bytes that
- * were not next in order (parallel ranges, resumed or reused chunks) are read
- * back — from the page cache — to extend the whole-image digests.
+ * (shared) write buffer and written from there with large writes. The sha256
+ * work runs on a worker thread (hash-worker.ts) reading the same buffer: each
+ * completed chunk is verified there, and fed to the whole-image sha256 when
+ * it is next in order, while this thread keeps receiving; a buffer is written
+ * (verified chunks only) once every chunk in it has its verdict. Only bytes
+ * that were not next in order (parallel ranges, resumed or reused chunks) are
+ * read back — from the page cache — to extend the whole-image digests.
  */
-import { createHash, type Hash } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { BootAgentError, CacheFullError, IntegrityError, SizeError, isErrno } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Chunk, Manifest } from '../manifest/types.js'
-import { READ_BUFFER_BYTES, readPipelined, xxh, xxh64Hex } from '../cache/hash-file.js'
+import { xxhWasmModule } from '../cache/hash-file.js'
 import type { PartialObject } from '../cache/partial.js'
 import type { Cache } from '../cache/store.js'
+import { DownloadHasher } from './hash-worker.js'
 import { openBody, type BodyStream } from './http.js'
 import { planRanges, type RangeTask } from './plan.js'
 import { Progress, type ProgressInfo } from './progress.js'
@@ -24,6 +28,8 @@ import { open } from 'node:fs/promises'
 
 /** Size of each stream's write buffer (large writes: notes/performance.md). */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+/** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the worker's wasm memory). */
+export const FEED_BUFFER_BYTES = 1024 * 1024
 /** Longest single Range request. */
 export const MAX_RANGE_BYTES = 16 * 1024 * 1024
 /** Parallel range requests: 2 on the 2-core nodes measured here (4 gained little and cost ~15 MB RSS). */
@@ -106,9 +112,8 @@ export class Download {
   private readonly bufBytes: number
   private cursor = 0
   private cursorBusy = false
-  private readBufs: [Buffer, Buffer] | undefined
-  private wholeSha: Hash = createHash('sha256')
-  private wholeXxh!: { update(b: Uint8Array): unknown; digest(): bigint }
+  private readBufs: [SharedArrayBuffer, SharedArrayBuffer] | undefined
+  private hasher!: DownloadHasher
   private progress!: Progress
   private bytesDownloaded = 0
   private bytesReused = 0
@@ -136,8 +141,18 @@ export class Download {
   }
 
   async run(): Promise<DownloadResult> {
-    const { create64 } = await xxh()
-    this.wholeXxh = create64()
+    this.hasher = new DownloadHasher(await xxhWasmModule(), (i) => {
+      // The worker fed chunk i to the whole-image digests (in image order).
+      this.cursor = Math.max(this.cursor, i + 1)
+    })
+    try {
+      return await this.runHashed()
+    } finally {
+      await this.hasher.close()
+    }
+  }
+
+  private async runHashed(): Promise<DownloadResult> {
     if (this.o.reuse !== false) await this.reuseLocal()
     await this.advanceCursor()
     const missing = this.o.partial.missing()
@@ -151,27 +166,21 @@ export class Download {
         await this.runWorkers()
       } finally {
         // Whatever happened, what was verified is recorded for the next run.
+        await this.settlePersist().catch(() => undefined)
         await this.o.partial.persist(true).catch(() => undefined)
       }
     }
+    await this.settlePersist()
     await this.o.partial.persist(true)
     await this.advanceCursor()
     const left = this.o.partial.missing()
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
     if (this.cursor !== this.chunks.length) throw new Error(`internal: whole-image digest stopped at chunk ${this.cursor}`)
-    const sha256 = this.wholeSha.digest('hex')
-    return { sha256, xxh64: xxh64Hex(this.wholeXxh.digest()), bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
+    const { sha256, xxh64 } = await local('hashing the image', () => this.hasher.digest())
+    return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
   // ---- whole-image digests, in order -------------------------------------
-
-  /** Feeds chunk `i` from memory when it is the next one in order. */
-  private feedMem(i: number, bytes: Uint8Array): void {
-    if (this.cursorBusy || i !== this.cursor) return
-    this.wholeSha.update(bytes)
-    this.wholeXxh.update(bytes)
-    this.cursor++
-  }
 
   /** Extends the digests over written chunks from disk (page cache), as far as they are contiguous. */
   private async advanceCursor(): Promise<void> {
@@ -184,17 +193,45 @@ export class Download {
         while (j + 1 < this.chunks.length && w[j + 1]) j++
         const start = this.chunks[this.cursor]!.offset
         const end = this.chunks[j]!.offset + this.chunks[j]!.size
-        this.readBufs ??= [Buffer.allocUnsafe(READ_BUFFER_BYTES), Buffer.allocUnsafe(READ_BUFFER_BYTES)]
-        const n = await readPipelined(this.o.partial.fh, start, end - start, (p) => {
-          this.wholeSha.update(p)
-          this.wholeXxh.update(p)
-        }, { signal: this.signal, buffers: this.readBufs })
-        if (n !== end - start) throw new SizeError({ expected: end - start, found: n, what: `partial file ${this.o.partial.path} at ${start}` })
-        this.cursor = j + 1
+        await this.feedFromDisk(start, end, j + 1)
+        this.cursor = Math.max(this.cursor, j + 1)
       }
     } finally {
       this.cursorBusy = false
     }
+  }
+
+  /**
+   * Reads [start, end) of the partial file into two shared buffers in turn,
+   * extending the whole-image digests on the worker (which hashes one buffer
+   * while the other is read). `nextChunk` follows `end`.
+   */
+  private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
+    const sabs = (this.readBufs ??= [new SharedArrayBuffer(FEED_BUFFER_BYTES), new SharedArrayBuffer(FEED_BUFFER_BYTES)])
+    const fed: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined]
+    let pos = start
+    let k = 0
+    try {
+      while (pos < end) {
+        if (this.signal.aborted) throw this.signal.reason
+        await fed[k] // the worker is done with this buffer
+        const buf = Buffer.from(sabs[k]!)
+        const want = Math.min(buf.length, end - pos)
+        let got = 0
+        while (got < want) {
+          const { bytesRead } = await this.o.partial.fh.read(buf, got, want - got, pos + got)
+          if (bytesRead === 0) throw new SizeError({ expected: end - start, found: pos + got - start, what: `partial file ${this.o.partial.path} at ${start}` })
+          got += bytesRead
+        }
+        pos += got
+        fed[k] = this.hasher.feed(sabs[k]!, 0, got, pos >= end ? nextChunk : undefined)
+        fed[k]!.catch(() => undefined)
+        k ^= 1
+      }
+    } finally {
+      await Promise.allSettled(fed.filter((p) => p !== undefined))
+    }
+    for (const p of fed) await p
   }
 
   // ---- space -------------------------------------------------------------
@@ -235,7 +272,8 @@ export class Download {
     const wanted = new Set(missing.map((i) => this.chunks[i]!.sha256))
     const sources = await this.o.cache.findChunkSources(wanted, this.m.sha256)
     if (!sources.size) return
-    const w = new ChunkWriter(this.bufBytes, (b, p) => this.writeAt(b, p), (idx) => this.chunkWritten(idx))
+    // Donor chunks are verified above, on this thread (a rare path).
+    const w = new ChunkWriter(this.bufBytes, { verify: async (_, entries) => entries.map(() => true), write: (b, p) => this.writeAt(b, p), onWritten: (idx) => this.chunkWritten(idx) })
     const handles = new Map<string, Awaited<ReturnType<typeof open>>>()
     const scratch = Buffer.allocUnsafe(this.bufBytes)
     try {
@@ -257,7 +295,6 @@ export class Download {
           continue
         }
         await w.add(c, bytes)
-        this.feedMem(i, w.last())
         this.bytesReused += c.size
       }
       await w.finish()
@@ -267,9 +304,31 @@ export class Download {
     if (this.bytesReused) this.o.log.info({ bytesReused: this.bytesReused }, 'reused chunks from other cached objects')
   }
 
-  private chunkWritten(indexes: number[]): Promise<void> {
+  private persistRun: Promise<void> | undefined
+  private persistError: unknown
+
+  /**
+   * Records written chunks. The state is made durable in the background
+   * (its fsync of the data file would otherwise stall the write pipeline
+   * every second); a failure surfaces at the next chunk or at the end.
+   */
+  private async chunkWritten(indexes: number[]): Promise<void> {
+    if (this.persistError !== undefined) throw this.persistError
     this.o.partial.markWritten(indexes)
-    return this.o.partial.persist()
+    this.persistRun ??= this.o.partial
+      .persist()
+      .catch((e: unknown) => {
+        this.persistError ??= e
+      })
+      .finally(() => {
+        this.persistRun = undefined
+      })
+  }
+
+  /** Waits for a background persist; rethrows its failure. */
+  private async settlePersist(): Promise<void> {
+    await this.persistRun
+    if (this.persistError !== undefined) throw this.persistError
   }
 
   // ---- network -----------------------------------------------------------
@@ -293,7 +352,11 @@ export class Download {
   /** Write buffers are taken from a pool (one pair per stream): fresh 8 MiB per request would be garbage the GC frees late. */
   private readonly writers: ChunkWriter[] = []
   private writer(): ChunkWriter {
-    return this.writers.pop() ?? new ChunkWriter(this.bufBytes, (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeAt(b, p)), (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)))
+    return this.writers.pop() ?? new ChunkWriter(this.bufBytes, {
+      verify: (sab, entries) => this.verifyChunks(sab, entries),
+      write: (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeAt(b, p)),
+      onWritten: (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)),
+    })
   }
 
   private async worker(first: boolean): Promise<void> {
@@ -443,20 +506,7 @@ export class Download {
           pos += take
           filled += take
           if (filled === c.size) {
-            if (collecting) {
-              const bytes = w.current()
-              const got = createHash('sha256').update(bytes).digest('hex')
-              if (got === c.sha256) {
-                w.commit()
-                this.feedMem(ci, bytes)
-              } else {
-                w.drop()
-                const list = this.bad.get(ci) ?? []
-                list.push({ url: mirror.url, found: got })
-                this.bad.set(ci, list)
-                this.o.log.warn({ url: mirror.url, chunk: ci, expected: c.sha256, found: got }, 'chunk failed sha256 check; discarded')
-              }
-            }
+            if (collecting) w.complete(mirror.url)
             ci++
             filled = 0
           }
@@ -480,6 +530,21 @@ export class Download {
     }
   }
 
+  /** Verdicts on received chunks (on the hash worker); a wrong one is remembered against the URL it came from. */
+  private async verifyChunks(sab: SharedArrayBuffer, entries: readonly WriterEntry[]): Promise<boolean[]> {
+    const items = entries.map((e) => ({ index: e.index, off: e.start, len: e.len, expected: this.chunks[e.index]!.sha256 }))
+    const found = await local('hashing downloaded chunks', () => this.hasher.chunks(sab, items))
+    return entries.map((e, k) => {
+      const c = this.chunks[e.index]!
+      if (found[k] === c.sha256) return true
+      const list = this.bad.get(e.index) ?? []
+      list.push({ url: e.from, found: found[k]! })
+      this.bad.set(e.index, list)
+      this.o.log.warn({ url: e.from, chunk: e.index, expected: c.sha256, found: found[k] }, 'chunk failed sha256 check; discarded')
+      return false
+    })
+  }
+
   private chunkAt(pos: number): number {
     let lo = 0
     let hi = this.chunks.length - 1
@@ -492,30 +557,51 @@ export class Download {
   }
 }
 
+/** A completed chunk in a ChunkWriter buffer. */
+export interface WriterEntry {
+  index: number
+  /** Offset of its bytes in the buffer. */
+  start: number
+  len: number
+  /** Where it came from (for integrity errors). */
+  from: string
+}
+
+export interface ChunkWriterHooks {
+  /** Says, per entry, whether its bytes (untouched until this settles) may be written. */
+  verify: (sab: SharedArrayBuffer, entries: readonly WriterEntry[]) => Promise<boolean[]>
+  write: (b: Uint8Array, pos: number) => Promise<void>
+  /** Called with the indexes of the chunks written, after their write. */
+  onWritten: (indexes: number[]) => Promise<void>
+}
+
 /**
- * Collects verified chunks in a large buffer and writes contiguous runs of
- * them with single large writes. Two buffers alternate so that one is being
- * written while the next fills (the network is not paused by the disk).
- * Chunks are appended whole: `begin`, `append`…, then `commit` (verified) or
- * `drop`. `drain` waits for the last write; write errors surface there or
- * at the next flush.
+ * Collects received chunks in a large shared buffer and writes contiguous
+ * runs of the verified ones with single large writes. Two buffers alternate
+ * so that one is being verified and written while the next fills (the
+ * network is not paused by the hashing or the disk). Chunks are appended
+ * whole: `begin`, `append`…, then `complete` or `drop`. At a flush, the
+ * buffer's completed chunks are verified in one batch and the good ones
+ * written. `drain` waits for the last write; verifier and write errors
+ * surface there or at the next flush.
  */
 export class ChunkWriter {
+  private readonly sabs: [SharedArrayBuffer, SharedArrayBuffer]
   private readonly bufs: [Buffer, Buffer]
   private active = 0
   private regionStart = 0
-  private fill = 0 // bytes of committed chunks
+  private fill = 0 // bytes of completed chunks (awaiting their verdict)
   private pending = 0 // bytes of the chunk being filled
-  private committed: number[] = []
+  private entries: WriterEntry[] = []
   private cur: Chunk | undefined
   private inflight: Promise<void> | undefined
 
   constructor(
     bytes: number,
-    private readonly write: (b: Uint8Array, pos: number) => Promise<void>,
-    private readonly onWritten: (indexes: number[]) => Promise<void>,
+    private readonly hooks: ChunkWriterHooks,
   ) {
-    this.bufs = [Buffer.allocUnsafe(bytes), Buffer.allocUnsafe(bytes)]
+    this.sabs = [new SharedArrayBuffer(bytes), new SharedArrayBuffer(bytes)]
+    this.bufs = [Buffer.from(this.sabs[0]), Buffer.from(this.sabs[1])]
   }
 
   private get buf(): Buffer {
@@ -535,45 +621,53 @@ export class ChunkWriter {
     this.pending += bytes.length
   }
 
-  /** Adds a whole, verified chunk. */
-  async add(c: Chunk, bytes: Uint8Array): Promise<void> {
+  /** Adds a whole chunk. */
+  async add(c: Chunk, bytes: Uint8Array, from = 'local'): Promise<void> {
     await this.begin(c)
     this.append(bytes)
-    this.commit()
+    this.complete(from)
   }
 
-  /** The bytes of the chunk being filled. */
-  current(): Uint8Array {
-    return this.buf.subarray(this.fill, this.fill + this.pending)
-  }
-
-  /** The bytes of the chunk committed last. */
-  last(): Uint8Array {
-    const c = this.cur!
-    return this.buf.subarray(this.fill - c.size, this.fill)
-  }
-
-  commit(): void {
+  /** Ends the chunk being filled (received from `from`); it is verified at the flush. */
+  complete(from: string): void {
+    this.entries.push({ index: this.cur!.index, start: this.fill, len: this.pending, from })
     this.fill += this.pending
     this.pending = 0
-    this.committed.push(this.cur!.index)
   }
 
   drop(): void {
     this.pending = 0
   }
 
-  /** Starts writing the committed chunks (after the previous write finished) and switches buffers. */
+  /** Starts verifying-then-writing the completed chunks (after the previous write finished) and switches buffers. */
   async flush(): Promise<void> {
     await this.drain()
     if (this.fill === 0) return
-    const data = this.buf.subarray(0, this.fill)
-    const pos = this.regionStart
-    const idx = this.committed
+    const sab = this.sabs[this.active]!
+    const buf = this.buf
+    const base = this.regionStart
+    const entries = this.entries
     this.fill = 0
-    this.committed = []
+    this.entries = []
     this.active ^= 1
-    this.inflight = this.write(data, pos).then(() => this.onWritten(idx))
+    this.inflight = (async () => {
+      const verdicts = await this.hooks.verify(sab, entries)
+      const written: number[] = []
+      for (let k = 0; k < entries.length; ) {
+        if (!verdicts[k]) {
+          k++
+          continue
+        }
+        let j = k
+        while (j + 1 < entries.length && verdicts[j + 1]) j++
+        const from = entries[k]!.start
+        const to = entries[j]!.start + entries[j]!.len
+        await this.hooks.write(buf.subarray(from, to), base + from)
+        for (let x = k; x <= j; x++) written.push(entries[x]!.index)
+        k = j + 1
+      }
+      if (written.length) await this.hooks.onWritten(written)
+    })()
     // Observed at the next drain; keep it from being reported as unhandled meanwhile.
     this.inflight.catch(() => undefined)
   }

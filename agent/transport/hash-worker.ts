@@ -1,0 +1,193 @@
+/**
+ * The download's sha256 work on a worker thread, so the JS thread only
+ * receives, copies and writes (sha256 on the receive thread held downloads
+ * to ~0.35× of `curl -o && sync`; notes/performance.md).
+ *
+ * The worker verifies each completed chunk (sha256 against the manifest) and
+ * keeps the whole-image digests: a verified chunk that is next in image order
+ * is fed to it in the same pass; bytes that arrived out of order are fed
+ * later from disk (`feed`). Chunks live in SharedArrayBuffer write buffers,
+ * so nothing is copied to the worker; the caller must not reuse a buffer
+ * region before its verdict (or feed acknowledgement) came back.
+ *
+ * The xxh64 of the image (for fast re-verification) is kept there too, with
+ * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule).
+ *
+ * Like manifest/hash-pool, the worker is a self-contained CommonJS string
+ * started with `eval: true`, so it works inside the single-file bundle.
+ */
+import { Worker } from 'node:worker_threads'
+import { BootAgentError } from '../errors.js'
+
+// Plain ES2020 CommonJS, evaluated as-is.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const { createHash } = require('node:crypto')
+const whole = createHash('sha256')
+let next = 0
+const views = []
+// xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in at 88.
+let xx = null
+const XX_STATE = 88
+const xxUpdate = (bytes) => {
+  const need = XX_STATE + bytes.length
+  if (xx.mem.buffer.byteLength < need) xx.mem.grow(Math.ceil((need - xx.mem.buffer.byteLength) / 65536))
+  new Uint8Array(xx.mem.buffer).set(bytes, XX_STATE)
+  xx.update64(0, XX_STATE, bytes.length)
+}
+const feedWhole = (bytes) => {
+  whole.update(bytes)
+  xxUpdate(bytes)
+}
+parentPort.on('message', (m) => {
+  if (m.t === 'init') {
+    xx = new WebAssembly.Instance(m.xxhModule, {}).exports
+    xx.init64(0, 0n)
+  } else if (m.t === 'buf') {
+    views[m.key] = Buffer.from(m.sab)
+  } else if (m.t === 'chunks') {
+    const v = views[m.key]
+    const found = []
+    const fed = []
+    for (let k = 0; k < m.index.length; k++) {
+      const bytes = v.subarray(m.off[k], m.off[k] + m.len[k])
+      found.push(createHash('sha256').update(bytes).digest('hex'))
+      const f = found[k] === m.expected[k] && m.index[k] === next
+      if (f) { feedWhole(bytes); next++ }
+      fed.push(f)
+    }
+    parentPort.postMessage({ t: 'chunks', id: m.id, found, fed })
+  } else if (m.t === 'feed') {
+    feedWhole(views[m.key].subarray(m.off, m.off + m.len))
+    if (m.next !== undefined) next = m.next
+    parentPort.postMessage({ t: 'feed', id: m.id })
+  } else if (m.t === 'digest') {
+    const xxh64 = (BigInt.asUintN(64, xx.digest64(0))).toString(16).padStart(16, '0')
+    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex'), xxh64 })
+  }
+})
+`
+
+/** A received chunk to verify: its index, where its bytes are in the buffer, and its expected sha256. */
+export interface ChunkToVerify {
+  index: number
+  off: number
+  len: number
+  expected: string
+}
+
+type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string; xxh64: string }
+
+interface Waiting {
+  resolve: (r: Reply) => void
+  reject: (e: unknown) => void
+  /** The chunks asked about, for onFed. */
+  chunks?: { sab: SharedArrayBuffer; items: readonly ChunkToVerify[] }
+}
+
+/** One worker thread holding a download's sha256 state; replies come in the order of the requests. */
+export class DownloadHasher {
+  private readonly worker: Worker
+  private readonly waiting = new Map<number, Waiting>()
+  private nextId = 0
+  /** Buffers the worker has a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
+  private readonly keys = new Map<SharedArrayBuffer, number>()
+  private failed: unknown
+  private closed = false
+
+  /**
+   * @param xxhModule xxhash-wasm's WebAssembly.Module (xxhWasmModule()).
+   * @param onFed called, synchronously and in image order, with each chunk
+   * the worker fed to the whole-image digests.
+   */
+  constructor(
+    xxhModule: unknown,
+    private readonly onFed: (index: number, bytes: Uint8Array) => void,
+  ) {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true })
+    this.worker.postMessage({ t: 'init', xxhModule })
+    this.worker.on('message', (r: Reply) => {
+      const w = this.waiting.get(r.id)
+      this.waiting.delete(r.id)
+      if (!w) return
+      if (r.t === 'chunks') {
+        try {
+          r.fed.forEach((fed, k) => {
+            const c = w.chunks!.items[k]!
+            if (fed) this.onFed(c.index, new Uint8Array(w.chunks!.sab, c.off, c.len))
+          })
+        } catch (e) {
+          w.reject(e)
+          return
+        }
+      }
+      w.resolve(r)
+    })
+    this.worker.on('error', (e) => this.die(new BootAgentError('EUNEXPECTED', `download hash worker failed: ${e.message}`, {}, { cause: e })))
+    this.worker.on('exit', (code) => {
+      if (!this.closed) this.die(new BootAgentError('EUNEXPECTED', `download hash worker exited (${code})`))
+    })
+    // Not unref'd: a pending reply must keep the process alive (Download.run always closes it).
+  }
+
+  private die(e: unknown): void {
+    this.failed ??= e
+    for (const w of this.waiting.values()) w.reject(e)
+    this.waiting.clear()
+  }
+
+  private keyOf(sab: SharedArrayBuffer): number {
+    let key = this.keys.get(sab)
+    if (key === undefined) {
+      key = this.keys.size
+      this.keys.set(sab, key)
+      this.worker.postMessage({ t: 'buf', key, sab })
+    }
+    return key
+  }
+
+  private ask(msg: Record<string, unknown>, chunks?: Waiting['chunks']): Promise<Reply> {
+    if (this.failed !== undefined) return Promise.reject(this.failed)
+    if (this.closed) return Promise.reject(new BootAgentError('EUNEXPECTED', 'download hash worker already closed'))
+    const id = this.nextId++
+    return new Promise<Reply>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject, ...(chunks ? { chunks } : {}) })
+      this.worker.postMessage({ ...msg, id })
+    })
+  }
+
+  /**
+   * Verifies chunks held in `sab` (one message for a whole write buffer:
+   * messages cost more than hashing a small chunk) and returns the sha256
+   * (hex) found for each; each one that matches and is next in image order
+   * is fed to the whole-image sha256 (and reported to onFed).
+   */
+  async chunks(sab: SharedArrayBuffer, items: readonly ChunkToVerify[]): Promise<string[]> {
+    if (!items.length) return []
+    const r = await this.ask(
+      { t: 'chunks', key: this.keyOf(sab), index: items.map((c) => c.index), off: items.map((c) => c.off), len: items.map((c) => c.len), expected: items.map((c) => c.expected) },
+      { sab, items },
+    )
+    if (r.t !== 'chunks') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to chunks`)
+    return r.found
+  }
+
+  /** Feeds bytes (read back in image order) to the whole-image sha256; `nextChunk` is the chunk that follows them, once they end one. */
+  async feed(sab: SharedArrayBuffer, off: number, len: number, nextChunk?: number): Promise<void> {
+    await this.ask({ t: 'feed', key: this.keyOf(sab), off, len, ...(nextChunk !== undefined ? { next: nextChunk } : {}) })
+  }
+
+  /** The whole-image sha256 and xxh64 (hex); the hasher cannot be fed afterwards. */
+  async digest(): Promise<{ sha256: string; xxh64: string }> {
+    const r = await this.ask({ t: 'digest' })
+    if (r.t !== 'digest') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to digest`)
+    return { sha256: r.sha256, xxh64: r.xxh64 }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.die(new BootAgentError('EABORT', 'download hash worker closed'))
+    await this.worker.terminate()
+  }
+}
