@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs'
 import { BootAgentError, isErrno } from '../errors.js'
 import { system } from '../system.js'
 import { FILE_MODE } from './layout.js'
+import { sleep } from '../transport/retry.js'
 
 /** How often a waiting process looks at the lock again. */
 export const LOCK_POLL_MS = 100
@@ -68,20 +69,6 @@ const liveOwner = async (path: string): Promise<{ pid: number } | undefined | 'g
   if (pid === process.pid) return { pid } // our own (another Cache in this process): wait
   return pidAlive(pid) ? { pid } : undefined
 }
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason)
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = () => {
-      clearTimeout(t)
-      reject(signal?.reason)
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
 
 const tryCreate = async (path: string): Promise<boolean> => {
   try {

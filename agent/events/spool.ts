@@ -15,6 +15,7 @@ import { open, readdir, readFile, rename, rm, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type AgentEvent, isEventKind } from './event.js'
 import { isErrno } from '../errors.js'
+import { fsyncPath } from '../cache/fs-util.js'
 
 export const DEFAULT_SPOOL_MAX_EVENTS = 10_000
 const EVENT_FILE = /^(\d{16})-(\d{6})-([0-9a-f-]{36})\.json$/
@@ -37,15 +38,6 @@ export interface SpooledEvent {
 }
 
 let seq = 0
-
-const fsyncPath = async (path: string): Promise<void> => {
-  const fh = await open(path, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
 
 /** Writes `data` to `path` atomically and durably (temp, fsync, rename, fsync dir). */
 export const writeFileDurable = async (dir: string, name: string, data: string | Uint8Array): Promise<void> => {

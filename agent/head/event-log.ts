@@ -17,6 +17,7 @@ import { isErrno } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import { isSafeName } from './names.js'
 import { parseSpooledEvent } from '../events/spool.js'
+import { fsyncPath as fsyncDir } from '../cache/fs-util.js'
 
 export interface AppendResult {
   /** Events newly stored, in order. */
@@ -29,15 +30,6 @@ export interface EventLogOptions {
   log?: Logger
   /** Called for every stored event found at open, oldest first per node. */
   onReplay?: (event: AgentEvent) => void
-}
-
-const fsyncDir = async (dir: string): Promise<void> => {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
 }
 
 export class EventLog {

@@ -24,6 +24,7 @@ import { isErrno, ManifestError, ConfigError } from '../errors.js'
 import { writeFileDurable } from '../events/spool.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, isSafeName, isSha256, nameProblem, normaliseArch } from './names.js'
+import { fsyncPath as fsyncDir } from '../cache/fs-util.js'
 
 /** What the store knows about one digest's bytes. */
 export interface ObjectRecord {
@@ -62,15 +63,6 @@ export interface ObjectDrift {
 
 const shardPath = (root: string, sha256: string, suffix = ''): string =>
   join(root, 'sha256', sha256.slice(0, 2), sha256.slice(2) + suffix)
-
-const fsyncDir = async (dir: string): Promise<void> => {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
 
 const readJson = async (path: string): Promise<unknown> => {
   try {
