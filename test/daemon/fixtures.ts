@@ -10,7 +10,6 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { join } from 'node:path'
-import { build } from 'esbuild'
 import { parseKmsgRecord, type KmsgRecord } from '../../agent/daemon/kmsg.js'
 import { xxh64File } from '../../agent/cache/hash-file.js'
 import type { Chunk } from '../../agent/manifest/types.js'
@@ -158,21 +157,8 @@ export const lastKmsgSeq = async (): Promise<number> => {
 
 export const bootId = async (): Promise<string> => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
 
-/** Bundles the agent CLI into `dir` (the test runs the daemon as a real process). */
-export const bundleAgent = async (dir: string): Promise<string> => {
-  const outfile = join(dir, 'boot-agent.mjs')
-  await build({
-    entryPoints: [join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '../../agent/main.ts')],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    banner: { js: "import { createRequire as __r } from 'node:module';const require = __r(import.meta.url);" },
-    logLevel: 'error',
-  })
-  return outfile
-}
+/** The daemon tests run the real CLI as a process: the shared bundling helper builds it. */
+export { bundleAgent } from '../helpers/bundle.js'
 
 export const removeImage = async (image: CorruptImage): Promise<void> => {
   await rm(image.dir, { recursive: true, force: true })
