@@ -10,6 +10,7 @@ import xxhash, { type XXHashAPI } from 'xxhash-wasm'
 import type { Chunk } from '../manifest/types.js'
 import { hashRanges } from '../manifest/hash-pool.js'
 import { isErrno } from '../errors.js'
+import { ioBuffer } from './fs-util.js'
 
 /** Read size for whole-file hashing. */
 export const READ_BUFFER_BYTES = 4 * 1024 * 1024
@@ -72,7 +73,7 @@ export const readPipelined = async (
   opts: { signal?: AbortSignal; bufferBytes?: number; buffers?: readonly [Buffer, Buffer] } = {},
 ): Promise<number> => {
   // Callers on a hot path pass their own pair: fresh 4 MiB buffers per call are garbage the GC frees late (RSS).
-  const bufs = opts.buffers ?? [Buffer.allocUnsafe(opts.bufferBytes ?? READ_BUFFER_BYTES), Buffer.allocUnsafe(opts.bufferBytes ?? READ_BUFFER_BYTES)]
+  const bufs = opts.buffers ?? [ioBuffer(opts.bufferBytes ?? READ_BUFFER_BYTES), ioBuffer(opts.bufferBytes ?? READ_BUFFER_BYTES)]
   const size = Math.min(bufs[0].length, bufs[1].length)
   let pos = start
   const end = start + length
@@ -108,7 +109,7 @@ let syncBuf: Buffer | undefined
 export const xxh64File = async (path: string, opts: { signal?: AbortSignal } = {}): Promise<{ xxh64: string; size: number }> => {
   const { create64 } = await xxh()
   const h = create64()
-  const buf = (syncBuf ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES))
+  const buf = (syncBuf ??= ioBuffer(READ_BUFFER_BYTES))
   const fd = openSync(path, 'r')
   try {
     const { size } = fstatSync(fd)

@@ -17,6 +17,7 @@ import { availableParallelism } from 'node:os'
 import { createHash } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
+import { ioBuffer, PAGE_ALIGN_SKEW } from '../cache/fs-util.js'
 
 export interface ByteRange {
   offset: number
@@ -55,7 +56,8 @@ let buf = null
 parentPort.on('message', (job) => {
   let fd = -1
   try {
-    if (!buf || buf.length < job.bufferSize) buf = Buffer.allocUnsafeSlow(job.bufferSize)
+    // Page-aligned under glibc (see cache/fs-util ioBuffer: 4K aliasing).
+    if (!buf || buf.length < job.bufferSize) buf = Buffer.allocUnsafeSlow(job.bufferSize + 4096).subarray(${PAGE_ALIGN_SKEW}, ${PAGE_ALIGN_SKEW} + job.bufferSize)
     fd = openSync(job.path, 'r')
     const n = job.offsets.length
     const out = new Uint8Array(32 * n)
@@ -153,7 +155,7 @@ const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new BootA
 /** Hashes on the calling thread with async reads (small inputs, or `workers: 0`). */
 const hashInline = async (path: string, ranges: readonly ByteRange[], opts: HashRangesOptions): Promise<string[]> => {
   const bufferSize = opts.bufferSize ?? DEFAULT_HASH_BUFFER_BYTES
-  const buf = Buffer.allocUnsafeSlow(bufferSize)
+  const buf = ioBuffer(bufferSize)
   const out: string[] = new Array<string>(ranges.length)
   const fh = await open(path, 'r')
   let done = 0
