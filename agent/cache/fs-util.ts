@@ -41,21 +41,24 @@ export const writeFileAtomic = async (path: string, data: string | Uint8Array): 
 }
 
 /**
- * Offset into an over-allocated buffer that makes glibc's large (mmap'd)
- * allocations page-aligned: malloc returns page + 16 for them.
- */
-export const PAGE_ALIGN_SKEW = 4096 - 16
-
-/**
- * A large buffer for file reads and writes, page-aligned under glibc.
+ * A large buffer for file reads and O_DIRECT writes, page-aligned.
  *
- * Why: `Buffer.allocUnsafeSlow(4 MiB)` starts 16 bytes past a page boundary,
- * and the kernel's copy from the (page-aligned) page cache into it then
- * stalls on 4K aliasing — every load hits the store just written 16 bytes
- * behind it. Measured here: `readSync` of a cached file at 1.6–2.2 GB/s into
- * such a buffer, 10–13 GB/s into the same memory 256+ bytes further on
- * (docs/performance.md, "Read buffers"). Page alignment also lets the
- * buffer be used for O_DIRECT writes. With another allocator the skew only
- * moves the start somewhere harmless (any offset ≥ 256 into the page).
+ * Why: malloc'd buffers (`Buffer.allocUnsafeSlow`, `SharedArrayBuffer`)
+ * start at an arbitrary 16-byte boundary — page + 16 for a fresh large
+ * allocation, elsewhere for reused memory — and the kernel's copy from the
+ * (page-aligned) page cache into page + 16 stalls on 4K aliasing: every
+ * load hits the store just written 16 bytes behind it. Measured here:
+ * `readSync` of a cached file at 1.6–2.2 GB/s into such a buffer, 10–13 GB/s
+ * page-aligned (docs/performance.md, "Read buffers"). A WebAssembly.Memory is
+ * mapped by V8 on its own pages, so its buffer is always page-aligned, which
+ * O_DIRECT needs as well. `shared` gives a SharedArrayBuffer (for workers).
  */
-export const ioBuffer = (bytes: number): Buffer => Buffer.allocUnsafeSlow(bytes + 4096).subarray(PAGE_ALIGN_SKEW, PAGE_ALIGN_SKEW + bytes)
+export const ioBuffer = (bytes: number, opts: { shared?: boolean } = {}): Buffer => {
+  const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE_BYTES))
+  const mem = new wasmMemory({ initial: pages, maximum: pages, ...(opts.shared ? { shared: true } : {}) })
+  return Buffer.from(mem.buffer, 0, bytes)
+}
+
+const WASM_PAGE_BYTES = 65536
+// @types/node declares no WebAssembly value; the global is there in Node.
+const wasmMemory = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared?: boolean }) => { buffer: ArrayBuffer } } }).WebAssembly.Memory

@@ -17,7 +17,7 @@ import { availableParallelism } from 'node:os'
 import { createHash } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
-import { ioBuffer, PAGE_ALIGN_SKEW } from '../cache/fs-util.js'
+import { ioBuffer } from '../cache/fs-util.js'
 
 export interface ByteRange {
   offset: number
@@ -56,8 +56,11 @@ let buf = null
 parentPort.on('message', (job) => {
   let fd = -1
   try {
-    // Page-aligned under glibc (see cache/fs-util ioBuffer: 4K aliasing).
-    if (!buf || buf.length < job.bufferSize) buf = Buffer.allocUnsafeSlow(job.bufferSize + 4096).subarray(${PAGE_ALIGN_SKEW}, ${PAGE_ALIGN_SKEW} + job.bufferSize)
+    // Page-aligned (a WebAssembly.Memory; see cache/fs-util ioBuffer: 4K aliasing).
+    if (!buf || buf.length < job.bufferSize) {
+      const pages = Math.ceil(job.bufferSize / 65536)
+      buf = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, job.bufferSize)
+    }
     fd = openSync(job.path, 'r')
     const n = job.offsets.length
     const out = new Uint8Array(32 * n)
