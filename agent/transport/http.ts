@@ -24,7 +24,8 @@ export interface RequestOptions {
   idleTimeoutMs?: number
 }
 
-export interface BodyStream {
+/** What a response says about its body. */
+export interface BodyMeta {
   url: string
   status: number
   /** True for a 206 answering our Range; false when the server sent the whole file (200). */
@@ -35,6 +36,9 @@ export interface BodyStream {
   length: number | undefined
   /** Size of the whole file when the server said (Content-Range total, or Content-Length of a 200). */
   total: number | undefined
+}
+
+export interface BodyStream extends BodyMeta {
   /** The body in pieces; throws EIDLE on a stall, the abort reason on abort. */
   pieces: AsyncIterable<Uint8Array>
   /** Stops reading and frees the connection. */
@@ -159,4 +163,25 @@ export const getBytes = async (url: string, maxBytes: number, opts: RequestOptio
   }
   if (b.length !== undefined && n !== b.length) throw new BootAgentError('ETRUNCATED', `${url}: got ${n} of ${b.length} bytes`, { url })
   return Buffer.concat(parts)
+}
+
+/**
+ * The body as `read(into)` calls (copying each piece into the caller's
+ * buffer, keeping what does not fit for the next call), the shape
+ * direct-http.ts reads in; 0 at the end.
+ */
+export const pieceReader = (b: BodyStream): ((into: Uint8Array) => Promise<number>) => {
+  const it = b.pieces[Symbol.asyncIterator]()
+  let rest: Uint8Array | undefined
+  return async (into) => {
+    if (!rest?.length) {
+      const r = await it.next()
+      if (r.done) return 0
+      rest = r.value
+    }
+    const n = Math.min(into.length, rest.length)
+    into.set(rest.subarray(0, n))
+    rest = rest.subarray(n)
+    return n
+  }
 }
