@@ -246,7 +246,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const p = plan
     const res = await timer.step('root', () =>
       logOp(log, `root ${p.style}`, { image, sysroot: opts.sysroot }, () =>
-        prepareRoot(p, image, { run, runDir: opts.runDir, sysroot: opts.sysroot, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.now ? { now: opts.now } : {}) }),
+        prepareRoot(p, image, { run, runDir: opts.runDir, sysroot: opts.sysroot, log, step: (name, fn) => timer.step(`root.${name}`, fn), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.now ? { now: opts.now } : {}) }),
       ),
     )
     init = res.init
