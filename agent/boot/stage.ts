@@ -152,23 +152,6 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     return { recordPath }
   }
 
-  // Aborts a manifest request still in flight when the stage ends without it.
-  const manifestAbort = new AbortController()
-  const fetchPinnedManifest = async (it: BootIntent): Promise<Manifest> => {
-    const pubkey = it.pubkey ? await readFile(it.pubkey, 'utf8').catch((e: unknown) => {
-      throw new ConfigError('rd.bootagent.pubkey', `cannot read ${it.pubkey}: ${(e as Error).message}`)
-    }) : undefined
-    const signal = opts.signal ? AbortSignal.any([opts.signal, manifestAbort.signal]) : manifestAbort.signal
-    const manifest = await logOp(log, 'manifest', { url: it.image.manifest }, () =>
-      pipeline.fetchManifest(it.image.manifest, { log, timeoutMs: intentTimeout(opts.cmdline), ...(pubkey ? { publicKey: pubkey } : {}), signal }),
-    )
-    if (manifest.sha256 !== it.image.sha256) {
-      throw new IntegrityError({ algorithm: 'sha256', expected: it.image.sha256, found: manifest.sha256, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
-    }
-    if (manifest.size !== it.image.size) throw new SizeError({ expected: it.image.size, found: manifest.size, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
-    return manifest
-  }
-
   try {
     await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
     if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
@@ -180,14 +163,6 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     )
     intent = resolveIntent(opts.cmdline, descriptor, node, server)
     const it = intent
-
-    // The manifest needs only the descriptor: fetch it while the partitions
-    // are found and mounted (blkid and mount are child processes; the
-    // request and the parse overlap them). Awaited where it is used, so
-    // its errors surface there, as before; abandoned (aborted) when the
-    // stage ends before that.
-    const manifestP = fetchPinnedManifest(it)
-    manifestP.catch(() => undefined)
 
     // Partitions: the cache for every style, the root only for disked.
     const partDeps = { run, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.sysClassBlock ? { sysClassBlock: opts.sysClassBlock } : {}) }
@@ -216,9 +191,19 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
 
     if (plan.action === 'clear-cache-reboot') return await clearAndReboot(plan.actionReason ?? 'cache full')
 
-    // The manifest (started above), pinned by the descriptor's digest and size.
-    // `manifest` in the timings is what is left to wait for here.
-    const manifest = await timer.step('manifest', () => manifestP)
+    // The manifest, pinned by the descriptor's digest and size.
+    const pubkey = it.pubkey ? await readFile(it.pubkey, 'utf8').catch((e: unknown) => {
+      throw new ConfigError('rd.bootagent.pubkey', `cannot read ${it.pubkey}: ${(e as Error).message}`)
+    }) : undefined
+    const manifest = await timer.step('manifest', () =>
+      logOp(log, 'manifest', { url: it.image.manifest }, () =>
+        pipeline.fetchManifest(it.image.manifest, { log, timeoutMs: httpTimeoutMs, ...(pubkey ? { publicKey: pubkey } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }),
+      ),
+    )
+    if (manifest.sha256 !== it.image.sha256) {
+      throw new IntegrityError({ algorithm: 'sha256', expected: it.image.sha256, found: manifest.sha256, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
+    }
+    if (manifest.size !== it.image.size) throw new SizeError({ expected: it.image.size, found: manifest.size, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
 
     // The image: into the cache partition, or RAM when there is none or it is full.
     const pin = [it.image.sha256, ...(previous ? [previous] : [])]
@@ -278,7 +263,6 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     log.info({ style: rec.style, hit: rec.cache.hit, bytesFetched: rec.bytesFetched, timings: rec.timings }, 'boot stage done')
     return { record: rec, recordPath, exitCode: EXIT_CODES.ok, plan }
   } catch (e) {
-    manifestAbort.abort()
     if (e instanceof ClearAndReboot) return await clearAndReboot(e.message)
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
     if (e instanceof IntegrityError) {
@@ -298,7 +282,6 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   }
 
   async function clearAndReboot(reason: string): Promise<StageOutcome> {
-    manifestAbort.abort()
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
     let cleared = false
     try {

@@ -303,31 +303,3 @@ t.test('a manifest that is not the digest the descriptor pinned fails the boot a
   t.same(evs.map((e) => e.kind), ['integrity', 'boot-failed'])
   t.match(evs[0]?.data, { expected: 'f'.repeat(64), found: pub.sha256 })
 })
-
-t.test('the manifest is requested while the partitions are mounted; a stage that fails before using it aborts the request', realGate, async (t) => {
-  const env = await setup(t)
-  const { img } = await image(env, 'os')
-  await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: `LABEL=${env.cacheLabel}`, root: `LABEL=${env.rootLabel}` } })
-  let requested = false
-  let aborted = false
-  const pipeline = {
-    ...cachePipeline,
-    openCache: async () => {
-      throw new Error('cache unreadable (scripted)')
-    },
-    // A head node that never answers the manifest request.
-    fetchManifest: (_url: string, o: { signal?: AbortSignal }) =>
-      new Promise<never>((_resolve, reject) => {
-        requested = true
-        o.signal?.addEventListener('abort', () => {
-          aborted = true
-          reject(new Error('aborted'))
-        })
-      }),
-  }
-  const r = await runBootStage({ cmdline: parseBootCmdline(line(env)), runDir: env.runDir, sysroot: env.sysroot, pipeline, log: silentLogger(), run: env.run, sleep: async () => {} })
-  t.match(r.record, { result: 'failed', error: { message: /cache unreadable/ } }, 'the failure that happened first is the one reported')
-  t.ok(requested, 'the manifest was requested before the partitions were done with')
-  t.ok(aborted, 'and its request was aborted when the stage failed')
-  await env.reboot()
-})
