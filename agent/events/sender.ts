@@ -59,7 +59,7 @@ export interface SenderOptions {
  * The default is node-fetch (node:http), as for every other request the
  * agent makes, not Node's global fetch: the first global fetch in a process
  * loads undici and compiles its WebAssembly HTTP parser, and Node waits at
- * exit for the background optimisation of that parser — 0.4–0.7 s added to
+ * exit for the background optimisation of that parser — 0.2–0.7 s added to
  * every `boot-agent boot` that delivers its events (docs/performance.md,
  * "Boot stage").
  */
