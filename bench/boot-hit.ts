@@ -5,13 +5,19 @@
  *    (`node dist/boot-agent.mjs boot`, a fresh process each time, real loop
  *    devices with labelled ext4 cache and root partitions, a real nginx
  *    serving the head-node files), against doing the same work by hand in
- *    the same run: wipe the root, `xxhsum -H1` the cached object,
- *    `unsquashfs` it into the root. Goal: agent ≤ 1.1× the hand-run tools.
+ *    the same run: mount the cache and the root, wipe the root, `xxhsum -H1`
+ *    the cached object, `unsquashfs` it into the root. Goal: agent ≤ 1.1×
+ *    the hand-run tools. Both start from the same state: cache and root
+ *    unmounted (so the object is not in the cache filesystem's page cache;
+ *    the loop devices' backing files are, for both alike), the other side's
+ *    1 GiB tree in the root, a pause after the unmounts (SETTLE_MS). Per-part
+ *    times of both are printed, side by side, with the ratio also without
+ *    the hand run's mounts.
  * 2. Bundled agent start-up to its first action (`timings.startup` in the
  *    boot record: ms from process start to the boot command's first line),
  *    next to a bare `node -e ''`. Goal ≤ 150 ms.
  *
- * usage: npm run bench -- boot-hit [--size-mib N] [--runs N]
+ * usage: npm run bench -- boot-hit [--size-mib N] [--runs N] [--settle-ms N] [--agent PATH] [--vs-agent PATH]
  * Needs root, loop devices, squashfs-tools, xxhash, nginx. Files live in
  * /var/tmp/ba-boot-bench-* and are removed at the end.
  */
@@ -19,7 +25,7 @@ import { execFile } from 'node:child_process'
 import { mkdir, readdir, readFile, rm, writeFile, chmod } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { compare, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
+import { makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
 import { makeLoopDisk, unmountUnder, uniqueLabel, type LoopDisk } from '../test/helpers/loop.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { publishStatic } from '../test/helpers/static-head.js'
@@ -31,8 +37,31 @@ const arg = (name: string, dflt: number): number => {
 }
 const SIZE_MIB = arg('size-mib', 1024)
 const RUNS = arg('runs', 3)
+/**
+ * Pause after each simulated reboot, before a timed run (either side). This VM
+ * hands memory that stays free for ~2 s back to the hypervisor (virtio-balloon
+ * free page reporting); touching such a page again costs a host page fault.
+ * The reboot frees ~2 GiB (the unmounted tree's and object's page cache):
+ * without the pause the hand run, which starts writing ~0.4 s later, reuses
+ * that memory while it is still backed, and the agent, which starts writing
+ * ~1.3 s later (start-up, descriptor, partitions, re-verify), gets handed-back
+ * pages — its unsquashfs measured 2-3× the hand run's. With the pause both
+ * start from the same memory state. 0: the old protocol.
+ */
+const SETTLE_MS = arg('settle-ms', 5000)
 const STARTUP_RUNS = 7
-const AGENT = join(process.cwd(), 'dist', 'boot-agent.mjs')
+const argText = (name: string): string | undefined => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 ? process.argv[i + 1] : undefined
+}
+/** `--agent PATH`: the bundle to measure (default dist/boot-agent.mjs). */
+const AGENT = argText('agent') ?? join(process.cwd(), 'dist', 'boot-agent.mjs')
+/**
+ * `--vs-agent PATH`: a second bundle (e.g. a build of an older commit), timed
+ * in the same rounds (agent, hand, other agent), for a before/after that
+ * shares the machine's load and memory state.
+ */
+const VS_AGENT = argText('vs-agent')
 
 const main = async (): Promise<void> => {
   await withTempDir('ba-boot-bench-', async (dir) => {
@@ -68,14 +97,15 @@ const main = async (): Promise<void> => {
       await writeFile(cmdline, `rd.bootagent.server=${nginx.url} rd.bootagent.node=bench rd.bootagent.devtimeout=5\n`)
       const runDir = join(dir, 'run')
       const sysroot = join(dir, 'sysroot')
-      const reboot = async (): Promise<void> => {
+      const reboot = async (settle = false): Promise<void> => {
         await unmountUnder(sysroot)
         await unmountUnder(runDir)
         await rm(runDir, { recursive: true, force: true })
+        if (settle && SETTLE_MS > 0) await new Promise((r) => setTimeout(r, SETTLE_MS))
       }
-      const agentBoot = async (): Promise<{ seconds: number; record: Record<string, unknown> }> => {
-        await reboot()
-        const t = await timeCommand('node', [AGENT, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], {
+      const agentBoot = async (settle = false, bundle = AGENT): Promise<{ seconds: number; record: Record<string, unknown> }> => {
+        await reboot(settle)
+        const t = await timeCommand('node', [bundle, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], {
           env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' },
         })
         const record = JSON.parse(t.stdout) as Record<string, unknown>
@@ -89,34 +119,64 @@ const main = async (): Promise<void> => {
       const object = cache.objectPath
       process.stderr.write(`cold boot done (hit=${cache.hit}); object ${object}\n`)
 
-      // By hand, the same work on the same object: wipe the root, xxh64 the object, unsquashfs into the root.
+      // By hand, the same work on the same object: mount the cache and the root (the agent
+      // mounts both too; the hand run knows the devices, the agent finds them by label),
+      // wipe the root, xxh64 the object, unsquashfs into the root.
       const handDir = join(dir, 'hand-root')
       await mkdir(handDir, { recursive: true })
+      const hands: Array<Record<string, number>> = []
       const byHand = async (): Promise<number> => {
-        await reboot()
-        // Keep the cache mounted for reading the object: mount it (outside the timing).
+        await reboot(true)
         await mkdir(join(runDir, 'cache'), { recursive: true })
+        const ms = (t0: bigint): number => Math.round(Number(process.hrtime.bigint() - t0) / 1e6)
+        const parts: Record<string, number> = {}
+        const started = process.hrtime.bigint()
+        let t = started
         await exec('mount', [disks[0]?.device ?? '', join(runDir, 'cache')])
         await exec('mount', [rootDev, handDir])
-        const started = process.hrtime.bigint()
+        parts.mounts = ms(t)
+        t = process.hrtime.bigint()
         for (const e of await readdir(handDir)) if (e !== 'lost+found') await rm(join(handDir, e), { recursive: true, force: true })
+        parts.rm = ms(t)
+        t = process.hrtime.bigint()
         await timeCommand('xxhsum', ['-H1', object])
+        parts.xxhsum = ms(t)
+        t = process.hrtime.bigint()
         await timeCommand('unsquashfs', ['-f', '-no-progress', '-q', '-d', handDir, object])
-        const s = Number(process.hrtime.bigint() - started) / 1e9
+        parts.unsquashfs = ms(t)
+        parts.total = ms(started)
+        hands.push(parts)
         await exec('umount', [handDir])
-        return s
+        return parts.total / 1000
       }
+      // One untimed round of each first: the measured runs then all start from the steady
+      // state (the other side's tree in the root), not from the cold boot's fresh disks.
+      await agentBoot()
+      await byHand()
+      hands.length = 0
       const hits: Array<Record<string, unknown>> = []
-      const r = await compare(
-        RUNS,
-        async () => {
-          const b = await agentBoot()
-          if ((b.record.cache as { hit: boolean }).hit !== true) throw new Error('expected a cache hit')
-          hits.push(b.record)
-          return b.seconds
-        },
-        byHand,
-      )
+      const walls: number[] = []
+      const vsHits: Array<Record<string, unknown>> = []
+      const vsWalls: number[] = []
+      const timedBoot = async (bundle: string, into: Array<Record<string, unknown>>, wallsInto: number[]): Promise<number> => {
+        const b = await agentBoot(true, bundle)
+        if ((b.record.cache as { hit: boolean }).hit !== true) throw new Error('expected a cache hit')
+        into.push(b.record)
+        wallsInto.push(Math.round(b.seconds * 1000))
+        return b.seconds
+      }
+      const loadBefore = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
+      // Rounds of agent, by hand (and the other bundle); the order rotates each round, so no
+      // side always follows the same one.
+      const as: number[] = []
+      const bs: number[] = []
+      const sides: Array<() => Promise<void>> = [
+        async () => void as.push(await timedBoot(AGENT, hits, walls)),
+        async () => void bs.push(await byHand()),
+        ...(VS_AGENT ? [async () => void (await timedBoot(VS_AGENT, vsHits, vsWalls))] : []),
+      ]
+      for (let i = 0; i < RUNS; i++) for (let j = 0; j < sides.length; j++) await sides[(i + j) % sides.length]!()
+      const r = { a: median(as), b: median(bs), as, bs }
 
       // Start-up to first action.
       const startups: number[] = []
@@ -129,20 +189,48 @@ const main = async (): Promise<void> => {
       }
       await reboot()
 
-      const timingKeys = ['startup', 'descriptor', 'partitions', 'manifest', 'fetch', 'measure', 'root', 'total']
-      const steps = timingKeys.map((k) => `${k} ${median(hits.map((h) => Number((h.timings as Record<string, number>)[k])))} ms`).join(', ')
+      // Per part, side by side (medians over the runs, ms). `rest` is what the agent spends
+      // outside the boot stage's own clock: writing the record's events out, the delivery, exit.
+      const at = (k: string) => (h: Record<string, unknown>) => Number((h.timings as Record<string, number>)[k] ?? 0)
+      const med = (xs: number[]): number => Math.round(median(xs))
+      const vs = (k: string): string => (VS_AGENT ? ` | ${vsHits.some((h) => k in (h.timings as object)) ? med(vsHits.map(at(k))) : 'n/a'}` : '')
+      const ag = (k: string): string => `${med(hits.map(at(k)))}${vs(k)}`
+      const hd = (k: string): number => med(hands.map((h) => h[k] ?? 0))
+      const restOf = (hs: Array<Record<string, unknown>>, ws: number[]): number => med(hs.map((h, i) => (ws[i] ?? 0) - at('startup')(h) - at('total')(h)))
+      const rest = `${restOf(hits, walls)}${VS_AGENT ? ` | ${restOf(vsHits, vsWalls)}` : ''}`
+      const noMounts = med(hands.map((h) => (h.total ?? 0) - (h.mounts ?? 0))) / 1000
       const load = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
       const out = [
-        `Cache-hit disked boot, ${SIZE_MIB} MiB of files (zstd squashfs ${imageBytes} bytes, sha256 ${pub.sha256.slice(0, 12)}…), medians of ${RUNS} alternating runs, load average ${load}:`,
+        `Cache-hit disked boot, ${SIZE_MIB} MiB of files (zstd squashfs ${imageBytes} bytes, sha256 ${pub.sha256.slice(0, 12)}…), medians of ${RUNS} rounds (order rotating), ${SETTLE_MS} ms pause after each reboot, load average ${loadBefore} before, ${load} after:`,
         '',
         '| what | seconds |',
         '|---|---|',
-        `| \`boot-agent boot\` (bundled, fresh process: descriptor, mount, fast re-verify, measure, wipe, unpack, bind) | ${r.a.toFixed(2)} |`,
-        `| by hand: \`rm -rf\` root, \`xxhsum -H1\` object, \`unsquashfs -f -d root\` | ${r.b.toFixed(2)} |`,
+        `| \`boot-agent boot\` (bundled, fresh process: descriptor, find + mount partitions, manifest, fast re-verify, measure, wipe, unpack, bind, record, events) | ${r.a.toFixed(2)} |`,
+        `| by hand: \`mount\` cache and root, \`rm -rf\` root, \`xxhsum -H1\` object, \`unsquashfs -f -d root\` | ${r.b.toFixed(2)} |`,
         `| **ratio agent / by hand** (goal ≤ 1.1) | **${(r.a / r.b).toFixed(3)}** |`,
+        ...(VS_AGENT ? [`| \`${VS_AGENT}\` (same rounds) | ${(median(vsWalls) / 1000).toFixed(2)} |`, `| ratio ${VS_AGENT} / by hand | ${(median(vsWalls) / 1000 / r.b).toFixed(3)} |`] : []),
+        `| ratio agent / by hand without its mounts (rm + xxhsum + unsquashfs only) | ${(r.a / noMounts).toFixed(3)} |`,
         '',
-        `agent steps (median): ${steps}`,
+        'Part by part (medians, ms):',
+        '',
+        VS_AGENT ? `| part | agent | agent ${VS_AGENT} | by hand |` : '| part | agent | by hand |',
+        VS_AGENT ? '|---|---|---|---|' : '|---|---|---|',
+        `| node start-up to the boot command | ${ag('startup')} | — |`,
+        `| descriptor (HTTP) | ${ag('descriptor')} | — |`,
+        `| partitions: find by label (blkid) + mount / \`mount\` ×2 | ${ag('partitions')} | ${hd('mounts')} |`,
+        `| open cache, list objects | ${ag('cache')} | — |`,
+        `| manifest (HTTP + parse) | ${ag('manifest')} | — |`,
+        `| fast re-verify / \`xxhsum -H1\` | ${ag('fetch')} | ${hd('xxhsum')} |`,
+        `| measure (\`unsquashfs -lln\`) | ${ag('measure')} | — |`,
+        `| wipe / \`rm -rf\` | ${ag('root.wipe')} | ${hd('rm')} |`,
+        `| \`unsquashfs\` | ${ag('root.unsquashfs')} | ${hd('unsquashfs')} |`,
+        `| move up, init check + marker, bind mount | ${med(hits.map(at('root.moveUp')))} + ${med(hits.map(at('root.check')))} + ${med(hits.map(at('root.bind')))}${VS_AGENT ? ' | n/a' : ''} | — |`,
+        `| record, events, exit (wall − start-up − stage total) | ${rest} | — |`,
+        '',
         `runs: agent ${r.as.map((x) => x.toFixed(2)).join(' ')} s; by hand ${r.bs.map((x) => x.toFixed(2)).join(' ')} s`,
+        ...(VS_AGENT ? [`runs: ${VS_AGENT} ${vsWalls.map((x) => (x / 1000).toFixed(2)).join(' ')} s`] : []),
+        `unsquashfs per run (ms): agent ${hits.map(at('root.unsquashfs')).join(' ')}; by hand ${hands.map((h) => h.unsquashfs).join(' ')}`,
+        `re-verify per run (ms): agent ${hits.map(at('fetch')).join(' ')}; xxhsum ${hands.map((h) => h.xxhsum).join(' ')}`,
         '',
         `Start-up to first action (\`timings.startup\`, ${STARTUP_RUNS} runs): median **${median(startups)} ms** (goal ≤ 150 ms; runs ${startups.join(' ')}); bare \`node -e ''\` wall time median ${median(bare).toFixed(0)} ms.`,
       ]

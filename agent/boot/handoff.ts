@@ -12,7 +12,7 @@
 import { mkdir } from 'node:fs/promises'
 import { BootAgentError, messageOf } from '../errors.js'
 import { makeEvent, type AgentEvent } from '../events/event.js'
-import { Sender } from '../events/sender.js'
+import { type PostFetch, Sender } from '../events/sender.js'
 import { Spool, writeFileDurable } from '../events/spool.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
@@ -98,7 +98,7 @@ export const deliverBootEvents = async (
   spoolDir: string,
   server: string,
   node: string,
-  opts: { log?: Logger; deadlineMs?: number; fetch?: typeof fetch } = {},
+  opts: { log?: Logger; deadlineMs?: number; fetch?: PostFetch } = {},
 ): Promise<number> => {
   if (!server || !node) return 0
   const deadlineMs = opts.deadlineMs ?? BOOT_DELIVERY_DEADLINE_MS

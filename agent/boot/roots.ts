@@ -18,7 +18,7 @@ import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
 import { commands } from '../system.js'
 import type { BootPlan } from './plan.js'
-import { findInit, unpackImage, wipeRoot, writeMarker } from './unpack.js'
+import { findInit, type StepTimer, unpackImage, wipeRoot, writeMarker } from './unpack.js'
 
 const MOUNT_TIMEOUT_MS = 60_000
 
@@ -31,6 +31,8 @@ export interface RootDeps {
   /** Where the new root must end up mounted. */
   sysroot: string
   now?: () => Date
+  /** Times sub-steps (wipe, unsquashfs, moveUp, check, bind) for the boot record. */
+  step?: StepTimer
 }
 
 export interface RootResult {
@@ -39,6 +41,8 @@ export interface RootResult {
   /** Mount points made for this root that stay (innermost last). */
   mounts: string[]
 }
+
+const untimed: StepTimer = (_name, fn) => fn()
 
 const mount = (run: Runner, args: string[]): Promise<unknown> => run(commands.mount, args, { timeoutMs: MOUNT_TIMEOUT_MS })
 
@@ -62,12 +66,15 @@ const marker = (plan: BootPlan, now: Date) => ({
 
 /** Unpacks into `dir` (already empty), checks the init and writes the marker; empties `dir` on failure. */
 const fillTree = async (plan: BootPlan, image: string, dir: string, deps: RootDeps): Promise<string> => {
-  await unpackImage(image, dir, { ...(deps.run ? { run: deps.run } : {}), ...(deps.signal ? { signal: deps.signal } : {}) })
+  const step = deps.step ?? untimed
+  await unpackImage(image, dir, { step, ...(deps.run ? { run: deps.run } : {}), ...(deps.signal ? { signal: deps.signal } : {}) })
   try {
-    const init = await findInit(dir)
-    if (!init) throw noInit(plan.image.name)
-    await writeMarker(dir, marker(plan, deps.now?.() ?? new Date()))
-    return init
+    return await step('check', async () => {
+      const init = await findInit(dir)
+      if (!init) throw noInit(plan.image.name)
+      await writeMarker(dir, marker(plan, deps.now?.() ?? new Date()))
+      return init
+    })
   } catch (e) {
     await wipeRoot(dir).catch(() => undefined)
     throw e
@@ -77,17 +84,20 @@ const fillTree = async (plan: BootPlan, image: string, dir: string, deps: RootDe
 export const prepareDisked = async (plan: BootPlan, image: string, deps: RootDeps): Promise<RootResult> => {
   if (plan.root.mode !== 'partition') throw new BootAgentError('EPLAN', 'disked needs a root partition in the plan')
   const run = deps.run ?? defaultRun
+  const step = deps.step ?? untimed
   const dir = plan.root.mountpoint
-  await wipeRoot(dir)
+  await step('wipe', () => wipeRoot(dir))
   const init = await fillTree(plan, image, dir, deps)
-  await mkdir(deps.sysroot, { recursive: true })
-  try {
-    await mount(run, ['--bind', dir, deps.sysroot])
-  } catch (e) {
-    await wipeRoot(dir).catch(() => undefined)
-    throw e
-  }
-  await unmount(run, dir)
+  await step('bind', async () => {
+    await mkdir(deps.sysroot, { recursive: true })
+    try {
+      await mount(run, ['--bind', dir, deps.sysroot])
+    } catch (e) {
+      await wipeRoot(dir).catch(() => undefined)
+      throw e
+    }
+    await unmount(run, dir)
+  })
   return { init, mounts: [deps.sysroot] }
 }
 

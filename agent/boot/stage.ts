@@ -179,8 +179,10 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     let diskCache: unknown
     let previous: string | undefined
     if (cacheState.state === 'mounted') {
-      diskCache = await pipeline.openCache(cacheMount, log)
-      const c = await pipeline.contents(diskCache, it.image.sha256)
+      const c = await timer.step('cache', async () => {
+        diskCache = await pipeline.openCache(cacheMount, log)
+        return pipeline.contents(diskCache, it.image.sha256)
+      })
       inv.cacheContents = { hasImage: c.hasImage, evictableBytes: c.evictableBytes }
       previous = c.previous
     }
@@ -246,7 +248,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const p = plan
     const res = await timer.step('root', () =>
       logOp(log, `root ${p.style}`, { image, sysroot: opts.sysroot }, () =>
-        prepareRoot(p, image, { run, runDir: opts.runDir, sysroot: opts.sysroot, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.now ? { now: opts.now } : {}) }),
+        prepareRoot(p, image, { run, runDir: opts.runDir, sysroot: opts.sysroot, log, step: (name, fn) => timer.step(`root.${name}`, fn), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.now ? { now: opts.now } : {}) }),
       ),
     )
     init = res.init

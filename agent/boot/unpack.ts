@@ -84,7 +84,13 @@ export interface UnpackOptions {
   signal?: AbortSignal
   /** unsquashfs processors (`-p`); default: unsquashfs's own (all CPUs). */
   processors?: number
+  /** Times a sub-step (`unsquashfs`, `moveUp`) for the boot record; default: just runs it. */
+  step?: StepTimer
 }
+
+/** Runs `fn` as the named sub-step (the boot stage records how long it took). */
+export type StepTimer = <T>(name: string, fn: () => Promise<T>) => Promise<T>
+const untimed: StepTimer = (_name, fn) => fn()
 
 /**
  * Unpacks `image` into the (empty but for lost+found) directory `dir`. On
@@ -92,24 +98,27 @@ export interface UnpackOptions {
  */
 export const unpackImage = async (image: string, dir: string, opts: UnpackOptions = {}): Promise<void> => {
   const run = opts.run ?? defaultRun
+  const step = opts.step ?? untimed
   const tmp = join(dir, UNPACK_DIR)
   await rm(tmp, { recursive: true, force: true })
   try {
     // -st: any error is fatal (a short read must not leave a file half-written and go on).
     const args = ['-st', '-no-progress', '-q', ...(opts.processors ? ['-p', String(opts.processors)] : []), '-d', tmp, image]
-    await run(commands.unsquashfs, args, { timeoutMs: UNPACK_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) })
-    for (const name of await readdir(tmp)) {
-      if (name === 'lost+found') {
-        await rm(join(tmp, name), { recursive: true, force: true })
-        continue
+    await step('unsquashfs', () => run(commands.unsquashfs, args, { timeoutMs: UNPACK_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) }))
+    await step('moveUp', async () => {
+      for (const name of await readdir(tmp)) {
+        if (name === 'lost+found') {
+          await rm(join(tmp, name), { recursive: true, force: true })
+          continue
+        }
+        await rename(join(tmp, name), join(dir, name))
       }
-      await rename(join(tmp, name), join(dir, name))
-    }
-    // The image's root directory carries the mode and owner the new / must have.
-    const st = await stat(tmp)
-    await chmod(dir, st.mode & 0o7777)
-    await chown(dir, st.uid, st.gid)
-    await rmdir(tmp)
+      // The image's root directory carries the mode and owner the new / must have.
+      const st = await stat(tmp)
+      await chmod(dir, st.mode & 0o7777)
+      await chown(dir, st.uid, st.gid)
+      await rmdir(tmp)
+    })
   } catch (e) {
     await wipeRoot(dir).catch(() => undefined)
     throw new BootAgentError('EUNPACK', `unpacking the image failed; the root was emptied: ${messageOf(e)}`, { image, dir }, { cause: e })

@@ -13,6 +13,7 @@
  * the spool forever); other 4xx are retried at the longest backoff (a head
  * node that does not know us yet may learn). Every request has a deadline.
  */
+import nodeFetch from 'node-fetch'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HttpError, messageOf } from '../errors.js'
@@ -44,13 +45,28 @@ export interface SenderOptions {
   maxBackoffMs?: number
   /** Bearer token sent as `Authorization: Bearer …` when the head node wants one. */
   token?: string
-  /** Injectable fetch (default: Node's). */
-  fetch?: typeof fetch
+  /** Injectable HTTP client (default: node-fetch; global `fetch` fits too). */
+  fetch?: PostFetch
   /** Injectable randomness for the jitter. */
   random?: () => number
   /** Held while a delivered batch is removed (the daemon holds it while it spools and moves its kmsg position). */
   lock?: Mutex
 }
+
+/**
+ * The part of fetch the sender uses: one POST, its status, body and headers.
+ *
+ * The default is node-fetch (node:http), as for every other request the
+ * agent makes, not Node's global fetch: the first global fetch in a process
+ * loads undici and compiles its WebAssembly HTTP parser, and Node waits at
+ * exit for the background optimisation of that parser — 0.2–0.7 s added to
+ * every `boot-agent boot` that delivers its events (docs/performance.md,
+ * "Boot stage").
+ */
+export type PostFetch = (
+  url: string,
+  init: { method: 'POST'; headers: Record<string, string>; body: string; signal: AbortSignal },
+) => Promise<{ status: number; text(): Promise<string>; headers: { get(name: string): string | null } }>
 
 export interface FlushResult {
   sent: number
@@ -84,7 +100,7 @@ export class Sender {
   readonly url: string
   private readonly opts: SenderOptions
   private readonly log: Logger
-  private readonly fetchFn: typeof fetch
+  private readonly fetchFn: PostFetch
   private readonly random: () => number
   private readonly lock: Mutex
   private wakeUp: (() => void) | undefined
@@ -98,7 +114,7 @@ export class Sender {
     this.opts = opts
     this.url = eventsUrl(opts.server, opts.node)
     this.log = opts.log ?? silentLogger()
-    this.fetchFn = opts.fetch ?? fetch
+    this.fetchFn = opts.fetch ?? nodeFetch
     this.random = opts.random ?? Math.random
     this.lock = opts.lock ?? new Mutex()
   }

@@ -108,7 +108,7 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   t.same(JSON.parse(await readFile(join(env.runDir, 'boot-record.json'), 'utf8')).cache.hit, false, 'record written to the run dir')
   t.equal(cold.record.spoolDir, join(env.runDir, 'cache', 'spool'), 'events spooled on the cache partition')
   t.same((await spooled(cold.record.spoolDir)).map((e) => e.kind), ['boot'])
-  for (const k of ['descriptor', 'partitions', 'manifest', 'fetch', 'measure', 'root', 'total']) t.type(cold.record.timings[k], 'number', `timing ${k}`)
+  for (const k of ['descriptor', 'partitions', 'manifest', 'fetch', 'measure', 'root', 'root.wipe', 'root.unsquashfs', 'root.moveUp', 'root.check', 'root.bind', 'total']) t.type(cold.record.timings[k], 'number', `timing ${k}`)
 
   // Something written into the running root must not survive the next disked boot.
   await writeFile(join(env.sysroot, 'etc', 'local-change'), 'admin was here')
