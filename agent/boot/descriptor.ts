@@ -254,7 +254,9 @@ const defaultReadDmiUuid = async (): Promise<string | undefined> => {
 
 const defaultListMacs = async (): Promise<string[]> => {
   // Loaded on demand: systeminformation is large and most nodes have a DMI UUID.
-  const si = await import('systeminformation')
+  // `.default`: it is CommonJS, and in the code-split bundle its chunk has only
+  // a default export (module.exports), as Node gives an ESM importer.
+  const si = (await import('systeminformation')).default
   const ifaces = await si.networkInterfaces()
   const list = Array.isArray(ifaces) ? ifaces : [ifaces]
   return list
