@@ -9,6 +9,7 @@
 #     no kernel-modules module (~90 MB of drivers): the module installs what it needs.
 # usage: npm run initramfs -- --kver K --out FILE [--bundle dist/boot-agent.mjs]
 #        [--node /usr/bin/node] [--compress zstd|lz4|xz] [--pubkey F] [--ca F]
+#   (--bundle names the entry; the chunks/ directory beside it goes in with it)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -19,7 +20,7 @@ node_bin="$(command -v node || true)"
 compress=zstd   # zstd keeps node-carrying images under 60 MB; lz4 unpacks faster but ~70 MB
 pubkey=""
 ca=""
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver="$2"; shift 2 ;;

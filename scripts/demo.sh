@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-packages.sh          # squashfs-tools, e2fsprogs, util-linux, ...
 bash scripts/ensure-node-modules.sh      # npm ci when node_modules is missing or stale
-node scripts/bundle.mjs                  # dist/boot-agent.mjs, the same file the initramfs carries
+node scripts/bundle.mjs                  # dist/boot-agent.mjs + dist/chunks/, what the initramfs carries
 exec node dist/boot-agent.mjs demo "$@"

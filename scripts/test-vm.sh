@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VM boot tests only (issue 6): real Debian kernel + our dracut initramfs in
 # QEMU (TCG), head node on loopback. Installs the Debian packages they need,
-# bundles the agent (the initramfs carries dist/boot-agent.mjs), runs test/vm.
+# bundles the agent (the initramfs carries dist/: boot-agent.mjs and chunks/), runs test/vm.
 # The initramfs is cached by input hash in ${BOOT_AGENT_VM_CACHE:-$TMPDIR/boot-agent-vm-cache}.
 # usage: npm run test:vm
 set -euo pipefail

@@ -8,7 +8,6 @@
  * errors, 408, 429, 5xx) with capped exponential backoff and jitter,
  * honouring `Retry-After`; other 4xx answers are final.
  */
-import fetch, { FetchError } from 'node-fetch'
 import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -185,6 +184,10 @@ export const descriptorUrl = (server: string, node: string): string =>
 
 /** Fetches and validates the node's boot descriptor. */
 export const fetchDescriptor = async (server: string, node: string, opts: FetchDescriptorOptions): Promise<BootDescriptor> => {
+  // Loaded here, not at the top: node-fetch (with https/tls, zlib and web streams)
+  // is the biggest part of the boot command's start-up, and only this request and
+  // the downloads need it.
+  const { default: fetch, FetchError } = await import('node-fetch')
   const url = descriptorUrl(server, node)
   const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
   const sleep = opts.sleep ?? abortableSleep
@@ -251,7 +254,9 @@ const defaultReadDmiUuid = async (): Promise<string | undefined> => {
 
 const defaultListMacs = async (): Promise<string[]> => {
   // Loaded on demand: systeminformation is large and most nodes have a DMI UUID.
-  const si = await import('systeminformation')
+  // `.default`: it is CommonJS, and in the code-split bundle its chunk has only
+  // a default export (module.exports), as Node gives an ESM importer.
+  const si = (await import('systeminformation')).default
   const ifaces = await si.networkInterfaces()
   const list = Array.isArray(ifaces) ? ifaces : [ifaces]
   return list

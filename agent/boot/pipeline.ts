@@ -1,15 +1,21 @@
 /**
  * The boot stage's view of the cache (agent/cache) and the verified download
  * (agent/transport): the {@link ImagePipeline} the stage runs against.
+ *
+ * Both are imported when first used, not at the top: the boot command's
+ * start-up (`timings.startup`) should not pay for the downloader (node-fetch)
+ * and the cache's hashing before it has asked the head node anything.
  */
 import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Cache } from '../cache/store.js'
-import { fetchImage, fetchManifest } from '../transport/fetch-image.js'
+import type { Cache } from '../cache/store.js'
 import type { ImagePipeline } from './stage.js'
 
+const store = () => import('../cache/store.js')
+const transport = () => import('../transport/fetch-image.js')
+
 export const cachePipeline: ImagePipeline<Cache> = {
-  openCache: (dir, log) => Cache.open(dir, { log }),
+  openCache: async (dir, log) => (await store()).Cache.open(dir, { log }),
 
   async contents(cache, sha256) {
     const hasImage = await lstat(cache.objectPath(sha256)).then(
@@ -30,8 +36,8 @@ export const cachePipeline: ImagePipeline<Cache> = {
     for (const f of await readdir(cache.tmpDir).catch(() => [])) await rm(join(cache.tmpDir, f), { recursive: true, force: true })
   },
 
-  fetchManifest: (url, opts) =>
-    fetchManifest(url, {
+  fetchManifest: async (url, opts) =>
+    (await transport()).fetchManifest(url, {
       log: opts.log,
       headersTimeoutMs: opts.timeoutMs,
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
@@ -39,7 +45,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
     }),
 
   async fetchImage(opts) {
-    const r = await fetchImage({
+    const r = await (await transport()).fetchImage({
       manifest: opts.manifest,
       cache: opts.cache,
       log: opts.log,

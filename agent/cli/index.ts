@@ -1,9 +1,10 @@
 /**
  * `boot-agent` command dispatch. Commands are loaded on demand so that the
- * boot stage does not pay for the head node's or the daemon's code at start.
+ * boot stage does not pay for the head node's or the daemon's code at start;
+ * in the bundle each is its own chunk (scripts/bundle-lib.mjs). Nothing else
+ * is imported here at the top: `--help` must not load the logger either.
  */
 import { BootAgentError, messageOf } from '../errors.js'
-import { createLogger } from '../log.js'
 import { type Command, type CommandContext, EXIT_USAGE } from './command.js'
 
 /** name → [summary, loader]. Summaries live here so `--help` loads nothing. */
@@ -63,6 +64,8 @@ export const main = async (argv: string[]): Promise<number> => {
   const onSignal = (sig: NodeJS.Signals): void => ac.abort(new BootAgentError('EABORT', `interrupted by ${sig}`))
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
+  // The logger only for a command that runs, not for `--help`.
+  const { createLogger } = await import('../log.js')
   const ctx: CommandContext = { log: createLogger(), out, signal: ac.signal }
   try {
     return await command.run(rest, ctx)

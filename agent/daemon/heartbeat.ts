@@ -6,7 +6,6 @@
  * deadline and a failing probe leaves its field out (listed in `probeErrors`).
  */
 import os from 'node:os'
-import si from 'systeminformation'
 import type { BootRecordView } from './boot-record.js'
 import { cacheUsage } from './cache-usage.js'
 import { messageOf } from '../errors.js'
@@ -38,6 +37,11 @@ export interface HeartbeatInput {
 }
 
 export const collectStatus = async (input: HeartbeatInput): Promise<Record<string, unknown>> => {
+  // Loaded here, not at the top: systeminformation is about half the agent's
+  // code, and the daemon starts watching the kernel log before it is needed.
+  // `.default`: it is CommonJS, and in the code-split bundle its chunk has only
+  // a default export (module.exports), as Node gives an ESM importer.
+  const si = (await import('systeminformation')).default
   const errors: string[] = []
   const [cpu, mem, fs, osInfo] = await Promise.all([
     within('cpu', si.cpu(), errors),

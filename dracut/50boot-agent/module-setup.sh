@@ -4,13 +4,22 @@
 # the hooks it installs are POSIX sh. Logic lives in the agent; these files only wire it in.
 #
 # Build-time inputs (environment, or the same lower-case names in a dracut.conf):
-#   BOOT_AGENT_BUNDLE  the single-file agent (default /usr/lib/boot-agent/boot-agent.mjs)
+#   BOOT_AGENT_BUNDLE  the agent's entry file (default /usr/lib/boot-agent/boot-agent.mjs);
+#                      the chunks/ directory beside it is installed with it
 #   BOOT_AGENT_NODE    the Node.js binary to copy (default: node on PATH)
 #   BOOT_AGENT_PUBKEY  manifest-signing public key to trust (optional)
 #   BOOT_AGENT_CA      site CA bundle for https head nodes (optional)
 
 # The agent bundle to install (a dracut.conf may set bootagent_bundle instead).
 _ba_bundle() { echo "${bootagent_bundle:-${BOOT_AGENT_BUNDLE:-/usr/lib/boot-agent/boot-agent.mjs}}"; }
+# The chunks the bundle's files import (./chunks/NAME.mjs), one per line: the entry
+# loads the rest on demand, so a missing one would fail only when a boot needs it.
+_ba_chunk_refs() {
+    local _dir
+    _dir=$(dirname "$(_ba_bundle)")
+    cat "$(_ba_bundle)" "$_dir"/chunks/*.mjs 2>/dev/null \
+        | grep -o '"\./[A-Za-z0-9_./-]*\.mjs"' | tr -d '"' | sed 's|^\./||; s|^\([^/]*\)$|chunks/\1|' | sort -u
+}
 # The Node.js binary to copy into the image.
 _ba_node() { echo "${bootagent_node:-${BOOT_AGENT_NODE:-$(command -v node)}}"; }
 
@@ -22,6 +31,12 @@ check() {
     [[ -x "$(_ba_node)" ]] || { derror "boot-agent: no Node.js binary (set BOOT_AGENT_NODE)"; return 1; }
     # So must the bundle (node scripts/bundle.mjs makes it).
     [[ -f "$(_ba_bundle)" ]] || { derror "boot-agent: no agent bundle at $(_ba_bundle) (set BOOT_AGENT_BUNDLE)"; return 1; }
+    # and every chunk it loads, next to it.
+    local _ref _dir
+    _dir=$(dirname "$(_ba_bundle)")
+    for _ref in $(_ba_chunk_refs); do
+        [[ -f "$_dir/$_ref" ]] || { derror "boot-agent: the bundle at $(_ba_bundle) lacks $_dir/$_ref (install the whole dist/ directory)"; return 1; }
+    done
     # 255: only included when asked for (--add boot-agent / -m), never by default.
     return 255
 }
@@ -59,8 +74,13 @@ install() {
     chmod 0755 "$_tmp"
     inst_binary "$_tmp" /usr/bin/node
     rm -f -- "$_tmp"
-    # The agent: one ESM file, no node_modules.
+    # The agent, no node_modules: the entry (the path the hooks and units run) and
+    # the chunks it loads on demand, from the chunks/ directory beside it.
+    local _f
     inst_simple "$(_ba_bundle)" /usr/lib/boot-agent/boot-agent.mjs
+    for _f in "$(dirname "$(_ba_bundle)")"/chunks/*.mjs; do
+        [[ -f $_f ]] && inst_simple "$_f" "/usr/lib/boot-agent/chunks/${_f##*/}"
+    done
     # What the agent runs (agent/system.ts) and what systeminformation shells out to.
     inst_multiple unsquashfs blkid mount umount losetup lsblk
     inst_multiple -o dmidecode mkfs.ext4 mkfs.xfs sync reboot poweroff

@@ -1,23 +1,24 @@
 /**
- * Builds the single-file agent (as scripts/bundle.mjs does) into a test's
- * own directory, so tests that run the real CLI as a child process do not
- * race on dist/.
+ * Builds the agent's bundle (as scripts/bundle.mjs does, with the same
+ * options) into a test's own directory, so tests that run the real CLI as a
+ * child process do not race on dist/. The bundle is the entry `boot-agent.mjs`
+ * plus `chunks/*.mjs` beside it; {@link bundleFiles} lists them.
  */
-import { build } from 'esbuild'
-import { join } from 'node:path'
+import { readdir } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { bundle, CHUNK_DIR } from '../../scripts/bundle-lib.mjs'
 
-export const bundleAgent = async (dir: string): Promise<string> => {
-  const outfile = join(dir, 'boot-agent.mjs')
-  await build({
-    entryPoints: [join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', '..', 'agent', 'main.ts')],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    legalComments: 'none',
-    banner: { js: "import { createRequire as __bootAgentCreateRequire } from 'node:module';const require = __bootAgentCreateRequire(import.meta.url);" },
-    logLevel: 'warning',
+/** Builds the bundle into `dir` and returns the entry's path (`dir/boot-agent.mjs`). */
+export const bundleAgent = (dir: string): Promise<string> => bundle(dir)
+
+/**
+ * Every file of the bundle whose entry is `entry`, as paths relative to the
+ * entry's directory, entry first, then the chunks sorted: what to copy or hash.
+ */
+export const bundleFiles = async (entry: string): Promise<string[]> => {
+  const chunks = await readdir(join(dirname(entry), CHUNK_DIR)).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return [] as string[]
+    throw e
   })
-  return outfile
+  return [basename(entry), ...chunks.filter((n) => n.endsWith('.mjs')).sort().map((n) => join(CHUNK_DIR, n))]
 }

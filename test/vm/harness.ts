@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { bundleFiles } from '../helpers/bundle.js'
 
 const execFileP = promisify(execFile)
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -121,7 +122,8 @@ const hashTree = async (h: ReturnType<typeof createHash>, dir: string): Promise<
 /**
  * Builds (once per set of inputs) an initramfs with dracut/50boot-agent through
  * scripts/build-initramfs.sh. The key covers the module, the unit, the build
- * script, the bundle's bytes, the node binary and the kernel version.
+ * script, the bytes of every file of the bundle (entry and chunks), the node
+ * binary and the kernel version.
  */
 /** Cached initramfs images unused for this long are removed. */
 const PRUNE_UNUSED_MS = 60 * 60_000
@@ -131,7 +133,7 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
   await hashTree(h, join(REPO, 'dracut'))
   h.update(await readFile(join(REPO, 'systemd', 'boot-agent-initrd.service')))
   h.update(await readFile(join(REPO, 'scripts', 'build-initramfs.sh')))
-  h.update(await readFile(opts.bundle))
+  for (const f of await bundleFiles(opts.bundle)) h.update(`${f}\0`).update(await readFile(join(dirname(opts.bundle), f)))
   const node = process.execPath
   const nst = await stat(node)
   h.update(`${node}:${nst.size}:${nst.mtimeMs}:${opts.kver}:${opts.compress ?? 'zstd'}`)
@@ -403,7 +405,13 @@ export const makeRootTree = async (dir: string, o: RootOptions): Promise<string>
       await mkdir(join(dir, dirname(lib)), { recursive: true })
       await copyFile(lib, join(dir, lib))
     }
-    await copyFile(o.daemon.bundle, join(dir, 'usr', 'lib', 'boot-agent', 'boot-agent.mjs'))
+    // The whole bundle: the entry under its installed name, its chunks beside it.
+    const files = await bundleFiles(o.daemon.bundle)
+    for (const [i, f] of files.entries()) {
+      const to = join(dir, 'usr', 'lib', 'boot-agent', i === 0 ? 'boot-agent.mjs' : f)
+      await mkdir(dirname(to), { recursive: true })
+      await copyFile(join(dirname(o.daemon.bundle), f), to)
+    }
     daemon = [
       'echo "BA-DAEMON-START"',
       `/usr/bin/node /usr/lib/boot-agent/boot-agent.mjs ${o.daemon.args.join(' ')}`,
