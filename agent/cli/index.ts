@@ -64,7 +64,7 @@ export const main = async (argv: string[]): Promise<number> => {
   const onSignal = (sig: NodeJS.Signals): void => ac.abort(new BootAgentError('EABORT', `interrupted by ${sig}`))
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  // The logger only for a command that runs, not for `--help`.
+  // The logger (pino) only for a command that runs, not for `--help`.
   const { createLogger } = await import('../log.js')
   const ctx: CommandContext = { log: createLogger(), out, signal: ac.signal }
   try {

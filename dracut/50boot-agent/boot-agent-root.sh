@@ -19,7 +19,7 @@ _ba_try=0
 while [ "$_ba_try" -lt 3 ]; do
     _ba_try=$((_ba_try + 1))
     info "boot-agent: boot stage starting"
-    # The agent logs its own steps (JSON lines, synchronous) to stderr = the console.
+    # The agent logs its own steps (pino JSON, synchronous) to stderr = the console.
     node /usr/lib/boot-agent/boot-agent.mjs boot --sysroot "${NEWROOT:-/sysroot}"
     _ba_rc=$?
     # Anything but success: never continue with whatever might be on $NEWROOT.
