@@ -6,6 +6,16 @@
 import type { Chunk } from '../manifest/types.js'
 import { SHA256_HEX } from './layout.js'
 
+/**
+ * Bytes per xxh64 segment: part of the cache format (schema 2), not a tuning
+ * knob. Segment k is bytes [k·64 MiB, min(size, (k+1)·64 MiB)); segments are
+ * hashed in parallel and a mismatch narrows the sha256 search to one segment.
+ */
+export const XXH64_SEGMENT_BYTES = 64 * 1024 * 1024
+
+/** How many xxh64 segments an object of `size` bytes has (none when empty). */
+export const segmentCount = (size: number): number => Math.ceil(size / XXH64_SEGMENT_BYTES)
+
 export interface ObjectMeta {
   schema: 1
   size: number
@@ -81,4 +91,32 @@ export const remember = (list: string[], item: string | undefined): string[] => 
   const next = list.filter((x) => x !== item)
   next.push(item)
   return next.slice(-MAX_LIST)
+}
+
+/**
+ * The chunks (of a contiguous list sorted by offset) holding any byte of the
+ * given segments: the only ones whose sha256 can say which bytes of a segment
+ * with a wrong xxh64 are bad.
+ */
+export const chunksInSegments = (chunks: readonly Chunk[], segments: readonly number[]): Chunk[] => {
+  const out: Chunk[] = []
+  let c = 0
+  for (const k of [...new Set(segments)].sort((a, b) => a - b)) {
+    const start = k * XXH64_SEGMENT_BYTES
+    const end = start + XXH64_SEGMENT_BYTES
+    // First chunk ending after `start` (binary search: 28,000 chunks for 2 GiB).
+    let lo = c
+    let hi = chunks.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (chunks[mid]!.offset + chunks[mid]!.size <= start) lo = mid + 1
+      else hi = mid
+    }
+    for (c = lo; c < chunks.length && chunks[c]!.offset < end; c++) {
+      if (out[out.length - 1] !== chunks[c]) out.push(chunks[c]!)
+    }
+    // A chunk straddling into the next segment is looked at again there (and not added twice).
+    if (c > lo) c--
+  }
+  return out
 }
