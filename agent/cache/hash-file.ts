@@ -289,45 +289,6 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
   }
 }
 
-/** Bytes read synchronously between two yields to the event loop in xxh64File (~5 ms of work). */
-const SYNC_SLICE_BYTES = 32 * 1024 * 1024
-let syncBuf: Buffer | undefined
-
-/**
- * xxh64 (seed 0) of a whole file and the number of bytes read.
- *
- * Synchronous 4 MiB reads into one reused buffer, yielding to the event loop
- * every 32 MiB: xxh64 is faster than a thread-pool hand-off per read, and on
- * a busy machine the pipelined async reads waited on the scheduler (0.12x of
- * `xxhsum` where the CPU time was 0.6 s for 512 MiB).
- */
-export const xxh64File = async (path: string, opts: { signal?: AbortSignal } = {}): Promise<{ xxh64: string; size: number }> => {
-  const { create64 } = await xxh()
-  const h = create64()
-  const buf = (syncBuf ??= ioBuffer(READ_BUFFER_BYTES))
-  const fd = openSync(path, 'r')
-  try {
-    const { size } = fstatSync(fd)
-    let pos = 0
-    let slice = 0
-    while (pos < size) {
-      const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos)
-      if (n === 0) break // file shorter than its stat: the caller compares sizes
-      h.update(buf.subarray(0, n))
-      pos += n
-      slice += n
-      if (slice >= SYNC_SLICE_BYTES) {
-        slice = 0
-        await new Promise<void>((r) => setImmediate(r))
-        throwIfAborted(opts.signal)
-      }
-    }
-    return { xxh64: xxh64Hex(h.digest()), size: pos }
-  } finally {
-    closeSync(fd)
-  }
-}
-
 /** sha256 of a whole file. */
 export const sha256File = async (path: string, opts: { signal?: AbortSignal } = {}): Promise<{ sha256: string; size: number }> => {
   const h = createHash('sha256')

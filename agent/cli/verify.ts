@@ -4,15 +4,16 @@ import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
 
-Re-verifies every object in a cache: size + xxh64 (fast, at disk speed), or
-sha256 of every chunk with --strong. A corrupt object is named with the
-chunks that differ (recorded in its metadata, so the next fetch repairs only
-those). Symlinks, foreign files and malformed metadata are reported, never
-followed.
+Re-verifies every object in a cache: size + xxh64 of every 64 MiB segment
+(fast, at disk speed, on every core), or sha256 of every chunk with
+--strong. A corrupt object is named with the chunks that differ (recorded in
+its metadata, so the next fetch repairs only those). Symlinks, foreign files
+and malformed metadata (also an older format's, schema 1) are reported,
+never followed.
 
 options:
   --cache DIR   cache directory
-  --strong      sha256 of every chunk instead of xxh64
+  --strong      sha256 of every chunk instead of the segments' xxh64
   --json        print one JSON object
 
 Exit status: 0 when every object verified and nothing foreign was found;

@@ -1,7 +1,10 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile, open } from 'node:fs/promises'
 import { join } from 'node:path'
+import xxhash from 'xxhash-wasm'
+import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
 import { Cache } from '../../agent/cache/store.js'
 import { IntegrityError } from '../../agent/errors.js'
 import { fetchImage } from '../../agent/transport/fetch-image.js'
@@ -152,4 +155,23 @@ t.test('an aborted fetch rejects with the abort reason, publishes nothing and ke
   const r = await fetchImage({ manifest: m, cache })
   t.ok(r.bytesResumed > 0)
   t.equal(r.bytesResumed + r.bytesDownloaded, data.length)
+})
+
+t.test('a download records the xxh64 of each 64 MiB segment of the image, as an independent hash of each slice says', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const SEG = XXH64_SEGMENT_BYTES
+  const data = randomBytes(2 * SEG + 12345)
+  await writeFile(join(root, 'img.sqfs'), data)
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`], { min: 64 * 1024, max: 1024 * 1024 })
+  const r = await fetchImage({ manifest: m, cache })
+  const { h64Raw } = await xxhash()
+  const want = [0, 1, 2].map((k) => h64Raw(data.subarray(k * SEG, Math.min(data.length, (k + 1) * SEG))).toString(16).padStart(16, '0'))
+  const meta = JSON.parse(await readFile(r.path + '.meta.json', 'utf8'))
+  t.equal(meta.schema, 2)
+  t.same(meta.xxh64, want, 'three segment digests, the last one of 12345 bytes')
+  t.equal((await cache.verify(m.sha256)).ok, true, 'and fast verification agrees')
 })
