@@ -202,12 +202,16 @@ export class Cache {
    * once for the xxh64 of each 64 MiB segment (on every core); when some
    * differ, the sha256 of the chunks overlapping those segments (only) says
    * which are bad. Strong mode checks every chunk's sha256.
+   *
+   * `meta` is this object's metadata as read by {@link list} or
+   * {@link readMeta} a moment ago, so that a caller walking the cache does not
+   * read and validate a large file twice.
    */
-  async verify(sha: string, opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal } = {}): Promise<VerifyResult> {
+  async verify(sha: string, opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta } = {}): Promise<VerifyResult> {
     const kind = await this.objectKind(sha)
     if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
     const path = this.objectPath(sha)
-    const meta = await this.readMeta(sha)
+    const meta = opts.meta?.sha256 === sha ? opts.meta : await this.readMeta(sha)
     const chunks = opts.chunks ?? meta?.chunks
     const signal = opts.signal ? { signal: opts.signal } : {}
     const findBad = async (reason: string, among?: Chunk[]): Promise<VerifyResult> => {
@@ -264,13 +268,16 @@ export class Cache {
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
-    const meta = await this.touch(sha, { verified: true, ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
+    const meta = await this.touch(sha, { verified: true, ...(v.meta ? { meta: v.meta } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
     return { status: 'hit', path, meta: meta! }
   }
 
-  /** Records a use (and optionally a verification, a name, a URL). */
-  async touch(sha: string, opts: { verified?: boolean; name?: string; url?: string } = {}): Promise<ObjectMeta | undefined> {
-    const meta = await this.readMeta(sha)
+  /**
+   * Records a use (and optionally a verification, a name, a URL). `meta`: the
+   * object's metadata just read (by verify), not read again.
+   */
+  async touch(sha: string, opts: { verified?: boolean; name?: string; url?: string; meta?: ObjectMeta } = {}): Promise<ObjectMeta | undefined> {
+    const meta = opts.meta?.sha256 === sha ? opts.meta : await this.readMeta(sha)
     if (!meta) return undefined
     const now = this.now().toISOString()
     const next: ObjectMeta = {

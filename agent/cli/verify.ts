@@ -36,7 +36,8 @@ export const command: Command = {
     const { objects, problems } = await cache.list()
     const results: { sha256: string; path: string; ok: boolean; reason?: string; badChunks: number[] }[] = []
     for (const o of objects) {
-      const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal })
+      // o.meta: list() has just read and validated it (2.4 MB for a 2 GiB image); not parsed twice.
+      const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal, meta: o.meta })
       if (!v.ok && v.badChunks.length) await cache.markCorrupt(o.sha256, v.badChunks)
       results.push({ sha256: o.sha256, path: o.path, ok: v.ok, ...(v.reason ? { reason: v.reason } : {}), badChunks: v.badChunks })
     }

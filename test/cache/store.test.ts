@@ -270,3 +270,21 @@ t.test('metadata with a wrong number of segment digests, or of schema 1, is malf
     t.ok(cache.problems.some((p) => re.test(p.problem)), `${what}: reported`)
   }
 })
+
+t.test('verify uses the metadata list() read instead of reading it again; lookup reads it once', async (t) => {
+  const cache = await newCache(t)
+  const { m } = await put(cache, seededBytes(200 * KiB, 'once'))
+  const { objects } = await cache.list()
+  let reads = 0
+  const readMeta = cache.readMeta.bind(cache)
+  cache.readMeta = (sha: string) => {
+    reads++
+    return readMeta(sha)
+  }
+  const v = await cache.verify(m.sha256, { meta: objects[0]!.meta })
+  t.equal(v.ok, true)
+  t.equal(reads, 0, 'verify with the listed meta: no read')
+  const r = await cache.lookup(m.sha256)
+  t.equal(r.status, 'hit')
+  t.equal(reads, 1, 'lookup (verify + touch): one read')
+})
