@@ -116,42 +116,101 @@ export const XX_STATE_BYTES = 88
 /** Where each thread's read buffer starts in its wasm memory: page-aligned (4K aliasing, see fs-util ioBuffer), past the state at 0. */
 const WASM_BUF_OFFSET = 4096
 
-// A worker thread hashing segments: it takes segment indexes from the shared
-// counter until they run out, reading each straight into its own wasm memory
-// (no copy from a JS buffer; xxhash-wasm's update() copies every byte once),
-// from the caller's file descriptor (threads share it; pread needs no lock).
+// A worker thread hashing segments, kept between jobs. For each job it takes
+// segment indexes from the shared counter until they run out, reading each
+// straight into its own wasm memory (no copy from a JS buffer; xxhash-wasm's
+// update() copies every byte once), from the caller's file descriptor
+// (threads share it; pread needs no lock), then answers once.
 // Plain ES2020 CommonJS, evaluated as-is; hashSegment below is its twin.
 const SEGMENT_WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 const { readSync } = require('node:fs')
-const { module, fd, size, counter, n } = workerData
 const SEG = ${XXH64_SEGMENT_BYTES}, B = ${SEGMENT_READ_BYTES}, OFF = ${WASM_BUF_OFFSET}, XX_STATE = ${XX_STATE_BYTES}
-try {
-  const xx = new WebAssembly.Instance(module, {}).exports
-  if (xx.mem.buffer.byteLength < OFF + B) xx.mem.grow(Math.ceil((OFF + B - xx.mem.buffer.byteLength) / 65536))
-  const view = new Uint8Array(xx.mem.buffer, OFF, B)
-  const state = new Uint8Array(xx.mem.buffer, 0, XX_STATE)
+const xx = new WebAssembly.Instance(workerData.module, {}).exports
+if (xx.mem.buffer.byteLength < OFF + B) xx.mem.grow(Math.ceil((OFF + B - xx.mem.buffer.byteLength) / 65536))
+const view = new Uint8Array(xx.mem.buffer, OFF, B)
+const state = new Uint8Array(xx.mem.buffer, 0, XX_STATE)
+parentPort.on('message', ({ fd, size, counter, n }) => {
   const ctr = new Int32Array(counter)
   const done = []
-  for (let i; (i = Atomics.add(ctr, 0, 1)) < n;) {
-    state.fill(0)
-    xx.init64(0, 0n)
-    let pos = i * SEG, got = 0
-    const end = Math.min(size, pos + SEG)
-    while (pos < end) {
-      const r = readSync(fd, view, 0, Math.min(B, end - pos), pos)
-      if (r === 0) break
-      xx.update64(0, OFF, r)
-      pos += r
-      got += r
+  try {
+    for (let i; (i = Atomics.add(ctr, 0, 1)) < n;) {
+      state.fill(0)
+      xx.init64(0, 0n)
+      let pos = i * SEG, got = 0
+      const end = Math.min(size, pos + SEG)
+      while (pos < end) {
+        const r = readSync(fd, view, 0, Math.min(B, end - pos), pos)
+        if (r === 0) break
+        xx.update64(0, OFF, r)
+        pos += r
+        got += r
+      }
+      done.push([i, BigInt.asUintN(64, xx.digest64(0)).toString(16).padStart(16, '0'), got])
     }
-    done.push([i, BigInt.asUintN(64, xx.digest64(0)).toString(16).padStart(16, '0'), got])
+    parentPort.postMessage({ done })
+  } catch (e) {
+    Atomics.store(ctr, 0, n)
+    parentPort.postMessage({ done, error: { message: String((e && e.message) || e), code: e && e.code } })
   }
-  parentPort.postMessage({ done })
-} catch (e) {
-  parentPort.postMessage({ error: { message: String((e && e.message) || e), code: e && e.code } })
-}
+})
 `
+
+/** A segment worker left idle this long is ended (its thread and ~10 MB): a long-lived process does not keep them. */
+const IDLE_WORKER_MS = 5000
+
+/** Segment workers waiting for a job: unref'd, so they never keep the process alive. */
+const idleWorkers: Worker[] = []
+const idleTimers = new Map<Worker, NodeJS.Timeout>()
+
+const parkWorker = (w: Worker): void => {
+  w.unref()
+  idleWorkers.push(w)
+  const timer = setTimeout(() => {
+    idleTimers.delete(w)
+    const k = idleWorkers.indexOf(w)
+    if (k >= 0) idleWorkers.splice(k, 1)
+    void w.terminate()
+  }, IDLE_WORKER_MS)
+  timer.unref()
+  idleTimers.set(w, timer)
+}
+
+/** An idle worker (ref'd again: a job keeps the process alive), or a new one. */
+const takeWorker = (module: unknown): Worker => {
+  const w = idleWorkers.pop()
+  if (!w) return spawnWorker(module)
+  clearTimeout(idleTimers.get(w))
+  idleTimers.delete(w)
+  w.ref()
+  return w
+}
+
+const spawnWorker = (module: unknown): Worker => {
+  const fresh = new Worker(SEGMENT_WORKER_SOURCE, { eval: true, workerData: { module } })
+  // A worker that dies while idle just leaves the pool; a busy one also fails its job (listeners in xxh64Segments).
+  fresh.on('error', () => undefined)
+  fresh.on('exit', () => {
+    const k = idleWorkers.indexOf(fresh)
+    if (k >= 0) idleWorkers.splice(k, 1)
+    clearTimeout(idleTimers.get(fresh))
+    idleTimers.delete(fresh)
+  })
+  return fresh
+}
+
+/** How many segment workers are idle, waiting for a job. */
+export const idleXxh64Workers = (): number => idleWorkers.length
+
+/** Ends the idle segment workers now (they would end on their own after IDLE_WORKER_MS). */
+export const endIdleXxh64Workers = async (): Promise<void> => {
+  const all = idleWorkers.splice(0)
+  for (const w of all) {
+    clearTimeout(idleTimers.get(w))
+    idleTimers.delete(w)
+  }
+  await Promise.all(all.map((w) => w.terminate()))
+}
 
 interface XxhThread {
   xx: XxhRaw
@@ -211,52 +270,64 @@ export interface XxhSegmentsOptions {
  *
  * This thread and `threads − 1` workers take segments from a shared counter
  * and read them with synchronous 4 MiB reads straight into their wasm
- * memory: measured here, one thread reads and hashes at ~5 GB/s, below
- * native `xxhsum`; two reach ~7.5 GB/s. This thread yields to the event loop
- * after each segment (~10 ms) and stops there when `signal` is aborted. A
- * file of one segment is hashed here without a worker.
+ * memory. Measured here from the page cache: one thread spends ~95 ms per GiB
+ * in read() and ~95 ms in xxh64 (~5.5 GB/s, below native `xxhsum -H1`); two
+ * threads hash 2 GiB in 230–280 ms. This thread yields to the event loop
+ * after each segment (10–20 ms) and stops there when `signal` is aborted;
+ * concurrent calls share its wasm instance safely (a segment is hashed from
+ * init to digest without yielding). A file of one segment is hashed here
+ * without a worker. Workers are kept for the next call (IDLE_WORKER_MS).
  */
 export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {}): Promise<{ xxh64: string[]; size: number; threads: number }> => {
   throwIfAborted(opts.signal)
+  const threads = opts.threads ?? availableParallelism()
+  if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`)
   const module = await xxhWasmModule()
   const fd = openSync(path, 'r')
   const workers: Worker[] = []
+  const answered: Promise<void>[] = []
+  const counter = new Int32Array(new SharedArrayBuffer(4))
+  let n = 0
   try {
     const { size } = fstatSync(fd)
-    const n = segmentCount(size)
+    n = segmentCount(size)
     const digests = new Array<string>(n).fill('')
     const bytes = new Array<number>(n).fill(0)
-    const counter = new Int32Array(new SharedArrayBuffer(4))
-    const threads = opts.threads ?? availableParallelism()
-    if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`)
     let failure: unknown
-    const answered: Promise<void>[] = []
     const nWorkers = opts.offThread ? Math.min(threads, n) : Math.min(threads - 1, n - 1)
     for (let k = 0; k < nWorkers; k++) {
-      const w = new Worker(SEGMENT_WORKER_SOURCE, { eval: true, workerData: { module, fd, size, counter: counter.buffer, n } })
+      const w = takeWorker(module)
       workers.push(w)
       answered.push(
         new Promise<void>((resolve) => {
-          let got = false
-          w.once('message', (m: { done?: [number, string, number][]; error?: { message: string; code?: string } }) => {
-            got = true
-            if (m.error) failure ??= new BootAgentError('EHASHIO', `hashing ${path}: ${m.error.message}`, { path, errno: m.error.code })
-            for (const [i, hex, b] of m.done ?? []) {
+          const settle = (f?: unknown): void => {
+            w.off('message', onMessage)
+            w.off('error', onError)
+            w.off('exit', onExit)
+            if (f !== undefined) failure ??= f
+            resolve()
+          }
+          const onMessage = (m: { done: [number, string, number][]; error?: { message: string; code?: string } }): void => {
+            for (const [i, hex, b] of m.done) {
               digests[i] = hex
               bytes[i] = b
             }
-            resolve()
-          })
-          w.once('error', (e) => {
-            failure ??= new BootAgentError('EUNEXPECTED', `xxh64 worker failed: ${e.message}`, { path }, { cause: e })
-            resolve()
-          })
-          w.once('exit', (code) => {
-            if (!got) failure ??= new BootAgentError('EUNEXPECTED', `xxh64 worker exited (${code}) before answering`, { path })
-            resolve()
-          })
+            if (m.error) {
+              void w.terminate()
+              settle(new BootAgentError('EHASHIO', `hashing ${path}: ${m.error.message}`, { path, errno: m.error.code }))
+            } else {
+              parkWorker(w)
+              settle()
+            }
+          }
+          const onError = (e: Error): void => settle(new BootAgentError('EUNEXPECTED', `xxh64 worker failed: ${e.message}`, { path }, { cause: e }))
+          const onExit = (code: number): void => settle(new BootAgentError('EUNEXPECTED', `xxh64 worker exited (${code}) before answering`, { path }))
+          w.on('message', onMessage)
+          w.on('error', onError)
+          w.on('exit', onExit)
         }),
       )
+      w.postMessage({ fd, size, counter: counter.buffer, n })
     }
     const mine = opts.offThread ? undefined : mainInstance(module)
     while (mine && failure === undefined) {
@@ -283,8 +354,9 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
     throwIfAborted(opts.signal)
     return { xxh64: digests, size: bytes.reduce((a, b) => a + b, 0), threads: (mine ? 1 : 0) + workers.length }
   } finally {
-    // A worker may still be reading from fd: it must be gone before fd is closed (and its number reused).
-    await Promise.all(workers.map((w) => w.terminate()))
+    // A worker may still be reading from fd: it must have answered (or died) before fd is closed (and its number reused).
+    Atomics.store(counter, 0, n)
+    await Promise.all(answered)
     closeSync(fd)
   }
 }

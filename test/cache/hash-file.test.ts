@@ -2,7 +2,7 @@ import t from 'tap'
 import { closeSync, openSync, readdirSync, readSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import xxhash from 'xxhash-wasm'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { endIdleXxh64Workers, idleXxh64Workers, xxh64Segments } from '../../agent/cache/hash-file.js'
 import { XXH64_SEGMENT_BYTES, chunksInSegments } from '../../agent/cache/meta.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 import { writeSparseImage } from '../helpers/image.js'
@@ -121,4 +121,24 @@ t.test('chunksInSegments lists exactly the chunks holding a byte of the given se
   }
   const straddler = chunks.find((c) => c.offset < SEG && c.offset + c.size > SEG)!
   t.ok(chunksInSegments(chunks, [0]).includes(straddler) && chunksInSegments(chunks, [1]).includes(straddler), 'a chunk across a boundary belongs to both segments')
+})
+
+t.test('workers wait between hashes and the next one reuses them', async (t) => {
+  const path = join(t.testdir(), 'img')
+  await writeSparseImage(path, 4 * SEG, SEG, 'pool')
+  const want = await independent(path, 4 * SEG)
+  await endIdleXxh64Workers()
+  t.equal(idleXxh64Workers(), 0, 'none left by earlier tests')
+  const r = await xxh64Segments(path, { threads: 3 })
+  t.same(r.xxh64, want)
+  t.equal(r.threads, 3)
+  t.equal(idleXxh64Workers(), 2, 'its two workers wait for the next hash')
+  const again = await xxh64Segments(path, { threads: 3 })
+  t.same(again.xxh64, want, 'reused workers hash their second job right')
+  t.equal(idleXxh64Workers(), 2, 'the same two are waiting again (new ones would make four)')
+  const off = await xxh64Segments(path, { threads: 3, offThread: true })
+  t.same(off.xxh64, want)
+  t.equal(idleXxh64Workers(), 3)
+  await endIdleXxh64Workers()
+  t.equal(idleXxh64Workers(), 0)
 })
