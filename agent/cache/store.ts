@@ -205,9 +205,14 @@ export class Cache {
    *
    * `meta` is this object's metadata as read by {@link list} or
    * {@link readMeta} a moment ago, so that a caller walking the cache does not
-   * read and validate a large file twice.
+   * read and validate a large file twice. `digest` is the fast digest of this
+   * object (xxh64Segments of its path) that the caller started earlier, e.g.
+   * while the metadata was being read; it is only used in fast mode.
    */
-  async verify(sha: string, opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta } = {}): Promise<VerifyResult> {
+  async verify(
+    sha: string,
+    opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta; digest?: Promise<{ xxh64: string[]; size: number }> } = {},
+  ): Promise<VerifyResult> {
     const kind = await this.objectKind(sha)
     if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
     const path = this.objectPath(sha)
@@ -227,7 +232,7 @@ export class Cache {
       return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
     }
     if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
-    const found = await xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })
+    const found = await (opts.digest ?? xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) }))
     if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
     const badSegments: number[] = []
     for (let k = 0; k < segmentCount(meta.size); k++) if (found.xxh64[k] !== meta.xxh64[k]) badSegments.push(k)
@@ -237,7 +242,9 @@ export class Cache {
     if (r.ok) {
       // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
       this.report(this.metaPath(sha), `recorded xxh64 of segment(s) ${which} is wrong (bytes match every chunk in them); rewritten`)
-      const next: ObjectMeta = { ...meta, xxh64: found.xxh64 }
+      // Only digests computed here are written: a caller's `digest` is trusted for a verdict, not for the record.
+      const digest = opts.digest ? (await xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })).xxh64 : found.xxh64
+      const next: ObjectMeta = { ...meta, xxh64: digest }
       await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
       return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: next }
     }
@@ -381,6 +388,33 @@ export class Cache {
     await fsyncPath(this.tmpDir)
     this.log.info({ sha256: sha, size: input.size, path: obj }, 'cache: published object')
     return obj
+  }
+
+  /**
+   * The regular files in objects/ named as objects, without reading their
+   * metadata or reporting anything (list() does both): so that a caller can
+   * start hashing them before list() has read the metadata.
+   */
+  async objectFiles(): Promise<{ sha256: string; path: string }[]> {
+    const root = objectsRoot(this.dir)
+    const out: { sha256: string; path: string }[] = []
+    let shards: string[]
+    try {
+      shards = (await readdir(root)).sort()
+    } catch (e) {
+      if (isErr(e)) return out
+      throw e
+    }
+    for (const shard of shards) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue
+      const sp = join(root, shard)
+      if (!(await lstat(sp)).isDirectory()) continue
+      for (const name of (await readdir(sp)).sort()) {
+        const p = join(sp, name)
+        if (SHA256_HEX.test(shard + name) && (await lstat(p)).isFile()) out.push({ sha256: shard + name, path: p })
+      }
+    }
+    return out
   }
 
   /** Every object with valid metadata, and the problems met on the way. */

@@ -288,3 +288,20 @@ t.test('verify uses the metadata list() read instead of reading it again; lookup
   t.equal(r.status, 'hit')
   t.equal(reads, 1, 'lookup (verify + touch): one read')
 })
+
+t.test('objectFiles lists the object files without reading metadata; verify takes a digest started before it', async (t) => {
+  const { cache, asked } = await recordingCache(t)
+  const { sha, path, chunks, xxh64 } = await putLarge(cache, 2 * SEG + 9, 4 * 1024 * 1024 + 3, 'digest-first')
+  await writeFile(join(cache.dir, 'objects', 'sha256', sha.slice(0, 2), 'README'), 'foreign')
+  t.same(await cache.objectFiles(), [{ sha256: sha, path }], 'the object only: not its metadata, not a foreign file')
+  const digest = xxh64Segments(path) // started before the metadata is read
+  const { objects } = await cache.list()
+  t.equal((await cache.verify(sha, { meta: objects[0]!.meta, digest })).ok, true)
+  // A digest that disagrees on segment 1 (as if the bytes had changed): its chunks are checked, found
+  // good, and the metadata keeps digests computed by verify itself, not the caller's.
+  asked.length = 0
+  const v = await cache.verify(sha, { digest: Promise.resolve({ xxh64: [xxh64[0]!, '0123456789abcdef', xxh64[2]!], size: 2 * SEG + 9 }) })
+  t.equal(v.ok, true)
+  t.equal(asked.flat().length, chunks.filter((c) => c.offset < 2 * SEG && c.offset + c.size > SEG).length, 'segment 1\'s chunks were checked')
+  t.same((await cache.readMeta(sha))?.xxh64, xxh64, 'the recorded digests are the true ones')
+})
