@@ -252,9 +252,20 @@ const hashSegment = (m: XxhThread, fd: number, size: number, i: number): { hex: 
   return { hex: xxh64Hex(BigInt.asUintN(64, xx.digest64(0))), bytes: got }
 }
 
+/**
+ * Default cap on the threads hashing segments: a worker costs ~10 MB and
+ * 30–140 ms of start-up, and a handful of threads (~5.5 GB/s each) already
+ * reach the memory or disk bandwidth of a large node; a 128-core node should
+ * not start 127 workers in its initramfs.
+ */
+export const MAX_DEFAULT_XXH64_THREADS = 8
+
 export interface XxhSegmentsOptions {
   signal?: AbortSignal
-  /** Threads hashing, this one included; default os.availableParallelism(). 1: this thread only. */
+  /**
+   * Threads hashing, this one included; default os.availableParallelism(),
+   * at most {@link MAX_DEFAULT_XXH64_THREADS}. 1: this thread only.
+   */
   threads?: number
   /**
    * Hash on `threads` workers only and leave this thread's event loop free
@@ -280,7 +291,7 @@ export interface XxhSegmentsOptions {
  */
 export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {}): Promise<{ xxh64: string[]; size: number; threads: number }> => {
   throwIfAborted(opts.signal)
-  const threads = opts.threads ?? availableParallelism()
+  const threads = opts.threads ?? Math.min(availableParallelism(), MAX_DEFAULT_XXH64_THREADS)
   if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`)
   const module = await xxhWasmModule()
   const fd = openSync(path, 'r')

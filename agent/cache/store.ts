@@ -69,7 +69,7 @@ export interface CacheOptions {
   now?: () => Date
   /** sha256 of file ranges; a worker pool makes strong verification parallel. */
   hasher?: RangeHasher
-  /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(). */
+  /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(), at most 8. */
   verifyThreads?: number
 }
 
