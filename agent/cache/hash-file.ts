@@ -106,8 +106,14 @@ interface XxhRaw {
   digest64: (st: number) => bigint
 }
 
-/** Bytes per read while hashing segments (1–4 MiB reads ran at page-cache speed here). */
-export const SEGMENT_READ_BYTES = 4 * 1024 * 1024
+/**
+ * Bytes per read while hashing segments. Two threads hashing 2 GiB from the
+ * page cache here, fastest of 7 runs in each of three rounds: 1 MiB reads
+ * 276, 244, 396 ms; 4 MiB 255, 251, 509 ms; 512 KiB and 2 MiB like 1 MiB; the
+ * medians favoured 0.5–2 MiB by 5–10 % (a buffer that stays in the core's
+ * cache for the hash that follows). Within this machine's noise at times.
+ */
+export const SEGMENT_READ_BYTES = 1024 * 1024
 /**
  * Bytes of one xxh64 state. init64 does not clear all of them (xxhash-wasm's
  * create64 zeroes them first): a state is zeroed before every init64.
@@ -280,7 +286,7 @@ export interface XxhSegmentsOptions {
  * file's size only if it shrank meanwhile) and the number of threads used.
  *
  * This thread and `threads − 1` workers take segments from a shared counter
- * and read them with synchronous 4 MiB reads straight into their wasm
+ * and read them with synchronous 1 MiB reads straight into their wasm
  * memory. Measured here from the page cache: one thread spends ~95 ms per GiB
  * in read() and ~95 ms in xxh64 (~5.5 GB/s, below native `xxhsum -H1`); two
  * threads hash 2 GiB in 230–280 ms. This thread yields to the event loop
