@@ -6,13 +6,29 @@
 import type { Chunk } from '../manifest/types.js'
 import { SHA256_HEX } from './layout.js'
 
+/** The metadata format this code writes and reads (1: one xxh64 of the whole object, no longer read). */
+export const META_SCHEMA = 2
+
+/**
+ * Bytes per xxh64 segment: part of the cache format (schema 2), not a tuning
+ * knob. Segment k is bytes [k·64 MiB, min(size, (k+1)·64 MiB)); segments are
+ * hashed in parallel and a mismatch narrows the sha256 search to one segment.
+ */
+export const XXH64_SEGMENT_BYTES = 64 * 1024 * 1024
+
+/** How many xxh64 segments an object of `size` bytes has (none when empty). */
+export const segmentCount = (size: number): number => Math.ceil(size / XXH64_SEGMENT_BYTES)
+
 export interface ObjectMeta {
-  schema: 1
+  schema: typeof META_SCHEMA
   size: number
   /** Lower-case hex sha256 of the object; equals its file name. */
   sha256: string
-  /** Lower-case hex xxh64 (seed 0) of the whole object: the fast re-verification. */
-  xxh64: string
+  /**
+   * Lower-case hex xxh64 (seed 0) of each {@link XXH64_SEGMENT_BYTES} segment
+   * of the object, in order ({@link segmentCount} of them): the fast re-verification.
+   */
+  xxh64: string[]
   /** The chunk list it was fetched with (contiguous, covering [0, size)). */
   chunks: Chunk[]
   /** ISO time of the last full verification (fast or strong). */
@@ -58,10 +74,17 @@ export const chunkListProblem = (chunks: unknown, size: number): string | undefi
 /** A typed meta, or a string saying what is wrong with it. */
 export const parseObjectMeta = (v: unknown, expectSha: string): ObjectMeta | string => {
   if (!isObj(v)) return 'not a JSON object'
-  if (v.schema !== 1) return `unknown schema ${JSON.stringify(v.schema)}`
+  // Schema 1 (one whole-object xxh64) is not read: such an object is handled
+  // like one with malformed metadata (a fetch checks every chunk's sha256 and
+  // writes schema 2; nothing good is downloaded again).
+  if (v.schema === 1) return 'schema 1 (an older format: whole-object xxh64)'
+  if (v.schema !== META_SCHEMA) return `unknown schema ${JSON.stringify(v.schema)}`
   if (v.sha256 !== expectSha) return `sha256 ${JSON.stringify(v.sha256)} does not match the object name`
   if (!isSize(v.size)) return 'size is not a non-negative integer'
-  if (typeof v.xxh64 !== 'string' || !XXH64_HEX.test(v.xxh64)) return 'xxh64 is not 16 hex digits'
+  const segs = segmentCount(v.size)
+  if (!Array.isArray(v.xxh64) || v.xxh64.length !== segs || !v.xxh64.every((d) => typeof d === 'string' && XXH64_HEX.test(d))) {
+    return `xxh64 is not a list of ${segs} segment digest(s) of 16 hex digits`
+  }
   const bad = chunkListProblem(v.chunks, v.size)
   if (bad) return bad
   if (!isIso(v.verifiedAt)) return 'verifiedAt is not a time'
@@ -81,4 +104,32 @@ export const remember = (list: string[], item: string | undefined): string[] => 
   const next = list.filter((x) => x !== item)
   next.push(item)
   return next.slice(-MAX_LIST)
+}
+
+/**
+ * The chunks (of a contiguous list sorted by offset) holding any byte of the
+ * given segments: the only ones whose sha256 can say which bytes of a segment
+ * with a wrong xxh64 are bad.
+ */
+export const chunksInSegments = (chunks: readonly Chunk[], segments: readonly number[]): Chunk[] => {
+  const out: Chunk[] = []
+  let c = 0
+  for (const k of [...new Set(segments)].sort((a, b) => a - b)) {
+    const start = k * XXH64_SEGMENT_BYTES
+    const end = start + XXH64_SEGMENT_BYTES
+    // First chunk ending after `start` (binary search: 28,000 chunks for 2 GiB).
+    let lo = c
+    let hi = chunks.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (chunks[mid]!.offset + chunks[mid]!.size <= start) lo = mid + 1
+      else hi = mid
+    }
+    for (c = lo; c < chunks.length && chunks[c]!.offset < end; c++) {
+      if (out[out.length - 1] !== chunks[c]) out.push(chunks[c]!)
+    }
+    // A chunk straddling into the next segment is looked at again there (and not added twice).
+    if (c > lo) c--
+  }
+  return out
 }

@@ -1,9 +1,9 @@
 /**
  * The content-addressed image cache on a directory (SPEC §5; layout in
  * layout.ts). Objects are named by their sha256 and published atomically;
- * every lookup re-verifies the bytes before they are used (fast: size + full
- * xxh64; strong: sha256 of every chunk); corrupt chunks are found and handed
- * to the downloader so only they are fetched again.
+ * every lookup re-verifies the bytes before they are used (fast: size + xxh64
+ * of every 64 MiB segment; strong: sha256 of every chunk); corrupt chunks are
+ * found and handed to the downloader so only they are fetched again.
  *
  * Nothing on the cache disk is trusted blindly: symlinks, foreign files and
  * malformed metadata are ignored, logged and returned as problems, never
@@ -16,7 +16,7 @@ import { silentLogger, type Logger } from '../log.js'
 import type { Chunk } from '../manifest/types.js'
 import { planEviction, type EvictionGoal } from './evict.js'
 import { fsyncPath, writeFileAtomic } from './fs-util.js'
-import { badChunks, hashRangesParallel, xxh64File, type RangeHasher } from './hash-file.js'
+import { badChunks, hashRangesParallel, xxh64Segments, type RangeHasher } from './hash-file.js'
 import {
   DIR_MODE,
   META_SUFFIX,
@@ -30,7 +30,7 @@ import {
   tmpDir,
 } from './layout.js'
 import { acquireLock, type Lock, type LockOptions } from './lock.js'
-import { parseObjectMeta, remember, type ObjectMeta } from './meta.js'
+import { META_SCHEMA, chunksInSegments, parseObjectMeta, remember, segmentCount, type ObjectMeta } from './meta.js'
 
 export type VerifyMode = 'fast' | 'strong'
 
@@ -54,6 +54,8 @@ export interface VerifyResult {
   badChunks: number[]
   /** The chunk list the verdict is about. */
   chunks?: Chunk[]
+  /** The object's metadata as it stands after the verification (absent when missing or malformed). */
+  meta?: ObjectMeta
 }
 
 export type LookupResult =
@@ -67,6 +69,8 @@ export interface CacheOptions {
   now?: () => Date
   /** sha256 of file ranges; a worker pool makes strong verification parallel. */
   hasher?: RangeHasher
+  /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(), at most 8. */
+  verifyThreads?: number
 }
 
 export interface PublishInput {
@@ -76,7 +80,8 @@ export interface PublishInput {
   /** The sha256 the writer computed over the bytes it wrote. */
   computedSha256: string
   size: number
-  xxh64: string
+  /** xxh64 (hex) of each 64 MiB segment of the bytes written (meta.ts). */
+  xxh64: string[]
   chunks: Chunk[]
   name?: string
   urls?: string[]
@@ -89,6 +94,7 @@ export class Cache {
   readonly log: Logger
   readonly now: () => Date
   readonly hasher: RangeHasher
+  readonly verifyThreads: number | undefined
   /** Problems met so far (also logged). */
   readonly problems: CacheProblem[] = []
 
@@ -97,6 +103,7 @@ export class Cache {
     this.log = opts.log ?? silentLogger()
     this.now = opts.now ?? (() => new Date())
     this.hasher = opts.hasher ?? hashRangesParallel
+    this.verifyThreads = opts.verifyThreads
   }
 
   /** Opens (creating when needed) a cache on `dir`, root-only. */
@@ -192,37 +199,54 @@ export class Cache {
   /**
    * Re-verifies one object. `chunks` (from the manifest being fetched) takes
    * precedence over the metadata's list. Fast mode reads the whole object
-   * once for xxh64; on a mismatch, or in strong mode, each chunk's sha256 is
-   * checked to find exactly which are bad.
+   * once for the xxh64 of each 64 MiB segment (on every core); when some
+   * differ, the sha256 of the chunks overlapping those segments (only) says
+   * which are bad. Strong mode checks every chunk's sha256.
+   *
+   * `meta` is this object's metadata as read by {@link list} or
+   * {@link readMeta} a moment ago, so that a caller walking the cache does not
+   * read and validate a large file twice. `digest` is the fast digest of this
+   * object (xxh64Segments of its path) that the caller started earlier, e.g.
+   * while the metadata was being read; it is only used in fast mode.
    */
-  async verify(sha: string, opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal } = {}): Promise<VerifyResult> {
+  async verify(
+    sha: string,
+    opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta; digest?: Promise<{ xxh64: string[]; size: number }> } = {},
+  ): Promise<VerifyResult> {
     const kind = await this.objectKind(sha)
     if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
     const path = this.objectPath(sha)
-    const meta = await this.readMeta(sha)
+    const meta = opts.meta?.sha256 === sha ? opts.meta : await this.readMeta(sha)
     const chunks = opts.chunks ?? meta?.chunks
-    const size = meta?.size ?? chunks?.reduce((n, c) => n + c.size, 0)
-    const findBad = async (reason: string): Promise<VerifyResult> => {
+    const signal = opts.signal ? { signal: opts.signal } : {}
+    const findBad = async (reason: string, among?: Chunk[]): Promise<VerifyResult> => {
       if (!chunks) return { ok: false, reason: `${reason}; no chunk list to locate the damage`, badChunks: [] }
-      const bad = await badChunks(path, chunks, { hasher: this.hasher, ...(opts.signal ? { signal: opts.signal } : {}) })
-      return { ok: bad.length === 0, reason: bad.length ? `${reason}; ${bad.length} chunk(s) differ` : reason, badChunks: bad, chunks }
+      const bad = await badChunks(path, among ?? chunks, { hasher: this.hasher, ...signal })
+      return { ok: bad.length === 0, reason: bad.length ? `${reason}; ${bad.length} chunk(s) differ` : reason, badChunks: bad, chunks, ...(meta ? { meta } : {}) }
     }
     if (!meta) return { ...(await findBad('metadata missing or malformed')), ok: false }
     const st = await lstat(path)
     if ((opts.mode ?? 'fast') === 'strong') {
       const r = await findBad('strong verification')
       if (st.size !== meta.size) return { ...r, ok: false, reason: `size ${st.size}, expected ${meta.size}` }
-      return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks } : r
+      return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
     }
     if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
-    const { xxh64 } = await xxh64File(path, opts.signal ? { signal: opts.signal } : {})
-    if (xxh64 === meta.xxh64) return { ok: true, badChunks: [], chunks: chunks ?? meta.chunks }
-    const r = await findBad(`xxh64 ${xxh64}, expected ${meta.xxh64}`)
-    if (r.ok && size === meta.size) {
-      // Every chunk matches its sha256: the recorded xxh64 was wrong, not the bytes.
-      this.report(this.metaPath(sha), `recorded xxh64 ${meta.xxh64} is wrong (bytes match every chunk); rewritten`)
-      await writeFileAtomic(this.metaPath(sha), JSON.stringify({ ...meta, xxh64 }))
-      return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks }
+    const found = await (opts.digest ?? xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) }))
+    if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
+    const badSegments: number[] = []
+    for (let k = 0; k < segmentCount(meta.size); k++) if (found.xxh64[k] !== meta.xxh64[k]) badSegments.push(k)
+    if (!badSegments.length) return { ok: true, badChunks: [], chunks: chunks ?? meta.chunks, meta }
+    const which = `${badSegments.slice(0, 10).join(',')}${badSegments.length > 10 ? ',…' : ''}`
+    const r = await findBad(`xxh64 of ${badSegments.length} of ${found.xxh64.length} segment(s) differs (${which})`, chunksInSegments(chunks ?? meta.chunks, badSegments))
+    if (r.ok) {
+      // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
+      this.report(this.metaPath(sha), `recorded xxh64 of segment(s) ${which} is wrong (bytes match every chunk in them); rewritten`)
+      // Only digests computed here are written: a caller's `digest` is trusted for a verdict, not for the record.
+      const digest = opts.digest ? (await xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })).xxh64 : found.xxh64
+      const next: ObjectMeta = { ...meta, xxh64: digest }
+      await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
+      return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: next }
     }
     return { ...r, ok: false }
   }
@@ -251,13 +275,16 @@ export class Cache {
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
-    const meta = await this.touch(sha, { verified: true, ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
+    const meta = await this.touch(sha, { verified: true, ...(v.meta ? { meta: v.meta } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
     return { status: 'hit', path, meta: meta! }
   }
 
-  /** Records a use (and optionally a verification, a name, a URL). */
-  async touch(sha: string, opts: { verified?: boolean; name?: string; url?: string } = {}): Promise<ObjectMeta | undefined> {
-    const meta = await this.readMeta(sha)
+  /**
+   * Records a use (and optionally a verification, a name, a URL). `meta`: the
+   * object's metadata just read (by verify), not read again.
+   */
+  async touch(sha: string, opts: { verified?: boolean; name?: string; url?: string; meta?: ObjectMeta } = {}): Promise<ObjectMeta | undefined> {
+    const meta = opts.meta?.sha256 === sha ? opts.meta : await this.readMeta(sha)
     if (!meta) return undefined
     const now = this.now().toISOString()
     const next: ObjectMeta = {
@@ -315,6 +342,9 @@ export class Cache {
     if (input.computedSha256 !== sha) {
       throw new IntegrityError({ algorithm: 'sha256', expected: sha, found: input.computedSha256, what: 'image', context: { path: input.from } })
     }
+    if (input.xxh64.length !== segmentCount(input.size)) {
+      throw new TypeError(`publish: ${input.xxh64.length} xxh64 segment digest(s) for ${input.size} bytes, expected ${segmentCount(input.size)}`)
+    }
     const fh = await open(input.from, 'r+')
     try {
       const st = await fh.stat()
@@ -330,7 +360,7 @@ export class Cache {
     const now = this.now().toISOString()
     const old = await this.readMeta(sha)
     const meta: ObjectMeta = {
-      schema: 1,
+      schema: META_SCHEMA,
       size: input.size,
       sha256: sha,
       xxh64: input.xxh64,
@@ -358,6 +388,33 @@ export class Cache {
     await fsyncPath(this.tmpDir)
     this.log.info({ sha256: sha, size: input.size, path: obj }, 'cache: published object')
     return obj
+  }
+
+  /**
+   * The regular files in objects/ named as objects, without reading their
+   * metadata or reporting anything (list() does both): so that a caller can
+   * start hashing them before list() has read the metadata.
+   */
+  async objectFiles(): Promise<{ sha256: string; path: string }[]> {
+    const root = objectsRoot(this.dir)
+    const out: { sha256: string; path: string }[] = []
+    let shards: string[]
+    try {
+      shards = (await readdir(root)).sort()
+    } catch (e) {
+      if (isErr(e)) return out
+      throw e
+    }
+    for (const shard of shards) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue
+      const sp = join(root, shard)
+      if (!(await lstat(sp)).isDirectory()) continue
+      for (const name of (await readdir(sp)).sort()) {
+        const p = join(sp, name)
+        if (SHA256_HEX.test(shard + name) && (await lstat(p)).isFile()) out.push({ sha256: shard + name, path: p })
+      }
+    }
+    return out
   }
 
   /** Every object with valid metadata, and the problems met on the way. */

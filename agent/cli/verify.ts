@@ -1,18 +1,20 @@
 import { ConfigError } from '../errors.js'
 import { Cache } from '../cache/store.js'
+import { xxh64Segments } from '../cache/hash-file.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
 
-Re-verifies every object in a cache: size + xxh64 (fast, at disk speed), or
-sha256 of every chunk with --strong. A corrupt object is named with the
-chunks that differ (recorded in its metadata, so the next fetch repairs only
-those). Symlinks, foreign files and malformed metadata are reported, never
-followed.
+Re-verifies every object in a cache: size + xxh64 of every 64 MiB segment
+(fast, at disk speed, on every core), or sha256 of every chunk with
+--strong. A corrupt object is named with the chunks that differ (recorded in
+its metadata, so the next fetch repairs only those). Symlinks, foreign files
+and malformed metadata (also an older format's, schema 1) are reported,
+never followed.
 
 options:
   --cache DIR   cache directory
-  --strong      sha256 of every chunk instead of xxh64
+  --strong      sha256 of every chunk instead of the segments' xxh64
   --json        print one JSON object
 
 Exit status: 0 when every object verified and nothing foreign was found;
@@ -32,10 +34,29 @@ export const command: Command = {
     if (positionals.length) throw new ConfigError('boot-agent verify', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.cache) throw new ConfigError('--cache', 'is required')
     const cache = await Cache.open(values.cache, { log: ctx.log })
+    // Fast mode: hashing starts before list() reads and validates the metadata
+    // (~50 ms of this thread for a 2 GiB image's 2.4 MB), one object after
+    // another, so that the workers hash meanwhile. An object list() does not
+    // return (bad metadata) has its digest stopped.
+    const digests = new Map<string, { digest: Promise<{ xxh64: string[]; size: number }>; stop: AbortController }>()
+    if (!values.strong) {
+      let previous: Promise<unknown> = Promise.resolve()
+      for (const f of await cache.objectFiles()) {
+        const stop = new AbortController()
+        const signal = AbortSignal.any([stop.signal, ctx.signal])
+        const digest = previous.then(() => xxh64Segments(f.path, { signal }))
+        digest.catch(() => undefined) // awaited (or stopped) below
+        previous = digest.catch(() => undefined)
+        digests.set(f.sha256, { digest, stop })
+      }
+    }
     const { objects, problems } = await cache.list()
+    for (const [sha, d] of digests) if (!objects.some((o) => o.sha256 === sha)) d.stop.abort()
     const results: { sha256: string; path: string; ok: boolean; reason?: string; badChunks: number[] }[] = []
     for (const o of objects) {
-      const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal })
+      // o.meta: list() has just read and validated it (2.4 MB for a 2 GiB image); not parsed twice.
+      const digest = digests.get(o.sha256)?.digest
+      const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal, meta: o.meta, ...(digest ? { digest } : {}) })
       if (!v.ok && v.badChunks.length) await cache.markCorrupt(o.sha256, v.badChunks)
       results.push({ sha256: o.sha256, path: o.path, ok: v.ok, ...(v.reason ? { reason: v.reason } : {}), badChunks: v.badChunks })
     }

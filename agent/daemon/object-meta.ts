@@ -1,9 +1,11 @@
 /**
  * The cache object's metadata file, `<object>.meta.json` (layout owned by the
- * pipeline's agent/cache/store.ts: {size, sha256, xxh64, chunks, verifiedAt,
- * lastUsedAt, names[], urls[], corruptChunks?}), read leniently for what the
- * daemon shows (image names, corrupt marks). Marking goes through the
- * pipeline's Cache.markCorrupt (self-check.ts).
+ * pipeline's agent/cache/store.ts and meta.ts: {schema, size, sha256, xxh64
+ * (schema 2: one digest per 64 MiB segment), chunks, verifiedAt, lastUsedAt,
+ * names[], urls[], corruptChunks?}), read leniently for what the daemon shows
+ * (image names, corrupt marks): the schema and the digests are not looked at,
+ * so schema 1 and 2 both read. Marking goes through the pipeline's
+ * Cache.markCorrupt (self-check.ts).
  */
 import { readFile } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'

@@ -1,7 +1,8 @@
 /**
  * Background re-verification of a cache object after squashfs errors on it
  * (SPEC §9), with the cache's own verification (agent/cache/store.ts: size +
- * xxh64, then each chunk's sha256 against the chunk list when that fails):
+ * xxh64 of each 64 MiB segment, then the sha256 of the chunks in segments
+ * that differ):
  * the bad chunks are marked corrupt with Cache.markCorrupt, so the next fetch
  * (fetchImage) re-downloads only those, and what was found is reported.
  *
@@ -48,8 +49,8 @@ export interface SelfCheckResult {
 
 /** What the cache's own verification says of `object` (fast: xxh64, then chunk sha256s on a mismatch). */
 export const verifyObject = async (object: ObjectRef, opts: { log?: Logger; signal?: AbortSignal } = {}): Promise<{ cache: Cache; ok: boolean; reason?: string; bad: BadChunk[]; checked: number; name?: string }> => {
-  // hashRangesInline: one thread. A background check must not take both cores from the node's work.
-  const cache = await Cache.open(object.cacheDir, { hasher: hashRangesInline, ...(opts.log ? { log: opts.log } : {}) })
+  // hashRangesInline, verifyThreads 1: one thread. A background check must not take both cores from the node's work.
+  const cache = await Cache.open(object.cacheDir, { hasher: hashRangesInline, verifyThreads: 1, ...(opts.log ? { log: opts.log } : {}) })
   const v = await cache.verify(object.sha256, { mode: 'fast', ...(opts.signal ? { signal: opts.signal } : {}) })
   const byIndex = new Map((v.chunks ?? []).map((c) => [c.index, c]))
   const bad = v.badChunks.flatMap((i) => {

@@ -68,7 +68,8 @@ export interface DownloadOptions {
 }
 
 export interface DownloadResult {
-  xxh64: string
+  /** xxh64 (hex) of each 64 MiB segment of the image (cache/meta.ts). */
+  xxh64: string[]
   sha256: string
   bytesDownloaded: number
   bytesReused: number

@@ -10,14 +10,18 @@
  * so nothing is copied to the worker; the caller must not reuse a buffer
  * region before its verdict (or feed acknowledgement) came back.
  *
- * The xxh64 of the image (for fast re-verification) is kept there too, with
- * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule).
+ * The image's xxh64 per 64 MiB segment (the cache's fast re-verification
+ * digest, cache/meta.ts XXH64_SEGMENT_BYTES) is kept there too, with
+ * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule): the
+ * state is digested and reset at every segment boundary of the image.
  *
  * Like manifest/hash-pool, the worker is a self-contained CommonJS string
  * started with `eval: true`, so it works inside the single-file bundle.
  */
 import { Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
+import { XX_STATE_BYTES } from '../cache/hash-file.js'
+import { XXH64_SEGMENT_BYTES } from '../cache/meta.js'
 
 // Plain ES2020 CommonJS, evaluated as-is.
 const WORKER_SOURCE = `
@@ -28,21 +32,44 @@ let next = 0
 const views = []
 // xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in at 88.
 let xx = null
-const XX_STATE = 88
+const XX_STATE = ${XX_STATE_BYTES}
+const SEG = ${XXH64_SEGMENT_BYTES}
+// Digests of the finished segments, and bytes fed to the current one.
+const segments = []
+let segFill = 0
+const xxInit = () => {
+  new Uint8Array(xx.mem.buffer, 0, XX_STATE).fill(0) // init64 alone does not clear the whole state
+  xx.init64(0, 0n)
+}
+const xxDigest = () => BigInt.asUintN(64, xx.digest64(0)).toString(16).padStart(16, '0')
 const xxUpdate = (bytes) => {
   const need = XX_STATE + bytes.length
   if (xx.mem.buffer.byteLength < need) xx.mem.grow(Math.ceil((need - xx.mem.buffer.byteLength) / 65536))
   new Uint8Array(xx.mem.buffer).set(bytes, XX_STATE)
   xx.update64(0, XX_STATE, bytes.length)
 }
+const xxFeed = (bytes) => {
+  let p = 0
+  while (p < bytes.length) {
+    const take = Math.min(bytes.length - p, SEG - segFill)
+    xxUpdate(bytes.subarray(p, p + take))
+    segFill += take
+    p += take
+    if (segFill === SEG) {
+      segments.push(xxDigest())
+      xxInit()
+      segFill = 0
+    }
+  }
+}
 const feedWhole = (bytes) => {
   whole.update(bytes)
-  xxUpdate(bytes)
+  xxFeed(bytes)
 }
 parentPort.on('message', (m) => {
   if (m.t === 'init') {
     xx = new WebAssembly.Instance(m.xxhModule, {}).exports
-    xx.init64(0, 0n)
+    xxInit()
   } else if (m.t === 'buf') {
     views[m.key] = Buffer.from(m.sab)
   } else if (m.t === 'chunks') {
@@ -62,8 +89,8 @@ parentPort.on('message', (m) => {
     if (m.next !== undefined) next = m.next
     parentPort.postMessage({ t: 'feed', id: m.id })
   } else if (m.t === 'digest') {
-    const xxh64 = (BigInt.asUintN(64, xx.digest64(0))).toString(16).padStart(16, '0')
-    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex'), xxh64 })
+    if (segFill > 0) segments.push(xxDigest()) // the last, shorter segment
+    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex'), xxh64: segments })
   }
 })
 `
@@ -76,7 +103,7 @@ export interface ChunkToVerify {
   expected: string
 }
 
-type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string; xxh64: string }
+type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string; xxh64: string[] }
 
 interface Waiting {
   resolve: (r: Reply) => void
@@ -177,8 +204,11 @@ export class DownloadHasher {
     await this.ask({ t: 'feed', key: this.keyOf(sab), off, len, ...(nextChunk !== undefined ? { next: nextChunk } : {}) })
   }
 
-  /** The whole-image sha256 and xxh64 (hex); the hasher cannot be fed afterwards. */
-  async digest(): Promise<{ sha256: string; xxh64: string }> {
+  /**
+   * The whole-image sha256 and the xxh64 of each 64 MiB segment (hex, none for
+   * an empty image); the hasher cannot be fed afterwards.
+   */
+  async digest(): Promise<{ sha256: string; xxh64: string[] }> {
     const r = await this.ask({ t: 'digest' })
     if (r.t !== 'digest') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to digest`)
     return { sha256: r.sha256, xxh64: r.xxh64 }

@@ -3,9 +3,12 @@ import { spawn } from 'node:child_process'
 import { lstat, mkdir, open, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
-import { xxh64File } from '../../agent/cache/hash-file.js'
+import xxhash from 'xxhash-wasm'
+import { hashRangesInline, xxh64Segments, type RangeHasher } from '../../agent/cache/hash-file.js'
+import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
 import { IntegrityError, SizeError } from '../../agent/errors.js'
-import { manifestFor, seededBytes } from '../helpers/image.js'
+import type { Chunk } from '../../agent/manifest/types.js'
+import { manifestFor, seededBytes, sha256Hex, writeSparseImage } from '../helpers/image.js'
 
 const KiB = 1024
 
@@ -14,7 +17,7 @@ const put = async (cache: Cache, data: Buffer, name = 'img', lastUsed?: Date) =>
   const m = manifestFor(data, [], { name })
   const from = join(cache.tmpDir, `${m.sha256}.part`)
   await writeFile(from, data)
-  const { xxh64 } = await xxh64File(from)
+  const { xxh64 } = await xxh64Segments(from)
   const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks, name })
   if (lastUsed) {
     const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
@@ -56,8 +59,8 @@ t.test('publish refuses bytes whose digest or size is not the pinned one, and pu
   const m = manifestFor(data, [])
   const from = join(cache.tmpDir, 'x.part')
   await writeFile(from, data)
-  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: 'f'.repeat(64), size: data.length, xxh64: '0'.repeat(16), chunks: m.chunks }), IntegrityError)
-  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length + 1, xxh64: '0'.repeat(16), chunks: m.chunks }), SizeError)
+  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: 'f'.repeat(64), size: data.length, xxh64: ['0'.repeat(16)], chunks: m.chunks }), IntegrityError)
+  await t.rejects(cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length + 1, xxh64: ['0'.repeat(16)], chunks: m.chunks }), SizeError)
   t.equal((await cache.lookup(m.sha256)).status, 'miss')
 })
 
@@ -162,8 +165,143 @@ t.test('a wrong recorded xxh64 with every chunk intact is rewritten, not treated
   const cache = await newCache(t)
   const { m, path } = await put(cache, seededBytes(100 * KiB, 'h'))
   const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
-  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, xxh64: '0123456789abcdef' }))
+  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, xxh64: ['0123456789abcdef'] }))
   t.equal((await cache.lookup(m.sha256)).status, 'hit')
-  t.not((await cache.readMeta(m.sha256))?.xxh64, '0123456789abcdef')
+  t.same((await cache.readMeta(m.sha256))?.xxh64, meta.xxh64, 'the digest of the bytes is back')
   t.ok(cache.problems.some((p) => /recorded xxh64/.test(p.problem)), 'reported')
+})
+
+// ---- the fast digest: xxh64 per 64 MiB segment --------------------------------
+
+const SEG = XXH64_SEGMENT_BYTES
+
+/** Publishes a large sparse image (writeSparseImage) with fixed chunks of `chunkBytes` (they straddle segment boundaries). */
+const putLarge = async (cache: Cache, size: number, chunkBytes: number, seed: string) => {
+  const from = join(cache.tmpDir, `${seed}.part`)
+  await writeSparseImage(from, size, SEG, seed)
+  const data = await readFile(from)
+  const chunks: Chunk[] = []
+  for (let off = 0; off < size; off += chunkBytes) {
+    const part = data.subarray(off, Math.min(size, off + chunkBytes))
+    chunks.push({ index: chunks.length, offset: off, size: part.length, sha256: sha256Hex(part) })
+  }
+  const sha = sha256Hex(data)
+  const { xxh64 } = await xxh64Segments(from)
+  const path = await cache.publish({ from, sha256: sha, computedSha256: sha, size, xxh64, chunks })
+  return { sha, path, chunks, xxh64 }
+}
+
+/** A cache whose sha256 range hasher records every range it is asked about. */
+const recordingCache = async (t: Test) => {
+  const asked: { offset: number; size: number }[][] = []
+  const hasher: RangeHasher = (path, ranges, opts) => {
+    asked.push(ranges.map((r) => ({ offset: r.offset, size: r.size })))
+    return hashRangesInline(path, ranges, opts)
+  }
+  return { cache: await Cache.open(join(t.testdir(), 'cache'), { hasher }), asked }
+}
+
+t.test('the metadata records the xxh64 of each 64 MiB segment, as an independent hash of each slice says', async (t) => {
+  const cache = await newCache(t)
+  const { h64Raw } = await xxhash()
+  for (const size of [0, SEG, SEG + 1, 2 * SEG + 5]) {
+    const { sha, path, chunks } = await putLarge(cache, size, 3 * 1024 * 1024 + 7, `sizes-${size}`)
+    const meta = await cache.readMeta(sha)
+    const data = await readFile(path)
+    const want: string[] = []
+    for (let off = 0; off < size; off += SEG) want.push(h64Raw(data.subarray(off, Math.min(size, off + SEG))).toString(16).padStart(16, '0'))
+    t.equal(meta?.schema, 2, `${size} bytes: schema 2`)
+    t.same(meta?.xxh64, want, `${size} bytes: ${want.length} segment digest(s)`)
+    t.equal((await cache.verify(sha)).ok, true, `${size} bytes: fast verification passes`)
+    if (size === 0) continue
+    await flip(path, size - 1)
+    const v = await cache.verify(sha)
+    t.equal(v.ok, false, `${size} bytes: its last byte flipped is seen`)
+    t.same(v.badChunks, [chunks.length - 1], `${size} bytes: in the last chunk`)
+    await flip(path, size - 1)
+  }
+})
+
+t.test('a byte flipped in segment k is found, and only the chunks overlapping segment k are sha256-checked', async (t) => {
+  const { cache, asked } = await recordingCache(t)
+  const size = 3 * SEG + 4321
+  const { sha, path, chunks } = await putLarge(cache, size, 5 * 1024 * 1024 + 7, 'seg-k')
+  const inSeg = (k: number) => chunks.filter((c) => c.offset < (k + 1) * SEG && c.offset + c.size > k * SEG)
+  // The middle of segment 1, then the first byte of segment 2 (its chunk starts in segment 1).
+  for (const [at, k] of [[SEG + SEG / 2 + 3, 1], [2 * SEG, 2]] as const) {
+    await flip(path, at)
+    asked.length = 0
+    const v = await cache.verify(sha)
+    const hit = chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
+    t.equal(v.ok, false, `byte ${at}: fast verification fails`)
+    t.same(v.badChunks, [hit.index], `byte ${at}: its chunk ${hit.index} is named`)
+    t.match(v.reason, new RegExp(`segment\\(s\\) differs \\(${k}\\)`), `byte ${at}: segment ${k} is named`)
+    t.same(asked.flat(), inSeg(k).map((c) => ({ offset: c.offset, size: c.size })), `byte ${at}: only the ${inSeg(k).length} chunks of segment ${k} were hashed, not ${chunks.length}`)
+    await flip(path, at)
+  }
+  asked.length = 0
+  t.equal((await cache.verify(sha)).ok, true, 'restored')
+  t.same(asked, [], 'a clean object costs no sha256 at all')
+})
+
+t.test('a wrong recorded digest of one segment, its chunks intact: only they are checked and the metadata is rewritten', async (t) => {
+  const { cache, asked } = await recordingCache(t)
+  const { sha, path, chunks, xxh64 } = await putLarge(cache, 2 * SEG + 77, 4 * 1024 * 1024 + 1, 'wrong-seg')
+  const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, xxh64: [xxh64[0], '0123456789abcdef', xxh64[2]] }))
+  const r = await cache.lookup(sha)
+  t.equal(r.status, 'hit')
+  t.same((await cache.readMeta(sha))?.xxh64, xxh64, 'the right digest is recorded again')
+  t.same(asked.flat().length, chunks.filter((c) => c.offset < 2 * SEG && c.offset + c.size > SEG).length, 'only segment 1\'s chunks were hashed')
+  t.ok(cache.problems.some((p) => /recorded xxh64 of segment\(s\) 1 is wrong/.test(p.problem)), 'reported')
+})
+
+t.test('metadata with a wrong number of segment digests, or of schema 1, is malformed', async (t) => {
+  const cache = await newCache(t)
+  const { m, path } = await put(cache, seededBytes(100 * KiB, 'segcount'))
+  const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  for (const [what, bad, re] of [
+    ['two digests for one segment', { ...meta, xxh64: [meta.xxh64[0], meta.xxh64[0]] }, /xxh64 is not a list of 1 segment digest/],
+    ['a string (schema 1\'s whole-object digest)', { ...meta, xxh64: meta.xxh64[0] }, /xxh64 is not a list/],
+    ['schema 1', { ...meta, schema: 1, xxh64: meta.xxh64[0] }, /schema 1 \(an older format/],
+  ] as const) {
+    await writeFile(path + '.meta.json', JSON.stringify(bad))
+    t.equal(await cache.readMeta(m.sha256), undefined, what)
+    t.ok(cache.problems.some((p) => re.test(p.problem)), `${what}: reported`)
+  }
+})
+
+t.test('verify uses the metadata list() read instead of reading it again; lookup reads it once', async (t) => {
+  const cache = await newCache(t)
+  const { m } = await put(cache, seededBytes(200 * KiB, 'once'))
+  const { objects } = await cache.list()
+  let reads = 0
+  const readMeta = cache.readMeta.bind(cache)
+  cache.readMeta = (sha: string) => {
+    reads++
+    return readMeta(sha)
+  }
+  const v = await cache.verify(m.sha256, { meta: objects[0]!.meta })
+  t.equal(v.ok, true)
+  t.equal(reads, 0, 'verify with the listed meta: no read')
+  const r = await cache.lookup(m.sha256)
+  t.equal(r.status, 'hit')
+  t.equal(reads, 1, 'lookup (verify + touch): one read')
+})
+
+t.test('objectFiles lists the object files without reading metadata; verify takes a digest started before it', async (t) => {
+  const { cache, asked } = await recordingCache(t)
+  const { sha, path, chunks, xxh64 } = await putLarge(cache, 2 * SEG + 9, 4 * 1024 * 1024 + 3, 'digest-first')
+  await writeFile(join(cache.dir, 'objects', 'sha256', sha.slice(0, 2), 'README'), 'foreign')
+  t.same(await cache.objectFiles(), [{ sha256: sha, path }], 'the object only: not its metadata, not a foreign file')
+  const digest = xxh64Segments(path) // started before the metadata is read
+  const { objects } = await cache.list()
+  t.equal((await cache.verify(sha, { meta: objects[0]!.meta, digest })).ok, true)
+  // A digest that disagrees on segment 1 (as if the bytes had changed): its chunks are checked, found
+  // good, and the metadata keeps digests computed by verify itself, not the caller's.
+  asked.length = 0
+  const v = await cache.verify(sha, { digest: Promise.resolve({ xxh64: [xxh64[0]!, '0123456789abcdef', xxh64[2]!], size: 2 * SEG + 9 }) })
+  t.equal(v.ok, true)
+  t.equal(asked.flat().length, chunks.filter((c) => c.offset < 2 * SEG && c.offset + c.size > SEG).length, 'segment 1\'s chunks were checked')
+  t.same((await cache.readMeta(sha))?.xxh64, xxh64, 'the recorded digests are the true ones')
 })

@@ -8,11 +8,14 @@ import { open, readFile, writeFile } from 'node:fs/promises'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
+import { Cache } from '../../agent/cache/store.js'
 import { serializeManifest } from '../../agent/manifest/serialize.js'
 import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'
 import { bundleAgent } from '../helpers/bundle.js'
 import { gate } from '../helpers/capability.js'
-import { manifestFor, sha256Hex, writeImage } from '../helpers/image.js'
+import { manifestFor, sha256Hex, writeImage, writeSparseImage } from '../helpers/image.js'
 import { startNginx } from '../helpers/nginx.js'
 
 const KiB = 1024
@@ -163,3 +166,44 @@ t.test('fetch refuses 16 kinds of malformed manifest, each with an error naming 
 })
 
 const readdirSafe = async (p: string) => (await import('node:fs/promises')).readdir(p).catch(() => [] as string[])
+
+t.test('verify hashes several objects, a multi-segment one among them, and reports one with old (schema 1) metadata', async (t) => {
+  const dir = t.testdir()
+  const cacheDir = join(dir, 'cache')
+  const cache = await Cache.open(cacheDir)
+  const publish = async (size: number, seed: string) => {
+    const from = join(cache.tmpDir, `${seed}.part`)
+    await writeSparseImage(from, size, XXH64_SEGMENT_BYTES, seed)
+    const data = await readFile(from)
+    const chunks = []
+    for (let off = 0, i = 0; off < size; off += 3 * 1024 * 1024 + 7, i++) {
+      const part = data.subarray(off, Math.min(size, off + 3 * 1024 * 1024 + 7))
+      chunks.push({ index: i, offset: off, size: part.length, sha256: sha256Hex(part) })
+    }
+    const sha = sha256Hex(data)
+    const { xxh64 } = await xxh64Segments(from)
+    return { sha, chunks, path: await cache.publish({ from, sha256: sha, computedSha256: sha, size, xxh64, chunks }) }
+  }
+  const big = await publish(2 * XXH64_SEGMENT_BYTES + 1, 'cli-big')
+  const small = await publish(5 * 1024 * 1024, 'cli-small')
+  const old = await publish(1024 * 1024, 'cli-old')
+  const meta = JSON.parse(await readFile(old.path + '.meta.json', 'utf8'))
+  await writeFile(old.path + '.meta.json', JSON.stringify({ ...meta, schema: 1, xxh64: meta.xxh64[0] }))
+  const v = await cli(t, ['verify', '--cache', cacheDir, '--json'])
+  t.equal(v.code, 1, 'exit 1: the old metadata is a problem')
+  const j = JSON.parse(v.out) as { objects: { sha256: string; ok: boolean }[]; problems: { path: string; problem: string }[] }
+  t.same(j.objects.map((o) => [o.sha256, o.ok]).sort(), [[big.sha, true], [small.sha, true]].sort(), 'the two current objects verify')
+  t.ok(j.problems.some((p) => p.path === old.path && /malformed metadata/.test(p.problem)), 'the schema-1 object is reported, not verified')
+  // A byte flipped in the big object's second segment: named with its chunk.
+  const at = XXH64_SEGMENT_BYTES + 12345
+  const fh = await open(big.path, 'r+')
+  const b = Buffer.alloc(1)
+  await fh.read(b, 0, 1, at)
+  b[0] = b[0]! ^ 1
+  await fh.write(b, 0, 1, at)
+  await fh.close()
+  const bad = big.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
+  const v2 = await cli(t, ['verify', '--cache', cacheDir])
+  t.match(v2.out, new RegExp(`CORRUPT  ${big.sha}.*segment\\(s\\) differs \\(1\\).*\\(chunks ${bad.index}\\)`))
+  t.match(v2.out, `ok       ${small.sha}`)
+})

@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/
 import { constants } from 'node:fs'
 import { join } from 'node:path'
 import { parseKmsgRecord, type KmsgRecord } from '../../agent/daemon/kmsg.js'
-import { xxh64File } from '../../agent/cache/hash-file.js'
+import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 
 export const CHUNK_BYTES = 64 * 1024
@@ -54,9 +54,9 @@ export const buildCorruptImage = async (tag: string): Promise<CorruptImage> => {
   const objectPath = join(objDir, sha256.slice(2))
   const name = `daemon-test-${tag}-${randomBytes(3).toString('hex')}`
   // The meta exactly as the pipeline's Cache writes it (agent/cache/meta.ts), so Cache.verify/markCorrupt accept it.
-  const { xxh64 } = await xxh64File(img)
+  const { xxh64 } = await xxh64Segments(img)
   await writeFile(`${objectPath}.meta.json`, JSON.stringify({
-    schema: 1, size: clean.length, sha256, xxh64, chunks, verifiedAt: new Date().toISOString(),
+    schema: 2, size: clean.length, sha256, xxh64, chunks, verifiedAt: new Date().toISOString(),
     lastUsedAt: new Date().toISOString(), names: [name], urls: [],
   }))
   // Data blocks lie between the 96-byte superblock and inode_table_start (u64 LE at offset 64).

@@ -4,7 +4,7 @@
  * CDC chunker of agent/manifest is what real publishers use.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { open, readFile, writeFile } from 'node:fs/promises'
 import type { Chunk, Manifest } from '../../agent/manifest/types.js'
 import { seededRandom } from '../../agent/transport/mirrors.js'
 
@@ -56,3 +56,30 @@ export const writeImage = async (path: string, size: number, seed: string): Prom
 export const randomImage = (size: number): Buffer => randomBytes(size)
 
 export const fileSha256 = async (path: string): Promise<string> => sha256Hex(await readFile(path))
+
+/**
+ * A large image that costs little disk: a sparse file of `size` bytes with
+ * seeded pseudo-random 1 MiB blocks at its start, its end, the middle of
+ * every `stride` bytes and across every `stride` boundary (so that each
+ * stride-sized piece, e.g. each 64 MiB xxh64 segment, has its own content).
+ */
+export const writeSparseImage = async (path: string, size: number, stride: number, seed: string): Promise<void> => {
+  const BLOCK = 1024 * 1024
+  const fh = await open(path, 'w')
+  try {
+    await fh.truncate(size)
+    const at = new Set<number>([0, Math.max(0, size - BLOCK)])
+    for (let s = 0; s < size; s += stride) {
+      at.add(s + stride / 2 - BLOCK / 2)
+      at.add(s + stride - BLOCK / 2)
+    }
+    let k = 0
+    for (const off of [...at].sort((a, b) => a - b)) {
+      if (off < 0 || off >= size) continue
+      const len = Math.min(BLOCK, size - off)
+      await fh.write(seededBytes(len, `${seed}:${k++}`), 0, len, off)
+    }
+  } finally {
+    await fh.close()
+  }
+}

@@ -1,7 +1,10 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { readdir, readFile, writeFile, open } from 'node:fs/promises'
 import { join } from 'node:path'
+import xxhash from 'xxhash-wasm'
+import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
 import { Cache } from '../../agent/cache/store.js'
 import { IntegrityError } from '../../agent/errors.js'
 import { fetchImage } from '../../agent/transport/fetch-image.js'
@@ -152,4 +155,80 @@ t.test('an aborted fetch rejects with the abort reason, publishes nothing and ke
   const r = await fetchImage({ manifest: m, cache })
   t.ok(r.bytesResumed > 0)
   t.equal(r.bytesResumed + r.bytesDownloaded, data.length)
+})
+
+t.test('a download records the xxh64 of each 64 MiB segment of the image, as an independent hash of each slice says', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const SEG = XXH64_SEGMENT_BYTES
+  const data = randomBytes(2 * SEG + 12345)
+  await writeFile(join(root, 'img.sqfs'), data)
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`], { min: 64 * 1024, max: 1024 * 1024 })
+  const r = await fetchImage({ manifest: m, cache })
+  const { h64Raw } = await xxhash()
+  const want = [0, 1, 2].map((k) => h64Raw(data.subarray(k * SEG, Math.min(data.length, (k + 1) * SEG))).toString(16).padStart(16, '0'))
+  const meta = JSON.parse(await readFile(r.path + '.meta.json', 'utf8'))
+  t.equal(meta.schema, 2)
+  t.same(meta.xxh64, want, 'three segment digests, the last one of 12345 bytes')
+  t.equal((await cache.verify(m.sha256)).ok, true, 'and fast verification agrees')
+})
+
+/** Rewrites an object's metadata as the previous format wrote it (schema 1: one xxh64 of the whole object). */
+const toSchema1 = async (path: string, data: Buffer) => {
+  const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  const { h64Raw } = await xxhash()
+  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, schema: 1, xxh64: h64Raw(data).toString(16).padStart(16, '0') }))
+}
+
+t.test('an object with schema-1 metadata heals without downloading good bytes: chunks sha256-checked, metadata rewritten', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB + 5, 'schema1')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const first = await fetchImage({ manifest: m, cache })
+  await toSchema1(first.path, data)
+  await settle()
+  await ng.clearAccess()
+  const r = await fetchImage({ manifest: m, cache })
+  t.equal(r.bytesDownloaded, 0, 'no byte downloaded')
+  t.equal(r.requests, 0)
+  t.equal(r.bytesResumed, data.length, 'every byte kept after its chunk\'s sha256 matched')
+  t.ok(cache.problems.some((p) => /schema 1/.test(p.problem)), 'the old metadata was reported')
+  const meta = await cache.readMeta(m.sha256)
+  t.equal(meta?.schema, 2, 'metadata rewritten in the current format')
+  t.equal(meta?.xxh64.length, 1)
+  t.same(await readFile(r.path), data)
+  t.equal((await fetchImage({ manifest: m, cache })).hit, true, 'the next fetch is a plain hit')
+  await settle()
+  t.same(await ng.access(), [], 'nginx saw no request')
+})
+
+t.test('an object with schema-1 metadata and a flipped byte: only the bad chunk is downloaded', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const root = join(dir, 'www')
+  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB, 'schema1-flip')
+  const ng = await startNginx(root)
+  t.teardown(() => ng.stop())
+  const cache = await Cache.open(join(dir, 'cache'))
+  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const first = await fetchImage({ manifest: m, cache })
+  await toSchema1(first.path, data)
+  const at = 2 * MiB + 99
+  const fh = await open(first.path, 'r+')
+  await fh.write(Buffer.from([data[at]! ^ 1]), 0, 1, at)
+  await fh.close()
+  const hit = m.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
+  await settle()
+  await ng.clearAccess()
+  const r = await fetchImage({ manifest: m, cache })
+  t.equal(r.chunksRepaired, 1)
+  t.equal(r.bytesDownloaded, hit.size, 'that chunk only')
+  t.equal((await cache.readMeta(m.sha256))?.schema, 2)
+  t.same(await readFile(r.path), data)
 })
