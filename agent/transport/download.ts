@@ -223,7 +223,8 @@ export class Download {
    * while the other is read). `nextChunk` follows `end`.
    */
   private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
-    const sabs = (this.readBufs ??= [new SharedArrayBuffer(FEED_BUFFER_BYTES), new SharedArrayBuffer(FEED_BUFFER_BYTES)])
+    const shared = (): SharedArrayBuffer => ioBuffer(FEED_BUFFER_BYTES, { shared: true }).buffer as SharedArrayBuffer // page-aligned
+    const sabs = (this.readBufs ??= [shared(), shared()])
     const fed: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined]
     let pos = start
     let k = 0

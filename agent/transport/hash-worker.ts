@@ -30,7 +30,7 @@ const { createHash } = require('node:crypto')
 const whole = createHash('sha256')
 let next = 0
 const views = []
-// xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in at 88.
+// xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in after the first page.
 let xx = null
 const XX_STATE = ${XX_STATE_BYTES}
 const SEG = ${XXH64_SEGMENT_BYTES}
@@ -42,11 +42,15 @@ const xxInit = () => {
   xx.init64(0, 0n)
 }
 const xxDigest = () => BigInt.asUintN(64, xx.digest64(0)).toString(16).padStart(16, '0')
+// The copy lands at the source's offset within a page: a copy between
+// addresses 88 bytes apart modulo 4096 ran at ~1 GB/s here (4K aliasing),
+// an aligned one ~10x faster. The write buffers are page-aligned.
 const xxUpdate = (bytes) => {
-  const need = XX_STATE + bytes.length
+  const at = 4096 + (bytes.byteOffset & 4095)
+  const need = at + bytes.length
   if (xx.mem.buffer.byteLength < need) xx.mem.grow(Math.ceil((need - xx.mem.buffer.byteLength) / 65536))
-  new Uint8Array(xx.mem.buffer).set(bytes, XX_STATE)
-  xx.update64(0, XX_STATE, bytes.length)
+  new Uint8Array(xx.mem.buffer).set(bytes, at)
+  xx.update64(0, at, bytes.length)
 }
 const xxFeed = (bytes) => {
   let p = 0
