@@ -11,11 +11,12 @@
  * The agent is the bundled CLI (dist/boot-agent.mjs), start-up included.
  * usage: npm run bench -- pipeline [--size-mib N] [--runs N]
  */
-import { mkdir, rm, stat } from 'node:fs/promises'
+import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { compare, gbps, makeRandomFile, timeCommand, withTempDir } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
+import { objectPath } from '../agent/cache/layout.js'
 
 const { values } = parseArgs({
   options: { 'size-mib': { type: 'string', default: '2048' }, runs: { type: 'string', default: '3' } },
@@ -41,20 +42,25 @@ await withTempDir('ba-bench-pipeline-', async (dir) => {
     const cache = join(dir, 'cache')
     const rows: string[] = []
 
-    // Populate the cache once (also warms the page cache for the verify runs, as for xxhsum).
+    // Populate the cache once. The baselines hash the cached object itself (the
+    // same file as the agent), read once first so both sides start from the
+    // page cache (the download writes its middle with O_DIRECT, past the cache).
     await agent(['fetch', manifestUrl, '--cache', cache])
+    const sha = (JSON.parse(await readFile(manifestPath, 'utf8')) as { sha256: string }).sha256
+    const object = objectPath(cache, sha)
+    await timeCommand('xxhsum', ['-H1', object])
 
     const fast = await compare(
       runs,
       async () => (await agent(['verify', '--cache', cache])).seconds,
-      async () => (await timeCommand('xxhsum', ['-H1', image])).seconds,
+      async () => (await timeCommand('xxhsum', ['-H1', object])).seconds,
     )
     rows.push(`| fast re-verify (xxh64) | \`boot-agent verify\` ${gbps(sizeBytes, fast.a)} GB/s | \`xxhsum -H1\` ${gbps(sizeBytes, fast.b)} GB/s | **${fast.ratio.toFixed(2)}×** | ≥ 1.0× |`)
 
     const strong = await compare(
       runs,
       async () => (await agent(['verify', '--cache', cache, '--strong'])).seconds,
-      async () => (await timeCommand('openssl', ['dgst', '-sha256', image])).seconds,
+      async () => (await timeCommand('openssl', ['dgst', '-sha256', object])).seconds,
     )
     rows.push(`| strong verify (sha256) | \`boot-agent verify --strong\` ${gbps(sizeBytes, strong.a)} GB/s | \`openssl dgst -sha256\` ${gbps(sizeBytes, strong.b)} GB/s | **${strong.ratio.toFixed(2)}×** | ≥ 1.6× |`)
 

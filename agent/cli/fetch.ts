@@ -18,7 +18,8 @@ options:
   --pubkey FILE      ed25519 public key (PEM); refuse unsigned or wrongly signed manifests
   --strong           re-verify a cache hit with sha256 instead of xxh64
   --node ID          seed for this node's mirror order and retry jitter (default: host name)
-  --streams N        parallel Range requests (default 2)
+  --streams N        parallel Range requests (default 1; more for links that cap
+                     one connection below the disk's rate)
   --pin SHA256       keep this object when evicting to make room (repeatable)
   --json             print one JSON object instead of text
 
