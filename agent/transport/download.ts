@@ -340,7 +340,7 @@ export class Download {
     const sources = await this.o.cache.findChunkSources(wanted, this.m.sha256)
     if (!sources.size) return
     // Donor chunks are verified above, on this thread (a rare path).
-    const w = new ChunkWriter(this.bufBytes, { verify: async (_, entries) => entries.map(() => true), write: (b, p) => this.writeAt(b, p), onWritten: (idx) => this.chunkWritten(idx) })
+    const w = new ChunkWriter(this.bufBytes, { verify: async (_, entries) => ({ ok: entries.map(() => true) }), write: (b, p) => this.writeAt(b, p), onWritten: (idx) => this.chunkWritten(idx) })
     const handles = new Map<string, Awaited<ReturnType<typeof open>>>()
     const scratch = Buffer.allocUnsafe(this.bufBytes)
     try {
@@ -624,10 +624,10 @@ export class Download {
   }
 
   /** Verdicts on received chunks (on the hash worker); a wrong one is remembered against the URL it came from. */
-  private async verifyChunks(sab: SharedArrayBuffer, entries: readonly WriterEntry[]): Promise<boolean[]> {
+  private async verifyChunks(sab: SharedArrayBuffer, entries: readonly WriterEntry[]): Promise<Verdicts> {
     const items = entries.map((e) => ({ index: e.index, off: e.start, len: e.len, expected: this.chunks[e.index]!.sha256 }))
-    const found = await local('hashing downloaded chunks', () => this.hasher.chunks(sab, items))
-    return entries.map((e, k) => {
+    const { found, released } = await local('hashing downloaded chunks', () => this.hasher.chunks(sab, items))
+    const ok = entries.map((e, k) => {
       const c = this.chunks[e.index]!
       if (found[k] === c.sha256) return true
       const list = this.bad.get(e.index) ?? []
@@ -636,6 +636,7 @@ export class Download {
       this.o.log.warn({ url: e.from, chunk: e.index, expected: c.sha256, found: found[k] }, 'chunk failed sha256 check; discarded')
       return false
     })
+    return { ok, released }
   }
 
   private chunkAt(pos: number): number {
@@ -660,9 +661,15 @@ export interface WriterEntry {
   from: string
 }
 
+/** Per entry, whether its bytes may be written; the buffer is reused only after `released` settles. */
+export interface Verdicts {
+  ok: boolean[]
+  released?: Promise<void>
+}
+
 export interface ChunkWriterHooks {
-  /** Says, per entry, whether its bytes (untouched until this settles) may be written. */
-  verify: (sab: SharedArrayBuffer, entries: readonly WriterEntry[]) => Promise<boolean[]>
+  /** Says, per entry, whether its bytes (untouched until this settles and then until `released`) may be written. */
+  verify: (sab: SharedArrayBuffer, entries: readonly WriterEntry[]) => Promise<Verdicts>
   write: (b: Uint8Array, pos: number) => Promise<void>
   /** Called with the indexes of the chunks written, after their write. */
   onWritten: (indexes: number[]) => Promise<void>
@@ -792,22 +799,28 @@ export class ChunkWriter {
     this.fill = 0
     this.entries = []
     const done = (async () => {
-      const verdicts = await this.hooks.verify(sab, entries)
-      const written: number[] = []
-      for (let k = 0; k < entries.length; ) {
-        if (!verdicts[k]) {
-          k++
-          continue
+      const { ok: verdicts, released } = await this.hooks.verify(sab, entries)
+      try {
+        const written: number[] = []
+        for (let k = 0; k < entries.length; ) {
+          if (!verdicts[k]) {
+            k++
+            continue
+          }
+          let j = k
+          while (j + 1 < entries.length && verdicts[j + 1]) j++
+          const from = entries[k]!.start
+          const to = entries[j]!.start + entries[j]!.len
+          await this.hooks.write(new Uint8Array(sab, from, to - from), base + from)
+          for (let x = k; x <= j; x++) written.push(entries[x]!.index)
+          k = j + 1
         }
-        let j = k
-        while (j + 1 < entries.length && verdicts[j + 1]) j++
-        const from = entries[k]!.start
-        const to = entries[j]!.start + entries[j]!.len
-        await this.hooks.write(new Uint8Array(sab, from, to - from), base + from)
-        for (let x = k; x <= j; x++) written.push(entries[x]!.index)
-        k = j + 1
+        if (written.length) await this.hooks.onWritten(written)
+      } finally {
+        // The verifier may still be reading the buffer (feeding the digests): not refilled before.
+        // A failed worker rejects it; that failure surfaces at the next verdict or the digest.
+        await released?.catch(() => undefined)
       }
-      if (written.length) await this.hooks.onWritten(written)
     })()
     // Observed when this buffer is reused or at the drain; keep it from being reported as unhandled meanwhile.
     done.catch(() => undefined)

@@ -5,10 +5,11 @@
  *
  * The worker verifies each completed chunk (sha256 against the manifest) and
  * keeps the whole-image digests: a verified chunk that is next in image order
- * is fed to it in the same pass; bytes that arrived out of order are fed
- * later from disk (`feed`). Chunks live in SharedArrayBuffer write buffers,
- * so nothing is copied to the worker; the caller must not reuse a buffer
- * region before its verdict (or feed acknowledgement) came back.
+ * is fed to it right after the verdicts are sent (so the caller's write and
+ * this feeding overlap); bytes that arrived out of order are fed later from
+ * disk (`feed`). Chunks live in SharedArrayBuffer write buffers, so nothing
+ * is copied to the worker; the caller must not reuse a buffer region before
+ * `released` (or the feed acknowledgement) settled.
  *
  * The image's xxh64 per 64 MiB segment (the cache's fast re-verification
  * digest, cache/meta.ts XXH64_SEGMENT_BYTES) is kept there too, with
@@ -80,14 +81,19 @@ parentPort.on('message', (m) => {
     const v = views[m.key]
     const found = []
     const fed = []
+    const toFeed = []
     for (let k = 0; k < m.index.length; k++) {
       const bytes = v.subarray(m.off[k], m.off[k] + m.len[k])
       found.push(createHash('sha256').update(bytes).digest('hex'))
       const f = found[k] === m.expected[k] && m.index[k] === next
-      if (f) { feedWhole(bytes); next++ }
+      if (f) { toFeed.push(bytes); next++ }
       fed.push(f)
     }
+    // The verdicts go out first, so the caller writes while the in-order
+    // chunks extend the whole-image digests; 'released' frees the buffer.
     parentPort.postMessage({ t: 'chunks', id: m.id, found, fed })
+    for (const bytes of toFeed) feedWhole(bytes)
+    parentPort.postMessage({ t: 'released', id: m.id })
   } else if (m.t === 'feed') {
     feedWhole(views[m.key].subarray(m.off, m.off + m.len))
     if (m.next !== undefined) next = m.next
@@ -107,7 +113,19 @@ export interface ChunkToVerify {
   expected: string
 }
 
-type Reply = { t: 'chunks'; id: number; found: string[]; fed: boolean[] } | { t: 'feed'; id: number } | { t: 'digest'; id: number; sha256: string; xxh64: string[] }
+type Reply =
+  | { t: 'chunks'; id: number; found: string[]; fed: boolean[] }
+  | { t: 'released'; id: number }
+  | { t: 'feed'; id: number }
+  | { t: 'digest'; id: number; sha256: string; xxh64: string[] }
+
+/** The verdicts on a buffer's chunks, and when the worker is done reading the buffer. */
+export interface ChunkVerdicts {
+  /** sha256 (hex) found for each chunk asked about. */
+  found: string[]
+  /** Settles once the worker no longer reads the buffer (after the in-order chunks were fed to the digests). */
+  released: Promise<void>
+}
 
 interface Waiting {
   resolve: (r: Reply) => void
@@ -120,6 +138,8 @@ interface Waiting {
 export class DownloadHasher {
   private readonly worker: Worker
   private readonly waiting = new Map<number, Waiting>()
+  /** 'chunks' requests answered whose buffer the worker still reads. */
+  private readonly releases = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
   private nextId = 0
   /** Buffers the worker has a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
   private readonly keys = new Map<SharedArrayBuffer, number>()
@@ -138,6 +158,11 @@ export class DownloadHasher {
     this.worker = new Worker(WORKER_SOURCE, { eval: true })
     this.worker.postMessage({ t: 'init', xxhModule })
     this.worker.on('message', (r: Reply) => {
+      if (r.t === 'released') {
+        this.releases.get(r.id)?.resolve()
+        this.releases.delete(r.id)
+        return
+      }
       const w = this.waiting.get(r.id)
       this.waiting.delete(r.id)
       if (!w) return
@@ -165,6 +190,8 @@ export class DownloadHasher {
     this.failed ??= e
     for (const w of this.waiting.values()) w.reject(e)
     this.waiting.clear()
+    for (const r of this.releases.values()) r.reject(e)
+    this.releases.clear()
   }
 
   private keyOf(sab: SharedArrayBuffer): number {
@@ -193,14 +220,25 @@ export class DownloadHasher {
    * (hex) found for each; each one that matches and is next in image order
    * is fed to the whole-image sha256 (and reported to onFed).
    */
-  async chunks(sab: SharedArrayBuffer, items: readonly ChunkToVerify[]): Promise<string[]> {
-    if (!items.length) return []
-    const r = await this.ask(
-      { t: 'chunks', key: this.keyOf(sab), index: items.map((c) => c.index), off: items.map((c) => c.off), len: items.map((c) => c.len), expected: items.map((c) => c.expected) },
-      { sab, items },
-    )
+  async chunks(sab: SharedArrayBuffer, items: readonly ChunkToVerify[]): Promise<ChunkVerdicts> {
+    if (!items.length) return { found: [], released: Promise.resolve() }
+    const id = this.nextId // the id ask() gives this request
+    const released = new Promise<void>((resolve, reject) => this.releases.set(id, { resolve, reject }))
+    released.catch(() => undefined) // also rejected when the verdicts are: the caller may await only those
+    let r: Reply
+    try {
+      r = await this.ask(
+        { t: 'chunks', key: this.keyOf(sab), index: items.map((c) => c.index), off: items.map((c) => c.off), len: items.map((c) => c.len), expected: items.map((c) => c.expected) },
+        { sab, items },
+      )
+    } catch (e) {
+      // Refused before it was sent, or the worker failed: nothing reads the buffer now.
+      this.releases.get(id)?.resolve()
+      this.releases.delete(id)
+      throw e
+    }
     if (r.t !== 'chunks') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to chunks`)
-    return r.found
+    return { found: r.found, released }
   }
 
   /** Feeds bytes (read back in image order) to the whole-image sha256; `nextChunk` is the chunk that follows them, once they end one. */
