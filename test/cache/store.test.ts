@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { lstat, mkdir, open, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
 import xxhash from 'xxhash-wasm'
@@ -8,7 +8,7 @@ import { hashRangesInline, xxh64Segments, type RangeHasher } from '../../agent/c
 import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
 import { IntegrityError, SizeError } from '../../agent/errors.js'
 import type { Chunk } from '../../agent/manifest/types.js'
-import { manifestFor, seededBytes, sha256Hex, writeSparseImage } from '../helpers/image.js'
+import { flipByte, manifestFor, seededBytes, sha256Hex, writeSparseImage } from '../helpers/image.js'
 
 const KiB = 1024
 
@@ -26,14 +26,7 @@ const put = async (cache: Cache, data: Buffer, name = 'img', lastUsed?: Date) =>
   return { m, path }
 }
 
-const flip = async (path: string, at: number) => {
-  const fh = await open(path, 'r+')
-  const b = Buffer.alloc(1)
-  await fh.read(b, 0, 1, at)
-  b[0] = b[0]! ^ 1
-  await fh.write(b, 0, 1, at)
-  await fh.close()
-}
+const flip = (path: string, at: number) => flipByte(path, at)
 
 const newCache = async (t: Test) => Cache.open(join(t.testdir(), 'cache'))
 

@@ -15,7 +15,7 @@ import { serializeManifest } from '../../agent/manifest/serialize.js'
 import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'
 import { bundleAgent } from '../helpers/bundle.js'
 import { gate } from '../helpers/capability.js'
-import { manifestFor, sha256Hex, writeImage, writeSparseImage } from '../helpers/image.js'
+import { flipByte, manifestFor, sha256Hex, writeImage, writeSparseImage } from '../helpers/image.js'
 import { startNginx } from '../helpers/nginx.js'
 
 const KiB = 1024
@@ -196,12 +196,7 @@ t.test('verify hashes several objects, a multi-segment one among them, and repor
   t.ok(j.problems.some((p) => p.path === old.path && /malformed metadata/.test(p.problem)), 'the schema-1 object is reported, not verified')
   // A byte flipped in the big object's second segment: named with its chunk.
   const at = XXH64_SEGMENT_BYTES + 12345
-  const fh = await open(big.path, 'r+')
-  const b = Buffer.alloc(1)
-  await fh.read(b, 0, 1, at)
-  b[0] = b[0]! ^ 1
-  await fh.write(b, 0, 1, at)
-  await fh.close()
+  await flipByte(big.path, at)
   const bad = big.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
   const v2 = await cli(t, ['verify', '--cache', cacheDir])
   t.match(v2.out, new RegExp(`CORRUPT  ${big.sha}.*segment\\(s\\) differs \\(1\\).*\\(chunks ${bad.index}\\)`))

@@ -83,3 +83,16 @@ export const writeSparseImage = async (path: string, size: number, stride: numbe
     await fh.close()
   }
 }
+
+/** Flips bits of the byte at `at` in the file (XOR `mask`): the same call again restores it. */
+export const flipByte = async (path: string, at: number, mask = 1): Promise<void> => {
+  const fh = await open(path, 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    await fh.read(b, 0, 1, at)
+    b[0] = b[0]! ^ mask
+    await fh.write(b, 0, 1, at)
+  } finally {
+    await fh.close()
+  }
+}

@@ -1,7 +1,7 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, writeFile, open } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import xxhash from 'xxhash-wasm'
 import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
@@ -9,21 +9,26 @@ import { Cache } from '../../agent/cache/store.js'
 import { IntegrityError } from '../../agent/errors.js'
 import { fetchImage } from '../../agent/transport/fetch-image.js'
 import { gate } from '../helpers/capability.js'
-import { manifestFor, writeImage } from '../helpers/image.js'
+import { flipByte, manifestFor, writeImage } from '../helpers/image.js'
 import { startNginx, type Nginx } from '../helpers/nginx.js'
 
 const MiB = 1024 * 1024
 const settle = () => new Promise((r) => setTimeout(r, 150))
 const imageBytes = async (ng: Nginx, path: string) => (await ng.access()).filter((a) => a.path === path).reduce((n, a) => n + a.bytes, 0)
 
-t.test('a cold fetch publishes an object named by the sha256 sha256sum computes', gate('nginx'), async (t) => {
+/** An image of `size` bytes served by a fresh nginx (stopped at the test's end), an empty cache and the image's manifest. */
+const served = async (t: Test, size: number, seed: string) => {
   const dir = t.testdir({ www: {} })
   const root = join(dir, 'www')
-  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB + 12345, 'cold')
+  const data = await writeImage(join(root, 'img.sqfs'), size, seed)
   const ng = await startNginx(root)
   t.teardown(() => ng.stop())
   const cache = await Cache.open(join(dir, 'cache'))
-  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  return { dir, root, data, ng, cache, m: manifestFor(data, [`${ng.url}/img.sqfs`]) }
+}
+
+t.test('a cold fetch publishes an object named by the sha256 sha256sum computes', gate('nginx'), async (t) => {
+  const { root, dir, data, cache, m } = await served(t, 3 * MiB + 12345, 'cold')
   const r = await fetchImage({ manifest: m, cache })
   const sum = execFileSync('sha256sum', [join(root, 'img.sqfs')], { encoding: 'utf8' }).split(' ')[0]
   t.equal(r.sha256, sum)
@@ -39,13 +44,7 @@ t.test('a cold fetch publishes an object named by the sha256 sha256sum computes'
 })
 
 t.test('a warm fetch is a re-verified hit that requests no image bytes', gate('nginx'), async (t) => {
-  const dir = t.testdir({ www: {} })
-  const root = join(dir, 'www')
-  const data = await writeImage(join(root, 'img.sqfs'), 2 * MiB, 'warm')
-  const ng = await startNginx(root)
-  t.teardown(() => ng.stop())
-  const cache = await Cache.open(join(dir, 'cache'))
-  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const { ng, cache, m } = await served(t, 2 * MiB, 'warm')
   await fetchImage({ manifest: m, cache })
   await settle()
   await ng.clearAccess()
@@ -59,21 +58,10 @@ t.test('a warm fetch is a re-verified hit that requests no image bytes', gate('n
 })
 
 t.test('one flipped byte in a cached object is detected and only its chunk is downloaded again', gate('nginx'), async (t) => {
-  const dir = t.testdir({ www: {} })
-  const root = join(dir, 'www')
-  const data = await writeImage(join(root, 'img.sqfs'), 4 * MiB, 'flip')
-  const ng = await startNginx(root)
-  t.teardown(() => ng.stop())
-  const cache = await Cache.open(join(dir, 'cache'))
-  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const { data, ng, cache, m } = await served(t, 4 * MiB, 'flip')
   const first = await fetchImage({ manifest: m, cache })
   const at = 3 * MiB + 777
-  const fh = await open(first.path, 'r+')
-  const b = Buffer.alloc(1)
-  await fh.read(b, 0, 1, at)
-  b[0] = b[0]! ^ 0x40
-  await fh.write(b, 0, 1, at)
-  await fh.close()
+  await flipByte(first.path, at, 0x40)
   const hit = m.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
   const v = await cache.verify(m.sha256)
   t.equal(v.ok, false, 'fast verification sees the flip')
@@ -184,13 +172,7 @@ const toSchema1 = async (path: string, data: Buffer) => {
 }
 
 t.test('an object with schema-1 metadata heals without downloading good bytes: chunks sha256-checked, metadata rewritten', gate('nginx'), async (t) => {
-  const dir = t.testdir({ www: {} })
-  const root = join(dir, 'www')
-  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB + 5, 'schema1')
-  const ng = await startNginx(root)
-  t.teardown(() => ng.stop())
-  const cache = await Cache.open(join(dir, 'cache'))
-  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const { data, ng, cache, m } = await served(t, 3 * MiB + 5, 'schema1')
   const first = await fetchImage({ manifest: m, cache })
   await toSchema1(first.path, data)
   await settle()
@@ -210,19 +192,11 @@ t.test('an object with schema-1 metadata heals without downloading good bytes: c
 })
 
 t.test('an object with schema-1 metadata and a flipped byte: only the bad chunk is downloaded', gate('nginx'), async (t) => {
-  const dir = t.testdir({ www: {} })
-  const root = join(dir, 'www')
-  const data = await writeImage(join(root, 'img.sqfs'), 3 * MiB, 'schema1-flip')
-  const ng = await startNginx(root)
-  t.teardown(() => ng.stop())
-  const cache = await Cache.open(join(dir, 'cache'))
-  const m = manifestFor(data, [`${ng.url}/img.sqfs`])
+  const { data, ng, cache, m } = await served(t, 3 * MiB, 'schema1-flip')
   const first = await fetchImage({ manifest: m, cache })
   await toSchema1(first.path, data)
   const at = 2 * MiB + 99
-  const fh = await open(first.path, 'r+')
-  await fh.write(Buffer.from([data[at]! ^ 1]), 0, 1, at)
-  await fh.close()
+  await flipByte(first.path, at)
   const hit = m.chunks.find((c) => c.offset <= at && at < c.offset + c.size)!
   await settle()
   await ng.clearAccess()
