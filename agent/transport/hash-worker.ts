@@ -149,7 +149,9 @@ export class DownloadHasher {
   /**
    * @param xxhModule xxhash-wasm's WebAssembly.Module (xxhWasmModule()).
    * @param onFed called, synchronously and in image order, with each chunk
-   * the worker fed to the whole-image digests.
+   * the worker feeds to the whole-image digests, when its verdict arrives:
+   * the feeding may still be under way then, but the worker finishes it
+   * before it handles any later request (`feed`, `digest`).
    */
   constructor(
     xxhModule: unknown,
