@@ -18,7 +18,7 @@ import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
 import { commands } from '../system.js'
 import type { BootPlan } from './plan.js'
-import { findInit, type StepTimer, unpackImage, wipeRoot, writeMarker } from './unpack.js'
+import { findInit, type StepTimer, unpackImage, untimed, wipeRoot, writeMarker } from './unpack.js'
 
 const MOUNT_TIMEOUT_MS = 60_000
 
@@ -41,8 +41,6 @@ export interface RootResult {
   /** Mount points made for this root that stay (innermost last). */
   mounts: string[]
 }
-
-const untimed: StepTimer = (_name, fn) => fn()
 
 const mount = (run: Runner, args: string[]): Promise<unknown> => run(commands.mount, args, { timeoutMs: MOUNT_TIMEOUT_MS })
 

@@ -378,19 +378,6 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
   }
 }
 
-/** sha256 of a whole file. */
-export const sha256File = async (path: string, opts: { signal?: AbortSignal } = {}): Promise<{ sha256: string; size: number }> => {
-  const h = createHash('sha256')
-  const fh = await open(path, 'r')
-  try {
-    const { size } = await fh.stat()
-    const read = await readPipelined(fh, 0, size, (p) => h.update(p), opts)
-    return { sha256: h.digest('hex'), size: read }
-  } finally {
-    await fh.close()
-  }
-}
-
 /**
  * Hashes byte ranges of a file with sha256, returning one hex digest per
  * range. The default runs on this thread; a worker pool can be plugged in

@@ -232,7 +232,8 @@ export class Cache {
       return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
     }
     if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
-    const found = await (opts.digest ?? xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) }))
+    const fastDigest = () => xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })
+    const found = await (opts.digest ?? fastDigest())
     if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
     const badSegments: number[] = []
     for (let k = 0; k < segmentCount(meta.size); k++) if (found.xxh64[k] !== meta.xxh64[k]) badSegments.push(k)
@@ -243,7 +244,7 @@ export class Cache {
       // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
       this.report(this.metaPath(sha), `recorded xxh64 of segment(s) ${which} is wrong (bytes match every chunk in them); rewritten`)
       // Only digests computed here are written: a caller's `digest` is trusted for a verdict, not for the record.
-      const digest = opts.digest ? (await xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })).xxh64 : found.xxh64
+      const digest = opts.digest ? (await fastDigest()).xxh64 : found.xxh64
       const next: ObjectMeta = { ...meta, xxh64: digest }
       await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
       return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: next }

@@ -23,9 +23,8 @@
  * fresh one.
  */
 import net from 'node:net'
-import { BootAgentError, HttpError } from '../errors.js'
-import { parseRetryAfter } from './retry.js'
-import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, type BodyMeta, type RequestOptions } from './http.js'
+import { BootAgentError } from '../errors.js'
+import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from './http.js'
 
 /** Largest response head accepted. */
 export const MAX_HEAD_BYTES = 64 * 1024
@@ -45,7 +44,6 @@ export interface DirectBody extends BodyMeta {
   cancel(): void
 }
 
-const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: .*)?$/
 const HEAD_END = Buffer.from('\r\n\r\n')
 
@@ -414,8 +412,7 @@ export const directGet = async (url: string, range: { start: number; end: number
       if (status >= 300 && status < 400) return giveUp() // node-fetch follows redirects
       cleanup()
       conn.sock.destroy()
-      const retryAfterMs = parseRetryAfter(headers.get('retry-after') ?? null)
-      throw new HttpError({ status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+      throw statusError(status, headers.get('retry-after'), url)
     }
     const lenHeader = headers.get('content-length')
     if (headers.has('transfer-encoding') || lenHeader === undefined || !/^\d{1,16}$/.test(lenHeader)) return giveUp()
@@ -423,14 +420,13 @@ export const directGet = async (url: string, range: { start: number; end: number
     let start = 0
     let total: number | undefined = status === 200 ? length : undefined
     if (status === 206) {
-      const m = CONTENT_RANGE.exec(headers.get('content-range') ?? '')
-      if (!range || !m || Number(m[1]) !== range.start || Number(m[2]) !== range.end - 1 || length !== range.end - range.start) {
+      try {
+        ;({ start, total } = partialContent(url, range, headers.get('content-range'), length))
+      } catch (e) {
         cleanup()
         conn.sock.destroy()
-        throw new BootAgentError('ERANGE', `${url} answered Range ${range ? `bytes=${range.start}-${range.end - 1}` : '(none)'} with Content-Range ${JSON.stringify(headers.get('content-range') ?? null)}`, { url })
+        throw e
       }
-      start = range.start
-      if (m[3] !== '*') total = Number(m[3])
     }
     req.startBody(length)
     let finished = false

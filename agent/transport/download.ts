@@ -680,9 +680,10 @@ export const DIRECT_ALIGN = 4096
 
 /**
  * Holds received chunks in a large shared, page-aligned buffer and writes
- * contiguous runs of the verified ones with single large writes. Two
- * buffers alternate so that one is being verified and written while the
- * next fills (the network is not paused by the hashing or the disk).
+ * contiguous runs of the verified ones with single large writes. The
+ * buffers (WRITE_BUFFERS) are used in turn, so that the others are being
+ * verified and written while one fills (the network is not paused by the
+ * hashing or the disk).
  *
  * Bytes are received in place: the caller reads the network straight into
  * `space()`, says `received(n)`, then, for each whole chunk at the front of

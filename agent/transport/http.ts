@@ -47,9 +47,28 @@ export interface BodyStream extends BodyMeta {
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/
 
-const statusError = (res: Response, url: string): HttpError => {
-  const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'))
-  return new HttpError({ status: res.status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+/** The error for an answer other than 200/206, carrying the server's `Retry-After`. */
+export const statusError = (status: number, retryAfter: string | null | undefined, url: string): HttpError => {
+  const retryAfterMs = parseRetryAfter(retryAfter ?? null)
+  return new HttpError({ status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+}
+
+/**
+ * Checks a 206's `Content-Range` against the range asked for (and, when
+ * given, its `Content-Length`); returns where the body starts and the whole
+ * file's size when the server said. ERANGE otherwise.
+ */
+export const partialContent = (
+  url: string,
+  range: { start: number; end: number } | undefined,
+  contentRange: string | null | undefined,
+  length?: number,
+): { start: number; total: number | undefined } => {
+  const m = CONTENT_RANGE.exec(contentRange ?? '')
+  if (!range || !m || Number(m[1]) !== range.start || Number(m[2]) !== range.end - 1 || (length !== undefined && length !== range.end - range.start)) {
+    throw new BootAgentError('ERANGE', `${url} answered Range ${range ? `bytes=${range.start}-${range.end - 1}` : '(none)'} with Content-Range ${JSON.stringify(contentRange ?? null)}`, { url })
+  }
+  return { start: range.start, total: m[3] === '*' ? undefined : Number(m[3]) }
 }
 
 /**
@@ -97,19 +116,18 @@ export const openBody = async (url: string, range: { start: number; end: number 
   if (res.status !== 200 && res.status !== 206) {
     done()
     res.body?.resume?.()
-    throw statusError(res, url)
+    throw statusError(res.status, res.headers.get('retry-after'), url)
   }
   let start = 0
   let total: number | undefined
   if (res.status === 206) {
-    const m = CONTENT_RANGE.exec(res.headers.get('content-range') ?? '')
-    if (!range || !m || Number(m[1]) !== range.start || Number(m[2]) !== range.end - 1) {
+    try {
+      ;({ start, total } = partialContent(url, range, res.headers.get('content-range')))
+    } catch (e) {
       done()
       ctl.abort()
-      throw new BootAgentError('ERANGE', `${url} answered Range ${range ? `bytes=${range.start}-${range.end - 1}` : '(none)'} with Content-Range ${JSON.stringify(res.headers.get('content-range'))}`, { url })
+      throw e
     }
-    start = range.start
-    if (m[3] !== '*') total = Number(m[3])
   }
   clearTimeout(timer)
   const lenHeader = res.headers.get('content-length')
