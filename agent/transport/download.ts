@@ -170,7 +170,7 @@ export class Download {
       return await this.runHashed()
     } finally {
       await this.hasher.close()
-      await this.direct?.close().catch(() => undefined)
+      await (await this.direct)?.close().catch(() => undefined)
       await this.refusedDirect?.close().catch(() => undefined)
     }
   }
@@ -268,20 +268,20 @@ export class Download {
     if (after < needBytes) throw new CacheFullError({ needed: needBytes, available: after, dir: this.o.cache.dir })
   }
 
-  /** A second handle on the partial file opened with O_DIRECT; null when the file system refuses it. */
-  private direct: FileHandle | null | undefined
+  /**
+   * A second handle on the partial file opened with O_DIRECT; null when the
+   * file system refuses it. The promise is kept, not the handle: writes from
+   * several buffers run at once, and each must not open a handle of its own
+   * (one would be left open, keeping the cache's file system busy).
+   */
+  private direct: Promise<FileHandle | null> | undefined
   private refusedDirect: FileHandle | undefined
 
-  private async directHandle(): Promise<FileHandle | null> {
-    if (this.direct === undefined) {
-      try {
-        this.direct = await open(this.o.partial.path, fsConstants.O_WRONLY | fsConstants.O_DIRECT)
-      } catch (e) {
-        this.o.log.debug({ err: e, path: this.o.partial.path }, 'O_DIRECT not available here: buffered writes')
-        this.direct = null
-      }
-    }
-    return this.direct
+  private directHandle(): Promise<FileHandle | null> {
+    return (this.direct ??= open(this.o.partial.path, fsConstants.O_WRONLY | fsConstants.O_DIRECT).catch((e: unknown) => {
+      this.o.log.debug({ err: e, path: this.o.partial.path }, 'O_DIRECT not available here: buffered writes')
+      return null
+    }))
   }
 
   /**
@@ -304,8 +304,8 @@ export class Download {
     } catch (err) {
       if (!isErrno(err, 'EINVAL')) throw err
       this.o.log.debug({ err, path: this.o.partial.path }, 'O_DIRECT write refused: buffered writes from now on')
-      this.direct = null
-      this.refusedDirect = dfh // closed at the end: another stream may still be writing through it
+      this.direct = Promise.resolve(null)
+      this.refusedDirect = dfh // closed at the end: another write may still be going through it
       await this.writeAt(buf.subarray(a - pos, e - pos), a)
     }
     if (end > e) await this.writeAt(buf.subarray(e - pos), e)

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { pbkdf2, randomBytes } from 'node:crypto'
+import { readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import xxhash from 'xxhash-wasm'
 import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
@@ -102,6 +102,33 @@ t.test('the file behind the URL replaced by other bytes fails with an integrity 
   t.match(ie.message, m.sha256, 'names the image digest too')
   t.equal((await cache.list()).objects.length, 0, 'nothing published')
   t.equal((await cache.lookup(m.sha256)).status, 'miss')
+})
+
+t.test('a fetch leaves no file of the cache open (it could not be unmounted)', gate('nginx'), async (t) => {
+  // 24 MiB: several write buffers are written at once, each through the O_DIRECT handle.
+  // The race this guards against (two writes opening a handle each, one left to the GC)
+  // is caught in most rounds with the pool kept busy; three rounds.
+  const { cache, m } = await served(t, 24 * MiB + 4321, 'no-open-files')
+  for (let round = 0; round < 3; round++) {
+    await rm(cache.dir, { recursive: true, force: true })
+    const c = await Cache.open(cache.dir)
+    // Keep libuv's thread pool busy (as a loaded node's is), so that file opens
+    // wait and several buffers' writes ask for the O_DIRECT handle at once.
+    let busy = true
+    const hog = async () => {
+      while (busy) await new Promise((res) => pbkdf2('x', 'y', 200_000, 32, 'sha256', res))
+    }
+    const hogs = Array.from({ length: 4 }, hog)
+    const r = await fetchImage({ manifest: m, cache: c }).finally(() => (busy = false))
+    await Promise.all(hogs)
+    t.equal(r.hit, false)
+    const open: string[] = []
+    for (const fd of await readdir('/proc/self/fd')) {
+      const target = await readlink(join('/proc/self/fd', fd)).catch(() => '')
+      if (target.startsWith(cache.dir)) open.push(target)
+    }
+    t.same(open, [], `round ${round}: no descriptor on the cache left`)
+  }
 })
 
 t.test('two fetches of the same image at once: one downloads, the other waits for the lock and gets a hit', gate('nginx'), async (t) => {
