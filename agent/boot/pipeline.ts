@@ -8,7 +8,7 @@
  */
 import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Cache } from '../cache/store.js'
+import type { Cache, FastDigest } from '../cache/store.js'
 import type { ImagePipeline } from './stage.js'
 
 const store = () => import('../cache/store.js')
@@ -28,6 +28,14 @@ export const cachePipeline: ImagePipeline<Cache> = {
     const previous = others[0]?.sha256
     const evictableBytes = others.slice(1).reduce((n, o) => n + o.meta.size, 0)
     return { hasImage, evictableBytes, ...(previous ? { previous } : {}) }
+  },
+
+  async startFastDigest(cache, sha256, signal) {
+    // Only a regular file the cache could have written is read (no symlink is followed).
+    if (!(await lstat(cache.objectPath(sha256)).then((s) => s.isFile(), () => false))) return undefined
+    const digest: Promise<FastDigest> = cache.fastDigest(sha256, { signal })
+    digest.catch(() => undefined) // handed to fetchImage, or stopped unread
+    return { digest }
   },
 
   async clear(cache) {
@@ -51,6 +59,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       log: opts.log,
       pin: opts.pin,
       verify: opts.verify,
+      ...(opts.digest ? { digest: opts.digest } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
     return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, bytesDownloaded: r.bytesDownloaded, chunksRepaired: r.chunksRepaired }

@@ -14,6 +14,7 @@ import { makeEvent, type AgentEvent } from '../events/event.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import { logOp, type Logger } from '../log.js'
 import type { Manifest } from '../manifest/types.js'
+import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'
 import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
@@ -36,10 +37,17 @@ export interface ImagePipeline<C = unknown> {
   openCache(dir: string, log: Logger): Promise<C>
   /** Whether the object is present, and how much eviction could free keeping `pin`. */
   contents(cache: C, sha256: string): Promise<{ hasImage: boolean; evictableBytes: number; previous?: string }>
+  /**
+   * Starts reading the fast digest of the object `sha256` (when a regular
+   * file is there) so that it overlaps the cache listing and the manifest
+   * request; the result is handed to fetchImage. Stopped through `signal`
+   * when it is not used.
+   */
+  startFastDigest?(cache: C, sha256: string, signal: AbortSignal): Promise<{ digest: Promise<FastDigest> } | undefined>
   /** Removes every object (cachefull=clear-reboot). */
   clear(cache: C): Promise<void>
   fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number }): Promise<Manifest>
-  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong' }): Promise<FetchedImage>
+  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest> }): Promise<FetchedImage>
 }
 
 export interface StageOptions {
@@ -109,6 +117,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   let fetched: FetchedImage | undefined
   let init: string | undefined
   let rootMounted = false
+  // The cached object's fast digest, read while the cache is listed and the manifest fetched.
+  let early: { digest: Promise<FastDigest>; stop: AbortController } | undefined
 
   const record = (result: 'ok' | 'failed', extra: Partial<BootRecord> = {}): BootRecord => {
     const cacheOnDisk = plan?.cache.mode === 'partition'
@@ -181,6 +191,12 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     if (cacheState.state === 'mounted') {
       const c = await timer.step('cache', async () => {
         diskCache = await pipeline.openCache(cacheMount, log)
+        if (it.verify === 'fast' && pipeline.startFastDigest) {
+          const stop = new AbortController()
+          const signal = opts.signal ? AbortSignal.any([stop.signal, opts.signal]) : stop.signal
+          const started = await pipeline.startFastDigest(diskCache, it.image.sha256, signal)
+          if (started) early = { digest: started.digest, stop }
+        }
         return pipeline.contents(diskCache, it.image.sha256)
       })
       inv.cacheContents = { hasImage: c.hasImage, evictableBytes: c.evictableBytes }
@@ -209,7 +225,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const pin = [it.image.sha256, ...(previous ? [previous] : [])]
     const fetchInto = async (cache: unknown): Promise<FetchedImage> =>
       logOp(log, 'fetch', { sha256: it.image.sha256, inRam: cache !== diskCache }, () =>
-        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(opts.signal ? { signal: opts.signal } : {}) }),
+        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(cache === diskCache && early ? { digest: early.digest } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }),
       )
     const ramCache = async (): Promise<unknown> => {
       const dir = join(opts.runDir, 'ram-cache')
@@ -217,7 +233,10 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       return pipeline.openCache(dir, log)
     }
     fetched = await timer.step('fetch', async () => {
-      if (plan?.cache.mode !== 'partition') return fetchInto(await ramCache())
+      if (plan?.cache.mode !== 'partition') {
+        early?.stop.abort()
+        return fetchInto(await ramCache())
+      }
       try {
         return await fetchInto(diskCache)
       } catch (e) {
@@ -226,6 +245,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         log.warn({ kind: 'cache-full' }, `fallback: ${plan.fallbacks.at(-1)?.reason}`)
         if (plan.action === 'clear-cache-reboot') throw new ClearAndReboot(plan.actionReason ?? e.message)
         return fetchInto(await ramCache())
+      } finally {
+        early?.stop.abort() // used by now, or not at all
       }
     })
     if (inv.cacheContents?.hasImage && plan.cache.mode === 'partition' && (!fetched.hit || fetched.chunksRepaired > 0)) {
@@ -263,6 +284,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     log.info({ style: rec.style, hit: rec.cache.hit, bytesFetched: rec.bytesFetched, timings: rec.timings }, 'boot stage done')
     return { record: rec, recordPath, exitCode: EXIT_CODES.ok, plan }
   } catch (e) {
+    early?.stop.abort()
     if (e instanceof ClearAndReboot) return await clearAndReboot(e.message)
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
     if (e instanceof IntegrityError) {
@@ -282,6 +304,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   }
 
   async function clearAndReboot(reason: string): Promise<StageOutcome> {
+    early?.stop.abort()
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
     let cleared = false
     try {

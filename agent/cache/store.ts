@@ -40,6 +40,12 @@ export interface CacheProblem {
   problem: string
 }
 
+/** The fast digest of an object as read from the disk: xxh64 of each 64 MiB segment, and the bytes read. */
+export interface FastDigest {
+  xxh64: string[]
+  size: number
+}
+
 export interface CachedObject {
   sha256: string
   path: string
@@ -211,7 +217,7 @@ export class Cache {
    */
   async verify(
     sha: string,
-    opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta; digest?: Promise<{ xxh64: string[]; size: number }> } = {},
+    opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta; digest?: Promise<FastDigest> } = {},
   ): Promise<VerifyResult> {
     const kind = await this.objectKind(sha)
     if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
@@ -232,7 +238,7 @@ export class Cache {
       return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
     }
     if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
-    const fastDigest = () => xxh64Segments(path, { ...signal, ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })
+    const fastDigest = () => this.fastDigest(sha, signal)
     const found = await (opts.digest ?? fastDigest())
     if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
     const badSegments: number[] = []
@@ -253,13 +259,27 @@ export class Cache {
   }
 
   /**
+   * Reads the object's fast digest (xxh64 of every segment, on every core):
+   * what fast verification compares with the metadata. Started by a caller
+   * that wants to overlap it with other work and pass it to lookup() or
+   * verify() as `digest`; the caller checks first that a regular file is at
+   * the object path (the read follows nothing else the cache did not write).
+   */
+  fastDigest(sha: string, opts: { signal?: AbortSignal } = {}): Promise<FastDigest> {
+    assertSha(sha)
+    return xxh64Segments(this.objectPath(sha), { ...(opts.signal ? { signal: opts.signal } : {}), ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })
+  }
+
+  /**
    * A verified object or why not. A hit updates lastUsedAt (and the names
    * and URLs seen); a corrupt object is recorded in its metadata
-   * (corruptChunks) and left for the caller to repair.
+   * (corruptChunks) and left for the caller to repair. `digest`: the
+   * object's fast digest, started earlier by the caller ({@link fastDigest}),
+   * used in fast mode instead of reading the object again.
    */
   async lookup(
     sha: string,
-    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string } = {},
+    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string; digest?: Promise<FastDigest> } = {},
   ): Promise<LookupResult> {
     assertSha(sha)
     const kind = await this.objectKind(sha)
@@ -270,6 +290,7 @@ export class Cache {
       mode: opts.verify ?? 'fast',
       ...(opts.chunks ? { chunks: opts.chunks } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.digest ? { digest: opts.digest } : {}),
     })
     if (!v.ok) {
       this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length }, 'cache: object failed re-verification')

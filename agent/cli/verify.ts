@@ -1,6 +1,5 @@
 import { ConfigError } from '../errors.js'
-import { Cache } from '../cache/store.js'
-import { xxh64Segments } from '../cache/hash-file.js'
+import { Cache, type FastDigest } from '../cache/store.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
@@ -38,13 +37,13 @@ export const command: Command = {
     // (~50 ms of this thread for a 2 GiB image's 2.4 MB), one object after
     // another, so that the workers hash meanwhile. An object list() does not
     // return (bad metadata) has its digest stopped.
-    const digests = new Map<string, { digest: Promise<{ xxh64: string[]; size: number }>; stop: AbortController }>()
+    const digests = new Map<string, { digest: Promise<FastDigest>; stop: AbortController }>()
     if (!values.strong) {
       let previous: Promise<unknown> = Promise.resolve()
       for (const f of await cache.objectFiles()) {
         const stop = new AbortController()
         const signal = AbortSignal.any([stop.signal, ctx.signal])
-        const digest = previous.then(() => xxh64Segments(f.path, { signal }))
+        const digest = previous.then(() => cache.fastDigest(f.sha256, { signal }))
         digest.catch(() => undefined) // awaited (or stopped) below
         previous = digest.catch(() => undefined)
         digests.set(f.sha256, { digest, stop })

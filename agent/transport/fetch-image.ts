@@ -15,7 +15,7 @@ import { logOp, silentLogger, type Logger } from '../log.js'
 import type { Manifest } from '../manifest/types.js'
 import { chunkListProblem } from '../cache/meta.js'
 import { PartialObject } from '../cache/partial.js'
-import type { Cache, VerifyMode } from '../cache/store.js'
+import type { Cache, FastDigest, VerifyMode } from '../cache/store.js'
 import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
@@ -66,11 +66,17 @@ export interface FetchImageOptions {
   pin?: string[]
   /** Re-verification of a cache hit: 'fast' (size + xxh64) or 'strong' (sha256 of every chunk). Default fast. */
   verify?: VerifyMode
+  /**
+   * The cached object's fast digest, started by the caller before this call
+   * ({@link Cache.fastDigest}) to overlap the read with its own work; used for
+   * a fast re-verification only.
+   */
+  digest?: Promise<FastDigest>
   /** Called at the progress-log interval with bytes, rate and ETA. */
   onProgress?: (p: ProgressInfo) => void
   /** Seeds this node's mirror order and jitter. Default: the host name. */
   nodeId?: string
-  /** Parallel Range requests. Default 2. */
+  /** Parallel Range requests. Default 1 (DEFAULT_STREAMS). */
   streams?: number
   /** Longest single Range request in bytes. Default 16 MiB. */
   maxRangeBytes?: number
@@ -126,6 +132,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         name: m.name,
         ...(urls[0] ? { url: urls[0] } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
+        ...(opts.digest ? { digest: opts.digest } : {}),
       })
       if (look.status === 'hit') {
         // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).

@@ -11,7 +11,8 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { cachePipeline } from '../../agent/boot/pipeline.js'
-import { runBootStage, type StageOutcome } from '../../agent/boot/stage.js'
+import { runBootStage, type ImagePipeline, type StageOutcome } from '../../agent/boot/stage.js'
+import type { Cache } from '../../agent/cache/store.js'
 import { run as realRun, type Runner } from '../../agent/exec.js'
 import { silentLogger } from '../../agent/log.js'
 import { Spool } from '../../agent/events/spool.js'
@@ -34,7 +35,7 @@ interface Env {
   sysroot: string
   reboots: string[][]
   run: Runner
-  boot(cmdline: string): Promise<StageOutcome>
+  boot(cmdline: string, pipeline?: ImagePipeline<Cache>): Promise<StageOutcome>
   /** Unmounts what a boot left mounted and empties the run directory, like a reboot. */
   reboot(): Promise<void>
 }
@@ -68,8 +69,8 @@ const setup = async (t: { teardown(fn: () => Promise<void>): void }, opts: { cac
     sysroot,
     reboots,
     run,
-    boot: (cmdline) =>
-      runBootStage({ cmdline: parseBootCmdline(cmdline), runDir, sysroot, pipeline: cachePipeline, log: silentLogger(), run, sleep: async () => {} }),
+    boot: (cmdline, pipeline = cachePipeline) =>
+      runBootStage({ cmdline: parseBootCmdline(cmdline), runDir, sysroot, pipeline, log: silentLogger(), run, sleep: async () => {} }),
     reboot: async () => {
       await unmountUnder(runDir)
       await unmountUnder(sysroot)
@@ -115,9 +116,18 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   await env.reboot()
   await env.nginx.clearAccess()
 
-  const warm = await env.boot(line(env))
+  // The hit's digest is read while the cache is listed and the manifest fetched, handed to the fetch, then stopped.
+  const early: { signal?: AbortSignal; handed?: boolean } = {}
+  const spy: ImagePipeline<Cache> = {
+    ...cachePipeline,
+    startFastDigest: (c, sha, signal) => ((early.signal = signal), cachePipeline.startFastDigest!(c, sha, signal)),
+    fetchImage: (o) => ((early.handed = o.digest !== undefined), cachePipeline.fetchImage(o)),
+  }
+  const warm = await env.boot(line(env), spy)
   t.equal(warm.exitCode, 0)
   t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true }, bytesFetched: 0 })
+  t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
+  t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
   t.equal(await imageBytesServed(env, pub.imageUrlPath), 0, 'no image byte served on a hit')
   t.same(await hashTree(env.sysroot), want, 'identical again')
   t.notOk((await readdir(join(env.sysroot, 'etc'))).includes('local-change'), 'the local change is gone')

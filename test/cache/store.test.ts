@@ -298,3 +298,18 @@ t.test('objectFiles lists the object files without reading metadata; verify take
   t.equal(asked.flat().length, chunks.filter((c) => c.offset < 2 * SEG && c.offset + c.size > SEG).length, 'segment 1\'s chunks were checked')
   t.same((await cache.readMeta(sha))?.xxh64, xxh64, 'the recorded digests are the true ones')
 })
+
+t.test('lookup takes a digest started earlier (Cache.fastDigest) and judges by it', async (t) => {
+  const { cache, asked } = await recordingCache(t)
+  const { sha, xxh64 } = await putLarge(cache, 2 * SEG + 9, 4 * 1024 * 1024 + 3, 'early-digest')
+  const early = cache.fastDigest(sha) // what the boot stage starts before it lists the cache
+  t.same((await early).xxh64, xxh64, 'fastDigest reads the same digests publish recorded')
+  asked.length = 0
+  t.equal((await cache.lookup(sha, { digest: early })).status, 'hit')
+  t.equal(asked.flat().length, 0, 'a matching digest: no chunk hashed')
+  // A digest that read fewer bytes than the object has (as if it had shrunk while read): not a hit.
+  const short = await cache.lookup(sha, { digest: Promise.resolve({ xxh64, size: SEG }) })
+  t.equal(short.status, 'corrupt', 'the caller\'s digest decided')
+  t.match(short.status === 'corrupt' && short.reason, /read 67108864 bytes, expected/)
+  t.throws(() => cache.fastDigest('not-a-sha'), /sha256/, 'a bad name is refused before any read')
+})
