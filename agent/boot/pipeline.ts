@@ -59,9 +59,10 @@ export const cachePipeline: ImagePipeline<Cache> = {
       log: opts.log,
       pin: opts.pin,
       verify: opts.verify,
+      recordLater: true,
       ...(opts.digest ? { digest: opts.digest } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
-    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, bytesDownloaded: r.bytesDownloaded, chunksRepaired: r.chunksRepaired }
+    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, bytesDownloaded: r.bytesDownloaded, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}) }
   },
 }

@@ -31,6 +31,11 @@ export interface FetchedImage {
   hit: boolean
   bytesDownloaded: number
   chunksRepaired: number
+  /**
+   * A hit's use being recorded in the cache (metadata rewritten, lock
+   * released) while the stage goes on; awaited before the record is written.
+   */
+  recorded?: Promise<void>
 }
 
 export interface ImagePipeline<C = unknown> {
@@ -279,12 +284,14 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       await rm(join(opts.runDir, 'ram-cache'), { recursive: true, force: true })
       fetched = { ...fetched, path: '' }
     }
+    await fetched.recorded?.catch((e: unknown) => log.warn({ err: e }, 'the cache hit was used but could not be recorded in its metadata (lastUsedAt stays older)'))
     const rec = record('ok')
     const { recordPath } = await finish(rec)
     log.info({ style: rec.style, hit: rec.cache.hit, bytesFetched: rec.bytesFetched, timings: rec.timings }, 'boot stage done')
     return { record: rec, recordPath, exitCode: EXIT_CODES.ok, plan }
   } catch (e) {
     early?.stop.abort()
+    await fetched?.recorded?.catch(() => undefined) // the object's lock is released before the stage ends
     if (e instanceof ClearAndReboot) return await clearAndReboot(e.message)
     if (rootMounted) await unmount(run, rootMount).catch(() => undefined)
     if (e instanceof IntegrityError) {

@@ -275,11 +275,14 @@ export class Cache {
    * and URLs seen); a corrupt object is recorded in its metadata
    * (corruptChunks) and left for the caller to repair. `digest`: the
    * object's fast digest, started earlier by the caller ({@link fastDigest}),
-   * used in fast mode instead of reading the object again.
+   * used in fast mode instead of reading the object again. `touch: false`:
+   * a hit is not recorded here (meta is the verified metadata); the caller
+   * records it with {@link touch} (verified: true) while it still holds the
+   * object's lock.
    */
   async lookup(
     sha: string,
-    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string; digest?: Promise<FastDigest> } = {},
+    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string; digest?: Promise<FastDigest>; touch?: boolean } = {},
   ): Promise<LookupResult> {
     assertSha(sha)
     const kind = await this.objectKind(sha)
@@ -297,6 +300,7 @@ export class Cache {
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
+    if (opts.touch === false && v.meta) return { status: 'hit', path, meta: v.meta }
     const meta = await this.touch(sha, { verified: true, ...(v.meta ? { meta: v.meta } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
     return { status: 'hit', path, meta: meta! }
   }

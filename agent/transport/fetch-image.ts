@@ -72,6 +72,14 @@ export interface FetchImageOptions {
    * a fast re-verification only.
    */
   digest?: Promise<FastDigest>
+  /**
+   * On a hit, return as soon as the object is verified and record the use
+   * (the metadata's lastUsedAt/verifiedAt, rewritten and fsynced) after,
+   * still under the object's lock: the result's `recorded` settles when that
+   * is done and the lock released. The caller must await it before it exits.
+   * Default false (recorded before the return).
+   */
+  recordLater?: boolean
   /** Called at the progress-log interval with bytes, rate and ETA. */
   onProgress?: (p: ProgressInfo) => void
   /** Seeds this node's mirror order and jitter. Default: the host name. */
@@ -106,6 +114,8 @@ export interface FetchImageResult {
   /** HTTP requests for image bytes. */
   requests: number
   durationMs: number
+  /** With `recordLater` on a hit: the use recorded and the lock released (rejects if recording failed). */
+  recorded?: Promise<void>
 }
 
 const checkManifest = (m: Manifest): void => {
@@ -125,6 +135,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
   const urls = orderMirrors(m.urls, nodeId)
   return logOp(log, 'fetch-image', { size: m.size }, async () => {
     const lock = await cache.lock(m.sha256, opts.signal ? { signal: opts.signal } : {})
+    let releaseLater = false
     try {
       const look = await cache.lookup(m.sha256, {
         verify: opts.verify ?? 'fast',
@@ -133,11 +144,23 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         ...(urls[0] ? { url: urls[0] } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
         ...(opts.digest ? { digest: opts.digest } : {}),
+        ...(opts.recordLater ? { touch: false } : {}),
       })
       if (look.status === 'hit') {
-        // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
-        await cache.removePartial(m.sha256)
-        return { path: look.path, sha256: m.sha256, size: m.size, hit: true, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
+        const hit: FetchImageResult = { path: look.path, sha256: m.sha256, size: m.size, hit: true, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
+        const record = async (): Promise<void> => {
+          if (opts.recordLater) await cache.touch(m.sha256, { verified: true, meta: look.meta, name: m.name, ...(urls[0] ? { url: urls[0] } : {}) })
+          // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
+          await cache.removePartial(m.sha256)
+        }
+        if (!opts.recordLater) {
+          await record()
+          return hit
+        }
+        releaseLater = true
+        const recorded = record().finally(() => lock.release())
+        recorded.catch(() => undefined) // the caller awaits it
+        return { ...hit, recorded }
       }
       let trusted: number[] | undefined
       let chunksRepaired = 0
@@ -200,7 +223,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         if (!published) await partial.close()
       }
     } finally {
-      await lock.release()
+      if (!releaseLater) await lock.release()
     }
   })
 }

@@ -111,6 +111,7 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   t.same((await spooled(cold.record.spoolDir)).map((e) => e.kind), ['boot'])
   for (const k of ['descriptor', 'partitions', 'manifest', 'fetch', 'measure', 'root', 'root.wipe', 'root.unsquashfs', 'root.moveUp', 'root.check', 'root.bind', 'total']) t.type(cold.record.timings[k], 'number', `timing ${k}`)
 
+  const coldUsed = (JSON.parse(await readFile(`${cold.record.cache.objectPath}.meta.json`, 'utf8')) as { lastUsedAt: string }).lastUsedAt
   // Something written into the running root must not survive the next disked boot.
   await writeFile(join(env.sysroot, 'etc', 'local-change'), 'admin was here')
   await env.reboot()
@@ -128,6 +129,9 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true }, bytesFetched: 0 })
   t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
   t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
+  // The hit's use is recorded after the fetch step (fetchImage recordLater), before the stage ends.
+  const used = JSON.parse(await readFile(`${warm.record.cache.objectPath}.meta.json`, 'utf8')) as { lastUsedAt: string }
+  t.ok(Date.parse(used.lastUsedAt) > Date.parse(coldUsed), `the hit is recorded in the object's metadata (${coldUsed} → ${used.lastUsedAt})`)
   t.equal(await imageBytesServed(env, pub.imageUrlPath), 0, 'no image byte served on a hit')
   t.same(await hashTree(env.sysroot), want, 'identical again')
   t.notOk((await readdir(join(env.sysroot, 'etc'))).includes('local-change'), 'the local change is gone')

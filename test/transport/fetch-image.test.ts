@@ -57,6 +57,23 @@ t.test('a warm fetch is a re-verified hit that requests no image bytes', gate('n
   t.same(await ng.access(), [], 'nginx saw no request')
 })
 
+t.test('recordLater: a hit is handed back first and its use recorded after, under the object lock', gate('nginx'), async (t) => {
+  const { cache, m } = await served(t, 2 * MiB, 'later')
+  await fetchImage({ manifest: m, cache })
+  const plain = await fetchImage({ manifest: m, cache })
+  t.equal(plain.recorded, undefined, 'by default the use is recorded before fetchImage returns')
+  const when = new Date('2030-01-02T03:04:05.000Z')
+  const clocked = await Cache.open(cache.dir, { now: () => when })
+  const r = await fetchImage({ manifest: m, cache: clocked, recordLater: true, digest: clocked.fastDigest(m.sha256) })
+  t.equal(r.hit, true)
+  t.type(r.recorded, Promise, 'the recording is handed back to be awaited')
+  await r.recorded
+  t.match(await cache.readMeta(m.sha256), { lastUsedAt: when.toISOString(), verifiedAt: when.toISOString(), names: [m.name] }, 'recorded as a verified use')
+  const lock = await cache.lock(m.sha256, { timeoutMs: 2000 })
+  await lock.release()
+  t.pass('and the object lock was released')
+})
+
 t.test('one flipped byte in a cached object is detected and only its chunk is downloaded again', gate('nginx'), async (t) => {
   const { data, ng, cache, m } = await served(t, 4 * MiB, 'flip')
   const first = await fetchImage({ manifest: m, cache })
