@@ -160,8 +160,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   }
 
   const finish = async (rec: BootRecord): Promise<{ recordPath: string }> => {
-    await spoolEvents(rec.spoolDir, bootEvents(rec, extraEvents, opts.now?.()), log)
-    const recordPath = await writeBootRecord(opts.runDir, rec)
+    // Independent files (the spool on the cache partition or in the run dir, the record in the run dir): written at once.
+    const [, recordPath] = await Promise.all([spoolEvents(rec.spoolDir, bootEvents(rec, extraEvents, opts.now?.()), log), writeBootRecord(opts.runDir, rec)])
     // Tell the head now (bounded); a failed node may never start the daemon that would.
     await deliverBootEvents(rec.spoolDir, server, node, { log, ...(opts.deliveryDeadlineMs !== undefined ? { deadlineMs: opts.deliveryDeadlineMs } : {}) })
     return { recordPath }
