@@ -30,7 +30,7 @@ import {
   tmpDir,
 } from './layout.js'
 import { acquireLock, type Lock, type LockOptions } from './lock.js'
-import { META_SCHEMA, chunksInSegments, parseObjectMeta, remember, segmentCount, type ObjectMeta } from './meta.js'
+import { META_SCHEMA, chunksInSegments, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
 
 export type VerifyMode = 'fast' | 'strong'
 
@@ -252,7 +252,7 @@ export class Cache {
       // Only digests computed here are written: a caller's `digest` is trusted for a verdict, not for the record.
       const digest = opts.digest ? (await fastDigest()).xxh64 : found.xxh64
       const next: ObjectMeta = { ...meta, xxh64: digest }
-      await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
+      await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(next))
       return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: next }
     }
     return { ...r, ok: false }
@@ -321,7 +321,7 @@ export class Cache {
       urls: remember(meta.urls, opts.url),
     }
     if (opts.verified) delete next.corruptChunks
-    await writeFileAtomic(this.metaPath(sha), JSON.stringify(next))
+    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(next))
     return next
   }
 
@@ -331,7 +331,7 @@ export class Cache {
     if (!meta) return
     const valid = chunkIndexes.filter((i) => Number.isSafeInteger(i) && i >= 0 && i < meta.chunks.length)
     const set = [...new Set([...(meta.corruptChunks ?? []), ...valid])].sort((a, b) => a - b)
-    await writeFileAtomic(this.metaPath(sha), JSON.stringify({ ...meta, corruptChunks: set }))
+    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta({ ...meta, corruptChunks: set }))
   }
 
   /**
@@ -398,7 +398,7 @@ export class Cache {
     }
     // Metadata first: a crash between the two leaves metadata without an
     // object (a miss, cleaned up later), never an object without metadata.
-    await writeFileAtomic(this.metaPath(sha), JSON.stringify(meta))
+    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(meta))
     try {
       await link(input.from, obj)
     } catch (e) {

@@ -1,14 +1,16 @@
 /**
  * The cache object's metadata file, `<object>.meta.json` (layout owned by the
  * pipeline's agent/cache/store.ts and meta.ts: {schema, size, sha256, xxh64
- * (schema 2: one digest per 64 MiB segment), chunks, verifiedAt, lastUsedAt,
- * names[], urls[], corruptChunks?}), read leniently for what the daemon shows
- * (image names, corrupt marks): the schema and the digests are not looked at,
- * so schema 1 and 2 both read. Marking goes through the pipeline's
+ * (one digest per 64 MiB segment), the chunk list (schema 3: chunkSizes +
+ * chunkSha256; schema 2: chunks as objects), verifiedAt, lastUsedAt, names[],
+ * urls[], corruptChunks?}), read leniently for what the daemon shows (image
+ * names, corrupt marks): the schema and the digests are not looked at, so
+ * schemas 1–3 all read. Marking goes through the pipeline's
  * Cache.markCorrupt (self-check.ts).
  */
 import { readFile } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
+import { decodeChunkList } from '../cache/meta.js'
 
 export interface ObjectMeta {
   size: number
@@ -45,6 +47,11 @@ export const readObjectMeta = async (objectPath: string): Promise<ObjectMeta & {
   const raw = v as Record<string, unknown>
   if (!Number.isSafeInteger(raw.size)) throw new Error(`${path}: size is not an integer`)
   if (typeof raw.sha256 !== 'string' || !SHA256.test(raw.sha256)) throw new Error(`${path}: sha256 is not a hex sha256`)
+  if (raw.chunkSizes !== undefined || raw.chunkSha256 !== undefined) {
+    const decoded = decodeChunkList(raw.chunkSizes, raw.chunkSha256, raw.size as number)
+    if (typeof decoded === 'string') throw new Error(`${path}: ${decoded}`)
+    raw.chunks = decoded
+  }
   const chunks = Array.isArray(raw.chunks) ? raw.chunks : []
   const valid = chunks.every((c, i) => isChunk(c, i))
   if (!valid) throw new Error(`${path}: chunks is not a list of {index, offset, size, sha256}`)

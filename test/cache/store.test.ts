@@ -203,7 +203,7 @@ t.test('the metadata records the xxh64 of each 64 MiB segment, as an independent
     const data = await readFile(path)
     const want: string[] = []
     for (let off = 0; off < size; off += SEG) want.push(h64Raw(data.subarray(off, Math.min(size, off + SEG))).toString(16).padStart(16, '0'))
-    t.equal(meta?.schema, 2, `${size} bytes: schema 2`)
+    t.equal(meta?.schema, 3, `${size} bytes: schema 3`)
     t.same(meta?.xxh64, want, `${size} bytes: ${want.length} segment digest(s)`)
     t.equal((await cache.verify(sha)).ok, true, `${size} bytes: fast verification passes`)
     if (size === 0) continue
@@ -312,4 +312,46 @@ t.test('lookup takes a digest started earlier (Cache.fastDigest) and judges by i
   t.equal(short.status, 'corrupt', 'the caller\'s digest decided')
   t.match(short.status === 'corrupt' && short.reason, /read 67108864 bytes, expected/)
   t.throws(() => cache.fastDigest('not-a-sha'), /sha256/, 'a bad name is refused before any read')
+})
+
+t.test('metadata schema 3 keeps the chunk list compact; schema 2 is still read and rewritten as 3', async (t) => {
+  const cache = await newCache(t)
+  const { m, path } = await put(cache, seededBytes(400 * KiB, 'schema3'))
+  const raw = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  t.equal(raw.schema, 3)
+  t.equal(raw.chunks, undefined, 'no chunk objects on disk')
+  t.same(raw.chunkSizes, m.chunks.map((c) => c.size))
+  t.equal(raw.chunkSha256, m.chunks.map((c) => c.sha256).join(''))
+  t.same((await cache.readMeta(m.sha256))?.chunks, m.chunks, 'read back as the same chunks (index, offset, size, sha256)')
+
+  // An object published by the previous release (schema 2): read as it is, nothing re-hashed or fetched.
+  const { chunkSizes: _s, chunkSha256: _d, ...rest } = raw
+  await writeFile(path + '.meta.json', JSON.stringify({ ...rest, schema: 2, chunks: m.chunks }))
+  t.same((await cache.readMeta(m.sha256))?.chunks, m.chunks, 'schema 2 read')
+  t.equal((await cache.lookup(m.sha256)).status, 'hit', 'and a hit')
+  t.equal(JSON.parse(await readFile(path + '.meta.json', 'utf8')).schema, 3, 'the hit rewrote it as schema 3')
+  t.same(cache.problems, [], 'nothing reported')
+})
+
+t.test('a damaged compact chunk list is malformed metadata, named', async (t) => {
+  const cache = await newCache(t)
+  const { m, path } = await put(cache, seededBytes(300 * KiB, 'compact-bad'))
+  const raw = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
+  const n = raw.chunkSizes.length as number
+  t.ok(n > 1, `${n} chunks`)
+  for (const [what, bad, re] of [
+    ['a digest cut short', { ...raw, chunkSha256: raw.chunkSha256.slice(1) }, /chunkSha256 has \d+ hex digits, expected 64 for each/],
+    ['upper-case hex', { ...raw, chunkSha256: raw.chunkSha256.toUpperCase() }, /chunkSha256 is not lower-case hex/],
+    ['sizes that do not add up', { ...raw, chunkSizes: [...raw.chunkSizes.slice(0, -1), raw.chunkSizes.at(-1) + 1] }, /chunkSizes add up to \d+ bytes, not 307200/],
+    ['a zero size', { ...raw, chunkSizes: [0, ...raw.chunkSizes.slice(1)] }, /chunkSizes\[0\] is not a positive integer/],
+    ['a size that is a string', { ...raw, chunkSizes: ['65536', ...raw.chunkSizes.slice(1)] }, /chunkSizes\[0\]/],
+    ['no chunk list', { ...raw, chunkSizes: undefined }, /chunkSizes is not a list/],
+    ['digests as a list', { ...raw, chunkSha256: [raw.chunkSha256] }, /chunkSha256 is not a string/],
+    ['an empty list for a non-empty object', { ...raw, chunkSizes: [], chunkSha256: '' }, /chunkSizes is empty/],
+    ['a corrupt mark past the last chunk', { ...raw, corruptChunks: [n] }, /corruptChunks is not a list of chunk indexes/],
+  ] as const) {
+    await writeFile(path + '.meta.json', JSON.stringify(bad))
+    t.equal(await cache.readMeta(m.sha256), undefined, what)
+    t.ok(cache.problems.some((p) => re.test(p.problem)), `${what}: reported (${cache.problems.at(-1)?.problem})`)
+  }
 })
