@@ -197,6 +197,9 @@ const main = async (): Promise<void> => {
       const ag = (k: string): string => `${med(hits.map(at(k)))}${vs(k)}`
       const hd = (k: string): number => med(hands.map((h) => h[k] ?? 0))
       const restOf = (hs: Array<Record<string, unknown>>, ws: number[]): number => med(hs.map((h, i) => (ws[i] ?? 0) - at('startup')(h) - at('total')(h)))
+      // The stage starts reading the object's digest when it opens the cache; the manifest request overlaps it.
+      const reverifyOf = (h: Record<string, unknown>): number => at('cache')(h) + at('manifest')(h) + at('fetch')(h)
+      const reverify = (hs: Array<Record<string, unknown>>): number => med(hs.map(reverifyOf))
       const rest = `${restOf(hits, walls)}${VS_AGENT ? ` | ${restOf(vsHits, vsWalls)}` : ''}`
       const noMounts = med(hands.map((h) => (h.total ?? 0) - (h.mounts ?? 0))) / 1000
       const load = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
@@ -218,9 +221,10 @@ const main = async (): Promise<void> => {
         `| node start-up to the boot command | ${ag('startup')} | — |`,
         `| descriptor (HTTP) | ${ag('descriptor')} | — |`,
         `| partitions: find by label (blkid) + mount / \`mount\` ×2 | ${ag('partitions')} | ${hd('mounts')} |`,
-        `| open cache, list objects | ${ag('cache')} | — |`,
-        `| manifest (HTTP + parse) | ${ag('manifest')} | — |`,
-        `| fast re-verify / \`xxhsum -H1\` | ${ag('fetch')} | ${hd('xxhsum')} |`,
+        `| open cache, list objects (the re-verify's reading starts here, on every core) | ${ag('cache')} | — |`,
+        `| manifest (HTTP + parse), while the re-verify reads | ${ag('manifest')} | — |`,
+        `| fast re-verify: what is left of it after the manifest | ${ag('fetch')} | — |`,
+        `| open cache + manifest + re-verify (overlapped) / \`xxhsum -H1\` | ${reverify(hits)}${VS_AGENT ? ` | ${reverify(vsHits)}` : ''} | ${hd('xxhsum')} |`,
         `| measure (\`unsquashfs -lln\`) | ${ag('measure')} | — |`,
         `| wipe / \`rm -rf\` | ${ag('root.wipe')} | ${hd('rm')} |`,
         `| \`unsquashfs\` | ${ag('root.unsquashfs')} | ${hd('unsquashfs')} |`,
@@ -230,7 +234,7 @@ const main = async (): Promise<void> => {
         `runs: agent ${r.as.map((x) => x.toFixed(2)).join(' ')} s; by hand ${r.bs.map((x) => x.toFixed(2)).join(' ')} s`,
         ...(VS_AGENT ? [`runs: ${VS_AGENT} ${vsWalls.map((x) => (x / 1000).toFixed(2)).join(' ')} s`] : []),
         `unsquashfs per run (ms): agent ${hits.map(at('root.unsquashfs')).join(' ')}; by hand ${hands.map((h) => h.unsquashfs).join(' ')}`,
-        `re-verify per run (ms): agent ${hits.map(at('fetch')).join(' ')}; xxhsum ${hands.map((h) => h.xxhsum).join(' ')}`,
+        `re-verify per run (ms; agent: open cache + manifest + fetch steps, overlapped): agent ${hits.map(reverifyOf).join(' ')}; xxhsum ${hands.map((h) => h.xxhsum).join(' ')}`,
         '',
         `Start-up to first action (\`timings.startup\`, ${STARTUP_RUNS} runs): median **${median(startups)} ms** (goal ≤ 150 ms; runs ${startups.join(' ')}); bare \`node -e ''\` wall time median ${median(bare).toFixed(0)} ms.`,
       ]
