@@ -15,6 +15,14 @@ const store = () => import('../cache/store.js')
 const transport = () => import('../transport/fetch-image.js')
 
 export const cachePipeline: ImagePipeline<Cache> = {
+  warmUp() {
+    // The fast digest's workers (one per core: it runs off this thread) start while the
+    // descriptor is asked for and the partitions mounted, not when the digest starts.
+    import('../cache/hash-file.js')
+      .then((h) => h.prewarmXxh64Workers(h.defaultXxh64Threads()))
+      .catch(() => undefined) // only a head start: the digest starts its own workers if need be
+  },
+
   openCache: async (dir, log) => (await store()).Cache.open(dir, { log }),
 
   async contents(cache, sha256) {
@@ -33,7 +41,9 @@ export const cachePipeline: ImagePipeline<Cache> = {
   async startFastDigest(cache, sha256, signal) {
     // Only a regular file the cache could have written is read (no symlink is followed).
     if (!(await lstat(cache.objectPath(sha256)).then((s) => s.isFile(), () => false))) return undefined
-    const digest: Promise<FastDigest> = cache.fastDigest(sha256, { signal })
+    // On workers only: this thread lists the cache and fetches the manifest meanwhile
+    // (hashing here would hold each of those steps up for a whole segment at a time).
+    const digest: Promise<FastDigest> = cache.fastDigest(sha256, { signal, offThread: true })
     digest.catch(() => undefined) // handed to fetchImage, or stopped unread
     return { digest }
   },

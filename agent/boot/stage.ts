@@ -39,6 +39,8 @@ export interface FetchedImage {
 }
 
 export interface ImagePipeline<C = unknown> {
+  /** Called when the stage starts: begin any slow set-up a cache hit will need (never throws). */
+  warmUp?(): void
   openCache(dir: string, log: Logger): Promise<C>
   /** Whether the object is present, and how much eviction could free keeping `pin`. */
   contents(cache: C, sha256: string): Promise<{ hasImage: boolean; evictableBytes: number; previous?: string }>
@@ -171,6 +173,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
     if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
     server = opts.cmdline.server
+    pipeline.warmUp?.()
     node = (await timer.step('node', () => resolveNodeId({ ...opts.nodeIdSources, ...(opts.cmdline.node ? { fromCmdline: opts.cmdline.node } : {}) }))).node
     const httpTimeoutMs = intentTimeout(opts.cmdline)
     const descriptor: BootDescriptor = await timer.step('descriptor', () =>

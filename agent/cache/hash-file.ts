@@ -205,6 +205,17 @@ const spawnWorker = (module: unknown): Worker => {
   return fresh
 }
 
+/**
+ * Starts segment workers now, parked idle, so that a fast digest asked for
+ * soon after does not wait ~30–40 ms for a worker's start-up (a new V8
+ * isolate). Up to `count` idle workers in all; ended like any idle worker
+ * after IDLE_WORKER_MS, and never keeping the process alive.
+ */
+export const prewarmXxh64Workers = async (count: number): Promise<void> => {
+  const module = await xxhWasmModule()
+  for (let k = idleWorkers.length; k < Math.min(count, MAX_DEFAULT_XXH64_THREADS); k++) parkWorker(spawnWorker(module))
+}
+
 /** How many segment workers are idle, waiting for a job. */
 export const idleXxh64Workers = (): number => idleWorkers.length
 
@@ -266,6 +277,9 @@ const hashSegment = (m: XxhThread, fd: number, size: number, i: number): { hex: 
  */
 export const MAX_DEFAULT_XXH64_THREADS = 8
 
+/** The threads a fast digest uses by default: one per core, at most {@link MAX_DEFAULT_XXH64_THREADS}. */
+export const defaultXxh64Threads = (): number => Math.min(availableParallelism(), MAX_DEFAULT_XXH64_THREADS)
+
 export interface XxhSegmentsOptions {
   signal?: AbortSignal
   /**
@@ -297,7 +311,7 @@ export interface XxhSegmentsOptions {
  */
 export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {}): Promise<{ xxh64: string[]; size: number; threads: number }> => {
   throwIfAborted(opts.signal)
-  const threads = opts.threads ?? Math.min(availableParallelism(), MAX_DEFAULT_XXH64_THREADS)
+  const threads = opts.threads ?? defaultXxh64Threads()
   if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`)
   const module = await xxhWasmModule()
   const fd = openSync(path, 'r')

@@ -264,10 +264,16 @@ export class Cache {
    * that wants to overlap it with other work and pass it to lookup() or
    * verify() as `digest`; the caller checks first that a regular file is at
    * the object path (the read follows nothing else the cache did not write).
+   * `offThread`: hash on worker threads only, so that this thread's event
+   * loop stays free for the caller's own work meanwhile.
    */
-  fastDigest(sha: string, opts: { signal?: AbortSignal } = {}): Promise<FastDigest> {
+  fastDigest(sha: string, opts: { signal?: AbortSignal; offThread?: boolean } = {}): Promise<FastDigest> {
     assertSha(sha)
-    return xxh64Segments(this.objectPath(sha), { ...(opts.signal ? { signal: opts.signal } : {}), ...(this.verifyThreads ? { threads: this.verifyThreads } : {}) })
+    return xxh64Segments(this.objectPath(sha), {
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.offThread ? { offThread: true } : {}),
+      ...(this.verifyThreads ? { threads: this.verifyThreads } : {}),
+    })
   }
 
   /**

@@ -1,5 +1,6 @@
 import { ConfigError } from '../errors.js'
 import { Cache, type FastDigest } from '../cache/store.js'
+import { defaultXxh64Threads, prewarmXxh64Workers } from '../cache/hash-file.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
@@ -32,9 +33,12 @@ export const command: Command = {
     })
     if (positionals.length) throw new ConfigError('boot-agent verify', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.cache) throw new ConfigError('--cache', 'is required')
+    // Fast mode: the hashing workers (all cores but this thread's) start while the cache is opened.
+    const warm = values.strong ? undefined : prewarmXxh64Workers(defaultXxh64Threads() - 1)
     const cache = await Cache.open(values.cache, { log: ctx.log })
+    await warm
     // Fast mode: hashing starts before list() reads and validates the metadata
-    // (~50 ms of this thread for a 2 GiB image's 2.4 MB), one object after
+    // (~15–20 ms of this thread for a 2 GiB image's 2 MB), one object after
     // another, so that the workers hash meanwhile. An object list() does not
     // return (bad metadata) has its digest stopped.
     const digests = new Map<string, { digest: Promise<FastDigest>; stop: AbortController }>()

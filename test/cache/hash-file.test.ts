@@ -1,8 +1,8 @@
 import t from 'tap'
-import { closeSync, openSync, readdirSync, readSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import xxhash from 'xxhash-wasm'
-import { endIdleXxh64Workers, idleXxh64Workers, xxh64Segments } from '../../agent/cache/hash-file.js'
+import { endIdleXxh64Workers, idleXxh64Workers, prewarmXxh64Workers, xxh64Segments } from '../../agent/cache/hash-file.js'
 import { XXH64_SEGMENT_BYTES, chunksInSegments } from '../../agent/cache/meta.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 import { writeSparseImage } from '../helpers/image.js'
@@ -139,6 +139,22 @@ t.test('workers wait between hashes and the next one reuses them', async (t) => 
   const off = await xxh64Segments(path, { threads: 3, offThread: true })
   t.same(off.xxh64, want)
   t.equal(idleXxh64Workers(), 3)
+  await endIdleXxh64Workers()
+  t.equal(idleXxh64Workers(), 0)
+})
+
+t.test('prewarmed segment workers are taken by the next digest instead of starting new ones', async (t) => {
+  await endIdleXxh64Workers()
+  await prewarmXxh64Workers(2)
+  t.equal(idleXxh64Workers(), 2, 'two workers parked, idle')
+  await prewarmXxh64Workers(2)
+  t.equal(idleXxh64Workers(), 2, 'a second call adds none (up to count in all)')
+  const path = join(t.testdir(), 'three-segments')
+  closeSync(openSync(path, 'w'))
+  truncateSync(path, 2 * XXH64_SEGMENT_BYTES + 5)
+  const r = await xxh64Segments(path, { threads: 3 })
+  t.equal(r.threads, 3, 'this thread and the two prewarmed workers hashed')
+  t.equal(idleXxh64Workers(), 2, 'and both were parked again: none was started for the digest')
   await endIdleXxh64Workers()
   t.equal(idleXxh64Workers(), 0)
 })
