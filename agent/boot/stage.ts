@@ -41,6 +41,8 @@ export interface FetchedImage {
 export interface ImagePipeline<C = unknown> {
   /** Called when the stage starts: begin any slow set-up a cache hit will need (never throws). */
   warmUp?(): void
+  /** Called once the image is fetched: end what only the fetch needed (idle hashing threads). */
+  release?(): Promise<void>
   openCache(dir: string, log: Logger): Promise<C>
   /** Whether the object is present, and how much eviction could free keeping `pin`. */
   contents(cache: C, sha256: string): Promise<{ hasImage: boolean; evictableBytes: number; previous?: string }>
@@ -257,6 +259,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         early?.stop.abort() // used by now, or not at all
       }
     })
+    const released = pipeline.release?.().catch(() => undefined)
     if (inv.cacheContents?.hasImage && plan.cache.mode === 'partition' && (!fetched.hit || fetched.chunksRepaired > 0)) {
       extraEvents.push(
         makeEvent('integrity', node, { what: 'cached image failed re-verification and was re-fetched before use', object: fetched.path, chunksRepaired: fetched.chunksRepaired, bytesFetched: fetched.bytesDownloaded }, { image: { name: it.image.name, sha256: it.image.sha256 } }),
@@ -287,6 +290,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       await rm(join(opts.runDir, 'ram-cache'), { recursive: true, force: true })
       fetched = { ...fetched, path: '' }
     }
+    await released
     await fetched.recorded?.catch((e: unknown) => log.warn({ err: e }, 'the cache hit was used but could not be recorded in its metadata (lastUsedAt stays older)'))
     const rec = record('ok')
     const { recordPath } = await finish(rec)

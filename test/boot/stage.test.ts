@@ -13,6 +13,7 @@ import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { cachePipeline } from '../../agent/boot/pipeline.js'
 import { runBootStage, type ImagePipeline, type StageOutcome } from '../../agent/boot/stage.js'
 import type { Cache } from '../../agent/cache/store.js'
+import { idleXxh64Workers } from '../../agent/cache/hash-file.js'
 import { run as realRun, type Runner } from '../../agent/exec.js'
 import { silentLogger } from '../../agent/log.js'
 import { Spool } from '../../agent/events/spool.js'
@@ -118,17 +119,23 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   await env.nginx.clearAccess()
 
   // The hit's digest is read while the cache is listed and the manifest fetched, handed to the fetch, then stopped.
-  const early: { signal?: AbortSignal; handed?: boolean } = {}
+  const early: { signal?: AbortSignal; handed?: boolean; warmed?: number } = {}
   const spy: ImagePipeline<Cache> = {
     ...cachePipeline,
     startFastDigest: (c, sha, signal) => ((early.signal = signal), cachePipeline.startFastDigest!(c, sha, signal)),
     fetchImage: (o) => ((early.handed = o.digest !== undefined), cachePipeline.fetchImage(o)),
+    warmUp: () => {
+      cachePipeline.warmUp!()
+      setTimeout(() => (early.warmed = idleXxh64Workers()), 20).unref()
+    },
   }
   const warm = await env.boot(line(env), spy)
   t.equal(warm.exitCode, 0)
   t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true }, bytesFetched: 0 })
   t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
   t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
+  t.ok((early.warmed ?? 0) >= 1, `its workers were started when the stage started (${early.warmed} idle shortly after)`)
+  t.equal(idleXxh64Workers(), 0, 'and ended once the image was fetched: none left for the exit to tear down')
   // The hit's use is recorded after the fetch step (fetchImage recordLater), before the stage ends.
   const used = JSON.parse(await readFile(`${warm.record.cache.objectPath}.meta.json`, 'utf8')) as { lastUsedAt: string }
   t.ok(Date.parse(used.lastUsedAt) > Date.parse(coldUsed), `the hit is recorded in the object's metadata (${coldUsed} → ${used.lastUsedAt})`)
