@@ -3,13 +3,17 @@
  * receives, copies and writes (sha256 on the receive thread held downloads
  * to ~0.35× of `curl -o && sync`; notes/performance.md).
  *
- * The worker verifies each completed chunk (sha256 against the manifest) and
- * keeps the whole-image digests: a verified chunk that is next in image order
- * is fed to it right after the verdicts are sent (so the caller's write and
- * this feeding overlap); bytes that arrived out of order are fed later from
- * disk (`feed`). Chunks live in SharedArrayBuffer write buffers, so nothing
- * is copied to the worker; the caller must not reuse a buffer region before
- * `released` (or the feed acknowledgement) settled.
+ * Two workers: one verifies each completed chunk (sha256 against the
+ * manifest), the other keeps the whole-image digests. A verified chunk that
+ * is next in image order is passed from the first to the second right after
+ * the verdicts are sent, so the caller's write, the next buffer's chunk
+ * hashing and this feeding all overlap (one worker doing both was the
+ * download's bottleneck: ~4 CPU-s of sha256 per 2 GiB on one thread); bytes
+ * that arrived out of order are fed later from disk (`feed`, passed through
+ * the first worker so the order holds). Chunks live in SharedArrayBuffer
+ * write buffers, so nothing is copied to the workers; the caller must not
+ * reuse a buffer region before `released` (or the feed acknowledgement)
+ * settled.
  *
  * The image's xxh64 per 64 MiB segment (the cache's fast re-verification
  * digest, cache/meta.ts XXH64_SEGMENT_BYTES) is kept there too, with
@@ -19,17 +23,19 @@
  * Like manifest/hash-pool, the worker is a self-contained CommonJS string
  * started with `eval: true`, so it works inside the single-file bundle.
  */
-import { Worker } from 'node:worker_threads'
+import { MessageChannel, Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
 import { XX_STATE_BYTES } from '../cache/hash-file.js'
 import { XXH64_SEGMENT_BYTES } from '../cache/meta.js'
 
 // Plain ES2020 CommonJS, evaluated as-is.
-const WORKER_SOURCE = `
+// The whole-image digests (sha256 and xxh64 per segment), fed strictly in image
+// order: by the chunk worker (in-order verified chunks, read-back bytes) over
+// its port; it answers the caller ('released', 'feed', 'digest') directly.
+const WHOLE_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const { createHash } = require('node:crypto')
 const whole = createHash('sha256')
-let next = 0
 const views = []
 // xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in after the first page.
 let xx = null
@@ -75,32 +81,61 @@ parentPort.on('message', (m) => {
   if (m.t === 'init') {
     xx = new WebAssembly.Instance(m.xxhModule, {}).exports
     xxInit()
+    m.port.on('message', (f) => {
+      if (f.t === 'buf') {
+        views[f.key] = Buffer.from(f.sab)
+      } else if (f.t === 'fed') {
+        // In-order verified chunks of a buffer: the caller may reuse it once they are in.
+        const v = views[f.key]
+        for (let k = 0; k < f.off.length; k++) feedWhole(v.subarray(f.off[k], f.off[k] + f.len[k]))
+        parentPort.postMessage({ t: 'released', id: f.id })
+      } else if (f.t === 'feed') {
+        feedWhole(views[f.key].subarray(f.off, f.off + f.len))
+        parentPort.postMessage({ t: 'feed', id: f.id })
+      } else if (f.t === 'digest') {
+        if (segFill > 0) segments.push(xxDigest()) // the last, shorter segment
+        parentPort.postMessage({ t: 'digest', id: f.id, sha256: whole.digest('hex'), xxh64: segments })
+      }
+    })
+  }
+})
+`
+
+// Each chunk's sha256 against the manifest; the verdicts go to the caller at
+// once and the in-order good chunks on to the whole-image worker, with the
+// caller's 'feed' and 'digest' requests in the same order.
+const CHUNK_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const { createHash } = require('node:crypto')
+let next = 0
+let whole = null
+const views = []
+parentPort.on('message', (m) => {
+  if (m.t === 'init') {
+    whole = m.port
   } else if (m.t === 'buf') {
     views[m.key] = Buffer.from(m.sab)
+    whole.postMessage(m)
   } else if (m.t === 'chunks') {
     const v = views[m.key]
     const found = []
     const fed = []
-    const toFeed = []
+    const off = []
+    const len = []
     for (let k = 0; k < m.index.length; k++) {
       const bytes = v.subarray(m.off[k], m.off[k] + m.len[k])
       found.push(createHash('sha256').update(bytes).digest('hex'))
       const f = found[k] === m.expected[k] && m.index[k] === next
-      if (f) { toFeed.push(bytes); next++ }
+      if (f) { off.push(m.off[k]); len.push(m.len[k]); next++ }
       fed.push(f)
     }
-    // The verdicts go out first, so the caller writes while the in-order
-    // chunks extend the whole-image digests; 'released' frees the buffer.
     parentPort.postMessage({ t: 'chunks', id: m.id, found, fed })
-    for (const bytes of toFeed) feedWhole(bytes)
-    parentPort.postMessage({ t: 'released', id: m.id })
+    whole.postMessage({ t: 'fed', id: m.id, key: m.key, off, len })
   } else if (m.t === 'feed') {
-    feedWhole(views[m.key].subarray(m.off, m.off + m.len))
     if (m.next !== undefined) next = m.next
-    parentPort.postMessage({ t: 'feed', id: m.id })
+    whole.postMessage(m)
   } else if (m.t === 'digest') {
-    if (segFill > 0) segments.push(xxDigest()) // the last, shorter segment
-    parentPort.postMessage({ t: 'digest', id: m.id, sha256: whole.digest('hex'), xxh64: segments })
+    whole.postMessage(m)
   }
 })
 `
@@ -134,9 +169,12 @@ interface Waiting {
   chunks?: { sab: SharedArrayBuffer; items: readonly ChunkToVerify[] }
 }
 
-/** One worker thread holding a download's sha256 state; replies come in the order of the requests. */
+/** Two worker threads holding a download's digests; replies of each kind come in the order of the requests. */
 export class DownloadHasher {
+  /** Verifies chunks; passes 'buf', 'feed', 'digest' and the in-order chunks on to `whole`. */
   private readonly worker: Worker
+  /** The whole-image digests; answers 'released', 'feed', 'digest'. */
+  private readonly whole: Worker
   private readonly waiting = new Map<number, Waiting>()
   /** 'chunks' requests answered whose buffer the worker still reads. */
   private readonly releases = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
@@ -149,17 +187,20 @@ export class DownloadHasher {
   /**
    * @param xxhModule xxhash-wasm's WebAssembly.Module (xxhWasmModule()).
    * @param onFed called, synchronously and in image order, with each chunk
-   * the worker feeds to the whole-image digests, when its verdict arrives:
-   * the feeding may still be under way then, but the worker finishes it
-   * before it handles any later request (`feed`, `digest`).
+   * the workers feed to the whole-image digests, when its verdict arrives:
+   * the feeding may still be under way then, but it is finished before any
+   * later request (`feed`, `digest`) is handled.
    */
   constructor(
     xxhModule: unknown,
     private readonly onFed: (index: number, bytes: Uint8Array) => void,
   ) {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true })
-    this.worker.postMessage({ t: 'init', xxhModule })
-    this.worker.on('message', (r: Reply) => {
+    const { port1, port2 } = new MessageChannel()
+    this.whole = new Worker(WHOLE_SOURCE, { eval: true })
+    this.whole.postMessage({ t: 'init', xxhModule, port: port2 }, [port2])
+    this.worker = new Worker(CHUNK_SOURCE, { eval: true })
+    this.worker.postMessage({ t: 'init', port: port1 }, [port1])
+    const onReply = (r: Reply): void => {
       if (r.t === 'released') {
         this.releases.get(r.id)?.resolve()
         this.releases.delete(r.id)
@@ -180,11 +221,14 @@ export class DownloadHasher {
         }
       }
       w.resolve(r)
-    })
-    this.worker.on('error', (e) => this.die(new BootAgentError('EUNEXPECTED', `download hash worker failed: ${e.message}`, {}, { cause: e })))
-    this.worker.on('exit', (code) => {
-      if (!this.closed) this.die(new BootAgentError('EUNEXPECTED', `download hash worker exited (${code})`))
-    })
+    }
+    for (const w of [this.worker, this.whole]) {
+      w.on('message', onReply)
+      w.on('error', (e) => this.die(new BootAgentError('EUNEXPECTED', `download hash worker failed: ${e.message}`, {}, { cause: e })))
+      w.on('exit', (code) => {
+        if (!this.closed) this.die(new BootAgentError('EUNEXPECTED', `download hash worker exited (${code})`))
+      })
+    }
     // Not unref'd: a pending reply must keep the process alive (Download.run always closes it).
   }
 
@@ -262,6 +306,6 @@ export class DownloadHasher {
     if (this.closed) return
     this.closed = true
     this.die(new BootAgentError('EABORT', 'download hash worker closed'))
-    await this.worker.terminate()
+    await Promise.all([this.worker.terminate(), this.whole.terminate()])
   }
 }
