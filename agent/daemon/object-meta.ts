@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
-import { decodeChunkList } from '../cache/meta.js'
+import { chunkListProblem, decodeChunkList } from '../cache/meta.js'
 
 export interface ObjectMeta {
   size: number
@@ -32,11 +32,21 @@ export const parseObjectPath = (path: string): { cacheDir: string; sha256: strin
 
 export const metaPathOf = (objectPath: string): string => `${objectPath}.meta.json`
 
-const isChunk = (v: unknown, i: number): v is Chunk => {
-  if (typeof v !== 'object' || v === null) return false
-  const c = v as Record<string, unknown>
-  return c.index === i && Number.isSafeInteger(c.offset) && Number.isSafeInteger(c.size) &&
-    typeof c.sha256 === 'string' && SHA256.test(c.sha256)
+/**
+ * The chunk list in either form the cache writes (schema 3: chunkSizes +
+ * chunkSha256; schemas 1–2: chunk objects), checked by the cache's own rules
+ * (cache/meta.ts); none when the file has no list.
+ */
+const chunkList = (raw: Record<string, unknown>, size: number, path: string): Chunk[] => {
+  if (raw.chunkSizes !== undefined || raw.chunkSha256 !== undefined) {
+    const decoded = decodeChunkList(raw.chunkSizes, raw.chunkSha256, size)
+    if (typeof decoded === 'string') throw new Error(`${path}: ${decoded}`)
+    return decoded
+  }
+  if (!Array.isArray(raw.chunks) || raw.chunks.length === 0) return []
+  const bad = chunkListProblem(raw.chunks, size)
+  if (bad) throw new Error(`${path}: ${bad}`)
+  return raw.chunks as Chunk[]
 }
 
 /** Reads and validates a meta file; throws an Error naming the bad field. */
@@ -47,22 +57,9 @@ export const readObjectMeta = async (objectPath: string): Promise<ObjectMeta & {
   const raw = v as Record<string, unknown>
   if (!Number.isSafeInteger(raw.size)) throw new Error(`${path}: size is not an integer`)
   if (typeof raw.sha256 !== 'string' || !SHA256.test(raw.sha256)) throw new Error(`${path}: sha256 is not a hex sha256`)
-  if (raw.chunkSizes !== undefined || raw.chunkSha256 !== undefined) {
-    const decoded = decodeChunkList(raw.chunkSizes, raw.chunkSha256, raw.size as number)
-    if (typeof decoded === 'string') throw new Error(`${path}: ${decoded}`)
-    raw.chunks = decoded
-  }
-  const chunks = Array.isArray(raw.chunks) ? raw.chunks : []
-  const valid = chunks.every((c, i) => isChunk(c, i))
-  if (!valid) throw new Error(`${path}: chunks is not a list of {index, offset, size, sha256}`)
-  let end = 0
-  for (const c of chunks as Chunk[]) {
-    if (c.offset !== end || c.size <= 0) throw new Error(`${path}: chunk ${c.index} is not contiguous`)
-    end += c.size
-  }
-  if (chunks.length && end !== raw.size) throw new Error(`${path}: chunks cover ${end} bytes, size is ${String(raw.size)}`)
+  const chunks = chunkList(raw, raw.size as number, path)
   const names = Array.isArray(raw.names) ? raw.names.filter((n): n is string => typeof n === 'string') : []
   const corrupt = Array.isArray(raw.corruptChunks) ? raw.corruptChunks.filter((n): n is number => Number.isSafeInteger(n)) : []
-  return { size: raw.size as number, sha256: raw.sha256, chunks: chunks as Chunk[], names, corruptChunks: corrupt, raw }
+  return { size: raw.size as number, sha256: raw.sha256, chunks, names, corruptChunks: corrupt, raw }
 }
 

@@ -31,7 +31,7 @@ import { ioBuffer } from '../cache/fs-util.js'
 
 /** Size of each stream's write buffer (large writes: notes/performance.md). */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-/** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the worker's wasm memory). */
+/** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the whole-image worker's wasm memory). */
 export const FEED_BUFFER_BYTES = 1024 * 1024
 /**
  * Write buffers per stream: one fills while the others are verified (on the
@@ -226,7 +226,7 @@ export class Download {
 
   /**
    * Reads [start, end) of the partial file into two shared buffers in turn,
-   * extending the whole-image digests on the worker (which hashes one buffer
+   * extending the whole-image digests on the whole-image worker (which hashes one buffer
    * while the other is read). `nextChunk` follows `end`.
    */
   private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
@@ -238,7 +238,7 @@ export class Download {
     try {
       while (pos < end) {
         if (this.signal.aborted) throw this.signal.reason
-        await fed[k] // the worker is done with this buffer
+        await fed[k] // the whole-image worker is done with this buffer
         const buf = Buffer.from(sabs[k]!)
         const want = Math.min(buf.length, end - pos)
         let got = 0

@@ -20,7 +20,7 @@
  * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule): the
  * state is digested and reset at every segment boundary of the image.
  *
- * Like manifest/hash-pool, the worker is a self-contained CommonJS string
+ * Like manifest/hash-pool, each worker is a self-contained CommonJS string
  * started with `eval: true`, so it works inside the single-file bundle.
  */
 import { MessageChannel, Worker } from 'node:worker_threads'
@@ -154,11 +154,11 @@ type Reply =
   | { t: 'feed'; id: number }
   | { t: 'digest'; id: number; sha256: string; xxh64: string[] }
 
-/** The verdicts on a buffer's chunks, and when the worker is done reading the buffer. */
+/** The verdicts on a buffer's chunks, and when the workers are done reading the buffer. */
 export interface ChunkVerdicts {
   /** sha256 (hex) found for each chunk asked about. */
   found: string[]
-  /** Settles once the worker no longer reads the buffer (after the in-order chunks were fed to the digests). */
+  /** Settles once the workers no longer read the buffer (after the in-order chunks were fed to the digests). */
   released: Promise<void>
 }
 
@@ -176,10 +176,10 @@ export class DownloadHasher {
   /** The whole-image digests; answers 'released', 'feed', 'digest'. */
   private readonly whole: Worker
   private readonly waiting = new Map<number, Waiting>()
-  /** 'chunks' requests answered whose buffer the worker still reads. */
+  /** 'chunks' requests answered whose buffer the whole-image worker still reads. */
   private readonly releases = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
   private nextId = 0
-  /** Buffers the worker has a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
+  /** Buffers the workers have a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
   private readonly keys = new Map<SharedArrayBuffer, number>()
   private failed: unknown
   private closed = false
@@ -278,7 +278,7 @@ export class DownloadHasher {
         { sab, items },
       )
     } catch (e) {
-      // Refused before it was sent, or the worker failed: nothing reads the buffer now.
+      // Refused before it was sent, or a worker failed: nothing reads the buffer now.
       this.releases.get(id)?.resolve()
       this.releases.delete(id)
       throw e
