@@ -13,6 +13,7 @@ import xxhash, { type XXHashAPI } from 'xxhash-wasm'
 import type { Chunk } from '../manifest/types.js'
 import { hashRanges } from '../manifest/hash-pool.js'
 import { BootAgentError, isErrno } from '../errors.js'
+import { IdleWorkers } from '../idle-workers.js'
 import { ioBuffer } from './fs-util.js'
 import { XXH64_SEGMENT_BYTES, segmentCount } from './meta.js'
 
@@ -162,71 +163,27 @@ parentPort.on('message', ({ fd, size, counter, n }) => {
 })
 `
 
-/** A segment worker left idle this long is ended (its thread and ~10 MB): a long-lived process does not keep them. */
-const IDLE_WORKER_MS = 5000
-
-/** Segment workers waiting for a job: unref'd, so they never keep the process alive. */
-const idleWorkers: Worker[] = []
-const idleTimers = new Map<Worker, NodeJS.Timeout>()
-
-const parkWorker = (w: Worker): void => {
-  w.unref()
-  idleWorkers.push(w)
-  const timer = setTimeout(() => {
-    idleTimers.delete(w)
-    const k = idleWorkers.indexOf(w)
-    if (k >= 0) idleWorkers.splice(k, 1)
-    void w.terminate()
-  }, IDLE_WORKER_MS)
-  timer.unref()
-  idleTimers.set(w, timer)
-}
-
-/** An idle worker (ref'd again: a job keeps the process alive), or a new one. */
-const takeWorker = (module: unknown): Worker => {
-  const w = idleWorkers.pop()
-  if (!w) return spawnWorker(module)
-  clearTimeout(idleTimers.get(w))
-  idleTimers.delete(w)
-  w.ref()
-  return w
-}
-
-const spawnWorker = (module: unknown): Worker => {
-  const fresh = new Worker(SEGMENT_WORKER_SOURCE, { eval: true, workerData: { module } })
-  // A worker that dies while idle just leaves the pool; a busy one also fails its job (listeners in xxh64Segments).
-  fresh.on('error', () => undefined)
-  fresh.on('exit', () => {
-    const k = idleWorkers.indexOf(fresh)
-    if (k >= 0) idleWorkers.splice(k, 1)
-    clearTimeout(idleTimers.get(fresh))
-    idleTimers.delete(fresh)
-  })
-  return fresh
-}
+/** Segment workers kept between digests (the module is the same compiled xxhash-wasm every time). */
+let segmentWorkers: IdleWorkers | undefined
+const segmentPool = (module: unknown): IdleWorkers =>
+  (segmentWorkers ??= new IdleWorkers(() => new Worker(SEGMENT_WORKER_SOURCE, { eval: true, workerData: { module } })))
 
 /**
  * Starts segment workers now, parked idle, so that a fast digest asked for
  * soon after does not wait ~30–40 ms for a worker's start-up (a new V8
  * isolate). Up to `count` idle workers in all; ended like any idle worker
- * after IDLE_WORKER_MS, and never keeping the process alive.
+ * after IDLE_WORKER_MS (agent/idle-workers), and never keeping the process alive.
  */
 export const prewarmXxh64Workers = async (count: number): Promise<void> => {
-  const module = await xxhWasmModule()
-  for (let k = idleWorkers.length; k < Math.min(count, MAX_DEFAULT_XXH64_THREADS); k++) parkWorker(spawnWorker(module))
+  segmentPool(await xxhWasmModule()).prewarm(Math.min(count, MAX_DEFAULT_XXH64_THREADS))
 }
 
 /** How many segment workers are idle, waiting for a job. */
-export const idleXxh64Workers = (): number => idleWorkers.length
+export const idleXxh64Workers = (): number => segmentWorkers?.size ?? 0
 
 /** Ends the idle segment workers now (they would end on their own after IDLE_WORKER_MS). */
 export const endIdleXxh64Workers = async (): Promise<void> => {
-  const all = idleWorkers.splice(0)
-  for (const w of all) {
-    clearTimeout(idleTimers.get(w))
-    idleTimers.delete(w)
-  }
-  await Promise.all(all.map((w) => w.terminate()))
+  await segmentWorkers?.end()
 }
 
 interface XxhThread {
@@ -327,7 +284,7 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
     let failure: unknown
     const nWorkers = opts.offThread ? Math.min(threads, n) : Math.min(threads - 1, n - 1)
     for (let k = 0; k < nWorkers; k++) {
-      const w = takeWorker(module)
+      const w = segmentPool(module).take()
       workers.push(w)
       answered.push(
         new Promise<void>((resolve) => {
@@ -347,7 +304,7 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
               void w.terminate()
               settle(new BootAgentError('EHASHIO', `hashing ${path}: ${m.error.message}`, { path, errno: m.error.code }))
             } else {
-              parkWorker(w)
+              segmentPool(module).park(w)
               settle()
             }
           }

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { createHash, randomFillSync } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { hashFile, hashRanges } from '../../agent/manifest/hash-pool.js'
+import { endIdleHashWorkers, hashFile, hashRanges, idleHashWorkers, prewarmHashWorkers } from '../../agent/manifest/hash-pool.js'
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -83,4 +83,24 @@ t.test('bad ranges and options are refused up front', async (t) => {
   await t.rejects(hashRanges('/dev/null', [{ offset: 0, size: 1.5 }]), RangeError)
   await t.rejects(hashRanges('/dev/null', [], { workers: -1 }), RangeError)
   t.same(await hashRanges('/dev/null', []), [])
+})
+
+t.test('workers are kept between calls, prewarmed ones taken first, failed ones never reused', async (t) => {
+  const { path, data } = fixture(t, 10 * 1024 * 1024)
+  const ranges = Array.from({ length: 40 }, (_, i) => ({ offset: i * 256 * 1024, size: 256 * 1024 }))
+  const expected = ranges.map((r) => sha(data.subarray(r.offset, r.offset + r.size)))
+  await endIdleHashWorkers()
+  t.equal(idleHashWorkers(), 0, 'none left by earlier tests')
+  prewarmHashWorkers(2)
+  prewarmHashWorkers(2)
+  t.equal(idleHashWorkers(), 2, 'two parked; a second call adds none')
+  t.same(await hashRanges(path, ranges, { workers: 2, bufferSize: 1 << 20 }), expected)
+  t.equal(idleHashWorkers(), 2, 'the two prewarmed workers hashed and were parked again (new ones would make four)')
+  t.same(await hashRanges(path, ranges, { workers: 2, bufferSize: 300 * 1024 }), expected, 'reused workers, a buffer holding one range and the head of the next')
+  t.equal(idleHashWorkers(), 2)
+  await t.rejects(hashRanges(path, [{ offset: 0, size: data.length + 1 }], { workers: 1 }), { code: 'EBADSIZE' })
+  t.equal(idleHashWorkers(), 1, 'the worker of the failed call was ended, not parked')
+  t.same(await hashRanges(path, ranges, { workers: 2 }), expected, 'the next call is right')
+  await endIdleHashWorkers()
+  t.equal(idleHashWorkers(), 0)
 })
