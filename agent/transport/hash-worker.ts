@@ -106,7 +106,11 @@ parentPort.on('message', (m) => {
 // caller's 'feed' and 'digest' requests in the same order.
 const CHUNK_SOURCE = `
 const { parentPort } = require('node:worker_threads')
-const { createHash } = require('node:crypto')
+const crypto = require('node:crypto')
+// One-shot crypto.hash (Node >= 20.12): no Hash object per chunk (manifest/hash-pool.ts).
+const sha256Hex = typeof crypto.hash === 'function'
+  ? (bytes) => crypto.hash('sha256', bytes)
+  : (bytes) => crypto.createHash('sha256').update(bytes).digest('hex')
 let next = 0
 let whole = null
 const views = []
@@ -124,7 +128,7 @@ parentPort.on('message', (m) => {
     const len = []
     for (let k = 0; k < m.index.length; k++) {
       const bytes = v.subarray(m.off[k], m.off[k] + m.len[k])
-      found.push(createHash('sha256').update(bytes).digest('hex'))
+      found.push(sha256Hex(bytes))
       const f = found[k] === m.expected[k] && m.index[k] === next
       if (f) { off.push(m.off[k]); len.push(m.len[k]); next++ }
       fed.push(f)
