@@ -13,7 +13,6 @@
  * the spool forever); other 4xx are retried at the longest backoff (a head
  * node that does not know us yet may learn). Every request has a deadline.
  */
-import nodeFetch from 'node-fetch'
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HttpError, messageOf } from '../errors.js'
@@ -68,6 +67,14 @@ export type PostFetch = (
   init: { method: 'POST'; headers: Record<string, string>; body: string; signal: AbortSignal },
 ) => Promise<{ status: number; text(): Promise<string>; headers: { get(name: string): string | null } }>
 
+/**
+ * node-fetch, loaded at the first POST rather than with this module: the boot
+ * stage imports the sender for its last step, and node-fetch (with https/tls,
+ * zlib and web streams) should not be loaded before the stage's first action
+ * (the descriptor request loads it when it needs it, boot/descriptor.ts).
+ */
+const defaultFetch: PostFetch = async (url, init) => (await import('node-fetch')).default(url, init)
+
 export interface FlushResult {
   sent: number
   duplicates: number
@@ -114,7 +121,7 @@ export class Sender {
     this.opts = opts
     this.url = eventsUrl(opts.server, opts.node)
     this.log = opts.log ?? silentLogger()
-    this.fetchFn = opts.fetch ?? nodeFetch
+    this.fetchFn = opts.fetch ?? defaultFetch
     this.random = opts.random ?? Math.random
     this.lock = opts.lock ?? new Mutex()
   }

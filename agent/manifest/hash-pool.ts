@@ -144,7 +144,9 @@ interface Job {
 
 /** Groups ranges (sorted by offset) into jobs of neighbouring ranges. */
 const planJobs = (ranges: readonly ByteRange[], jobBytes: number): Job[] => {
-  const order = ranges.map((_, i) => i).sort((a, b) => ranges[a]!.offset - ranges[b]!.offset)
+  const order = ranges.map((_, i) => i)
+  // A manifest's chunks come in file order: sort (~29,000 for 2 GiB) only when they do not.
+  if (ranges.some((r, i) => i > 0 && r.offset < ranges[i - 1]!.offset)) order.sort((a, b) => ranges[a]!.offset - ranges[b]!.offset)
   const jobs: Job[] = []
   let cur: number[] = []
   let start = 0
