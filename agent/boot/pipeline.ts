@@ -15,19 +15,20 @@ const store = () => import('../cache/store.js')
 const transport = () => import('../transport/fetch-image.js')
 
 export const cachePipeline: ImagePipeline<Cache> = {
-  warmUp() {
-    // The fast digest's workers (one per core: it runs off this thread) start while the
-    // descriptor is asked for and the partitions mounted, not when the digest starts.
+  warmUp(verify) {
+    // The re-verification's workers (one per core: the fast digest runs off this thread,
+    // strong verification's sha256 on workers) start while the descriptor is asked for and
+    // the partitions mounted, not when the hashing starts.
     import('../cache/hash-file.js')
-      .then((h) => h.prewarmXxh64Workers(h.defaultXxh64Threads()))
-      .catch(() => undefined) // only a head start: the digest starts its own workers if need be
+      .then(async (h) => (verify === 'strong' ? (await import('../manifest/hash-pool.js')).prewarmHashWorkers() : await h.prewarmXxh64Workers(h.defaultXxh64Threads())))
+      .catch(() => undefined) // only a head start: the hashing starts its own workers if need be
   },
 
   async release() {
-    // The digest's parked workers would otherwise be torn down at the process exit (~8 ms
-    // more there); ending them now overlaps the unpack.
-    const h = await import('../cache/hash-file.js')
-    await h.endIdleXxh64Workers()
+    // Parked workers would otherwise be torn down at the process exit (~8 ms more there);
+    // ending them now overlaps the unpack.
+    const [h, p] = await Promise.all([import('../cache/hash-file.js'), import('../manifest/hash-pool.js')])
+    await Promise.all([h.endIdleXxh64Workers(), p.endIdleHashWorkers()])
   },
 
   openCache: async (dir, log) => (await store()).Cache.open(dir, { log }),

@@ -39,8 +39,12 @@ export interface FetchedImage {
 }
 
 export interface ImagePipeline<C = unknown> {
-  /** Called when the stage starts: begin any slow set-up a cache hit will need (never throws). */
-  warmUp?(): void
+  /**
+   * Called when the stage starts: begin any slow set-up a cache hit will need
+   * (never throws). `verify` is the command line's re-verification mode, the
+   * descriptor not being known yet (the default, fast, when the line has none).
+   */
+  warmUp?(verify: 'fast' | 'strong'): void
   /** Called once the image is fetched: end what only the fetch needed (idle hashing threads). */
   release?(): Promise<void>
   openCache(dir: string, log: Logger): Promise<C>
@@ -175,7 +179,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
     if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
     server = opts.cmdline.server
-    pipeline.warmUp?.()
+    pipeline.warmUp?.(opts.cmdline.verify ?? 'fast')
     node = (await timer.step('node', () => resolveNodeId({ ...opts.nodeIdSources, ...(opts.cmdline.node ? { fromCmdline: opts.cmdline.node } : {}) }))).node
     const httpTimeoutMs = intentTimeout(opts.cmdline)
     const descriptor: BootDescriptor = await timer.step('descriptor', () =>

@@ -14,6 +14,7 @@ import { cachePipeline } from '../../agent/boot/pipeline.js'
 import { runBootStage, type ImagePipeline, type StageOutcome } from '../../agent/boot/stage.js'
 import type { Cache } from '../../agent/cache/store.js'
 import { idleXxh64Workers } from '../../agent/cache/hash-file.js'
+import { idleHashWorkers } from '../../agent/manifest/hash-pool.js'
 import { run as realRun, type Runner } from '../../agent/exec.js'
 import { silentLogger } from '../../agent/log.js'
 import { Spool } from '../../agent/events/spool.js'
@@ -124,8 +125,8 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
     ...cachePipeline,
     startFastDigest: (c, sha, signal) => ((early.signal = signal), cachePipeline.startFastDigest!(c, sha, signal)),
     fetchImage: (o) => ((early.handed = o.digest !== undefined), cachePipeline.fetchImage(o)),
-    warmUp: () => {
-      cachePipeline.warmUp!()
+    warmUp: (verify) => {
+      cachePipeline.warmUp!(verify)
       setTimeout(() => (early.warmed = idleXxh64Workers()), 20).unref()
     },
   }
@@ -240,6 +241,38 @@ t.test('an object corrupted in the cache is re-fetched before use', realGate, as
   t.ok(second.record.bytesFetched > 0, `re-fetched ${second.record.bytesFetched} bytes`)
   const kinds = (await spooled(second.record.spoolDir)).map((e) => e.kind)
   t.ok(kinds.includes('integrity'), `integrity event spooled (${kinds.join(',')})`)
+  t.same(await hashTree(env.sysroot), await hashTree(tree), 'booted the right bytes')
+})
+
+t.test('rd.bootagent.verify=strong: the sha256 workers start with the stage, a corrupted chunk is found and re-fetched', realGate, async (t) => {
+  const env = await setup(t)
+  const { tree, img } = await image(env, 'os', { extraBytes: 12 * MiB })
+  await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: `LABEL=${env.cacheLabel}`, root: `LABEL=${env.rootLabel}` } })
+  const first = await env.boot(line(env, 'rd.bootagent.verify=strong'))
+  t.equal(first.exitCode, 0, first.record.error?.message ?? '')
+  const obj = first.record.cache.objectPath ?? ''
+  const fh = await open(obj, 'r+')
+  await fh.write(randomBytes(4096), 0, 4096, 3 * MiB)
+  await fh.close()
+  await env.reboot()
+  await env.nginx.clearAccess()
+
+  const seen: { verify?: string; warmed?: number } = {}
+  const spy: ImagePipeline<Cache> = {
+    ...cachePipeline,
+    warmUp: (verify) => {
+      seen.verify = verify
+      cachePipeline.warmUp!(verify)
+      setTimeout(() => (seen.warmed = idleHashWorkers()), 20).unref()
+    },
+  }
+  const second = await env.boot(line(env, 'rd.bootagent.verify=strong'), spy)
+  t.equal(second.exitCode, 0, second.record.error?.message ?? '')
+  t.equal(seen.verify, 'strong', "the stage warmed up for the command line's mode")
+  t.ok((seen.warmed ?? 0) >= 1, `sha256 workers were started when the stage started (${seen.warmed} idle shortly after)`)
+  t.equal(idleHashWorkers(), 0, 'and ended once the image was fetched')
+  t.equal(second.record.cache.hit, false, 'the corrupted object was not used as a hit')
+  t.ok(second.record.bytesFetched > 0 && second.record.bytesFetched < 4 * MiB, `only the bad chunk(s) re-fetched (${second.record.bytesFetched} bytes)`)
   t.same(await hashTree(env.sysroot), await hashTree(tree), 'booted the right bytes')
 })
 
