@@ -125,17 +125,15 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
     ...cachePipeline,
     startFastDigest: (c, sha, signal) => ((early.signal = signal), cachePipeline.startFastDigest!(c, sha, signal)),
     fetchImage: (o) => ((early.handed = o.digest !== undefined), cachePipeline.fetchImage(o)),
-    warmUp: (verify) => {
-      cachePipeline.warmUp!(verify)
-      setTimeout(() => (early.warmed = idleXxh64Workers()), 20).unref()
-    },
+    // Sampled when the cache is opened (after the descriptor and the partitions), just before the digest takes them.
+    openCache: (dir, log) => ((early.warmed = idleXxh64Workers()), cachePipeline.openCache(dir, log)),
   }
   const warm = await env.boot(line(env), spy)
   t.equal(warm.exitCode, 0)
   t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true }, bytesFetched: 0 })
   t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
   t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
-  t.ok((early.warmed ?? 0) >= 1, `its workers were started when the stage started (${early.warmed} idle shortly after)`)
+  t.ok((early.warmed ?? 0) >= 1, `its workers were started with the stage (${early.warmed} idle when the cache was opened)`)
   t.equal(idleXxh64Workers(), 0, 'and ended once the image was fetched: none left for the exit to tear down')
   // The hit's use is recorded after the fetch step (fetchImage recordLater), before the stage ends.
   const used = JSON.parse(await readFile(`${warm.record.cache.objectPath}.meta.json`, 'utf8')) as { lastUsedAt: string }
@@ -263,13 +261,14 @@ t.test('rd.bootagent.verify=strong: the sha256 workers start with the stage, a c
     warmUp: (verify) => {
       seen.verify = verify
       cachePipeline.warmUp!(verify)
-      setTimeout(() => (seen.warmed = idleHashWorkers()), 20).unref()
     },
+    // Sampled when the cache is opened (after the descriptor and the partitions), before any hashing.
+    openCache: (dir, log) => ((seen.warmed = idleHashWorkers()), cachePipeline.openCache(dir, log)),
   }
   const second = await env.boot(line(env, 'rd.bootagent.verify=strong'), spy)
   t.equal(second.exitCode, 0, second.record.error?.message ?? '')
   t.equal(seen.verify, 'strong', "the stage warmed up for the command line's mode")
-  t.ok((seen.warmed ?? 0) >= 1, `sha256 workers were started when the stage started (${seen.warmed} idle shortly after)`)
+  t.ok((seen.warmed ?? 0) >= 1, `sha256 workers were started with the stage (${seen.warmed} idle when the cache was opened)`)
   t.equal(idleHashWorkers(), 0, 'and ended once the image was fetched')
   t.equal(second.record.cache.hit, false, 'the corrupted object was not used as a hit')
   t.ok(second.record.bytesFetched > 0 && second.record.bytesFetched < 4 * MiB, `only the bad chunk(s) re-fetched (${second.record.bytesFetched} bytes)`)
