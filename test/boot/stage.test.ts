@@ -5,7 +5,7 @@
  * and download. Only the reboot command is scripted (it would reboot the
  * machine running the tests) and the reboot delay is skipped.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -220,19 +220,26 @@ t.test('cache too small for the image: policy ram boots from RAM, clear-reboot c
   t.match(after.record, { cache: { inRam: false, hit: false }, image: { sha256: pubB.sha256 }, fallbacks: [] })
 })
 
-t.test('an object corrupted in the cache is re-fetched before use', realGate, async (t) => {
-  const env = await setup(t)
-  const { tree, img } = await image(env, 'os', { extraBytes: 4 * MiB })
+/**
+ * Publishes an image, boots it once (the cache fills), overwrites 4 KiB of the
+ * cached object at byte `at`, and "reboots" (nginx's access log cleared).
+ */
+const cachedThenCorrupted = async (t: Test, env: Env, o: { extraBytes: number; at: number; extra?: string }): Promise<{ tree: string }> => {
+  const { tree, img } = await image(env, 'os', { extraBytes: o.extraBytes })
   await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: `LABEL=${env.cacheLabel}`, root: `LABEL=${env.rootLabel}` } })
-  const first = await env.boot(line(env))
-  t.equal(first.exitCode, 0)
-  const obj = first.record.cache.objectPath ?? ''
-  const fh = await open(obj, 'r+')
-  await fh.write(randomBytes(4096), 0, 4096, 2 * MiB)
+  const first = await env.boot(line(env, o.extra))
+  t.equal(first.exitCode, 0, first.record.error?.message ?? '')
+  const fh = await open(first.record.cache.objectPath ?? '', 'r+')
+  await fh.write(randomBytes(4096), 0, 4096, o.at)
   await fh.close()
   await env.reboot()
   await env.nginx.clearAccess()
+  return { tree }
+}
 
+t.test('an object corrupted in the cache is re-fetched before use', realGate, async (t) => {
+  const env = await setup(t)
+  const { tree } = await cachedThenCorrupted(t, env, { extraBytes: 4 * MiB, at: 2 * MiB })
   const second = await env.boot(line(env))
   t.equal(second.exitCode, 0, second.record.error?.message ?? '')
   t.equal(second.record.cache.hit, false, 'not used as a hit')
@@ -244,17 +251,7 @@ t.test('an object corrupted in the cache is re-fetched before use', realGate, as
 
 t.test('rd.bootagent.verify=strong: the sha256 workers start with the stage, a corrupted chunk is found and re-fetched', realGate, async (t) => {
   const env = await setup(t)
-  const { tree, img } = await image(env, 'os', { extraBytes: 12 * MiB })
-  await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: `LABEL=${env.cacheLabel}`, root: `LABEL=${env.rootLabel}` } })
-  const first = await env.boot(line(env, 'rd.bootagent.verify=strong'))
-  t.equal(first.exitCode, 0, first.record.error?.message ?? '')
-  const obj = first.record.cache.objectPath ?? ''
-  const fh = await open(obj, 'r+')
-  await fh.write(randomBytes(4096), 0, 4096, 3 * MiB)
-  await fh.close()
-  await env.reboot()
-  await env.nginx.clearAccess()
-
+  const { tree } = await cachedThenCorrupted(t, env, { extraBytes: 12 * MiB, at: 3 * MiB, extra: 'rd.bootagent.verify=strong' })
   const seen: { verify?: string; warmed?: number } = {}
   const spy: ImagePipeline<Cache> = {
     ...cachePipeline,
