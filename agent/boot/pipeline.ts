@@ -20,15 +20,14 @@ export const cachePipeline: ImagePipeline<Cache> = {
     // strong verification's sha256 on workers) start while the descriptor is asked for and
     // the partitions mounted, not when the hashing starts.
     import('../cache/hash-file.js')
-      .then(async (h) => (verify === 'strong' ? (await import('../manifest/hash-pool.js')).prewarmHashWorkers() : await h.prewarmXxh64Workers(h.defaultXxh64Threads())))
+      .then((h) => h.prewarmVerifyWorkers(verify))
       .catch(() => undefined) // only a head start: the hashing starts its own workers if need be
   },
 
   async release() {
     // Parked workers would otherwise be torn down at the process exit (~8 ms more there);
     // ending them now overlaps the unpack.
-    const [h, p] = await Promise.all([import('../cache/hash-file.js'), import('../manifest/hash-pool.js')])
-    await Promise.all([h.endIdleXxh64Workers(), p.endIdleHashWorkers()])
+    await (await import('../cache/hash-file.js')).endIdleVerifyWorkers()
   },
 
   openCache: async (dir, log) => (await store()).Cache.open(dir, { log }),

@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import xxhash, { type XXHashAPI } from 'xxhash-wasm'
 import type { Chunk } from '../manifest/types.js'
-import { hashRanges } from '../manifest/hash-pool.js'
+import { endIdleHashWorkers, hashRanges, prewarmHashWorkers } from '../manifest/hash-pool.js'
 import { BootAgentError, isErrno } from '../errors.js'
 import { IdleWorkers } from '../idle-workers.js'
 import { ioBuffer } from './fs-util.js'
@@ -184,6 +184,20 @@ export const idleXxh64Workers = (): number => segmentWorkers?.size ?? 0
 /** Ends the idle segment workers now (they would end on their own after IDLE_WORKER_MS). */
 export const endIdleXxh64Workers = async (): Promise<void> => {
   await segmentWorkers?.end()
+}
+
+/**
+ * Starts, parked, the workers a re-verification in `mode` hashes on: the fast
+ * digest's segment workers (`xxh64Workers` of them, default one per core, for
+ * a digest on workers only) or strong verification's sha256 workers (one per
+ * core, manifest/hash-pool).
+ */
+export const prewarmVerifyWorkers = async (mode: 'fast' | 'strong', xxh64Workers = defaultXxh64Threads()): Promise<void> =>
+  mode === 'strong' ? prewarmHashWorkers() : prewarmXxh64Workers(xxh64Workers)
+
+/** Ends the idle workers of both kinds of re-verification now. */
+export const endIdleVerifyWorkers = async (): Promise<void> => {
+  await Promise.all([endIdleXxh64Workers(), endIdleHashWorkers()])
 }
 
 interface XxhThread {

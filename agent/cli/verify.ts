@@ -1,7 +1,6 @@
 import { ConfigError } from '../errors.js'
 import { Cache, type FastDigest } from '../cache/store.js'
-import { defaultXxh64Threads, prewarmXxh64Workers } from '../cache/hash-file.js'
-import { prewarmHashWorkers } from '../manifest/hash-pool.js'
+import { defaultXxh64Threads, prewarmVerifyWorkers } from '../cache/hash-file.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
@@ -35,9 +34,8 @@ export const command: Command = {
     if (positionals.length) throw new ConfigError('boot-agent verify', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.cache) throw new ConfigError('--cache', 'is required')
     // The hashing workers start while the cache is opened and its metadata read: fast mode's
-    // (all cores but this thread's), strong mode's sha256 workers (one per core).
-    if (values.strong) prewarmHashWorkers()
-    const warm = values.strong ? undefined : prewarmXxh64Workers(defaultXxh64Threads() - 1)
+    // on all cores but this thread's (it hashes too), strong mode's on every core.
+    const warm = prewarmVerifyWorkers(values.strong ? 'strong' : 'fast', defaultXxh64Threads() - 1)
     const cache = await Cache.open(values.cache, { log: ctx.log })
     await warm
     // Fast mode: hashing starts before list() reads and validates the metadata

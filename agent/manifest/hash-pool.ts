@@ -261,11 +261,15 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
     let finished = 0
     let bytesDone = 0
     let settled = false
-    const fail = (e: unknown): void => {
-      if (settled) return
+    /** Ends the call: no more listening to the signal or to the workers. */
+    const settle = (): void => {
       settled = true
       opts.signal?.removeEventListener('abort', onAbort)
       for (const d of detach) d()
+    }
+    const fail = (e: unknown): void => {
+      if (settled) return
+      settle()
       // A worker may be in the middle of a job: it is ended, not parked.
       for (const w of workers) void w.terminate()
       reject(e)
@@ -297,9 +301,7 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
         opts.onProgress?.(bytesDone)
         if (++finished === jobs.length) {
           // Every job answered: every worker is idle, kept for the next call.
-          settled = true
-          opts.signal?.removeEventListener('abort', onAbort)
-          for (const d of detach) d()
+          settle()
           for (const x of workers) pool.park(x)
           resolve(out)
           return
