@@ -9,6 +9,7 @@
  * malformed metadata are ignored, logged and returned as problems, never
  * followed.
  */
+import { lstatSync } from 'node:fs'
 import { chmod, link, lstat, mkdir, readdir, readFile, rename, rm, statfs, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, IntegrityError, SizeError, isErrno } from '../errors.js'
@@ -95,6 +96,16 @@ export interface PublishInput {
 
 const isErr = (e: unknown) => isErrno(e, 'ENOENT', 'ENOTDIR')
 
+/** `d` is a directory (not a symlink to one) with the cache's mode; any doubt (missing, error) is false. */
+const isPrivateDir = (d: string): boolean => {
+  try {
+    const st = lstatSync(d, { throwIfNoEntry: false })
+    return st !== undefined && st.isDirectory() && (st.mode & 0o7777) === DIR_MODE
+  } catch {
+    return false
+  }
+}
+
 export class Cache {
   readonly dir: string
   readonly log: Logger
@@ -114,7 +125,13 @@ export class Cache {
 
   /** Opens (creating when needed) a cache on `dir`, root-only. */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
-    for (const d of [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]) {
+    const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
+    // An existing cache (every boot after the first) is checked with four lstat
+    // calls on this thread: 12 round-trips through libuv's pool (mkdir, lstat,
+    // chmod each) cost 20–50 ms of a `verify` here while workers start, and a
+    // chmod of a directory already 0700 is an inode write for nothing.
+    if (dirs.every(isPrivateDir)) return new Cache(dir, opts)
+    for (const d of dirs) {
       await mkdir(d, { recursive: true, mode: DIR_MODE })
       const st = await lstat(d)
       if (!st.isDirectory()) throw new BootAgentError('ECACHE', `cache path ${d} is not a directory (symlinks are not followed)`, { path: d })

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { lstat, mkdir, readFile, stat, symlink, truncate, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
 import xxhash from 'xxhash-wasm'
@@ -44,6 +44,24 @@ t.test('a published object is found, re-verified and root-only', async (t) => {
   }
   const meta = await cache.readMeta(m.sha256)
   t.same(meta?.names, ['img', 'other-name'], 'names seen are recorded')
+})
+
+t.test('reopening a cache keeps it private: a loosened mode is tightened, a symlinked directory refused', async (t) => {
+  const cache = await newCache(t)
+  const data = seededBytes(100 * KiB, 'reopen')
+  const { m } = await put(cache, data)
+  const again = await Cache.open(cache.dir)
+  t.equal((await again.lookup(m.sha256)).status, 'hit', 'an existing cache opens as it is')
+  await chmod(cache.tmpDir, 0o755)
+  await chmod(cache.dir, 0o777)
+  await Cache.open(cache.dir)
+  t.equal((await stat(cache.tmpDir)).mode & 0o777, 0o700, 'tmp/ is 0700 again')
+  t.equal((await stat(cache.dir)).mode & 0o777, 0o700, 'the cache directory is 0700 again')
+  const elsewhere = join(cache.dir, '..', 'elsewhere')
+  await mkdir(elsewhere, { mode: 0o700 })
+  await rm(cache.tmpDir, { recursive: true })
+  await symlink(elsewhere, cache.tmpDir)
+  await t.rejects(Cache.open(cache.dir), { code: 'ECACHE', message: /tmp.* is not a directory \(symlinks are not followed\)/ })
 })
 
 t.test('publish refuses bytes whose digest or size is not the pinned one, and publishes nothing', async (t) => {
