@@ -10,7 +10,8 @@
  *    the hand-run tools. Both start from the same state: cache and root
  *    unmounted (so the object is not in the cache filesystem's page cache;
  *    the loop devices' backing files are, for both alike), the other side's
- *    1 GiB tree in the root, a pause after the unmounts (SETTLE_MS). Per-part
+ *    1 GiB tree in the root, a `sync` and a pause after the unmounts
+ *    (SETTLE_MS). Per-part
  *    times of both are printed, side by side, with the ratio also without
  *    the hand run's mounts.
  * 2. Bundled agent start-up to its first action (`timings.startup` in the
@@ -101,6 +102,10 @@ const main = async (): Promise<void> => {
         await unmountUnder(sysroot)
         await unmountUnder(runDir)
         await rm(runDir, { recursive: true, force: true })
+        // The unmounted filesystems' data is now dirty in the loop devices' backing
+        // files (/var/tmp): written back here, untimed, not during the next run
+        // (a real reboot starts with nothing to write back either).
+        await exec('sync', [])
         if (settle && SETTLE_MS > 0) await new Promise((r) => setTimeout(r, SETTLE_MS))
       }
       const agentBoot = async (settle = false, bundle = AGENT): Promise<{ seconds: number; record: Record<string, unknown> }> => {
