@@ -11,9 +11,8 @@
  *    unmounted (so the object is not in the cache filesystem's page cache;
  *    the loop devices' backing files are, for both alike), the other side's
  *    1 GiB tree in the root, a `sync` and a pause after the unmounts
- *    (SETTLE_MS). Per-part
- *    times of both are printed, side by side, with the ratio also without
- *    the hand run's mounts.
+ *    (SETTLE_MS). Per-part times of both are printed, side by side, with the
+ *    ratio also without the hand run's mounts.
  * 2. Bundled agent start-up to its first action (`timings.startup` in the
  *    boot record: ms from process start to the boot command's first line),
  *    next to a bare `node -e ''`. Goal ≤ 150 ms.
