@@ -3,13 +3,67 @@
  * journal. Logging is synchronous: in the initramfs switch_root kills every
  * process, and a buffered line would be lost with it (SPEC §11).
  *
+ * pino is loaded at a logger's first use, not at start: it is most of what a
+ * command's modules weigh (150 of the 236 KB `verify` loads, 15–30 ms of
+ * parsing here), and `verify`, `cache ls` or a boot's hit path may not log at
+ * all. The load is a synchronous require() so that every log call stays
+ * synchronous; the bundle carries pino as one CommonJS file beside its chunks
+ * (scripts/bundle-lib.mjs).
+ *
  * Operations are logged as `[started]` / `[finished]` / `[failed]` with their
  * duration (after ignition's LogOp), not as chatter.
  */
-import { pino, type Logger } from 'pino'
-import { messageOf } from './errors.js'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
+import { ConfigError, messageOf } from './errors.js'
 
 export type { Logger }
+
+type Pino = typeof import('pino').pino
+
+/** Set by the bundle (scripts/bundle-lib.mjs): pino's CommonJS file, relative to the chunk holding this code. */
+declare const __BOOT_AGENT_PINO__: string | undefined
+
+let loaded: Pino | undefined
+const loadPino = (): Pino => {
+  if (!loaded) {
+    const spec = typeof __BOOT_AGENT_PINO__ === 'string' ? __BOOT_AGENT_PINO__ : 'pino'
+    try {
+      loaded = createRequire(import.meta.url)(spec) as Pino
+    } catch (e) {
+      if (!spec.startsWith('.') || (e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e
+      const path = fileURLToPath(new URL(spec, import.meta.url))
+      throw new Error(`the agent's bundle lacks ${path}, which its logging loads (install the whole bundle directory: the entry and every file in chunks/)`, { cause: e })
+    }
+  }
+  return loaded
+}
+
+/**
+ * A logger that makes its pino logger with `make` at the first use of any of
+ * its properties. `child()` before then gives another lazy logger, made from
+ * this one's when first used (pino copies a parent's level at child() time,
+ * and the level cannot have changed without making the parent).
+ */
+const lazyLogger = (make: () => Logger): Logger => {
+  let real: Logger | undefined
+  const get = (): Logger => (real ??= make())
+  return new Proxy({} as Logger, {
+    get: (_t, key) => {
+      if (key === 'child' && !real) return (bindings: Bindings, options?: ChildLoggerOptions<never>) => lazyLogger(() => get().child(bindings, options))
+      const r = get()
+      const v: unknown = Reflect.get(r, key, r)
+      // Not cached: pino replaces a level's method when the level changes.
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(r) : v
+    },
+    set: (_t, key, value) => Reflect.set(get(), key, value),
+    has: (_t, key) => Reflect.has(get(), key),
+  })
+}
+
+/** pino's level names: a logger of another level would fail at its first line, far from the cause. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
 export interface LoggerOptions {
   /** pino level; `BOOT_AGENT_LOG_LEVEL` overrides. Default `info`. */
@@ -18,20 +72,29 @@ export interface LoggerOptions {
   fd?: number
 }
 
-export const createLogger = (opts: LoggerOptions = {}): Logger =>
-  pino(
-    {
-      name: 'boot-agent',
-      level: process.env.BOOT_AGENT_LOG_LEVEL ?? opts.level ?? 'info',
-      base: { pid: process.pid },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    pino.destination({ fd: opts.fd ?? 2, sync: true }),
-  )
+export const createLogger = (opts: LoggerOptions = {}): Logger => {
+  const env = process.env.BOOT_AGENT_LOG_LEVEL
+  const level = env ?? opts.level ?? 'info'
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new ConfigError(env !== undefined ? 'BOOT_AGENT_LOG_LEVEL' : 'log level', `${JSON.stringify(level)} is not one of ${LOG_LEVELS.join(', ')}`)
+  }
+  return lazyLogger(() => {
+    const pino = loadPino()
+    return pino(
+      {
+        name: 'boot-agent',
+        level,
+        base: { pid: process.pid },
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
+      },
+      pino.destination({ fd: opts.fd ?? 2, sync: true }),
+    )
+  })
+}
 
 /** A logger that writes nothing, for tests and library callers that pass none. */
-export const silentLogger = (): Logger => pino({ level: 'silent' })
+export const silentLogger = (): Logger => lazyLogger(() => loadPino()({ level: 'silent' }))
 
 /**
  * Runs `fn` as one logged operation: `[started] op`, then `[finished] op` with

@@ -60,13 +60,21 @@ export const main = async (argv: string[]): Promise<number> => {
     out(command.usage)
     return 0
   }
+  // The logger only for a command that runs, not for `--help` (pino itself
+  // loads at the first line logged, agent/log.ts).
+  const { createLogger } = await import('../log.js')
+  let log: CommandContext['log']
+  try {
+    log = createLogger()
+  } catch (e) {
+    process.stderr.write(`boot-agent ${name}: ${messageOf(e)}\n`)
+    return EXIT_USAGE
+  }
   const ac = new AbortController()
   const onSignal = (sig: NodeJS.Signals): void => ac.abort(new BootAgentError('EABORT', `interrupted by ${sig}`))
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  // The logger (pino) only for a command that runs, not for `--help`.
-  const { createLogger } = await import('../log.js')
-  const ctx: CommandContext = { log: createLogger(), out, signal: ac.signal }
+  const ctx: CommandContext = { log, out, signal: ac.signal }
   try {
     return await command.run(rest, ctx)
   } catch (e) {

@@ -12,13 +12,14 @@
 
 # The agent bundle to install (a dracut.conf may set bootagent_bundle instead).
 _ba_bundle() { echo "${bootagent_bundle:-${BOOT_AGENT_BUNDLE:-/usr/lib/boot-agent/boot-agent.mjs}}"; }
-# The chunks the bundle's files import (./chunks/NAME.mjs), one per line: the entry
-# loads the rest on demand, so a missing one would fail only when a boot needs it.
+# The chunks the bundle's files import (./chunks/NAME.mjs) or require (./pino.cjs),
+# one per line: the entry loads the rest on demand, so a missing one would fail only
+# when a boot needs it.
 _ba_chunk_refs() {
     local _dir
     _dir=$(dirname "$(_ba_bundle)")
     cat "$(_ba_bundle)" "$_dir"/chunks/*.mjs 2>/dev/null \
-        | grep -o '"\./[A-Za-z0-9_./-]*\.mjs"' | tr -d '"' | sed 's|^\./||; s|^\([^/]*\)$|chunks/\1|' | sort -u
+        | grep -o '"\./[A-Za-z0-9_./-]*\.[mc]js"' | tr -d '"' | sed 's|^\./||; s|^\([^/]*\)$|chunks/\1|' | sort -u
 }
 # The Node.js binary to copy into the image.
 _ba_node() { echo "${bootagent_node:-${BOOT_AGENT_NODE:-$(command -v node)}}"; }
@@ -78,7 +79,7 @@ install() {
     # the chunks it loads on demand, from the chunks/ directory beside it.
     local _f
     inst_simple "$(_ba_bundle)" /usr/lib/boot-agent/boot-agent.mjs
-    for _f in "$(dirname "$(_ba_bundle)")"/chunks/*.mjs; do
+    for _f in "$(dirname "$(_ba_bundle)")"/chunks/*.mjs "$(dirname "$(_ba_bundle)")"/chunks/*.cjs; do
         [[ -f $_f ]] && inst_simple "$_f" "/usr/lib/boot-agent/chunks/${_f##*/}"
     done
     # What the agent runs (agent/system.ts) and what systeminformation shells out to.

@@ -3,17 +3,19 @@
  * them into chunks), exercised through the bundle itself: a chunk of a
  * CommonJS package exports only `default`, which unbundled tests (Node's own
  * CommonJS named exports) cannot show. systeminformation is loaded this way
- * for the node id's MAC fallback and for the daemon's heartbeat.
+ * for the node id's MAC fallback and for the daemon's heartbeat; pino as
+ * chunks/pino.cjs, required at a logger's first line (agent/log.ts).
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { cp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { bundleAgent } from '../helpers/bundle.js'
+import { CHUNK_DIR, PINO_FILE } from '../../scripts/bundle-lib.mjs'
 import { gate } from '../helpers/capability.js'
 
 const run = (args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> =>
@@ -71,4 +73,25 @@ t.test("the daemon's heartbeat collects hardware facts through systeminformation
   const hb = JSON.parse(await readFile(join(state, 'heartbeat.json'), 'utf8')) as { data: { cpus?: { brand?: string }; probeErrors?: string[] } }
   t.notMatch(JSON.stringify(hb.data.probeErrors ?? []), /is not a function/)
   t.type(hb.data.cpus?.brand, 'string', 'cpu facts from systeminformation')
+})
+
+t.test('pino is chunks/pino.cjs in the bundle, loaded at the first line logged and not before', async (t) => {
+  const agent = await bundled()
+  const dir = t.testdir()
+  const cache = join(dir, 'cache')
+  // The bundle sits in a temporary directory: no node_modules above it to fall back on.
+  const logged = await run([agent, 'fetch', 'http://127.0.0.1:9/m.json', '--cache', cache], { BOOT_AGENT_LOG_LEVEL: 'info' })
+  t.equal(logged.code, 1)
+  const first = JSON.parse(logged.stderr.split('\n')[0]!) as Record<string, unknown>
+  t.match(first, { level: 'info', name: 'boot-agent', msg: '[started] fetch-manifest' }, 'a JSON line from pino, loaded from the bundle')
+  // The same bundle without pino.cjs: a command that logs nothing never asks for it.
+  const copy = join(dir, 'bundle')
+  await cp(dirname(agent), copy, { recursive: true })
+  await rm(join(copy, CHUNK_DIR, PINO_FILE))
+  const silent = await run([join(copy, basename(agent)), 'verify', '--cache', cache], { BOOT_AGENT_LOG_LEVEL: 'info' })
+  t.equal(silent.code, 0, silent.stderr)
+  t.match(silent.stdout, /0 ok, 0 corrupt, 0 problem/)
+  const needs = await run([join(copy, basename(agent)), 'fetch', 'http://127.0.0.1:9/m.json', '--cache', cache], { BOOT_AGENT_LOG_LEVEL: 'info' })
+  t.equal(needs.code, 1)
+  t.match(needs.stderr, `the agent's bundle lacks ${join(copy, CHUNK_DIR, PINO_FILE)}, which its logging loads`, 'the first line is what loads it')
 })
