@@ -78,6 +78,12 @@ export interface CacheOptions {
   hasher?: RangeHasher
   /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(), at most 8. */
   verifyThreads?: number
+  /**
+   * The cache's directory must exist already (ENOCACHE otherwise): for
+   * commands that only read or prune a cache, where a mistyped path must not
+   * pass as an empty cache that verified. Default false (created).
+   */
+  mustExist?: boolean
 }
 
 export interface PublishInput {
@@ -123,7 +129,7 @@ export class Cache {
     this.verifyThreads = opts.verifyThreads
   }
 
-  /** Opens (creating when needed) a cache on `dir`, root-only. */
+  /** Opens (creating when needed, unless `mustExist`) a cache on `dir`, root-only. */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
     const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
     // An existing cache (every boot after the first) is checked with four lstat
@@ -131,6 +137,9 @@ export class Cache {
     // chmod each) cost 20–50 ms of a `verify` here while workers start, and a
     // chmod of a directory already 0700 is an inode write for nothing.
     if (dirs.every(isPrivateDir)) return new Cache(dir, opts)
+    if (opts.mustExist && !(await lstat(dir).catch(() => undefined))) {
+      throw new BootAgentError('ENOCACHE', `no cache at ${dir}: no such directory (a cache is made by \`boot-agent fetch --cache DIR\` or by a boot; check the path)`, { path: dir })
+    }
     for (const d of dirs) {
       await mkdir(d, { recursive: true, mode: DIR_MODE })
       const st = await lstat(d)

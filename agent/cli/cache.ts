@@ -12,7 +12,7 @@ gc  removes least recently used objects until at most N remain (default 2:
     another process is writing are never removed.
 
 options:
-  --cache DIR     cache directory
+  --cache DIR     cache directory (must exist: exit 1 otherwise)
   --keep N        objects to keep (gc; default 2)
   --pin SHA256    never remove this object (gc; repeatable)
   --json          print one JSON object`
@@ -33,7 +33,7 @@ export const command: Command = {
     const sub = positionals[0]
     if (positionals.length !== 1 || (sub !== 'ls' && sub !== 'gc')) throw new ConfigError('boot-agent cache', `expected ls or gc, got ${JSON.stringify(positionals.join(' '))}`)
     if (!values.cache) throw new ConfigError('--cache', 'is required')
-    const cache = await Cache.open(values.cache, { log: ctx.log })
+    const cache = await Cache.open(values.cache, { log: ctx.log, mustExist: true })
     if (sub === 'ls') {
       const { objects, problems } = await cache.list()
       objects.sort((a, b) => Date.parse(b.meta.lastUsedAt) - Date.parse(a.meta.lastUsedAt))

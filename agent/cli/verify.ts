@@ -18,8 +18,9 @@ options:
   --json        print one JSON object
 
 Exit status: 0 when every object verified and nothing foreign was found;
-1 when any object is corrupt (or the cache holds foreign entries); 2 on a
-usage error.`
+1 when any object is corrupt, the cache holds foreign entries or there is
+no directory at DIR (a mistyped path is not an empty cache); 2 on a usage
+error.`
 
 export const command: Command = {
   name: 'verify',
@@ -36,7 +37,7 @@ export const command: Command = {
     // The hashing workers start while the cache is opened and its metadata read: fast mode's
     // on all cores but this thread's (it hashes too), strong mode's on every core.
     const warm = prewarmVerifyWorkers(values.strong ? 'strong' : 'fast', defaultXxh64Threads() - 1)
-    const cache = await Cache.open(values.cache, { log: ctx.log })
+    const cache = await Cache.open(values.cache, { log: ctx.log, mustExist: true })
     await warm
     // Fast mode: hashing starts before list() reads and validates the metadata
     // (~15–20 ms of this thread for a 2 GiB image's 2 MB), one object after

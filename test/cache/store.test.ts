@@ -46,6 +46,17 @@ t.test('a published object is found, re-verified and root-only', async (t) => {
   t.same(meta?.names, ['img', 'other-name'], 'names seen are recorded')
 })
 
+t.test('mustExist: a missing directory is ENOCACHE and is not created; an existing empty one opens', async (t) => {
+  const missing = join(t.testdir(), 'typo')
+  await t.rejects(Cache.open(missing, { mustExist: true }), { code: 'ENOCACHE', message: new RegExp(`no cache at ${missing}`) })
+  await t.rejects(lstat(missing), { code: 'ENOENT' })
+  const empty = join(t.testdir(), 'fresh-partition')
+  await mkdir(empty)
+  const cache = await Cache.open(empty, { mustExist: true })
+  t.same((await cache.list()).objects, [])
+  t.ok((await lstat(join(empty, 'tmp'))).isDirectory(), 'its directories made')
+})
+
 t.test('reopening a cache keeps it private: a loosened mode is tightened, a symlinked directory refused', async (t) => {
   const cache = await newCache(t)
   const data = seededBytes(100 * KiB, 'reopen')

@@ -4,8 +4,8 @@
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { open, readFile, writeFile } from 'node:fs/promises'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { xxh64Segments } from '../../agent/cache/hash-file.js'
@@ -129,6 +129,23 @@ t.test('verify exits non-zero naming a corrupt object and its chunk; cache ls an
   t.equal(gc.code, 0)
   t.match(JSON.parse(gc.out), { removed: [{ sha256: s.m.sha256 }] })
   t.same((JSON.parse((await cli(t, ['cache', 'ls', '--cache', s.cache, '--json'])).out) as { objects: unknown[] }).objects, [])
+})
+
+t.test('verify, cache ls and cache gc on a path with no cache: an error naming it, nothing created', async (t) => {
+  const missing = join(t.testdir(), 'no-such-cache')
+  for (const args of [['verify'], ['verify', '--strong'], ['cache', 'ls'], ['cache', 'gc']]) {
+    const r = await cli(t, [...args, '--cache', missing])
+    t.equal(r.code, 1, `${args.join(' ')} fails`)
+    t.equal(r.out, '', 'no "0 ok" that could pass for a verified cache')
+    t.match(r.err, `no cache at ${missing}: no such directory`)
+    t.notOk(existsSync(missing), 'the mistyped path was not made into an empty cache')
+  }
+  // An existing empty directory (a fresh cache partition) is a cache with nothing in it.
+  const empty = join(t.testdir(), 'empty')
+  await mkdir(empty)
+  const v = await cli(t, ['verify', '--cache', empty])
+  t.equal(v.code, 0, v.err)
+  t.match(v.out, '0 ok, 0 corrupt, 0 problem(s)')
 })
 
 t.test('fetch refuses 16 kinds of malformed manifest, each with an error naming the field and a non-zero exit', gate('nginx'), async (t) => {
