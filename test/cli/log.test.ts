@@ -4,48 +4,49 @@
  * its parent's level, and a bad BOOT_AGENT_LOG_LEVEL is refused up front.
  * (The bundle's side, pino as chunks/pino.cjs, is in lazy-imports.test.ts.)
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { closeSync, openSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { createLogger, silentLogger } from '../../agent/log.js'
+import { createLogger, silentLogger, type Logger } from '../../agent/log.js'
 import { ConfigError } from '../../agent/errors.js'
 
 const pinoLoaded = (): boolean => Object.keys(createRequire(import.meta.url).cache).some((p) => /[/\\]node_modules[/\\]pino[/\\]pino\.js$/.test(p))
 
-const lines = (path: string): Record<string, unknown>[] =>
-  readFileSync(path, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-
-t.test('pino is loaded at the first line, which is on disk when the call returns', async (t) => {
+/** A logger at `info` writing to a file of the test's, and a reader of the lines written so far. */
+const fileLogger = (t: Test): { log: Logger; lines: () => Record<string, unknown>[] } => {
   const path = join(t.testdir(), 'log')
   const fd = openSync(path, 'w')
   t.teardown(() => closeSync(fd))
-  const log = createLogger({ fd, level: 'info' })
+  const lines = (): Record<string, unknown>[] =>
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+  return { log: createLogger({ fd, level: 'info' }), lines }
+}
+
+t.test('pino is loaded at the first line, which is on disk when the call returns', async (t) => {
+  const { log, lines } = fileLogger(t)
   const child = log.child({ image: 'v1' })
   t.equal(pinoLoaded(), false, 'making a logger and a child loads nothing')
   child.info({ n: 1 }, 'first')
   t.equal(pinoLoaded(), true)
-  const [first] = lines(path)
+  const [first] = lines()
   t.match(first, { level: 'info', name: 'boot-agent', image: 'v1', n: 1, msg: 'first' })
   log.debug('below the level')
   log.warn('second')
-  t.same(lines(path).map((l) => l.msg), ['first', 'second'])
+  t.same(lines().map((l) => l.msg), ['first', 'second'])
 })
 
 t.test("a child made before the first line takes its parent's level at its first use", async (t) => {
-  const path = join(t.testdir(), 'log')
-  const fd = openSync(path, 'w')
-  t.teardown(() => closeSync(fd))
-  const log = createLogger({ fd, level: 'info' })
+  const { log, lines } = fileLogger(t)
   const child = log.child({ op: 'x' })
   log.level = 'debug'
   child.debug('shown at debug')
   t.equal(log.level, 'debug')
   t.equal(child.level, 'debug')
-  t.match(lines(path), [{ level: 'debug', op: 'x', msg: 'shown at debug' }])
+  t.match(lines(), [{ level: 'debug', op: 'x', msg: 'shown at debug' }])
   t.equal(typeof log.isLevelEnabled, 'function')
   t.equal(log.isLevelEnabled('trace'), false)
 })
