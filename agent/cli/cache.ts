@@ -33,6 +33,10 @@ export const command: Command = {
     const sub = positionals[0]
     if (positionals.length !== 1 || (sub !== 'ls' && sub !== 'gc')) throw new ConfigError('boot-agent cache', `expected ls or gc, got ${JSON.stringify(positionals.join(' '))}`)
     if (!values.cache) throw new ConfigError('--cache', 'is required')
+    // Every argument checked before the cache is touched.
+    const keep = values.keep === undefined ? DEFAULT_KEEP : Number(values.keep)
+    if (!Number.isInteger(keep) || keep < 0) throw new ConfigError('--keep', `not a non-negative integer: ${values.keep}`)
+    for (const p of values.pin ?? []) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError('--pin', `not a sha256: ${p}`)
     const cache = await Cache.open(values.cache, { log: ctx.log, mustExist: true })
     if (sub === 'ls') {
       const { objects, problems } = await cache.list()
@@ -51,9 +55,6 @@ export const command: Command = {
       }
       return 0
     }
-    const keep = values.keep === undefined ? DEFAULT_KEEP : Number(values.keep)
-    if (!Number.isInteger(keep) || keep < 0) throw new ConfigError('--keep', `not a non-negative integer: ${values.keep}`)
-    for (const p of values.pin ?? []) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError('--pin', `not a sha256: ${p}`)
     const removed = await cache.evict({ keep, pinned: values.pin ?? [] })
     const freed = removed.reduce((n, o) => n + o.meta.size, 0)
     if (values.json) ctx.out(JSON.stringify({ removed: removed.map((o) => ({ sha256: o.sha256, size: o.meta.size })), freedBytes: freed }))

@@ -79,9 +79,15 @@ export const main = async (argv: string[]): Promise<number> => {
     return await command.run(rest, ctx)
   } catch (e) {
     const code = e instanceof BootAgentError ? e.code : 'EUNEXPECTED'
-    ctx.log.error({ err: e, code }, messageOf(e))
-    process.stderr.write(`boot-agent ${name}: ${messageOf(e)}\n`)
-    return code === 'ECONFIG' ? EXIT_USAGE : 1
+    const message = messageOf(e)
+    // A usage error is for the operator at the prompt: the plain line and where the
+    // options are, not a JSON line with a stack trace.
+    if (code !== 'ECONFIG') ctx.log.error({ err: e, code }, message)
+    const prefix = `boot-agent ${name}:`
+    process.stderr.write(`${message.startsWith(prefix) ? message : `${prefix} ${message}`}\n`)
+    if (code !== 'ECONFIG') return 1
+    if (!message.includes('--help')) process.stderr.write(`Run \`boot-agent ${name} --help\` for its options.\n`)
+    return EXIT_USAGE
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
