@@ -188,12 +188,12 @@ export const endIdleXxh64Workers = async (): Promise<void> => {
 
 /**
  * Starts, parked, the workers a re-verification in `mode` hashes on: the fast
- * digest's segment workers (`xxh64Workers` of them, default one per core, for
- * a digest on workers only) or strong verification's sha256 workers (one per
- * core, manifest/hash-pool).
+ * digest's segment workers (default one per core, for a digest on workers
+ * only) or strong verification's sha256 workers (default one per core,
+ * manifest/hash-pool). `workers`: fewer, when the calling thread hashes too.
  */
-export const prewarmVerifyWorkers = async (mode: 'fast' | 'strong', xxh64Workers = defaultXxh64Threads()): Promise<void> =>
-  mode === 'strong' ? prewarmHashWorkers() : prewarmXxh64Workers(xxh64Workers)
+export const prewarmVerifyWorkers = async (mode: 'fast' | 'strong', workers?: number): Promise<void> =>
+  mode === 'strong' ? prewarmHashWorkers(workers) : prewarmXxh64Workers(workers ?? defaultXxh64Threads())
 
 /** Ends the idle workers of both kinds of re-verification now. */
 export const endIdleVerifyWorkers = async (): Promise<void> => {
@@ -412,19 +412,28 @@ export const hashRangesInline: RangeHasher = async (path, ranges, opts = {}) => 
   return out
 }
 
-/**
- * sha256 per range on worker threads (manifest/hash-pool: one per core, large
- * reads); a file shorter than the ranges (a truncated object) falls back to
- * the inline hasher, which reports the missing ranges as unmatched.
- */
-export const hashRangesParallel: RangeHasher = async (path, ranges, opts = {}) => {
+const parallelHasher = (callerHashes: boolean): RangeHasher => async (path, ranges, opts = {}) => {
   try {
-    return await hashRanges(path, ranges, opts.signal ? { signal: opts.signal } : {})
+    return await hashRanges(path, ranges, { ...(opts.signal ? { signal: opts.signal } : {}), callerHashes })
   } catch (e) {
     if (isErrno(e, 'EBADSIZE')) return hashRangesInline(path, ranges, opts)
     throw e
   }
 }
+
+/**
+ * sha256 per range on worker threads (manifest/hash-pool: one per core, large
+ * reads); a file shorter than the ranges (a truncated object) falls back to
+ * the inline hasher, which reports the missing ranges as unmatched.
+ */
+export const hashRangesParallel: RangeHasher = parallelHasher(false)
+
+/**
+ * {@link hashRangesParallel} with the calling thread hashing too, on one
+ * worker fewer (hash-pool `callerHashes`): for a caller with nothing else to
+ * do meanwhile, such as `boot-agent verify --strong`.
+ */
+export const hashRangesWithCaller: RangeHasher = parallelHasher(true)
 
 /** Indexes of the chunks whose bytes in `path` do not match their sha256. */
 export const badChunks = async (path: string, chunks: readonly Chunk[], opts: { signal?: AbortSignal; hasher?: RangeHasher } = {}): Promise<number[]> => {

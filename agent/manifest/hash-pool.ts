@@ -10,11 +10,15 @@
  *
  * The worker is a small self-contained CommonJS source string started with
  * `new Worker(code, { eval: true })`, so it works unchanged inside the
- * single-file bundle in the initramfs (no worker file to ship).
+ * bundle in the initramfs (no worker file to ship); the job it runs is
+ * {@link hashJob}, whose source the string carries, and which the calling
+ * thread runs too with `callerHashes`.
  */
 import { open } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
+import * as nodeCrypto from 'node:crypto'
 import { createHash } from 'node:crypto'
+import * as fsSync from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { IdleWorkers } from '../idle-workers.js'
 import { BootAgentError } from '../errors.js'
@@ -34,6 +38,14 @@ export interface HashRangesOptions {
   signal?: AbortSignal
   /** Called as bytes are hashed, with the running total of range bytes done. */
   onProgress?: (bytesDone: number) => void
+  /**
+   * This thread hashes jobs too, between the workers' messages, and the
+   * default is one worker fewer (os.availableParallelism() − 1): for a caller
+   * with nothing else to do meanwhile (`boot-agent verify --strong`), whose
+   * thread would otherwise wait while a worker it does not need starts
+   * (~50 ms of a core here). Not for a thread that serves the network.
+   */
+  callerHashes?: boolean
 }
 
 /** Default read size, in bytes. */
@@ -47,38 +59,52 @@ const MIN_PARALLEL_BYTES = 8 * 1024 * 1024
 /** Jobs queued per worker, so none idles while its next job's message travels. */
 const JOBS_IN_FLIGHT = 2
 
-// The worker: jobs in, 32-byte digests out (as one transferred buffer per job).
-// Plain ES2020 CommonJS: it is evaluated as-is, not compiled.
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads')
-const { openSync, readSync, closeSync } = require('node:fs')
-const crypto = require('node:crypto')
-// One-shot crypto.hash (Node >= 20.12) skips the Hash object a createHash makes
-// per range: ~0.1 CPU-s per 2 GiB of 64 KiB chunks on this machine.
-const oneShot = typeof crypto.hash === 'function'
-  ? (bytes) => crypto.hash('sha256', bytes, 'buffer')
-  : (bytes) => crypto.createHash('sha256').update(bytes).digest()
-let buf = null
-parentPort.on('message', (job) => {
-  let fd = -1
+/** What a thread needs to hash one job: the job, and its own page-aligned read buffer. */
+export interface HashJobInput {
+  path: string
+  offsets: Float64Array
+  sizes: Float64Array
+  spanEnd: number
+  bufferSize: number
+}
+
+/**
+ * Hashes one job (ranges of one file, sorted, within [offsets[0], spanEnd))
+ * with synchronous reads into `buf`: 32 bytes of sha256 per range. The same
+ * function runs on the workers (its source is put into WORKER_SOURCE, so it
+ * must use only its arguments: no imports, no closures) and, with
+ * `callerHashes`, on the calling thread. A range that fits the buffer is
+ * hashed in one piece (one-shot crypto.hash where Node has it, >= 20.12: no
+ * Hash object per range, ~0.1 CPU-s per 2 GiB of 64 KiB chunks here); a read
+ * starts at such a range when the buffer holds only its head.
+ */
+export function hashJob(
+  job: HashJobInput,
+  buf: Buffer,
+  fs: { openSync: (p: string, f: string) => number; readSync: (fd: number, b: Uint8Array, off: number, len: number, pos: number) => number; closeSync: (fd: number) => void },
+  crypto: { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Uint8Array; createHash: (alg: string) => { update: (d: Uint8Array) => unknown; digest: () => Uint8Array } },
+): Uint8Array {
+  const oneShot = typeof crypto.hash === 'function'
+    ? (bytes: Uint8Array): Uint8Array => crypto.hash!('sha256', bytes, 'buffer')
+    : (bytes: Uint8Array): Uint8Array => {
+        const h = crypto.createHash('sha256')
+        h.update(bytes)
+        return h.digest()
+      }
+  const fd = fs.openSync(job.path, 'r')
   try {
-    // Page-aligned (a WebAssembly.Memory; see cache/fs-util ioBuffer: 4K aliasing).
-    if (!buf || buf.length < job.bufferSize) {
-      const pages = Math.ceil(job.bufferSize / 65536)
-      buf = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, job.bufferSize)
-    }
-    fd = openSync(job.path, 'r')
     const n = job.offsets.length
     const out = new Uint8Array(32 * n)
-    let bufStart = 0, bufEnd = 0
+    let bufStart = 0
+    let bufEnd = 0
     // Fills buf from file offset o with up to bufferSize bytes, not past the job's span.
-    const fill = (o) => {
+    const fill = (o: number): void => {
       const want = Math.min(job.bufferSize, job.spanEnd - o)
       let got = 0
       while (got < want) {
-        const r = readSync(fd, buf, got, want - got, o + got)
+        const r = fs.readSync(fd, buf, got, want - got, o + got)
         if (r === 0) {
-          const e = new Error(job.path + ' ends at ' + (o + got) + ', before byte ' + (o + want) + ' of a range')
+          const e = new Error(`${job.path} ends at ${o + got}, before byte ${o + want} of a range`) as Error & { code?: string }
           e.code = 'EBADSIZE'
           throw e
         }
@@ -88,11 +114,9 @@ parentPort.on('message', (job) => {
       bufEnd = o + got
     }
     for (let k = 0; k < n; k++) {
-      let o = job.offsets[k]
-      let rem = job.sizes[k]
+      let o = job.offsets[k]!
+      let rem = job.sizes[k]!
       if (rem <= job.bufferSize) {
-        // A range that fits the buffer is hashed in one piece: a read starts at
-        // it when the buffer holds only its head (re-reading that head).
         if (rem > 0 && (o < bufStart || o + rem > bufEnd)) fill(o)
         out.set(oneShot(rem > 0 ? buf.subarray(o - bufStart, o - bufStart + rem) : buf.subarray(0, 0)), 32 * k)
         continue
@@ -107,11 +131,31 @@ parentPort.on('message', (job) => {
       }
       out.set(h.digest(), 32 * k)
     }
+    return out
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+// The worker: jobs in, 32-byte digests out (as one transferred buffer per job).
+// Plain CommonJS around hashJob's own source, evaluated as-is.
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const fs = require('node:fs')
+const crypto = require('node:crypto')
+const hashJob = ${hashJob.toString()}
+let buf = null
+parentPort.on('message', (job) => {
+  try {
+    // Page-aligned (a WebAssembly.Memory; see cache/fs-util ioBuffer: 4K aliasing).
+    if (!buf || buf.length < job.bufferSize) {
+      const pages = Math.ceil(job.bufferSize / 65536)
+      buf = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, job.bufferSize)
+    }
+    const out = hashJob(job, buf, fs, crypto)
     parentPort.postMessage({ id: job.id, digests: out }, [out.buffer])
   } catch (e) {
     parentPort.postMessage({ id: job.id, error: { message: String(e && e.message || e), code: e && e.code } })
-  } finally {
-    if (fd >= 0) closeSync(fd)
   }
 })
 `
@@ -243,16 +287,20 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
   const bufferSize = opts.bufferSize ?? DEFAULT_HASH_BUFFER_BYTES
   if (!Number.isSafeInteger(bufferSize) || bufferSize < 4096) throw new RangeError(`bufferSize must be an integer >= 4096, got ${bufferSize}`)
   const total = ranges.reduce((s, r) => s + r.size, 0)
-  const wanted = opts.workers ?? availableParallelism()
+  const caller = opts.callerHashes === true
+  const wanted = opts.workers ?? availableParallelism() - (caller ? 1 : 0)
   if (!Number.isSafeInteger(wanted) || wanted < 0) throw new RangeError(`workers must be a non-negative integer, got ${wanted}`)
-  if (wanted === 0 || (opts.workers === undefined && total < MIN_PARALLEL_BYTES) || ranges.length === 0) {
+  if ((wanted === 0 && !caller) || (opts.workers === undefined && total < MIN_PARALLEL_BYTES) || ranges.length === 0) {
     return hashInline(path, ranges, opts)
   }
-  // Jobs small enough that every worker gets several (load balance), large enough to amortise messages.
-  const jobBytes = Math.max(bufferSize, Math.min(MAX_JOB_BYTES, Math.ceil(total / (wanted * 4))))
+  const threads = wanted + (caller ? 1 : 0)
+  // Jobs small enough that every thread gets several (load balance), large enough to amortise messages.
+  const jobBytes = Math.max(bufferSize, Math.min(MAX_JOB_BYTES, Math.ceil(total / (threads * 4))))
   const jobs = planJobs(ranges, jobBytes)
-  const nWorkers = Math.min(wanted, jobs.length)
+  const nWorkers = Math.min(wanted, caller ? jobs.length - 1 : jobs.length)
   const out: string[] = new Array<string>(ranges.length)
+  const jobError = (message: string, code?: string): BootAgentError =>
+    new BootAgentError(code === 'EBADSIZE' ? 'EBADSIZE' : 'EHASHIO', `hashing ${path}: ${message}`, { path, errno: code })
 
   return new Promise<string[]>((resolve, reject) => {
     const workers: Worker[] = []
@@ -282,6 +330,21 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
       if (!job) return
       w.postMessage({ id: job.id, path, offsets: job.offsets, sizes: job.sizes, spanEnd: job.spanEnd, bufferSize })
     }
+    /** Records a job's digests; true when it was the last job (the call is then resolved). */
+    const complete = (job: Job, digests: Uint8Array): boolean => {
+      const d = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength)
+      job.idx.forEach((ri, k) => {
+        out[ri] = d.toString('hex', 32 * k, 32 * k + 32)
+      })
+      bytesDone += job.bytes
+      opts.onProgress?.(bytesDone)
+      if (++finished < jobs.length) return false
+      // Every job answered: every worker is idle, kept for the next call.
+      settle()
+      for (const x of workers) pool.park(x)
+      resolve(out)
+      return true
+    }
     for (let i = 0; i < nWorkers; i++) {
       const w = pool.take()
       workers.push(w)
@@ -289,24 +352,8 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
         if (settled) return
         const job = jobs[msg.id]
         if (!job) return fail(new BootAgentError('EUNEXPECTED', `hash worker answered unknown job ${msg.id}`))
-        if (msg.error) {
-          const code = msg.error.code === 'EBADSIZE' ? 'EBADSIZE' : 'EHASHIO'
-          return fail(new BootAgentError(code, `hashing ${path}: ${msg.error.message}`, { path, errno: msg.error.code }))
-        }
-        const d = Buffer.from(msg.digests!.buffer, msg.digests!.byteOffset, msg.digests!.byteLength)
-        job.idx.forEach((ri, k) => {
-          out[ri] = d.toString('hex', 32 * k, 32 * k + 32)
-        })
-        bytesDone += job.bytes
-        opts.onProgress?.(bytesDone)
-        if (++finished === jobs.length) {
-          // Every job answered: every worker is idle, kept for the next call.
-          settle()
-          for (const x of workers) pool.park(x)
-          resolve(out)
-          return
-        }
-        send(w)
+        if (msg.error) return fail(jobError(msg.error.message, msg.error.code))
+        if (!complete(job, msg.digests!)) send(w)
       }
       const onError = (e: Error): void => fail(new BootAgentError('EUNEXPECTED', `hash worker failed: ${e.message}`, {}, { cause: e }))
       const onExit = (code: number): void => {
@@ -322,6 +369,25 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
       })
       for (let j = 0; j < JOBS_IN_FLIGHT; j++) send(w)
     }
+    if (!caller) return
+    // This thread takes the next job whenever it is free, and lets the workers'
+    // answers (which hand them their next jobs) in between.
+    const buf = ioBuffer(bufferSize)
+    const own = async (): Promise<void> => {
+      while (!settled) {
+        const job = jobs[next++]
+        if (!job) return
+        let digests: Uint8Array
+        try {
+          digests = hashJob({ path, offsets: job.offsets, sizes: job.sizes, spanEnd: job.spanEnd, bufferSize }, buf, fsSync, nodeCrypto)
+        } catch (e) {
+          return fail(jobError(e instanceof Error ? e.message : String(e), (e as NodeJS.ErrnoException).code))
+        }
+        if (settled || complete(job, digests)) return
+        await new Promise<void>((r) => setImmediate(r))
+      }
+    }
+    void own()
   })
 }
 

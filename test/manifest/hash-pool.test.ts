@@ -14,18 +14,43 @@ const fixture = (t: Test, bytes: number): { path: string; data: Buffer } => {
   return { path, data }
 }
 
-t.test('digests match node:crypto for contiguous ranges, on workers and inline', async (t) => {
-  const { path, data } = fixture(t, 24 * 1024 * 1024 + 123)
+/** Ranges covering all of `data`, of sizes min + (i·step mod spread), and their sha256. */
+const contiguousRanges = (data: Buffer, min: number, step: number, spread: number): { ranges: { offset: number; size: number }[]; expected: string[] } => {
   const ranges: { offset: number; size: number }[] = []
   for (let off = 0, i = 0; off < data.length; i++) {
-    const size = Math.min(data.length - off, 20000 + ((i * 7919) % 200000))
+    const size = Math.min(data.length - off, min + ((i * step) % spread))
     ranges.push({ offset: off, size })
     off += size
   }
-  const expected = ranges.map((r) => sha(data.subarray(r.offset, r.offset + r.size)))
+  return { ranges, expected: ranges.map((r) => sha(data.subarray(r.offset, r.offset + r.size))) }
+}
+
+t.test('digests match node:crypto for contiguous ranges, on workers and inline', async (t) => {
+  const { path, data } = fixture(t, 24 * 1024 * 1024 + 123)
+  const { ranges, expected } = contiguousRanges(data, 20000, 7919, 200000)
   t.same(await hashRanges(path, ranges, { workers: 2 }), expected, '2 workers')
   t.same(await hashRanges(path, ranges, { workers: 1, bufferSize: 1 << 20 }), expected, '1 worker, 1 MiB reads')
   t.same(await hashRanges(path, ranges, { workers: 0 }), expected, 'inline')
+})
+
+t.test('callerHashes: this thread takes jobs too, with the same digests, and fewer workers', async (t) => {
+  const { path, data } = fixture(t, 40 * 1024 * 1024 + 5)
+  const { ranges, expected } = contiguousRanges(data, 16000, 104729, 300000)
+  await endIdleHashWorkers()
+  t.same(await hashRanges(path, ranges, { workers: 1, callerHashes: true, bufferSize: 1 << 20 }), expected, 'this thread + 1 worker')
+  t.equal(idleHashWorkers(), 1, 'one worker started, parked again')
+  await endIdleHashWorkers()
+  t.same(await hashRanges(path, ranges, { workers: 0, callerHashes: true }), expected, 'this thread alone, no worker')
+  t.equal(idleHashWorkers(), 0, 'no worker started')
+  const progress: number[] = []
+  t.same(await hashRanges(path, ranges, { callerHashes: true, onProgress: (n) => progress.push(n) }), expected, 'default workers')
+  t.equal(progress.at(-1), data.length)
+  // A range past the end, hashed on this thread: EBADSIZE as from a worker.
+  await t.rejects(hashRanges(path, [{ offset: 0, size: data.length + 1 }], { workers: 0, callerHashes: true }), { code: 'EBADSIZE', message: /ends at/ })
+  const ac = new AbortController()
+  const p = hashRanges(path, ranges, { workers: 1, callerHashes: true, signal: ac.signal })
+  ac.abort(new Error('stop'))
+  await t.rejects(p, { message: 'stop' })
 })
 
 t.test('ranges in any order, with gaps, overlaps and empty ones come back in the given order', async (t) => {
