@@ -14,10 +14,8 @@
  * {@link hashJob}, whose source the string carries, and which the calling
  * thread runs too with `callerHashes`.
  */
-import { open } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import * as nodeCrypto from 'node:crypto'
-import { createHash } from 'node:crypto'
 import * as fsSync from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { IdleWorkers } from '../idle-workers.js'
@@ -30,7 +28,11 @@ export interface ByteRange {
 }
 
 export interface HashRangesOptions {
-  /** Worker threads; default os.availableParallelism(). 0 hashes on the calling thread (no workers). */
+  /**
+   * Worker threads; default os.availableParallelism() (below 8 MiB in all: none).
+   * 0 hashes on the calling thread, a job at a time with synchronous reads,
+   * yielding to the event loop between jobs.
+   */
   workers?: number
   /** Read size in bytes, default 4 MiB (1-4 MiB is the sweet spot measured here). */
   bufferSize?: number
@@ -232,50 +234,6 @@ const validateRanges = (ranges: readonly ByteRange[]): void => {
 
 const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new BootAgentError('EABORT', 'hashing aborted')
 
-/** Hashes on the calling thread with async reads (small inputs, or `workers: 0`). */
-const hashInline = async (path: string, ranges: readonly ByteRange[], opts: HashRangesOptions): Promise<string[]> => {
-  const bufferSize = opts.bufferSize ?? DEFAULT_HASH_BUFFER_BYTES
-  const buf = ioBuffer(bufferSize)
-  const out: string[] = new Array<string>(ranges.length)
-  const fh = await open(path, 'r')
-  let done = 0
-  try {
-    for (const job of planJobs(ranges, MAX_JOB_BYTES)) {
-      let bufStart = 0
-      let bufEnd = 0
-      for (let k = 0; k < job.idx.length; k++) {
-        if (opts.signal?.aborted) throw abortReason(opts.signal)
-        let o = job.offsets[k]!
-        let rem = job.sizes[k]!
-        const h = createHash('sha256')
-        while (rem > 0) {
-          if (o < bufStart || o >= bufEnd) {
-            const want = Math.min(bufferSize, job.spanEnd - o)
-            let got = 0
-            while (got < want) {
-              const { bytesRead } = await fh.read(buf, got, want - got, o + got)
-              if (bytesRead === 0) throw new BootAgentError('EBADSIZE', `${path} ends at ${o + got}, before byte ${o + want} of a range`, { path })
-              got += bytesRead
-            }
-            bufStart = o
-            bufEnd = o + got
-          }
-          const take = Math.min(rem, bufEnd - o)
-          h.update(buf.subarray(o - bufStart, o - bufStart + take))
-          o += take
-          rem -= take
-        }
-        out[job.idx[k]!] = h.digest('hex')
-      }
-      done += job.bytes
-      opts.onProgress?.(done)
-    }
-  } finally {
-    await fh.close()
-  }
-  return out
-}
-
 /**
  * sha256 (lower-case hex) of each range of the file at `path`, in the order
  * given. Ranges may be in any order, may leave gaps, and may be empty. A range
@@ -287,12 +245,12 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
   const bufferSize = opts.bufferSize ?? DEFAULT_HASH_BUFFER_BYTES
   if (!Number.isSafeInteger(bufferSize) || bufferSize < 4096) throw new RangeError(`bufferSize must be an integer >= 4096, got ${bufferSize}`)
   const total = ranges.reduce((s, r) => s + r.size, 0)
-  const caller = opts.callerHashes === true
-  const wanted = opts.workers ?? availableParallelism() - (caller ? 1 : 0)
-  if (!Number.isSafeInteger(wanted) || wanted < 0) throw new RangeError(`workers must be a non-negative integer, got ${wanted}`)
-  if ((wanted === 0 && !caller) || (opts.workers === undefined && total < MIN_PARALLEL_BYTES) || ranges.length === 0) {
-    return hashInline(path, ranges, opts)
-  }
+  const asked = opts.workers ?? availableParallelism() - (opts.callerHashes ? 1 : 0)
+  if (!Number.isSafeInteger(asked) || asked < 0) throw new RangeError(`workers must be a non-negative integer, got ${asked}`)
+  if (ranges.length === 0) return []
+  // Small inputs (unless workers were asked for) and `workers: 0`: this thread alone.
+  const wanted = opts.workers === undefined && total < MIN_PARALLEL_BYTES ? 0 : asked
+  const caller = opts.callerHashes === true || wanted === 0
   const threads = wanted + (caller ? 1 : 0)
   // Jobs small enough that every thread gets several (load balance), large enough to amortise messages.
   const jobBytes = Math.max(bufferSize, Math.min(MAX_JOB_BYTES, Math.ceil(total / (threads * 4))))
@@ -370,8 +328,8 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
       for (let j = 0; j < JOBS_IN_FLIGHT; j++) send(w)
     }
     if (!caller) return
-    // This thread takes the next job whenever it is free, and lets the workers'
-    // answers (which hand them their next jobs) in between.
+    // This thread takes the next job whenever it is free (every job, with no
+    // workers), and lets the workers' answers (which hand them their next jobs) in between.
     const buf = ioBuffer(bufferSize)
     const own = async (): Promise<void> => {
       while (!settled) {
