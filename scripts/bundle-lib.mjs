@@ -10,6 +10,7 @@
 // installed whole (dracut/50boot-agent/module-setup.sh).
 import { build } from 'esbuild'
 import { chmod, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -52,7 +53,7 @@ export const bundleOptions = (outdir) => ({
 
 /** The esbuild options for pino as one CommonJS file in `outdir`/CHUNK_DIR. */
 export const pinoOptions = (outdir) => ({
-  entryPoints: [join(REPO, 'node_modules', 'pino', 'pino.js')],
+  entryPoints: [createRequire(import.meta.url).resolve('pino')],
   outfile: join(outdir, CHUNK_DIR, PINO_FILE),
   bundle: true,
   platform: 'node',

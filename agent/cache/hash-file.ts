@@ -11,7 +11,7 @@ import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import xxhash, { type XXHashAPI } from 'xxhash-wasm'
 import type { Chunk } from '../manifest/types.js'
-import { endIdleHashWorkers, hashRanges, prewarmHashWorkers } from '../manifest/hash-pool.js'
+import { defaultHashWorkers, endIdleHashWorkers, hashRanges, prewarmHashWorkers } from '../manifest/hash-pool.js'
 import { BootAgentError, isErrno } from '../errors.js'
 import { IdleWorkers } from '../idle-workers.js'
 import { ioBuffer } from './fs-util.js'
@@ -188,12 +188,13 @@ export const endIdleXxh64Workers = async (): Promise<void> => {
 
 /**
  * Starts, parked, the workers a re-verification in `mode` hashes on: the fast
- * digest's segment workers (default one per core, for a digest on workers
- * only) or strong verification's sha256 workers (default one per core,
- * manifest/hash-pool). `workers`: fewer, when the calling thread hashes too.
+ * digest's segment workers or strong verification's sha256 workers
+ * (manifest/hash-pool), one per core, or one fewer with `callerHashes` (the
+ * calling thread hashes too: {@link xxh64Segments} without `offThread`,
+ * {@link hashRangesWithCaller}).
  */
-export const prewarmVerifyWorkers = async (mode: 'fast' | 'strong', workers?: number): Promise<void> =>
-  mode === 'strong' ? prewarmHashWorkers(workers) : prewarmXxh64Workers(workers ?? defaultXxh64Threads())
+export const prewarmVerifyWorkers = async (mode: 'fast' | 'strong', opts: { callerHashes?: boolean } = {}): Promise<void> =>
+  mode === 'strong' ? prewarmHashWorkers(defaultHashWorkers(opts.callerHashes)) : prewarmXxh64Workers(defaultXxh64Threads() - (opts.callerHashes ? 1 : 0))
 
 /** Ends the idle workers of both kinds of re-verification now. */
 export const endIdleVerifyWorkers = async (): Promise<void> => {

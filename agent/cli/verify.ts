@@ -1,7 +1,6 @@
-import { availableParallelism } from 'node:os'
 import { ConfigError } from '../errors.js'
 import { Cache, type FastDigest } from '../cache/store.js'
-import { defaultXxh64Threads, hashRangesWithCaller, prewarmVerifyWorkers } from '../cache/hash-file.js'
+import { hashRangesWithCaller, prewarmVerifyWorkers } from '../cache/hash-file.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]
@@ -38,7 +37,7 @@ export const command: Command = {
     // The hashing workers start while the cache is opened and its metadata read, on all
     // cores but this thread's: in both modes this thread hashes too (it has nothing else
     // to do, and one worker fewer is ~50 ms of a core not spent starting it).
-    const warm = values.strong ? prewarmVerifyWorkers('strong', availableParallelism() - 1) : prewarmVerifyWorkers('fast', defaultXxh64Threads() - 1)
+    const warm = prewarmVerifyWorkers(values.strong ? 'strong' : 'fast', { callerHashes: true })
     const cache = await Cache.open(values.cache, { log: ctx.log, mustExist: true, hasher: hashRangesWithCaller })
     await warm
     // Fast mode: hashing starts before list() reads and validates the metadata

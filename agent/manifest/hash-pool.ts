@@ -170,7 +170,10 @@ const pool = new IdleWorkers(() => new Worker(WORKER_SOURCE, { eval: true }))
  * that hashing asked for soon after (a strong verify, once the metadata is
  * read) does not wait for their start-up.
  */
-export const prewarmHashWorkers = (count = availableParallelism()): void => pool.prewarm(count)
+export const prewarmHashWorkers = (count = defaultHashWorkers()): void => pool.prewarm(count)
+
+/** The workers hashRanges uses by default: one per core, one fewer when the calling thread hashes too. */
+export const defaultHashWorkers = (callerHashes = false): number => availableParallelism() - (callerHashes ? 1 : 0)
 
 /** How many sha256 workers are idle, waiting for a job. */
 export const idleHashWorkers = (): number => pool.size
@@ -245,7 +248,7 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
   const bufferSize = opts.bufferSize ?? DEFAULT_HASH_BUFFER_BYTES
   if (!Number.isSafeInteger(bufferSize) || bufferSize < 4096) throw new RangeError(`bufferSize must be an integer >= 4096, got ${bufferSize}`)
   const total = ranges.reduce((s, r) => s + r.size, 0)
-  const asked = opts.workers ?? availableParallelism() - (opts.callerHashes ? 1 : 0)
+  const asked = opts.workers ?? defaultHashWorkers(opts.callerHashes)
   if (!Number.isSafeInteger(asked) || asked < 0) throw new RangeError(`workers must be a non-negative integer, got ${asked}`)
   if (ranges.length === 0) return []
   // Small inputs (unless workers were asked for) and `workers: 0`: this thread alone.
