@@ -16,7 +16,7 @@ pkgs=(
   dmidecode        # systeminformation's DMI source
   kmod             # modprobe
   curl             # benchmark baseline
-  openssl          # benchmark baseline
+  openssl          # benchmark baseline; test certificates (site CA)
   time             # GNU time: peak RSS in benchmarks
 )
 if [ "${1:-}" = "--vm" ]; then

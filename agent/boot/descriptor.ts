@@ -187,7 +187,11 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
   // Loaded here, not at the top: node-fetch (with https/tls, zlib and web streams)
   // is the biggest part of the boot command's start-up, and only this request and
   // the downloads need it.
-  const { default: fetch, FetchError } = await import('node-fetch')
+  const [{ default: fetch, FetchError }, { agentFor, TLS_HINT }, { networkReason, tlsFailureCode }] = await Promise.all([
+    import('node-fetch'),
+    import('../transport/trust.js'),
+    import('../transport/retry.js'),
+  ])
   const url = descriptorUrl(server, node)
   const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
   const sleep = opts.sleep ?? abortableSleep
@@ -196,7 +200,7 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
     let waitMs = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
     try {
       const signals = [AbortSignal.timeout(opts.timeoutMs), ...(opts.signal ? [opts.signal] : [])]
-      const res = await fetch(url, { signal: AbortSignal.any(signals), headers: { accept: 'application/json' } })
+      const res = await fetch(url, { signal: AbortSignal.any(signals), headers: { accept: 'application/json' }, agent: agentFor })
       if (!res.ok) {
         const ra = retryAfterMs(res.headers.get('retry-after'))
         await res.arrayBuffer().catch(() => undefined)
@@ -219,9 +223,12 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
       }
     } catch (e) {
       if (opts.signal?.aborted) throw new BootAgentError('EABORT', `fetching ${url} aborted`, { url }, { cause: e })
+      // A certificate nobody trusted does not get better with retries (SPEC §6): say so now.
+      const tls = tlsFailureCode(e)
+      if (tls) throw new BootAgentError(tls, `cannot fetch ${url}: ${networkReason(e)} (${TLS_HINT})`, { url }, { cause: e })
       const transient = e instanceof FetchError || (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError'))
       if (!transient) throw e
-      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${url}: ${messageOf(e)}`, { url }, { cause: e })
+      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${url}: ${networkReason(e)}`, { url }, { cause: e })
     }
     if (attempt < attempts) {
       opts.log?.warn({ url, attempt, waitMs: Math.round(waitMs), err: messageOf(lastErr) }, 'boot descriptor fetch failed; retrying')

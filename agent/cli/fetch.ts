@@ -23,8 +23,11 @@ options:
   --pin SHA256       keep this object when evicting to make room (repeatable)
   --json             print one JSON object instead of text
 
+https: Node's root certificates are trusted, plus a site CA from the file
+named by BOOT_AGENT_CA, or /etc/boot-agent/ca.pem when that exists.
+
 Exit status: 0 only when a verified object is in the cache; 1 on any failure
-(the error names the URL and digests); 2 on a usage error.`
+(the error names the URL and digests); 2 on a usage error or a bad CA file.`
 
 export const command: Command = {
   name: 'fetch',

@@ -73,7 +73,10 @@ export type PostFetch = (
  * zlib and web streams) should not be loaded before the stage's first action
  * (the descriptor request loads it when it needs it, boot/descriptor.ts).
  */
-const defaultFetch: PostFetch = async (url, init) => (await import('node-fetch')).default(url, init)
+const defaultFetch: PostFetch = async (url, init) => {
+  const [{ default: fetch }, { agentFor }] = await Promise.all([import('node-fetch'), import('../transport/trust.js')])
+  return fetch(url, { ...init, agent: agentFor })
+}
 
 export interface FlushResult {
   sent: number

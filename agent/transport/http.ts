@@ -3,20 +3,15 @@
  * deadlines on every request: to get the response headers, and between two
  * pieces of body (a stalled server must not hang a boot).
  */
-import http from 'node:http'
-import https from 'node:https'
 import fetch, { type Response } from 'node-fetch'
 import { BootAgentError, HttpError } from '../errors.js'
-import { parseRetryAfter } from './retry.js'
+import { networkReason, parseRetryAfter, tlsFailureCode } from './retry.js'
+import { agentFor, TLS_HINT } from './trust.js'
 
 /** Longest wait for response headers. */
 export const HEADERS_TIMEOUT_MS = 30_000
 /** Longest silence between two pieces of body. */
 export const IDLE_TIMEOUT_MS = 30_000
-
-const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 })
-const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16 })
-const agentFor = (u: URL) => (u.protocol === 'https:' ? httpsAgent : httpAgent)
 
 export interface RequestOptions {
   signal?: AbortSignal
@@ -96,7 +91,8 @@ export const openBody = async (url: string, range: { start: number; end: number 
     if (why === 'idle') return new BootAgentError('EIDLE', `${url} sent nothing for ${opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS} ms`, { url })
     if (e instanceof Error && !(e instanceof BootAgentError)) {
       const code = (e as { code?: unknown }).code
-      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', `${url}: ${e.message}`, { url }, { cause: e })
+      const hint = tlsFailureCode(e) ? ` (${TLS_HINT})` : ''
+      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', `${url}: ${networkReason(e)}${hint}`, { url }, { cause: e })
     }
     return e
   }

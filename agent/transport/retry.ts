@@ -3,7 +3,7 @@
  * and errno codes are worth another attempt, capped exponential backoff with
  * full jitter, and the server's `Retry-After` honoured.
  */
-import { BootAgentError, HttpError } from '../errors.js'
+import { BootAgentError, HttpError, messageOf } from '../errors.js'
 
 export interface RetryPolicy {
   /** Attempts per piece of work, across all mirrors. */
@@ -43,6 +43,13 @@ export const errorCodes = (e: unknown): string[] => {
   }
   return out
 }
+
+/** Why a request failed, without node-fetch's "request to URL failed, reason: " (the caller names the URL once). */
+export const networkReason = (e: unknown): string => messageOf(e).replace(/^request to \S+ failed, reason: /, '')
+
+/** The code of a TLS failure in `e` or its causes (e.g. a certificate nobody trusted: final under any policy), or undefined. */
+export const tlsFailureCode = (e: unknown): string | undefined =>
+  errorCodes(e).find((code) => DEFAULT_RETRY_POLICY.finalCodePrefixes.some((p) => code.startsWith(p)))
 
 /** Whether another attempt could succeed. Decided from the error's type and codes (its own and its causes'), never its message. */
 export const isRetryable = (e: unknown, policy: RetryPolicy = DEFAULT_RETRY_POLICY): boolean => {

@@ -9,7 +9,7 @@ import t from 'tap'
 import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
-export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'vm'
+export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm'
 
 const which = (cmd: string): boolean => {
   try {
@@ -36,6 +36,7 @@ const probes: Record<Capability, () => string | undefined> = {
   qemu: () => (which('qemu-system-x86_64') ? undefined : 'needs qemu-system-x86_64 (qemu-system-x86)'),
   casync: () => (which('casync') ? undefined : 'needs casync'),
   xxhsum: () => (which('xxhsum') ? undefined : 'needs xxhsum (xxhash)'),
+  openssl: () => (which('openssl') ? undefined : 'needs the openssl command (Debian package openssl)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
 }
 

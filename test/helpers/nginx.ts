@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -42,25 +42,37 @@ export const freePort = (): Promise<number> =>
     })
   })
 
+/** Waits until something accepts connections on the loopback port (plain TCP: the server may speak TLS). */
+const canConnect = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port })
+    s.setTimeout(1000, () => s.destroy())
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+    s.once('close', () => resolve(false))
+  })
+
 const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
   const until = Date.now() + deadlineMs
   while (Date.now() < until) {
     if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode} at start`)
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(1000) })
-      await res.arrayBuffer()
-      return
-    } catch {
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    if (await canConnect(port)) return
+    await new Promise((r) => setTimeout(r, 50))
   }
   throw new Error(`nginx did not listen on ${port} within ${deadlineMs} ms`)
 }
 
 const NGINX = ['/usr/sbin/nginx', 'nginx']
 
-/** Starts nginx serving `root`. Always pair with `stop()` (e.g. in t.teardown). */
-export const startNginx = async (root: string): Promise<Nginx> => {
+/**
+ * Starts nginx serving `root`, over https when `tls` gives a certificate and
+ * key (PEM files; the URL is then https://127.0.0.1:PORT). Always pair with
+ * `stop()` (e.g. in t.teardown).
+ */
+export const startNginx = async (root: string, opts: { tls?: { cert: string; key: string } } = {}): Promise<Nginx> => {
   const prefix = await mkdtemp(join(tmpdir(), 'ba-nginx-'))
   await mkdir(join(prefix, 'logs'), { recursive: true })
   const port = await freePort()
@@ -85,7 +97,7 @@ http {
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${opts.tls ? ` ssl;\n    ssl_certificate ${opts.tls.cert};\n    ssl_certificate_key ${opts.tls.key}` : ''};
     root ${root};
     location / { autoindex off; }
   }
@@ -111,7 +123,7 @@ http {
         return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range }
       })
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
     root,
     access: async () => parse(await readFile(accessLog, 'utf8').catch(() => '')),

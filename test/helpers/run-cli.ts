@@ -17,14 +17,15 @@ export interface CliResult {
   stderr: string
 }
 
-export const runCli = (args: string[], opts: { cwd?: string } = {}): CliResult => {
+/** Runs the bundle with `args`; `env` is added to this process's environment (a value of undefined removes the variable). */
+export const runCli = (args: string[], opts: { cwd?: string; env?: Record<string, string | undefined> } = {}): CliResult => {
   if (!existsSync(BUNDLE)) spawnSync(process.execPath, [join(ROOT, 'scripts', 'bundle.mjs')], { cwd: ROOT, stdio: 'inherit' })
   const r = spawnSync(process.execPath, [BUNDLE, ...args], {
     cwd: opts.cwd ?? ROOT,
     encoding: 'utf8',
     timeout: 120_000,
     maxBuffer: 256 * 1024 * 1024,
-    env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' },
+    env: Object.fromEntries(Object.entries({ ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn', ...opts.env }).filter(([, v]) => v !== undefined)),
   })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }

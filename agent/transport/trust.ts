@@ -1,0 +1,85 @@
+/**
+ * Whom the agent trusts over https: Node's own root certificates plus an
+ * optional site CA (the head node's or a mirror's), read by the agent itself
+ * at its first https request. Every request the agent makes (boot
+ * descriptor, manifest, image bytes, events) takes its agent from here.
+ *
+ * Why not NODE_EXTRA_CA_CERTS: Node 20 reads that file, and with it builds a
+ * store of its ~140 bundled roots, when *every* process starts, https or not
+ * (nodejs/node#40524). Measured here: `node -e ''` 39 ms without it, 68–73 ms
+ * with a one-certificate file, 110–116 ms with Debian's whole bundle. A boot
+ * from a cached image over plain http, `verify` and the daemon make no https
+ * request at all and should not pay for one. The variable still works
+ * (Node applies it to every connection) when an operator sets it.
+ */
+import { X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import http from 'node:http'
+import https from 'node:https'
+import { rootCertificates } from 'node:tls'
+import { ConfigError, isErrno, messageOf } from '../errors.js'
+
+/** Where the dracut module installs the site CA (`--ca FILE`, module-setup.sh); used when present. */
+export const SITE_CA_FILE = '/etc/boot-agent/ca.pem'
+/** Environment variable naming another site CA file (then it must exist). */
+export const SITE_CA_ENV = 'BOOT_AGENT_CA'
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g
+
+/**
+ * The certificates of the site CA file, validated: undefined when no file is
+ * configured and none is installed at {@link SITE_CA_FILE}. A file named by
+ * BOOT_AGENT_CA must exist; any file used must hold only PEM certificates
+ * that parse (a typo must not silently fall back to trusting less, or fail
+ * later as an obscure TLS error). A self-signed server certificate may be
+ * given as its own CA.
+ */
+export const readSiteCa = (env: NodeJS.ProcessEnv = process.env): { file: string; certs: string[] } | undefined => {
+  const named = env[SITE_CA_ENV]
+  const file = named || SITE_CA_FILE
+  const key = named ? SITE_CA_ENV : `site CA ${SITE_CA_FILE}`
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (e) {
+    if (!named && isErrno(e, 'ENOENT')) return undefined
+    throw new ConfigError(key, `cannot read the CA file ${file}: ${messageOf(e)}`, { file })
+  }
+  const certs = text.match(PEM_CERT) ?? []
+  if (certs.length === 0) throw new ConfigError(key, `${file} holds no PEM certificate (expected "-----BEGIN CERTIFICATE-----" blocks)`, { file })
+  certs.forEach((pem, i) => {
+    try {
+      new X509Certificate(pem)
+    } catch (e) {
+      throw new ConfigError(key, `certificate ${i + 1} of ${certs.length} in ${file} is not usable: ${messageOf(e)}`, { file })
+    }
+  })
+  return { file, certs }
+}
+
+/** What to do about a certificate the agent does not trust (appended to the TLS error). */
+export const TLS_HINT = `if the server's certificate is signed by a site CA, give it to the agent: the dracut module's --ca FILE (installed as ${SITE_CA_FILE}), or ${SITE_CA_ENV}=FILE`
+
+const keepAlive = { keepAlive: true, maxSockets: 16 }
+const httpAgent = new http.Agent(keepAlive)
+/** One https agent per CA file (read once per process), or for no file. */
+const httpsAgents = new Map<string, https.Agent>()
+
+/**
+ * The https agent: Node's roots plus the site CA when there is one. The CA
+ * file is read at the first call (a bad one is an ECONFIG naming it).
+ */
+export const httpsAgent = (env: NodeJS.ProcessEnv = process.env): https.Agent => {
+  const id = env[SITE_CA_ENV] || SITE_CA_FILE
+  let agent = httpsAgents.get(id)
+  if (!agent) {
+    const site = readSiteCa(env)
+    // `ca` replaces Node's default roots: keep them, and add the site's.
+    agent = new https.Agent(site ? { ...keepAlive, ca: [...rootCertificates, ...site.certs] } : keepAlive)
+    httpsAgents.set(id, agent)
+  }
+  return agent
+}
+
+/** The agent for a request to `u` (node-fetch's `agent` option takes this function). */
+export const agentFor = (u: URL): http.Agent => (u.protocol === 'https:' ? httpsAgent() : httpAgent)
