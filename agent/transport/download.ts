@@ -180,7 +180,8 @@ export class Download {
     await this.advanceCursor()
     const missing = this.o.partial.missing()
     const needBytes = missing.reduce((n, i) => n + this.chunks[i]!.size, 0)
-    this.progress = new Progress(needBytes, this.o.log, { sha256: this.m.sha256 }, this.o.onProgress)
+    // The image's name and sha256 are on every line already (fetchImage's child logger).
+    this.progress = new Progress(needBytes, this.o.log, {}, this.o.onProgress)
     if (missing.length) {
       if (this.mirrors.length === 0) throw new BootAgentError('ENOURL', `manifest of ${this.m.sha256} lists no URL and ${missing.length} chunk(s) are missing`)
       await this.ensureSpace(needBytes)
