@@ -25,7 +25,7 @@ import { execFile } from 'node:child_process'
 import { mkdir, readdir, readFile, rm, writeFile, chmod } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
+import { agentEnv, caStartupNote, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
 import { makeLoopDisk, unmountUnder, uniqueLabel, type LoopDisk } from '../test/helpers/loop.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { publishStatic } from '../test/helpers/static-head.js'
@@ -110,7 +110,7 @@ const main = async (): Promise<void> => {
       const agentBoot = async (settle = false, bundle = AGENT): Promise<{ seconds: number; record: Record<string, unknown> }> => {
         await reboot(settle)
         const t = await timeCommand('node', [bundle, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], {
-          env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' },
+          env: agentEnv(),
         })
         const record = JSON.parse(t.stdout) as Record<string, unknown>
         if (record.result !== 'ok') throw new Error(`agent boot failed: ${t.stdout}`)
@@ -187,9 +187,9 @@ const main = async (): Promise<void> => {
       const bare: number[] = []
       for (let i = 0; i < STARTUP_RUNS; i++) {
         await reboot()
-        const t = await timeCommand('node', [AGENT, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], { env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+        const t = await timeCommand('node', [AGENT, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], { env: agentEnv() })
         startups.push(Number((JSON.parse(t.stdout) as { timings: { startup: number } }).timings.startup))
-        bare.push((await timeCommand('node', ['-e', ''])).seconds * 1000)
+        bare.push((await timeCommand('node', ['-e', ''], { env: agentEnv() })).seconds * 1000)
       }
       await reboot()
 
@@ -242,6 +242,8 @@ const main = async (): Promise<void> => {
         '',
         `Start-up to first action (\`timings.startup\`, ${STARTUP_RUNS} runs): median **${median(startups)} ms** (goal ≤ 150 ms; runs ${startups.join(' ')}); bare \`node -e ''\` wall time median ${median(bare).toFixed(0)} ms.`,
       ]
+      const caNote = await caStartupNote()
+      if (caNote) out.push('', caNote)
       process.stdout.write(out.join('\n') + '\n')
     } finally {
       await unmountUnder(dir)

@@ -16,7 +16,7 @@ import { appendFile, mkdir, open, readdir, rm, stat, writeFile } from 'node:fs/p
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { randomBytes } from 'node:crypto'
-import { timeCommand, withTempDir } from './lib.js'
+import { agentEnv, timeCommand, withTempDir } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
 
 const { values } = parseArgs({
@@ -25,7 +25,7 @@ const { values } = parseArgs({
 })
 
 const agent = (args: string[]) =>
-  timeCommand(process.execPath, ['dist/boot-agent.mjs', ...args], { env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+  timeCommand(process.execPath, ['dist/boot-agent.mjs', ...args], { env: agentEnv() })
 
 /** Regular files under `dir`, with sizes (no symlinks followed). */
 const walk = async (dir: string, out: { path: string; size: number }[] = []): Promise<{ path: string; size: number }[]> => {

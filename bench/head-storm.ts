@@ -26,7 +26,7 @@ import { parseArgs } from 'node:util'
 import { makeEvent } from '../agent/events/event.js'
 import { parseManifest } from '../agent/manifest/index.js'
 import { copyFile, link, mkdir } from 'node:fs/promises'
-import { median, makeRandomFile, withTempDir, timeCommand } from './lib.js'
+import { agentEnv, median, makeRandomFile, withTempDir, timeCommand } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { ImageStore } from '../agent/head/store.js'
 
@@ -94,12 +94,12 @@ await withTempDir('ba-head-storm-', async (dir) => {
   const image = join(dir, 'CPE-base.sqfs')
   await makeRandomFile(image, IMAGE_BYTES)
   const store = join(dir, 'store')
-  await timeCommand(process.execPath, [CLI, 'publish', image, '--name', 'CPE-base', '--store', store, '--arch', 'x86_64'], { env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+  await timeCommand(process.execPath, [CLI, 'publish', image, '--name', 'CPE-base', '--store', store, '--arch', 'x86_64'], { env: agentEnv() })
   const nodeIds = Array.from({ length: AGENTS }, (_, i) => `nid${String(i).padStart(5, '0')}`)
   const nodesFile = join(dir, 'nodes.json')
   await writeFile(nodesFile, JSON.stringify({ schema: 1, defaults: { image: 'CPE-base', style: 'disked', partitions: { cache: 'LABEL=cwcache', root: 'LABEL=cwroot' } }, nodes: Object.fromEntries(nodeIds.map((n) => [n, {}])) }))
 
-  const head = spawn(process.execPath, [CLI, 'head', '--store', store, '--nodes', nodesFile, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
+  const head = spawn(process.execPath, [CLI, 'head', '--store', store, '--nodes', nodesFile, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'], env: agentEnv({ BOOT_AGENT_LOG_LEVEL: 'info' }) })
   let stderr = ''
   head.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
   const exited = new Promise<void>((resolve) => head.once('exit', () => resolve()))

@@ -40,6 +40,38 @@ export const timeCommand = (cmd: string, args: string[], opts: { rss?: boolean; 
     })
   })
 
+/**
+ * The environment the bundled agent is timed in: the one a node starts it
+ * with, quiet (BOOT_AGENT_LOG_LEVEL=warn). The dracut hook and the systemd
+ * units set no NODE_EXTRA_CA_CERTS (the agent reads a site CA itself, at its
+ * first https request: agent/transport/trust.ts), but a developer's shell may
+ * export one. This machine's names Debian's whole bundle (144 certificates),
+ * which Node 20 parses at the start of every process: ~70 ms before the
+ * agent's first line, against a 0.45 s `xxhsum`. It is dropped here, and
+ * {@link caStartupNote} reports what it would have cost.
+ */
+export const agentEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn', ...extra }
+  delete env.NODE_EXTRA_CA_CERTS
+  return env
+}
+
+/**
+ * When this shell sets NODE_EXTRA_CA_CERTS: a line saying so and what it adds
+ * to Node's start-up, `node -e ''` with and without it timed alternately now.
+ */
+export const caStartupNote = async (runs = 9): Promise<string | undefined> => {
+  const file = process.env.NODE_EXTRA_CA_CERTS
+  if (!file) return undefined
+  const bare = (env: NodeJS.ProcessEnv) => async () => (await timeCommand(process.execPath, ['-e', ''], { env })).seconds
+  const r = await compare(runs, bare(agentEnv()), bare(process.env))
+  const ms = (s: number) => (s * 1000).toFixed(0)
+  return (
+    `This shell sets NODE_EXTRA_CA_CERTS=${file}; the agent was timed without it, as a node starts it (bench/lib.ts agentEnv). ` +
+    `With it, Node alone (\`node -e ''\`, medians of ${runs}) takes ${ms(r.b)} ms against ${ms(r.a)} ms: +${ms(r.b - r.a)} ms on every agent run.`
+  )
+}
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   const mid = Math.floor(s.length / 2)

@@ -17,7 +17,7 @@ import { open, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
-import { compare, gbps, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
+import { agentEnv, compare, gbps, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
 import { buildManifest } from '../agent/manifest/build.js'
 import { Chunker } from '../agent/manifest/cdc.js'
 import { hashRanges } from '../agent/manifest/hash-pool.js'
@@ -29,7 +29,7 @@ const { values } = parseArgs({
 const sizeBytes = Number(values['size-mib']) * 1024 * 1024
 const runs = Number(values.runs)
 const agent = (args: string[]) =>
-  timeCommand(process.execPath, ['dist/boot-agent.mjs', ...args], { env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+  timeCommand(process.execPath, ['dist/boot-agent.mjs', ...args], { env: agentEnv() })
 const openssl = async (file: string): Promise<number> => (await timeCommand('openssl', ['dgst', '-sha256', file])).seconds
 const timed = async (fn: () => Promise<unknown>): Promise<number> => {
   const started = process.hrtime.bigint()

@@ -8,13 +8,14 @@
  *                    (verified + written + fsynced vs unverified)
  *   peak RSS         of that download (GNU time %M)
  *
- * The agent is the bundled CLI (dist/boot-agent.mjs), start-up included.
+ * The agent is the bundled CLI (dist/boot-agent.mjs), start-up included, in
+ * the environment a node starts it with (bench/lib.ts agentEnv).
  * usage: npm run bench -- pipeline [--size-mib N] [--runs N]
  */
 import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { compare, gbps, makeRandomFile, timeCommand, withTempDir } from './lib.js'
+import { agentEnv, caStartupNote, compare, gbps, makeRandomFile, timeCommand, withTempDir } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { objectPath } from '../agent/cache/layout.js'
 
@@ -26,7 +27,7 @@ const sizeBytes = Number(values['size-mib']) * 1024 * 1024
 const runs = Number(values.runs)
 const AGENT = ['dist/boot-agent.mjs']
 
-const agent = (args: string[], rss = false) => timeCommand(process.execPath, [...AGENT, ...args], { rss, env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' } })
+const agent = (args: string[], rss = false) => timeCommand(process.execPath, [...AGENT, ...args], { rss, env: agentEnv() })
 
 await withTempDir('ba-bench-pipeline-', async (dir) => {
   const www = join(dir, 'www')
@@ -89,6 +90,7 @@ await withTempDir('ba-bench-pipeline-', async (dir) => {
     rows.push(`| verified download + fsync | \`boot-agent fetch\` ${gbps(sizeBytes, dl.a)} GB/s | \`curl -o && sync\` ${gbps(sizeBytes, dl.b)} GB/s | **${dl.ratio.toFixed(2)}×** | ≥ 1.0× (goal 1.5×) |`)
     rows.push(`| peak RSS during the download | ${(rssKiB / 1024).toFixed(0)} MB | | | ≤ 150 MB |`)
     const size = (await stat(image)).size
+    const caNote = await caStartupNote()
     process.stdout.write(
       [
         `pipeline benchmark: ${size} bytes, median of ${runs} alternating runs, ${new Date().toISOString()}`,
@@ -99,6 +101,7 @@ await withTempDir('ba-bench-pipeline-', async (dir) => {
         '',
         `raw seconds: fast ${JSON.stringify(fast.as)} vs ${JSON.stringify(fast.bs)}; strong ${JSON.stringify(strong.as)} vs ${JSON.stringify(strong.bs)}; download ${JSON.stringify(dl.as)} vs ${JSON.stringify(dl.bs)}`,
         '',
+        ...(caNote ? [caNote, ''] : []),
       ].join('\n'),
     )
   } finally {

@@ -9,7 +9,8 @@
  *   start to the boot command's first line, as bench/boot-hit.ts reads it),
  *   against a local head node that answers 404, so the stage stops at its
  *   first request (`rd.bootagent.onfail=emergency`: no reboot wait);
- * - a bare `node -e ''` next to them.
+ * - a bare `node -e ''` next to them (and with this shell's NODE_EXTRA_CA_CERTS,
+ *   when it sets one: every case runs in bench/lib.ts agentEnv, without it).
  *
  * Cases alternate within each run, so the shared machine's load spreads over
  * all of them. `--baseline ENTRY` adds a second bundle (e.g. one built from
@@ -24,7 +25,7 @@ import type { AddressInfo } from 'node:net'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { median, withTempDir } from './lib.js'
+import { agentEnv, median, withTempDir } from './lib.js'
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '10' }, baseline: { type: 'string' } } })
 const RUNS = Number(values.runs)
@@ -37,13 +38,13 @@ interface Run {
   stdout: string
 }
 
-/** Runs `node ARGS` under GNU time; any exit code is fine (a failed boot exits 1). */
-const timeNode = (args: string[]): Promise<Run> =>
+/** Runs `node ARGS` under GNU time (in agentEnv() unless `env` is given); any exit code is fine (a failed boot exits 1). */
+const timeNode = (args: string[], env: NodeJS.ProcessEnv = agentEnv()): Promise<Run> =>
   new Promise((resolve, reject) => {
     const started = process.hrtime.bigint()
     const child = spawn('/usr/bin/time', ['-f', '__CPU__ %U %S', process.execPath, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn' },
+      env,
     })
     let stdout = ''
     let stderr = ''
@@ -72,9 +73,13 @@ await withTempDir('ba-startup-bench-', async (dir) => {
   const cmdline = join(dir, 'cmdline')
   await writeFile(cmdline, `rd.bootagent.server=${url} rd.bootagent.node=bench rd.bootagent.onfail=emergency\n`)
   try {
-    const cases: Array<{ name: string; args: string[]; boot?: boolean; runs: Run[]; startups: number[] }> = [
+    const cases: Array<{ name: string; args: string[]; env?: NodeJS.ProcessEnv; boot?: boolean; runs: Run[]; startups: number[] }> = [
       { name: "bare `node -e ''`", args: ['-e', ''], runs: [], startups: [] },
     ]
+    // What a NODE_EXTRA_CA_CERTS in this shell would add to every run (agentEnv drops it, as a node has none).
+    if (process.env.NODE_EXTRA_CA_CERTS) {
+      cases.push({ name: `bare \`node -e ''\` with this shell's NODE_EXTRA_CA_CERTS=${process.env.NODE_EXTRA_CA_CERTS}`, args: ['-e', ''], env: { ...process.env }, runs: [], startups: [] })
+    }
     for (const [label, entry] of AGENTS) {
       const boot = ['boot', '--cmdline-file', cmdline, '--run-dir', join(dir, 'run'), '--sysroot', join(dir, 'sysroot'), '--json']
       cases.push({ name: `${label}: \`--help\``, args: [entry, '--help'], runs: [], startups: [] })
@@ -84,7 +89,7 @@ await withTempDir('ba-startup-bench-', async (dir) => {
     const loadBefore = await loadavg()
     for (let i = 0; i < RUNS; i++) {
       for (const c of cases) {
-        const r = await timeNode(c.args)
+        const r = await timeNode(c.args, c.env)
         c.runs.push(r)
         if (c.boot) {
           const record = JSON.parse(r.stdout) as { timings?: { startup?: number } }
