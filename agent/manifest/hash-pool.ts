@@ -184,55 +184,63 @@ export const endIdleHashWorkers = (): Promise<void> => pool.end()
 interface Job {
   id: number
   /** Indexes into the caller's ranges. */
-  idx: number[]
+  idx: Int32Array
   offsets: Float64Array
   sizes: Float64Array
   spanEnd: number
   bytes: number
 }
 
-/** Groups ranges (sorted by offset) into jobs of neighbouring ranges. */
+/**
+ * Groups ranges (sorted by offset) into jobs of neighbouring ranges. Plain
+ * loops into typed arrays: this runs once per call, before any hashing, on
+ * ~29,000 chunks for 2 GiB, mostly before V8 has optimised anything — the
+ * version with array callbacks took ~25 ms of a strong verify's start here.
+ */
 const planJobs = (ranges: readonly ByteRange[], jobBytes: number): Job[] => {
-  const order = ranges.map((_, i) => i)
+  const n = ranges.length
   // A manifest's chunks come in file order: sort (~29,000 for 2 GiB) only when they do not.
-  if (ranges.some((r, i) => i > 0 && r.offset < ranges[i - 1]!.offset)) order.sort((a, b) => ranges[a]!.offset - ranges[b]!.offset)
+  let sorted = true
+  for (let i = 1; i < n && sorted; i++) sorted = ranges[i]!.offset >= ranges[i - 1]!.offset
+  const order = new Int32Array(n)
+  for (let i = 0; i < n; i++) order[i] = i
+  if (!sorted) order.sort((a, b) => ranges[a]!.offset - ranges[b]!.offset)
   const jobs: Job[] = []
-  let cur: number[] = []
-  let start = 0
-  let end = 0
-  const flush = (): void => {
-    if (cur.length === 0) return
-    jobs.push({
-      id: jobs.length,
-      idx: cur,
-      offsets: Float64Array.from(cur, (i) => ranges[i]!.offset),
-      sizes: Float64Array.from(cur, (i) => ranges[i]!.size),
-      spanEnd: end,
-      bytes: cur.reduce((s, i) => s + ranges[i]!.size, 0),
-    })
-    cur = []
-  }
-  for (const i of order) {
-    const r = ranges[i]!
-    const rEnd = r.offset + r.size
-    if (cur.length > 0 && (r.offset - end > MAX_GAP_BYTES || r.offset < start || Math.max(end, rEnd) - start > jobBytes)) flush()
-    if (cur.length === 0) {
-      start = r.offset
-      end = rEnd
+  let first = 0
+  while (first < n) {
+    const r0 = ranges[order[first]!]!
+    const start = r0.offset
+    let end = start + r0.size
+    let bytes = r0.size
+    let k = first + 1
+    for (; k < n; k++) {
+      const r = ranges[order[k]!]!
+      const rEnd = r.offset + r.size
+      if (r.offset - end > MAX_GAP_BYTES || r.offset < start || Math.max(end, rEnd) - start > jobBytes) break
+      end = Math.max(end, rEnd)
+      bytes += r.size
     }
-    cur.push(i)
-    end = Math.max(end, rEnd)
+    const idx = order.slice(first, k)
+    const offsets = new Float64Array(idx.length)
+    const sizes = new Float64Array(idx.length)
+    for (let j = 0; j < idx.length; j++) {
+      const r = ranges[idx[j]!]!
+      offsets[j] = r.offset
+      sizes[j] = r.size
+    }
+    jobs.push({ id: jobs.length, idx, offsets, sizes, spanEnd: end, bytes })
+    first = k
   }
-  flush()
   return jobs
 }
 
 const validateRanges = (ranges: readonly ByteRange[]): void => {
-  ranges.forEach((r, i) => {
+  for (let i = 0; i < ranges.length; i++) {
+    const r = ranges[i]!
     if (!Number.isSafeInteger(r.offset) || r.offset < 0 || !Number.isSafeInteger(r.size) || r.size < 0) {
       throw new RangeError(`ranges[${i}]: offset and size must be non-negative integers, got ${r.offset}, ${r.size}`)
     }
-  })
+  }
 }
 
 const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new BootAgentError('EABORT', 'hashing aborted')
@@ -294,9 +302,7 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
     /** Records a job's digests; true when it was the last job (the call is then resolved). */
     const complete = (job: Job, digests: Uint8Array): boolean => {
       const d = Buffer.from(digests.buffer, digests.byteOffset, digests.byteLength)
-      job.idx.forEach((ri, k) => {
-        out[ri] = d.toString('hex', 32 * k, 32 * k + 32)
-      })
+      for (let k = 0; k < job.idx.length; k++) out[job.idx[k]!] = d.toString('hex', 32 * k, 32 * k + 32)
       bytesDone += job.bytes
       opts.onProgress?.(bytesDone)
       if (++finished < jobs.length) return false
