@@ -129,8 +129,12 @@ export const openBody = async (url: string, range: { start: number; end: number 
   const lenHeader = res.headers.get('content-length')
   const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS
   const body = res.body
+  // The stall watchdog, from the first read. Cleared when the body ends and by
+  // cancel(): a caller that stops reading at the byte it wanted never resumes
+  // the generator, and a live timer would hold the process for IDLE_TIMEOUT_MS.
+  let idle: NodeJS.Timeout | undefined
   async function* pieces(): AsyncGenerator<Uint8Array> {
-    const idle = setTimeout(() => {
+    idle = setTimeout(() => {
       why = 'idle'
       ctl.abort()
     }, idleMs)
@@ -156,6 +160,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
     total: res.status === 206 ? total : lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined,
     pieces: pieces(),
     cancel: () => {
+      clearTimeout(idle)
       done()
       ctl.abort()
     },
