@@ -1,5 +1,7 @@
 import t from 'tap'
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { startNginx } from './nginx.js'
 import { gate } from './capability.js'
@@ -18,3 +20,40 @@ t.test('the nginx fixture serves files, honours Range and logs bytes sent', gate
   const log = await ng.access()
   t.match(log, [{ method: 'GET', path: '/f.bin', status: 206, bytes: 10, range: 'bytes=10-19' }])
 })
+
+t.test('an nginx dies with the test process that started it, even one killed before its teardown', gate('nginx'), async (t) => {
+  const dir = t.testdir({ www: {} })
+  const script = join(dir, 'holder.ts')
+  await writeFile(
+    script,
+    `import { startNginx } from ${JSON.stringify(new URL('./nginx.ts', import.meta.url).pathname)}\n` +
+      `const ng = await startNginx(${JSON.stringify(join(dir, 'www'))})\n` +
+      `process.stdout.write(String(ng.port) + '\\n')\n` +
+      `setInterval(() => {}, 1000)\n`,
+  )
+  // The same loaders as this test (TypeScript), as tap starts a test file.
+  const child = spawn(process.execPath, [...process.execArgv, script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.setEncoding('utf8').once('data', (d: string) => resolve(Number(d.trim())))
+    child.once('exit', (code) => reject(new Error(`holder exited ${code}`)))
+  })
+  t.ok(await connects(port), 'nginx serves while its test process lives')
+  child.kill('SIGKILL') // what tap does at a timeout: no teardown runs
+  let alive = true
+  for (let i = 0; i < 50 && alive; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    alive = await connects(port)
+  }
+  t.notOk(alive, 'nothing listens on its port once the test process is gone')
+})
+
+const connects = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once('error', () => resolve(false))
+  })

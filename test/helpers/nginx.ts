@@ -4,6 +4,7 @@
  * that records what each request was sent, so tests can count image bytes.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -66,6 +67,7 @@ const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_00
 }
 
 const NGINX = ['/usr/sbin/nginx', 'nginx']
+const SETPRIV = '/usr/bin/setpriv'
 
 /**
  * Starts nginx serving `root`, over https when `tls` gives a certificate and
@@ -80,7 +82,7 @@ export const startNginx = async (root: string, opts: { tls?: { cert: string; key
   const conf = `
 worker_processes 1;
 daemon off;
-master_process on;
+master_process off;
 user root;
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/logs/error.log warn;
@@ -105,7 +107,14 @@ http {
 `
   await writeFile(join(prefix, 'nginx.conf'), conf)
   const bin = NGINX.find((b) => b.startsWith('/')) ?? 'nginx'
-  const child = spawn(bin, ['-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  // One process (master_process off), killed with this one (util-linux setpriv's
+  // PR_SET_PDEATHSIG): a test process that tap kills at its timeout never runs its
+  // teardown, and an nginx left behind would serve on. (With a master process,
+  // its workers outlive a killed master.)
+  const argv = ['-p', prefix, '-c', join(prefix, 'nginx.conf')]
+  const child = existsSync(SETPRIV)
+    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
   try {
