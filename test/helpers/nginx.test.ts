@@ -1,9 +1,8 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { join } from 'node:path'
-import { startNginx } from './nginx.js'
+import { canConnect, startNginx } from './nginx.js'
 import { gate } from './capability.js'
 
 t.test('the nginx fixture serves files, honours Range and logs bytes sent', gate('nginx'), async (t) => {
@@ -38,22 +37,12 @@ t.test('an nginx dies with the test process that started it, even one killed bef
     child.stdout.setEncoding('utf8').once('data', (d: string) => resolve(Number(d.trim())))
     child.once('exit', (code) => reject(new Error(`holder exited ${code}`)))
   })
-  t.ok(await connects(port), 'nginx serves while its test process lives')
+  t.ok(await canConnect(port), 'nginx serves while its test process lives')
   child.kill('SIGKILL') // what tap does at a timeout: no teardown runs
   let alive = true
   for (let i = 0; i < 50 && alive; i++) {
     await new Promise((r) => setTimeout(r, 100))
-    alive = await connects(port)
+    alive = await canConnect(port)
   }
   t.notOk(alive, 'nothing listens on its port once the test process is gone')
 })
-
-const connects = (port: number): Promise<boolean> =>
-  new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port })
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })

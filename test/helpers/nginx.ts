@@ -44,7 +44,7 @@ export const freePort = (): Promise<number> =>
   })
 
 /** Waits until something accepts connections on the loopback port (plain TCP: the server may speak TLS). */
-const canConnect = (port: number): Promise<boolean> =>
+export const canConnect = (port: number): Promise<boolean> =>
   new Promise((resolve) => {
     const s = connect({ host: '127.0.0.1', port })
     s.setTimeout(1000, () => s.destroy())
