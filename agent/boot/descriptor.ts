@@ -12,6 +12,7 @@ import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../errors.js'
 import type { Logger } from '../log.js'
 import { system } from '../system.js'
+import { tlsFailureCode } from '../transport/retry.js'
 import {
   BOOT_STYLES,
   type BootStyle,
@@ -187,11 +188,7 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
   // Loaded here, not at the top: node-fetch (with https/tls, zlib and web streams)
   // is the biggest part of the boot command's start-up, and only this request and
   // the downloads need it.
-  const [{ default: fetch, FetchError }, { agentFor, TLS_HINT }, { networkReason, tlsFailureCode }] = await Promise.all([
-    import('node-fetch'),
-    import('../transport/trust.js'),
-    import('../transport/retry.js'),
-  ])
+  const [{ default: fetch, FetchError }, { agentFor, failedRequestMessage }] = await Promise.all([import('node-fetch'), import('../transport/trust.js')])
   const url = descriptorUrl(server, node)
   const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
   const sleep = opts.sleep ?? abortableSleep
@@ -225,10 +222,10 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
       if (opts.signal?.aborted) throw new BootAgentError('EABORT', `fetching ${url} aborted`, { url }, { cause: e })
       // A certificate nobody trusted does not get better with retries (SPEC §6): say so now.
       const tls = tlsFailureCode(e)
-      if (tls) throw new BootAgentError(tls, `cannot fetch ${url}: ${networkReason(e)} (${TLS_HINT})`, { url }, { cause: e })
+      if (tls) throw new BootAgentError(tls, `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
       const transient = e instanceof FetchError || (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError'))
       if (!transient) throw e
-      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${url}: ${networkReason(e)}`, { url }, { cause: e })
+      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
     }
     if (attempt < attempts) {
       opts.log?.warn({ url, attempt, waitMs: Math.round(waitMs), err: messageOf(lastErr) }, 'boot descriptor fetch failed; retrying')

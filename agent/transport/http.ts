@@ -5,8 +5,8 @@
  */
 import fetch, { type Response } from 'node-fetch'
 import { BootAgentError, HttpError } from '../errors.js'
-import { networkReason, parseRetryAfter, tlsFailureCode } from './retry.js'
-import { agentFor, TLS_HINT } from './trust.js'
+import { parseRetryAfter } from './retry.js'
+import { agentFor, failedRequestMessage } from './trust.js'
 
 /** Longest wait for response headers. */
 export const HEADERS_TIMEOUT_MS = 30_000
@@ -91,8 +91,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
     if (why === 'idle') return new BootAgentError('EIDLE', `${url} sent nothing for ${opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS} ms`, { url })
     if (e instanceof Error && !(e instanceof BootAgentError)) {
       const code = (e as { code?: unknown }).code
-      const hint = tlsFailureCode(e) ? ` (${TLS_HINT})` : ''
-      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', `${url}: ${networkReason(e)}${hint}`, { url }, { cause: e })
+      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', failedRequestMessage(url, e), { url }, { cause: e })
     }
     return e
   }

@@ -18,6 +18,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { rootCertificates } from 'node:tls'
 import { ConfigError, isErrno, messageOf } from '../errors.js'
+import { networkReason, tlsFailureCode } from './retry.js'
 
 /** Where the dracut module installs the site CA (`--ca FILE`, module-setup.sh); used when present. */
 export const SITE_CA_FILE = '/etc/boot-agent/ca.pem'
@@ -57,8 +58,16 @@ export const readSiteCa = (env: NodeJS.ProcessEnv = process.env): { file: string
   return { file, certs }
 }
 
-/** What to do about a certificate the agent does not trust (appended to the TLS error). */
-export const TLS_HINT = `if the server's certificate is signed by a site CA, give it to the agent: the dracut module's --ca FILE (installed as ${SITE_CA_FILE}), or ${SITE_CA_ENV}=FILE`
+/** What to do about a certificate the agent does not trust. */
+const TLS_HINT = `if the server's certificate is signed by a site CA, give it to the agent: the dracut module's --ca FILE (installed as ${SITE_CA_FILE}), or ${SITE_CA_ENV}=FILE`
+
+/**
+ * "URL: why" for a request that failed: the URL once (node-fetch's own
+ * "request to URL failed, reason:" dropped), and for a certificate nobody
+ * trusted, what to do about it.
+ */
+export const failedRequestMessage = (url: string, e: unknown): string =>
+  `${url}: ${networkReason(e)}${tlsFailureCode(e) ? ` (${TLS_HINT})` : ''}`
 
 const keepAlive = { keepAlive: true, maxSockets: 16 }
 const httpAgent = new http.Agent(keepAlive)
