@@ -2,7 +2,8 @@ import t from 'tap'
 import { mkdir, readFile, symlink, writeFile, chmod, readdir, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { findInit, measureImage, parseListing, resolveInRoot, unpackImage, wipeRoot, MARKER_FILE, writeMarker } from '../../agent/boot/unpack.js'
+import { findInit, measureImage, parseListing, resolveInRoot, unpackImage, wipeRoot, MARKER_FILE, UNPACK_QUEUE_MIB, writeMarker } from '../../agent/boot/unpack.js'
+import { run } from '../../agent/exec.js'
 import { gate } from '../helpers/capability.js'
 import { hashTree, makeOsTree, mksquashfs, scratch } from '../helpers/loop.js'
 
@@ -99,4 +100,21 @@ t.test('the marker records the digest and time', async (t) => {
   const d = t.testdir({})
   await writeMarker(d, { sha256: 'c'.repeat(64), name: 'img', size: 1, unpackedAt: '2026-01-01T00:00:00.000Z', style: 'disked' })
   t.match(JSON.parse(await readFile(join(d, MARKER_FILE), 'utf8')), { sha256: 'c'.repeat(64), unpackedAt: '2026-01-01T00:00:00.000Z' })
+})
+
+t.test('unsquashfs runs with bounded queues (not 256 MiB each) and still gives the exact tree', sq, async (t) => {
+  const s = await scratch(t)
+  const tree = await makeOsTree(join(s.dir, 'tree'))
+  const img = await mksquashfs(tree, join(s.dir, 'i.sqfs'))
+  const root = join(s.dir, 'root')
+  await mkdir(root, { recursive: true })
+  const calls: string[][] = []
+  await unpackImage(img, root, { run: (cmd, args, opts) => (calls.push([cmd, ...args]), run(cmd, args, opts)) })
+  const args = calls.find((c) => c.includes('-d'))
+  t.ok(args, 'unsquashfs was run')
+  const q = (flag: string): number => Number(args?.[args.indexOf(flag) + 1])
+  t.equal(q('-da'), UNPACK_QUEUE_MIB, 'data queue')
+  t.equal(q('-fr'), UNPACK_QUEUE_MIB, 'fragment queue')
+  t.ok(UNPACK_QUEUE_MIB <= 64, 'well under the 256 MiB default')
+  t.same(await hashTree(root), await hashTree(tree))
 })
