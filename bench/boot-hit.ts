@@ -33,7 +33,7 @@ import { mkdir, readdir, readFile, rm, writeFile, chmod } from 'node:fs/promises
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { agentEnv, caStartupNote, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
-import { UNPACK_QUEUE_MIB } from '../agent/boot/unpack.js'
+import { UNPACK_QUEUE_ARGS, UNPACK_QUEUE_MIB } from '../agent/boot/unpack.js'
 import { makeLoopDisk, unmountUnder, uniqueLabel, type LoopDisk } from '../test/helpers/loop.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { publishStatic } from '../test/helpers/static-head.js'
@@ -170,8 +170,7 @@ const main = async (): Promise<void> => {
         parts.xxhsum = ms(t)
         if (HAND_ORDER === 'verify-first') await wipe()
         t = process.hrtime.bigint()
-        const q = queues ? ['-da', String(UNPACK_QUEUE_MIB), '-fr', String(UNPACK_QUEUE_MIB)] : []
-        await timeCommand('unsquashfs', ['-f', '-no-progress', '-q', ...q, '-d', handDir, object])
+        await timeCommand('unsquashfs', ['-f', '-no-progress', '-q', ...(queues ? UNPACK_QUEUE_ARGS : []), '-d', handDir, object])
         parts.unsquashfs = ms(t)
         parts.total = ms(started)
         ;(queues ? handsQ : hands).push(parts)

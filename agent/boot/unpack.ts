@@ -31,6 +31,8 @@ const UNPACK_TIMEOUT_MS = 60 * 60_000
  * core decompressing.
  */
 export const UNPACK_QUEUE_MIB = 32
+/** The unsquashfs arguments that set them (the benchmark's hand run uses the same). */
+export const UNPACK_QUEUE_ARGS: readonly string[] = ['-da', String(UNPACK_QUEUE_MIB), '-fr', String(UNPACK_QUEUE_MIB)]
 /** Where the unpack lands first, inside the target. */
 export const UNPACK_DIR = '.boot-agent-unpack'
 export const MARKER_FILE = '.boot-agent-image'
@@ -115,8 +117,7 @@ export const unpackImage = async (image: string, dir: string, opts: UnpackOption
   await rm(tmp, { recursive: true, force: true })
   try {
     // -st: any error is fatal (a short read must not leave a file half-written and go on).
-    const queues = ['-da', String(UNPACK_QUEUE_MIB), '-fr', String(UNPACK_QUEUE_MIB)]
-    const args = ['-st', '-no-progress', '-q', ...queues, ...(opts.processors ? ['-p', String(opts.processors)] : []), '-d', tmp, image]
+    const args = ['-st', '-no-progress', '-q', ...UNPACK_QUEUE_ARGS, ...(opts.processors ? ['-p', String(opts.processors)] : []), '-d', tmp, image]
     await step('unsquashfs', () => run(commands.unsquashfs, args, { timeoutMs: UNPACK_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) }))
     await step('moveUp', async () => {
       for (const name of await readdir(tmp)) {
