@@ -68,3 +68,27 @@ export class RateLimiter {
     }
   }
 }
+
+/**
+ * Says yes to a key at most once per `intervalMs` (by `now`): a flooding
+ * node is worth one warning a minute, not one per refused request.
+ */
+export class LogThrottle {
+  private readonly last = new Map<string, number>()
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly now: () => number = Date.now,
+    /** Most keys remembered; past it all are forgotten (a forgotten key is warned about once more). */
+    private readonly maxKeys = 10_000,
+  ) {}
+
+  /** True when `key` was not let through in the last interval; it is let through now. */
+  due(key: string): boolean {
+    const now = this.now()
+    if ((this.last.get(key) ?? 0) > now - this.intervalMs) return false
+    if (this.last.size > this.maxKeys) this.last.clear()
+    this.last.set(key, now)
+    return true
+  }
+}
