@@ -1,8 +1,10 @@
 /**
  * Serving a file's bytes with `Range` (RFC 9110 §14): the whole file (200),
  * one range (206), 416 outside the file, headers only for HEAD. Multipart
- * (several-range) requests and `If-Range` are not supported: such requests
- * get the whole file, which RFC 9110 allows.
+ * (several-range) requests get the whole file, which RFC 9110 allows.
+ * `If-Range` is not read: the head serves content-addressed files (the
+ * digest is in the URL), so the representation a client resumes is the one
+ * it started, and its Range is honoured as sent.
  */
 import { createReadStream } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'

@@ -15,6 +15,7 @@ export interface RateLimitOptions {
   maxTracked?: number
 }
 
+/** Per node: a burst of 2000 events, then 200 a second. */
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { burstEvents: 2000, eventsPerSecond: 200 }
 
 interface Bucket {
@@ -22,6 +23,7 @@ interface Bucket {
   at: number
 }
 
+/** One token bucket per node (key); the head passes its clock as `now`. */
 export class RateLimiter {
   private readonly opts: Required<Omit<RateLimitOptions, 'now'>> & { now: () => number }
   private readonly buckets = new Map<string, Bucket>()

@@ -50,48 +50,41 @@ t.test('every endpoint reaches its handler with its checked parameters and its s
   t.equal(router.route('GET', '/v1/nodes/n1/boot?arch=aarch64').query.get('arch'), 'aarch64', 'the query comes along')
 })
 
+/** What `method path` is refused with. */
+const refusal = (method: string, path: string): Pick<HttpProblem, 'status' | 'code' | 'message' | 'details' | 'headers'> => {
+  const { status, code, message, details, headers } = problem(() => router.route(method, path))
+  return { status, code, message, details, headers }
+}
+
 t.test('a wrong method is 405 with the Allow header of the endpoint', async (t) => {
-  for (const [method, path, allow] of [
-    ['DELETE', '/v1/nodes/n1/boot', 'GET, HEAD'],
-    ['POST', '/v1', 'GET, HEAD'],
-    ['GET', '/v1/nodes/n1/events', 'POST'],
-    ['PUT', '/v1/consistency', 'GET, HEAD'],
-  ] as const) {
-    const p = problem(() => router.route(method, path))
-    t.same([p.status, p.code, p.headers], [405, 'EMETHOD', { allow }], `${method} ${path}`)
-    t.equal(p.message, `method not allowed here (allowed: ${allow})`)
-  }
+  const readOnly = { status: 405, code: 'EMETHOD', message: 'method not allowed here (allowed: GET, HEAD)', headers: { allow: 'GET, HEAD' } }
+  t.same(refusal('DELETE', '/v1/nodes/n1/boot'), { ...readOnly, details: {} })
+  t.match(refusal('POST', '/v1'), readOnly)
+  t.match(refusal('PUT', '/v1/consistency'), readOnly)
+  t.match(refusal('GET', '/v1/nodes/n1/events'), { status: 405, message: 'method not allowed here (allowed: POST)', headers: { allow: 'POST' } })
 })
 
 t.test('the image tree is read-only: any other method is 405 anywhere under it, before names are checked', async (t) => {
   for (const path of ['/v1/images', '/v1/images/no/such/endpoint', '/v1/images/..', `/v1/images/by-digest/ABC/image`]) {
-    const p = problem(() => router.route('POST', path))
-    t.same([p.status, p.headers.allow], [405, 'GET, HEAD'], path)
+    t.match(refusal('POST', path), { status: 405, headers: { allow: 'GET, HEAD' } }, path)
   }
 })
 
 t.test('unknown endpoints are 404 naming the path', async (t) => {
   for (const path of ['/v1//', '/v1/nodes', '/v1/consistency/x', '/v1/nodes/n1/other', '/v1/images/CPE-base/x', '/v1/images/by-digest', `/v1/images/by-digest/${SHA}`, `/v1/images/by-digest/${SHA}/other`, '/v1/images/by-digest/ABC']) {
-    const p = problem(() => router.route('GET', path))
-    t.same([p.status, p.code, p.message], [404, 'ENOTFOUND', `no such endpoint ${path}`], path)
+    t.match(refusal('GET', path), { status: 404, code: 'ENOTFOUND', message: `no such endpoint ${path}` }, path)
   }
-  const outside = problem(() => router.route('GET', '/v2/nodes/n1/boot'))
-  t.same([outside.status, outside.message], [404, 'no such endpoint /v2/nodes/n1/boot (this server speaks /v1)'])
+  t.match(refusal('GET', '/v2/nodes/n1/boot'), { status: 404, message: 'no such endpoint /v2/nodes/n1/boot (this server speaks /v1)' })
 })
 
 t.test('a bad name is 400 wherever it stands under /v1/nodes or /v1/images, never looked up', async (t) => {
-  for (const [method, path, field] of [
-    ['GET', '/v1/nodes/..%2Fn1/boot', 'node id'],
-    ['DELETE', '/v1/nodes/%2e%2e/boot', 'node id'],
-    ['GET', '/v1/nodes/BAD!/x/y/z', 'node id'],
-    ['GET', '/v1/nodes/', 'node id'],
-    ['GET', '/v1/images/../manifest', 'image name'],
-    ['GET', '/v1/images/a%2Fb/x/y', 'image name'],
-    ['GET', '/v1/images/', 'image name'],
-  ] as const) {
-    const p = problem(() => router.route(method, path))
-    t.same([p.status, p.code, p.details], [400, 'EBADNAME', { field }], path)
+  for (const path of ['/v1/nodes/..%2Fn1/boot', '/v1/nodes/BAD!/x/y/z', '/v1/nodes/']) {
+    t.match(refusal('GET', path), { status: 400, code: 'EBADNAME', details: { field: 'node id' } }, path)
   }
+  for (const path of ['/v1/images/../manifest', '/v1/images/a%2Fb/x/y', '/v1/images/']) {
+    t.match(refusal('GET', path), { status: 400, code: 'EBADNAME', details: { field: 'image name' } }, path)
+  }
+  t.match(refusal('DELETE', '/v1/nodes/%2e%2e/boot'), { status: 400, code: 'EBADNAME' }, 'a node id is checked before the method')
   const digest = problem(() => router.route('GET', '/v1/images/by-digest/ABC/anything'))
   t.same([digest.status, digest.code, digest.message], [400, 'EBADDIGEST', 'digest "ABC" is not 64 lower-case hex digits'])
 })
