@@ -4,26 +4,42 @@
  * with a hard size limit.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { BootAgentError } from '../errors.js'
+
+/** Every code the head answers a problem with (the `error.code` of the body; docs/protocol.md). */
+export const HTTP_PROBLEM_CODES = [
+  'EABORTED', 'EARCH', 'EAUTH', 'EBADARCH', 'EBADDIGEST', 'EBADEVENT', 'EBADJSON', 'EBADNAME', 'EBADPATH', 'EINTERNAL',
+  'EMEDIATYPE', 'EMETHOD', 'ENOIMAGE', 'ENONODE', 'ENOTFOUND', 'ERANGE', 'ERATE', 'ESTORE', 'ETOOLARGE', 'ETOOMANY',
+] as const
+export type HttpProblemCode = (typeof HTTP_PROBLEM_CODES)[number]
+
+/** True when `code` is one of {@link HTTP_PROBLEM_CODES}. */
+export const isHttpProblemCode = (code: string): code is HttpProblemCode => (HTTP_PROBLEM_CODES as readonly string[]).includes(code)
 
 /**
  * An answer other than success, thrown by a handler and turned into
- * `{error: {status, code, message, ...details}}` by the server.
+ * `{error: {status, code, message, ...details}}` by the server. Part of the
+ * one error hierarchy: its `context` is the `details` the body carries.
  */
-export class HttpProblem extends Error {
+export class HttpProblem extends BootAgentError {
+  declare readonly code: HttpProblemCode
+  /** HTTP status of the answer. */
   readonly status: number
-  readonly code: string
-  readonly details: Record<string, unknown>
+  /** Headers the answer carries (`allow`, `retry-after`, `content-range`, ...). */
   readonly headers: Record<string, string>
-  constructor(status: number, code: string, message: string, opts: { details?: Record<string, unknown>; headers?: Record<string, string> } = {}) {
-    super(message)
-    this.name = 'HttpProblem'
+  constructor(status: number, code: HttpProblemCode, message: string, opts: { details?: Record<string, unknown>; headers?: Record<string, string> } = {}) {
+    super(code, message, opts.details ?? {})
     this.status = status
-    this.code = code
-    this.details = opts.details ?? {}
     this.headers = opts.headers ?? {}
+  }
+
+  /** Fields the body carries beside status, code and message (the error's context). */
+  get details(): Record<string, unknown> {
+    return this.context
   }
 }
 
+/** Sends `body` as JSON with `status`; returns the body's size in bytes. */
 export const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): number => {
   const text = JSON.stringify(body) + '\n'
   const bytes = Buffer.byteLength(text)
@@ -37,6 +53,7 @@ export const sendJson = (res: ServerResponse, status: number, body: unknown, hea
   return bytes
 }
 
+/** Sends a problem as `{error: {status, code, message, ...details}}`; returns the body's size in bytes. */
 export const sendProblem = (res: ServerResponse, p: HttpProblem): number =>
   sendJson(res, p.status, { error: { status: p.status, code: p.code, message: p.message, ...p.details } }, p.headers)
 
@@ -95,36 +112,4 @@ export const parseJsonBody = (body: Buffer): unknown => {
   } catch (e) {
     throw new HttpProblem(400, 'EBADJSON', `request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`)
   }
-}
-
-export interface ByteRange {
-  start: number
-  /** Inclusive. */
-  end: number
-}
-
-/**
- * Parses a `Range` header against a file of `size` bytes (RFC 9110 §14).
- * Returns `undefined` for no/ignorable header (serve it all), `'unsatisfiable'`
- * for a range wholly outside the file (416), else one range. Multipart
- * (several-range) requests are not supported: they are answered with the
- * whole file, which RFC 9110 allows, as is a syntactically invalid range.
- */
-export const parseRange = (header: string | undefined, size: number): ByteRange | 'unsatisfiable' | undefined => {
-  if (header === undefined) return undefined
-  const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/.exec(header.trim())
-  if (!m) return undefined
-  const [, a = '', b = ''] = m
-  if (a === '' && b === '') return undefined
-  if (a === '') {
-    // Suffix range: the last N bytes.
-    const n = Number(b)
-    if (n === 0) return 'unsatisfiable'
-    return size === 0 ? 'unsatisfiable' : { start: Math.max(0, size - n), end: size - 1 }
-  }
-  const start = Number(a)
-  if (!Number.isSafeInteger(start) || start >= size) return 'unsatisfiable'
-  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1)
-  if (!Number.isSafeInteger(end) || end < start) return b !== '' && Number(b) < start ? undefined : 'unsatisfiable'
-  return { start, end }
 }

@@ -15,6 +15,7 @@ export interface RateLimitOptions {
   maxTracked?: number
 }
 
+/** Per node: a burst of 2000 events, then 200 a second. */
 export const DEFAULT_RATE_LIMIT: RateLimitOptions = { burstEvents: 2000, eventsPerSecond: 200 }
 
 interface Bucket {
@@ -22,6 +23,7 @@ interface Bucket {
   at: number
 }
 
+/** One token bucket per node (key); the head passes its clock as `now`. */
 export class RateLimiter {
   private readonly opts: Required<Omit<RateLimitOptions, 'now'>> & { now: () => number }
   private readonly buckets = new Map<string, Bucket>()
@@ -66,5 +68,29 @@ export class RateLimiter {
       if (b.tokens >= this.opts.burstEvents) this.buckets.delete(k)
       if (this.buckets.size <= this.opts.maxTracked) break
     }
+  }
+}
+
+/**
+ * Says yes to a key at most once per `intervalMs` (by `now`): a flooding
+ * node is worth one warning a minute, not one per refused request.
+ */
+export class LogThrottle {
+  private readonly last = new Map<string, number>()
+
+  constructor(
+    private readonly intervalMs: number,
+    private readonly now: () => number = Date.now,
+    /** Most keys remembered; past it all are forgotten (a forgotten key is warned about once more). */
+    private readonly maxKeys = 10_000,
+  ) {}
+
+  /** True when `key` was not let through in the last interval; it is let through now. */
+  due(key: string): boolean {
+    const now = this.now()
+    if ((this.last.get(key) ?? 0) > now - this.intervalMs) return false
+    if (this.last.size > this.maxKeys) this.last.clear()
+    this.last.set(key, now)
+    return true
   }
 }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { RateLimiter } from '../../agent/head/rate-limit.js'
+import { LogThrottle, RateLimiter } from '../../agent/head/rate-limit.js'
 
 t.test('a node may burst, then earns events back at the configured rate', async (t) => {
   let now = 0
@@ -12,4 +12,14 @@ t.test('a node may burst, then earns events back at the configured rate', async 
   t.equal(rl.take('n1', 5), 1000)
   rl.refund('n1', 5)
   t.equal(rl.take('n1', 5), 0, 'refunded (duplicates cost nothing)')
+})
+
+t.test('a throttled warning passes once per interval per key, by the given clock', async (t) => {
+  let now = 1_000_000
+  const w = new LogThrottle(60_000, () => now)
+  t.equal(w.due('/v1/nodes/flood/events'), true)
+  t.equal(w.due('/v1/nodes/flood/events'), false)
+  t.equal(w.due('/v1/nodes/other/events'), true, 'each key has its own interval')
+  now += 60_001
+  t.equal(w.due('/v1/nodes/flood/events'), true)
 })

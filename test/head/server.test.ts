@@ -273,3 +273,14 @@ t.test('a graceful close lets a request in flight finish', async (t) => {
   t.equal(sha256(body), sha256(X86))
   await t.rejects(fetch(`${head.url}/v1/nodes/n1/boot`))
 })
+
+t.test('the head reads the time from the clock it is given: the consistency view and the rate limit', async (t) => {
+  let now = Date.parse('2030-01-02T03:04:05.000Z')
+  const { head } = await setup(t, { clock: { now: () => now }, rateLimit: { burstEvents: 2, eventsPerSecond: 1 } })
+  t.match((await call(`${head.url}/v1/consistency`)).json, { generatedAt: '2030-01-02T03:04:05.000Z' })
+  const status = (): unknown => makeEvent('status', 'n1', {})
+  t.equal((await postEvents(head.url, 'n1', [status(), status()])).status, 200)
+  t.equal((await postEvents(head.url, 'n1', [status()])).status, 429, 'the clock stood still: no token earned back')
+  now += 1000
+  t.equal((await postEvents(head.url, 'n1', [status()])).status, 200, 'one second later by the clock: one token back')
+})
