@@ -1,6 +1,6 @@
 import t from 'tap'
 import { BootAgentError, HttpError } from '../../agent/errors.js'
-import { backoffMs, DEFAULT_RETRY_POLICY as P, isRetryable, parseRetryAfter } from '../../agent/transport/retry.js'
+import { backoffMs, DEFAULT_RETRY_POLICY as P, isRetryable, parseRetryAfter } from '../../agent/core/retry.js'
 
 const sysErr = (code: string) => Object.assign(new Error(code), { code })
 
