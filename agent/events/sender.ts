@@ -253,6 +253,7 @@ export class Sender {
         this.log.warn({ url: this.url, attempt: this.failures, retryInMs: waitMs, err: this.lastError }, 'event delivery failed; kept in the spool')
       }
       if (this.woken && this.failures === 0) continue
+      if (opts.signal.aborted) return // stopped during the flush: no wait
       const stop = new AbortController()
       const end = (): void => stop.abort()
       opts.signal.addEventListener('abort', end, { once: true })
