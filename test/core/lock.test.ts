@@ -13,10 +13,10 @@ const deadPid = async (): Promise<number> => {
   return new Promise<number>((r) => child.on('exit', () => r(child.pid!)))
 }
 
-/** A racer process (lock-racer.ts) and a way to send it a command and read its one-line answer. */
+/** A racer process (test/helpers/lock-racer.ts) and a way to send it a command and read its one-line answer. */
 const racer = (t: Test) => {
   // The same loaders as this test (TypeScript), as tap starts a test file.
-  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [...process.execArgv, new URL('./lock-racer.ts', import.meta.url).pathname])
+  const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [...process.execArgv, new URL('../helpers/lock-racer.ts', import.meta.url).pathname])
   t.teardown(() => void child.kill('SIGKILL'))
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
   return {
