@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fetchDescriptor } from '../../agent/boot/descriptor.js'
 import { Cache } from '../../agent/cache/store.js'
+import type { Sleep } from '../../agent/core/clock.js'
 import { DEFAULT_RETRY_POLICY } from '../../agent/core/retry.js'
 import { makeEvent } from '../../agent/events/event.js'
 import { MAX_BACKOFF_MS, Sender } from '../../agent/events/sender.js'
@@ -123,46 +124,38 @@ const setUp = async (t: Test) => {
   })
 
   let runs = 0
+  /** Runs one request whose waits go to a recording sleep; `go` resolves true when it got what it asked for. */
+  const drive = async (path: string, go: (sleep: Sleep) => Promise<boolean>): Promise<Outcome> => {
+    const waits: number[] = []
+    const r = await go(async (ms) => void waits.push(ms)).then(
+      (ok) => ({ ok }),
+      (error: unknown) => ({ ok: false, error }),
+    )
+    return { ...r, waits, requests: server.requests(path) }
+  }
   const callers: Caller[] = [
     {
       name: 'descriptor',
       path: descriptorPath,
       maxDelayMs: DEFAULT_RETRY_POLICY.maxDelayMs,
-      run: async () => {
-        const waits: number[] = []
-        const r = await fetchDescriptor(server.url, node, { timeoutMs: 5000, random: () => 0, sleep: async (ms) => void waits.push(ms) }).then(
-          () => ({ ok: true }),
-          (error: unknown) => ({ ok: false, error }),
-        )
-        return { ...r, waits, requests: server.requests(descriptorPath) }
-      },
+      run: () => drive(descriptorPath, async (sleep) => (await fetchDescriptor(server.url, node, { timeoutMs: 5000, random: () => 0, sleep })).node === node),
     },
     {
       name: 'manifest',
       path: manifestPath,
       maxDelayMs: DEFAULT_RETRY_POLICY.maxDelayMs,
-      run: async () => {
-        const waits: number[] = []
-        const r = await fetchManifest(`${server.url}${manifestPath}`, { random: () => 0, sleep: async (ms) => void waits.push(ms) }).then(
-          () => ({ ok: true }),
-          (error: unknown) => ({ ok: false, error }),
-        )
-        return { ...r, waits, requests: server.requests(manifestPath) }
-      },
+      run: () => drive(manifestPath, async (sleep) => (await fetchManifest(`${server.url}${manifestPath}`, { random: () => 0, sleep })).sha256 === manifest.sha256),
     },
     {
       name: 'image',
       path: imagePath,
       maxDelayMs: DEFAULT_RETRY_POLICY.maxDelayMs,
-      run: async () => {
-        const waits: number[] = []
-        const cache = await Cache.open(join(dir, `cache-${runs++}`))
-        const r = await fetchImage({ manifest, cache, nodeId: 'n1', sleep: async (ms) => void waits.push(ms) }).then(
-          (x) => ({ ok: x.sha256 === manifest.sha256 && !x.hit }),
-          (error: unknown) => ({ ok: false, error }),
-        )
-        return { ...r, waits, requests: server.requests(imagePath) }
-      },
+      run: () =>
+        drive(imagePath, async (sleep) => {
+          const cache = await Cache.open(join(dir, `cache-${runs++}`))
+          const x = await fetchImage({ manifest, cache, nodeId: 'n1', sleep })
+          return x.sha256 === manifest.sha256 && !x.hit
+        }),
     },
     {
       name: 'events',
@@ -200,39 +193,40 @@ const setUp = async (t: Test) => {
   return { server, callers }
 }
 
-t.test('descriptor, manifest, image and events all retry 408, 425, 429, 500, 502, 503 and 504', async (t) => {
+/** Each caller, once per status, meeting that status first; `check` looks at how it went. */
+const eachCallerMeeting = async (t: Test, statuses: number[], check: (c: Caller, status: number, r: Outcome) => void): Promise<void> => {
   const { server, callers } = await setUp(t)
   for (const c of callers) {
-    for (const status of RETRIED) {
+    for (const status of statuses) {
       server.script(c.path, [{ status }])
-      const r = await c.run()
-      t.ok(r.ok, `${c.name} ${status}: retried and got there (${String(r.error ?? '')})`)
-      t.equal(r.requests, 2, `${c.name} ${status}: asked twice`)
-      t.equal(r.waits.length, 1, `${c.name} ${status}: waited once`)
-      t.ok((r.waits[0] ?? Infinity) < c.maxDelayMs, `${c.name} ${status}: a backoff, not the longest wait`)
+      check(c, status, await c.run())
     }
   }
-})
+}
 
-t.test('the other 4xx are final for every caller', async (t) => {
-  const { server, callers } = await setUp(t)
-  for (const c of callers) {
-    for (const status of FINAL) {
-      server.script(c.path, [{ status }])
-      const r = await c.run()
-      if (c.name === 'events') {
-        // Events are kept, never given up: "final" is the longest wait before the next try.
-        t.same(r.waits.slice(0, 1), [c.maxDelayMs], `${c.name} ${status}: not retried soon (${MAX_BACKOFF_MS} ms)`)
-        t.ok(r.ok, `${c.name} ${status}: still delivered later`)
-        continue
-      }
-      t.notOk(r.ok, `${c.name} ${status}: failed`)
-      t.match(r.error, { code: 'EHTTP', status }, `${c.name} ${status}: with the server's answer`)
-      t.equal(r.requests, 1, `${c.name} ${status}: asked once`)
-      t.same(r.waits, [], `${c.name} ${status}: never waited`)
+t.test('descriptor, manifest, image and events all retry 408, 425, 429, 500, 502, 503 and 504', (t) =>
+  eachCallerMeeting(t, RETRIED, (c, status, r) => {
+    t.ok(r.ok, `${c.name} ${status}: retried and got there (${String(r.error ?? '')})`)
+    t.equal(r.requests, 2, `${c.name} ${status}: asked twice`)
+    t.equal(r.waits.length, 1, `${c.name} ${status}: waited once`)
+    t.ok((r.waits[0] ?? Infinity) < c.maxDelayMs, `${c.name} ${status}: a backoff, not the longest wait`)
+  }),
+)
+
+t.test('the other 4xx are final for every caller', (t) =>
+  eachCallerMeeting(t, FINAL, (c, status, r) => {
+    if (c.name === 'events') {
+      // Events are kept, never given up: "final" is the longest wait before the next try.
+      t.same(r.waits.slice(0, 1), [c.maxDelayMs], `${c.name} ${status}: not retried soon (${MAX_BACKOFF_MS} ms)`)
+      t.ok(r.ok, `${c.name} ${status}: still delivered later`)
+      return
     }
-  }
-})
+    t.notOk(r.ok, `${c.name} ${status}: failed`)
+    t.match(r.error, { code: 'EHTTP', status }, `${c.name} ${status}: with the server's answer`)
+    t.equal(r.requests, 1, `${c.name} ${status}: asked once`)
+    t.same(r.waits, [], `${c.name} ${status}: never waited`)
+  }),
+)
 
 t.test('every caller waits what Retry-After says: seconds, an HTTP date, capped at its policy\'s longest wait', async (t) => {
   const { server, callers } = await setUp(t)
