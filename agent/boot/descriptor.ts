@@ -4,15 +4,17 @@
  *
  * The JSON is `unknown` until {@link parseDescriptor} turns it into a
  * {@link BootDescriptor} or a {@link DescriptorError} naming the field. The
- * request has a deadline and is retried on transient failures (network
- * errors, 408, 429, 5xx) with capped exponential backoff and jitter,
- * honouring `Retry-After`; other 4xx answers are final.
+ * request has a deadline and is retried under the one retry policy of every
+ * HTTP caller (core/retry.ts: transient network errors, 408, 425, 429, 5xx;
+ * capped exponential backoff with full jitter, honouring `Retry-After`);
+ * other 4xx answers are final.
  */
 import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../errors.js'
+import type { Sleep } from '../core/clock.js'
+import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from '../core/retry.js'
 import type { Logger } from '../log.js'
 import { system } from '../system.js'
-import { tlsFailureCode } from '../transport/retry.js'
 import {
   BOOT_STYLES,
   type BootStyle,
@@ -143,37 +145,16 @@ export interface FetchDescriptorOptions {
   attempts?: number
   signal?: AbortSignal
   log?: Logger
-  /** Injectable for tests: waits `ms` (default setTimeout, abortable). */
-  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>
+  /** The jitter's randomness (seed it per node). Default Math.random. */
+  random?: () => number
+  /** Injectable for tests: waits `ms` (default the real sleep, abortable). */
+  sleep?: Sleep
 }
 
+/** Attempts in all by default: a boot should not wait minutes for its head node before its fallbacks. */
 const DEFAULT_ATTEMPTS = 5
-const BASE_BACKOFF_MS = 250
-const MAX_BACKOFF_MS = 5_000
 /** Descriptors are small; a bigger answer is not a descriptor. */
 const MAX_DESCRIPTOR_BYTES = 1024 * 1024
-const TRANSIENT_STATUS = new Set([408, 429, 500, 502, 503, 504])
-
-const abortableSleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new BootAgentError('EABORT', 'aborted', {}, { cause: signal.reason }))
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(t)
-      reject(new BootAgentError('EABORT', 'aborted', {}, { cause: signal?.reason }))
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-
-const retryAfterMs = (h: string | null): number | undefined => {
-  if (!h) return undefined
-  if (/^\d+$/.test(h)) return Number(h) * 1000
-  const t = Date.parse(h)
-  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now())
-}
 
 /** The descriptor URL for a node. */
 /** This node's architecture in `uname -m` spelling, as the protocol names it. */
@@ -190,49 +171,61 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
   // the downloads need it.
   const [{ default: fetch, FetchError }, { agentFor, failedRequestMessage }] = await Promise.all([import('node-fetch'), import('../transport/trust.js')])
   const url = descriptorUrl(server, node)
-  const attempts = opts.attempts ?? DEFAULT_ATTEMPTS
-  const sleep = opts.sleep ?? abortableSleep
-  let lastErr: unknown
-  for (let attempt = 1; attempt <= attempts; attempt++) {
-    let waitMs = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2)
+
+  /** A failed request as an error the retry policy reads by its codes. */
+  const requestError = (e: unknown): unknown => {
+    if (e instanceof HttpError || opts.signal?.aborted) return e
+    // A certificate nobody trusted does not get better with retries (SPEC §6): a TLS code is final.
+    const tls = tlsFailureCode(e)
+    if (tls) return new BootAgentError(tls, `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
+    // Our own deadline: as the downloader's, a request that got no answer in time (EIDLE, retried).
+    if (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError')) {
+      const idle = new BootAgentError('EIDLE', `no answer from ${url} within ${opts.timeoutMs} ms`, { url }, { cause: e })
+      return new BootAgentError('ENETWORK', `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: idle })
+    }
+    // The network error's own code (ECONNREFUSED, ECONNRESET, …) decides, through the cause.
+    if (e instanceof FetchError) return new BootAgentError('ENETWORK', `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
+    return e
+  }
+
+  const once = async (): Promise<BootDescriptor> => {
+    let body: Buffer
     try {
       const signals = [AbortSignal.timeout(opts.timeoutMs), ...(opts.signal ? [opts.signal] : [])]
       const res = await fetch(url, { signal: AbortSignal.any(signals), headers: { accept: 'application/json' }, agent: agentFor })
       if (!res.ok) {
-        const ra = retryAfterMs(res.headers.get('retry-after'))
+        const ra = parseRetryAfter(res.headers.get('retry-after'))
         await res.arrayBuffer().catch(() => undefined)
-        const err = new HttpError({ status: res.status, url, ...(ra !== undefined ? { retryAfterMs: ra } : {}) })
-        if (!TRANSIENT_STATUS.has(res.status)) throw err
-        lastErr = err
-        if (ra !== undefined) waitMs = Math.min(ra, MAX_BACKOFF_MS * 6)
-      } else {
-        const body = Buffer.from(await res.arrayBuffer())
-        if (body.length > MAX_DESCRIPTOR_BYTES) throw new DescriptorError('$', `answer is ${body.length} bytes, more than ${MAX_DESCRIPTOR_BYTES}`, { url })
-        let json: unknown
-        try {
-          json = JSON.parse(body.toString('utf8'))
-        } catch {
-          throw new DescriptorError('$', 'not JSON', { url })
-        }
-        const d = parseDescriptor(json, server)
-        if (d.node !== node) throw new DescriptorError('node', `is ${JSON.stringify(d.node)}, asked for ${JSON.stringify(node)}`, { url })
-        return d
+        throw new HttpError({ status: res.status, url, ...(ra !== undefined ? { retryAfterMs: ra } : {}) })
       }
+      body = Buffer.from(await res.arrayBuffer())
     } catch (e) {
-      if (opts.signal?.aborted) throw new BootAgentError('EABORT', `fetching ${url} aborted`, { url }, { cause: e })
-      // A certificate nobody trusted does not get better with retries (SPEC §6): say so now.
-      const tls = tlsFailureCode(e)
-      if (tls) throw new BootAgentError(tls, `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
-      const transient = e instanceof FetchError || (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError'))
-      if (!transient) throw e
-      lastErr = new BootAgentError('ENETWORK', `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
+      throw requestError(e)
     }
-    if (attempt < attempts) {
-      opts.log?.warn({ url, attempt, waitMs: Math.round(waitMs), err: messageOf(lastErr) }, 'boot descriptor fetch failed; retrying')
-      await sleep(Math.round(waitMs), opts.signal)
+    if (body.length > MAX_DESCRIPTOR_BYTES) throw new DescriptorError('$', `answer is ${body.length} bytes, more than ${MAX_DESCRIPTOR_BYTES}`, { url })
+    let json: unknown
+    try {
+      json = JSON.parse(body.toString('utf8'))
+    } catch {
+      throw new DescriptorError('$', 'not JSON', { url })
     }
+    const d = parseDescriptor(json, server)
+    if (d.node !== node) throw new DescriptorError('node', `is ${JSON.stringify(d.node)}, asked for ${JSON.stringify(node)}`, { url })
+    return d
   }
-  throw lastErr instanceof Error ? lastErr : new BootAgentError('ENETWORK', `cannot fetch ${url}`, { url })
+
+  try {
+    return await retrying(once, {
+      policy: { ...DEFAULT_RETRY_POLICY, maxAttempts: opts.attempts ?? DEFAULT_ATTEMPTS },
+      ...(opts.random ? { random: opts.random } : {}),
+      ...(opts.sleep ? { sleep: opts.sleep } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onRetry: (r) => opts.log?.warn({ url, attempt: r.attempt, waitMs: r.waitMs, err: messageOf(r.error) }, 'boot descriptor fetch failed; retrying'),
+    })
+  } catch (e) {
+    if (opts.signal?.aborted) throw new BootAgentError('EABORT', `fetching ${url} aborted`, { url }, { cause: e })
+    throw e
+  }
 }
 
 /** An all-zero or all-F UUID is what firmware writes when it has none. */

@@ -10,10 +10,13 @@
  *   hook (see {@link EXIT_CODES}) and, for `reboot`, the reboot itself.
  */
 import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { BootAgentError, messageOf } from '../errors.js'
 import { makeEvent, type AgentEvent } from '../events/event.js'
 import { type PostFetch, Sender } from '../events/sender.js'
-import { Spool, writeFileDurable } from '../events/spool.js'
+import { Spool } from '../events/spool.js'
+import { sleep as realSleep } from '../core/clock.js'
+import { writeFileDurable } from '../core/durable.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
 import { commands } from '../system.js'
@@ -57,7 +60,7 @@ export interface BootRecord {
 /** Writes the record durably (temp, fsync, rename). */
 export const writeBootRecord = async (runDir: string, record: BootRecord): Promise<string> => {
   await mkdir(runDir, { recursive: true, mode: 0o755 })
-  await writeFileDurable(runDir, BOOT_RECORD_FILE, JSON.stringify(record, null, 2) + '\n')
+  await writeFileDurable(join(runDir, BOOT_RECORD_FILE), JSON.stringify(record, null, 2) + '\n')
   return `${runDir}/${BOOT_RECORD_FILE}`
 }
 
@@ -144,7 +147,7 @@ export const actOnFailure = async (onfail: OnFail, deps: OnFailDeps): Promise<nu
     deps.log?.warn('boot failed: onfail=reboot, but not in an initramfs: exiting 4 without rebooting')
     return EXIT_CODES.reboot
   }
-  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)))
+  const sleep = deps.sleep ?? realSleep
   deps.log?.warn({ delayMs: deps.rebootDelayMs }, 'boot failed: rebooting (rd.bootagent.onfail=reboot)')
   await sleep(deps.rebootDelayMs)
   const run = deps.run ?? defaultRun

@@ -11,6 +11,7 @@
 import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { BootAgentError, CommandError, isErrno, messageOf } from '../errors.js'
+import { sleep as realSleep } from '../core/clock.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import type { Logger } from '../log.js'
 import { commands, system } from '../system.js'
@@ -32,8 +33,6 @@ export interface PartitionDeps {
   log?: Logger
   signal?: AbortSignal
 }
-
-const sleepMs = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 const BLKID_TAG: Record<Exclude<PartitionSpec['kind'], 'path'>, string> = {
   label: 'LABEL',
@@ -74,7 +73,7 @@ export const findDevices = async (spec: PartitionSpec, deps: PartitionDeps = {})
 /** Resolves a spec to exactly one device, waiting up to `deadlineMs` for it to appear. */
 export const resolvePartition = async (spec: PartitionSpec, deadlineMs: number, deps: PartitionDeps = {}): Promise<Resolution> => {
   const now = deps.now ?? Date.now
-  const sleep = deps.sleep ?? sleepMs
+  const sleep = deps.sleep ?? realSleep
   const until = now() + deadlineMs
   // Bounded: at most deadlineMs / POLL_MS + 1 looks.
   for (let look = 0; ; look++) {

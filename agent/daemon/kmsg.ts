@@ -26,7 +26,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { sleep } from '../core/clock.js'
 import { isErrno } from '../errors.js'
 
 /** The kernel's facility number (prio >> 3); 0 is the kernel itself. */
@@ -142,7 +142,7 @@ const defaultOpen = (path: string): Promise<FileHandle> => open(path, constants.
 
 const pause = async (ms: number, signal?: AbortSignal): Promise<boolean> => {
   try {
-    await sleep(ms, undefined, { signal })
+    await sleep(ms, signal)
     return true
   } catch {
     return false

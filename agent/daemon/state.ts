@@ -7,7 +7,7 @@ import { mkdir, readFile, rm, open } from 'node:fs/promises'
 import { parseSpooledEvent } from '../events/spool.js'
 import type { AgentEvent } from '../events/event.js'
 import { join } from 'node:path'
-import { writeFileDurable } from '../events/spool.js'
+import { writeFileDurable } from '../core/durable.js'
 
 export const POSITION_FILE = 'kmsg-position.json'
 /** A flush being committed: its events and the position it moves to (a redo record, see daemon.ts). */
@@ -55,7 +55,7 @@ export const readPosition = async (stateDir: string): Promise<KmsgPosition | und
 
 export const writePosition = async (stateDir: string, p: KmsgPosition): Promise<void> => {
   await mkdir(stateDir, { recursive: true, mode: 0o700 })
-  await writeFileDurable(stateDir, POSITION_FILE, JSON.stringify(p))
+  await writeFileDurable(join(stateDir, POSITION_FILE), JSON.stringify(p))
 }
 
 export const readHeartbeat = async (stateDir: string): Promise<HeartbeatState | undefined> => {
@@ -67,7 +67,7 @@ export const readHeartbeat = async (stateDir: string): Promise<HeartbeatState | 
 
 export const writeHeartbeat = async (stateDir: string, h: HeartbeatState): Promise<void> => {
   await mkdir(stateDir, { recursive: true, mode: 0o700 })
-  await writeFileDurable(stateDir, HEARTBEAT_FILE, JSON.stringify(h))
+  await writeFileDurable(join(stateDir, HEARTBEAT_FILE), JSON.stringify(h))
 }
 
 export interface FlushIntent {
@@ -81,7 +81,7 @@ export interface FlushIntent {
 /** Writes the redo record of a flush, durably: from here on the flush happens, even across a crash. */
 export const writeFlushIntent = async (stateDir: string, f: FlushIntent): Promise<void> => {
   await mkdir(stateDir, { recursive: true, mode: 0o700 })
-  await writeFileDurable(stateDir, FLUSH_FILE, JSON.stringify(f))
+  await writeFileDurable(join(stateDir, FLUSH_FILE), JSON.stringify(f))
 }
 
 /** The redo record left by a flush a crash interrupted, if any (a malformed one is ignored). */

@@ -6,16 +6,20 @@
  * 200 for a batch holding it (at-least-once), and the ids make it
  * exactly-once at the server.
  *
- * Retry policy as data: network errors, timeouts, 408, 429 and 5xx are
- * retried with capped exponential backoff and full jitter, honouring
+ * Retry policy: the one of every HTTP caller (core/retry.ts). Network
+ * errors, timeouts and its retried statuses (408, 425, 429, 500, 502–504)
+ * are retried with capped exponential backoff and full jitter, honouring
  * Retry-After; 400/413/422 halve the batch (a single event the server
  * rejects is dropped and counted as lost, so one poison event cannot block
- * the spool forever); other 4xx are retried at the longest backoff (a head
- * node that does not know us yet may learn). Every request has a deadline.
+ * the spool forever); the statuses the policy calls final are retried at the
+ * longest backoff (events are never given up; a head node that does not
+ * know us yet may learn). Every request has a deadline.
  */
 import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { HttpError, messageOf } from '../errors.js'
+import { type Sleep, sleep as realSleep } from '../core/clock.js'
+import { DEFAULT_RETRY_POLICY, isRetryableStatus, parseRetryAfter, retryDelayMs, type RetryPolicy } from '../core/retry.js'
 import { makeEvent, type AgentEvent } from './event.js'
 import type { Spool, SpooledEvent } from './spool.js'
 import { stableId } from './coalesce.js'
@@ -27,7 +31,6 @@ export const MIN_BACKOFF_MS = 500
 export const MAX_BACKOFF_MS = 60_000
 /** Statuses that mean "this batch, not the server": split it. */
 const SPLIT_STATUSES = new Set([400, 413, 422])
-const RETRY_STATUSES = new Set([408, 429])
 
 export interface SenderOptions {
   /** Head node base URL, e.g. http://head:8080. */
@@ -48,6 +51,8 @@ export interface SenderOptions {
   fetch?: PostFetch
   /** Injectable randomness for the jitter. */
   random?: () => number
+  /** The wait between flushes and after failures (a wake or the run's abort ends it early). Default the real sleep. */
+  sleep?: Sleep
   /** Held while a delivered batch is removed (the daemon holds it while it spools and moves its kmsg position). */
   lock?: Mutex
 }
@@ -88,16 +93,18 @@ export interface FlushResult {
 export const eventsUrl = (server: string, node: string): string =>
   `${server.replace(/\/+$/, '')}/v1/nodes/${encodeURIComponent(node)}/events`
 
-/** Capped exponential backoff with full jitter (AWS architecture blog), in ms. */
-export const backoffMs = (attempt: number, min: number, max: number, random: () => number): number =>
-  Math.round(min + random() * Math.max(0, Math.min(max, min * 2 ** Math.min(attempt, 30)) - min))
-
-const parseRetryAfter = (h: string | null): number | undefined => {
-  if (!h) return undefined
-  if (/^\d{1,6}$/.test(h)) return Number(h) * 1000
-  const t = Date.parse(h)
-  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now())
-}
+/**
+ * The sender's numbers for the one retry policy: waits between `minMs` and
+ * `maxMs`, the first retry between `minMs` and 2·`minMs`, doubling; never
+ * giving up (events are kept until delivered).
+ */
+export const senderRetryPolicy = (minMs: number = MIN_BACKOFF_MS, maxMs: number = MAX_BACKOFF_MS): RetryPolicy => ({
+  ...DEFAULT_RETRY_POLICY,
+  maxAttempts: Infinity,
+  minDelayMs: minMs,
+  baseDelayMs: 2 * minMs,
+  maxDelayMs: maxMs,
+})
 
 /** An error's message with its cause's (fetch says only "fetch failed"; the cause says ECONNREFUSED). */
 const describe = (e: unknown): string => {
@@ -112,6 +119,7 @@ export class Sender {
   private readonly log: Logger
   private readonly fetchFn: PostFetch
   private readonly random: () => number
+  private readonly sleep: Sleep
   private readonly lock: Mutex
   private wakeUp: (() => void) | undefined
   private woken = false
@@ -126,6 +134,7 @@ export class Sender {
     this.log = opts.log ?? silentLogger()
     this.fetchFn = opts.fetch ?? defaultFetch
     this.random = opts.random ?? Math.random
+    this.sleep = opts.sleep ?? realSleep
     this.lock = opts.lock ?? new Mutex()
   }
 
@@ -224,8 +233,7 @@ export class Sender {
    * backs off after failures.
    */
   async run(opts: { signal: AbortSignal; intervalMs?: number; onFlush?: (r: FlushResult) => void }): Promise<void> {
-    const min = this.opts.minBackoffMs ?? MIN_BACKOFF_MS
-    const max = this.opts.maxBackoffMs ?? MAX_BACKOFF_MS
+    const policy = senderRetryPolicy(this.opts.minBackoffMs, this.opts.maxBackoffMs)
     while (!opts.signal.aborted) {
       let waitMs = opts.intervalMs ?? 5_000
       this.woken = false
@@ -240,24 +248,25 @@ export class Sender {
         if (opts.signal.aborted) return
         this.failures++
         this.lastError = describe(e)
-        waitMs = backoffMs(this.failures, min, max, this.random)
-        if (e instanceof HttpError && e.retryAfterMs !== undefined) waitMs = Math.min(max, Math.max(waitMs, e.retryAfterMs))
-        if (e instanceof HttpError && e.status >= 400 && e.status < 500 && !RETRY_STATUSES.has(e.status)) waitMs = max
+        // A status the policy calls final waits the longest; anything else (the network, a retried status) backs off.
+        waitMs = e instanceof HttpError && !isRetryableStatus(e.status, policy) ? policy.maxDelayMs : retryDelayMs(e, this.failures, policy, this.random)
         this.log.warn({ url: this.url, attempt: this.failures, retryInMs: waitMs, err: this.lastError }, 'event delivery failed; kept in the spool')
       }
       if (this.woken && this.failures === 0) continue
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          clearTimeout(timer)
-          opts.signal.removeEventListener('abort', done)
-          this.wakeUp = undefined
-          resolve()
-        }
-        const timer = setTimeout(done, waitMs)
-        opts.signal.addEventListener('abort', done, { once: true })
-        // A wake during backoff does not cut the backoff short (the head node is struggling).
-        this.wakeUp = this.failures === 0 ? done : undefined
-      })
+      if (opts.signal.aborted) return // stopped during the flush: no wait
+      const stop = new AbortController()
+      const end = (): void => stop.abort()
+      opts.signal.addEventListener('abort', end, { once: true })
+      // A wake during backoff does not cut the backoff short (the head node is struggling).
+      this.wakeUp = this.failures === 0 ? end : undefined
+      try {
+        await this.sleep(waitMs, stop.signal)
+      } catch {
+        // woken or stopped: the loop looks at why
+      } finally {
+        opts.signal.removeEventListener('abort', end)
+        this.wakeUp = undefined
+      }
     }
   }
 }

@@ -11,11 +11,11 @@
  * /var/lib/boot-agent (or stays on the cache) after boot; the daemon drains it.
  */
 import { randomUUID } from 'node:crypto'
-import { open, readdir, readFile, rename, rm, mkdir } from 'node:fs/promises'
+import { readdir, readFile, rm, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type AgentEvent, isEventKind } from './event.js'
 import { isErrno } from '../errors.js'
-import { fsyncPath } from '../cache/fs-util.js'
+import { fsyncPath, writeFileDurable } from '../core/durable.js'
 
 export const DEFAULT_SPOOL_MAX_EVENTS = 10_000
 const EVENT_FILE = /^(\d{16})-(\d{6})-([0-9a-f-]{36})\.json$/
@@ -38,20 +38,6 @@ export interface SpooledEvent {
 }
 
 let seq = 0
-
-/** Writes `data` to `path` atomically and durably (temp, fsync, rename, fsync dir). */
-export const writeFileDurable = async (dir: string, name: string, data: string | Uint8Array): Promise<void> => {
-  const tmp = join(dir, `.${name}.${process.pid}.${Date.now()}.tmp`)
-  const fh = await open(tmp, 'wx', 0o600)
-  try {
-    await fh.writeFile(data)
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-  await rename(tmp, join(dir, name))
-  await fsyncPath(dir)
-}
 
 /** Parses a spooled file; anything not an event is `undefined` (and reported by the caller). */
 export const parseSpooledEvent = (text: string): AgentEvent | undefined => {
@@ -87,7 +73,7 @@ export class Spool {
     for (const event of events) {
       const stamp = String(Date.now() * 1000).padStart(16, '0')
       const n = String(seq++ % 1_000_000).padStart(6, '0')
-      await writeFileDurable(this.dir, `${stamp}-${n}-${event.id}.json`, JSON.stringify(event))
+      await writeFileDurable(join(this.dir, `${stamp}-${n}-${event.id}.json`), JSON.stringify(event))
     }
     await this.enforceBound()
   }
@@ -165,14 +151,14 @@ export class Spool {
     if (n <= 0) return
     await this.init()
     const s = await this.lostState()
-    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: s.count + n, total: s.total + n, epoch: s.epoch }))
+    await writeFileDurable(join(this.dir, LOST_FILE), JSON.stringify({ count: s.count + n, total: s.total + n, epoch: s.epoch }))
   }
 
   /** Clears the lost count after a `lost` event carrying it has been spooled or sent. */
   async resetLost(by: number): Promise<void> {
     const s = await this.lostState()
     await this.init()
-    await writeFileDurable(this.dir, LOST_FILE, JSON.stringify({ count: Math.max(0, s.count - by), total: s.total, epoch: s.epoch }))
+    await writeFileDurable(join(this.dir, LOST_FILE), JSON.stringify({ count: Math.max(0, s.count - by), total: s.total, epoch: s.epoch }))
   }
 
   private async enforceBound(): Promise<void> {

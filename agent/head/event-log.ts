@@ -17,7 +17,7 @@ import { isErrno } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import { isSafeName } from './names.js'
 import { parseSpooledEvent } from '../events/spool.js'
-import { fsyncPath as fsyncDir } from '../cache/fs-util.js'
+import { fsyncPath as fsyncDir } from '../core/durable.js'
 
 export interface AppendResult {
   /** Events newly stored, in order. */

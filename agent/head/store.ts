@@ -21,10 +21,10 @@ import { createReadStream } from 'node:fs'
 import { appendFile, chmod, link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { isErrno, ManifestError, ConfigError } from '../errors.js'
-import { writeFileDurable } from '../events/spool.js'
+import { fsyncPath, writeFileDurable } from '../core/durable.js'
+import { LockedError, withLock } from '../core/lock.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, isSafeName, isSha256, nameProblem, normaliseArch } from './names.js'
-import { fsyncPath as fsyncDir } from '../cache/fs-util.js'
 
 /** What the store knows about one digest's bytes. */
 export interface ObjectRecord {
@@ -193,7 +193,7 @@ export class ImageStore {
           if (!isErrno(e, 'EEXIST')) throw e
           created = false
         }
-        await fsyncDir(dirname(dest))
+        await fsyncPath(dirname(dest))
       }
       if (created || !(await this.objectRecord(sha256))) {
         const st = await stat(dest)
@@ -206,7 +206,7 @@ export class ImageStore {
           storedAt: new Date().toISOString(),
           file: { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino },
         }
-        await writeFileDurable(dirname(dest), `${sha256.slice(2)}.json`, JSON.stringify(record, null, 2) + '\n')
+        await writeFileDurable(this.recordPath(sha256), JSON.stringify(record, null, 2) + '\n')
       }
       return { sha256, size, created }
     } finally {
@@ -219,7 +219,7 @@ export class ImageStore {
     if (!isSha256(manifest.sha256)) throw new ManifestError('sha256', 'is not a lower-case hex sha256')
     const path = this.manifestPath(manifest.sha256)
     await mkdir(dirname(path), { recursive: true })
-    await writeFileDurable(dirname(path), `${manifest.sha256.slice(2)}.json`, text)
+    await writeFileDurable(path, text)
   }
 
   /**
@@ -245,13 +245,8 @@ export class ImageStore {
     }
     const historyPath = join(dir, 'history.jsonl')
     await appendFile(historyPath, JSON.stringify(entry) + '\n', { mode: 0o644 })
-    const fh = await open(historyPath, 'r+')
-    try {
-      await fh.sync()
-    } finally {
-      await fh.close()
-    }
-    await writeFileDurable(dir, 'current.json', JSON.stringify(entry, null, 2) + '\n')
+    await fsyncPath(historyPath)
+    await writeFileDurable(join(dir, 'current.json'), JSON.stringify(entry, null, 2) + '\n')
     return entry
   }
 
@@ -349,44 +344,18 @@ export const hashFile = async (path: string, signal?: AbortSignal): Promise<stri
 const NAME_LOCK_WAIT_MS = 30_000
 const NAME_LOCK_POLL_MS = 50
 
-const pidAlive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return !isErrno(e, 'ESRCH')
-  }
-}
-
 /**
- * Runs `fn` holding `<dir>/.lock` (created `wx`, holding our pid). A lock
- * left by a dead process is taken over; a live holder is waited for, up to
- * {@link NAME_LOCK_WAIT_MS}.
+ * Runs `fn` holding `<dir>/.lock` (core/lock.ts: a lock left by a dead
+ * process is taken over, race-free); a live holder is waited for, up to
+ * {@link NAME_LOCK_WAIT_MS}, then ELOCKED.
  */
 const withNameLock = async <T>(dir: string, fn: () => Promise<T>): Promise<T> => {
-  const lock = join(dir, '.lock')
-  const deadline = Date.now() + NAME_LOCK_WAIT_MS
-  // Bounded by the deadline.
-  for (;;) {
-    try {
-      const fh = await open(lock, 'wx', 0o644)
-      await fh.writeFile(String(process.pid))
-      await fh.close()
-      break
-    } catch (e) {
-      if (!isErrno(e, 'EEXIST')) throw e
-      const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
-      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && !pidAlive(holder)) {
-        await rm(lock, { force: true })
-        continue
-      }
-      if (Date.now() > deadline) throw new ConfigError('name', `${dir} is locked by process ${holder || '?'} (another publish of this name); remove ${lock} if that process is gone`)
-      await new Promise((r) => setTimeout(r, NAME_LOCK_POLL_MS))
-    }
-  }
   try {
-    return await fn()
-  } finally {
-    await rm(lock, { force: true })
+    return await withLock(join(dir, '.lock'), fn, { timeoutMs: NAME_LOCK_WAIT_MS, pollMs: NAME_LOCK_POLL_MS })
+  } catch (e) {
+    if (e instanceof LockedError && e.path === join(dir, '.lock')) {
+      throw new LockedError(e.path, e.pid, `${dir} is locked by process ${e.pid} (another publish of this name)`)
+    }
+    throw e
   }
 }

@@ -20,7 +20,7 @@ import * as fsSync from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { IdleWorkers } from '../idle-workers.js'
 import { BootAgentError } from '../errors.js'
-import { ioBuffer } from '../cache/fs-util.js'
+import { ioBuffer } from '../core/io-buffer.js'
 
 export interface ByteRange {
   offset: number

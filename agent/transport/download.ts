@@ -24,10 +24,11 @@ import { openBody, pieceReader, type BodyMeta } from './http.js'
 import { directGet } from './direct-http.js'
 import { planRanges, type RangeTask } from './plan.js'
 import { Progress, type ProgressInfo } from './progress.js'
-import { backoffMs, DEFAULT_RETRY_POLICY, isRetryable, sleep, type RetryPolicy } from './retry.js'
+import { DEFAULT_RETRY_POLICY, isRetryable, retryDelayMs, type RetryPolicy } from '../core/retry.js'
+import { sleep, type Sleep } from '../core/clock.js'
 import { open, type FileHandle } from 'node:fs/promises'
 import { constants as fsConstants } from 'node:fs'
-import { ioBuffer } from '../cache/fs-util.js'
+import { ioBuffer } from '../core/io-buffer.js'
 
 /** Size of each stream's write buffer (large writes: notes/performance.md). */
 export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -67,6 +68,8 @@ export interface DownloadOptions {
   maxRangeBytes?: number
   retry?: RetryPolicy
   random?: () => number
+  /** The wait between attempts (tests record it). Default the real, abortable sleep. */
+  sleep?: Sleep
   /** Copy chunks found in other cached objects instead of downloading them. */
   reuse?: boolean
   onProgress?: (p: ProgressInfo) => void
@@ -486,8 +489,7 @@ export class Download {
         task.mirror = mi + 1
         if (task.attempts >= this.policy.maxAttempts) throw this.finalError(task, e)
         if (retryable && (this.liveMirrors().length <= 1 || task.attempts >= this.liveMirrors().length)) {
-          const ra = e instanceof Error && 'retryAfterMs' in e ? (e as { retryAfterMs?: number }).retryAfterMs : undefined
-          await sleep(backoffMs(task.attempts, this.policy, this.random, ra), this.signal)
+          await (this.o.sleep ?? sleep)(retryDelayMs(e, task.attempts, this.policy, this.random), this.signal)
         }
       }
       if (task.attempts >= this.policy.maxAttempts) throw this.finalError(task, this.lastError)

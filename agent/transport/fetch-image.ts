@@ -20,7 +20,8 @@ import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
-import { DEFAULT_RETRY_POLICY, backoffMs, isRetryable, sleep, type RetryPolicy } from './retry.js'
+import { retrying, type RetryPolicy } from '../core/retry.js'
+import type { Sleep } from '../core/clock.js'
 import { parseManifest } from '../manifest/schema.js'
 import { hostname } from 'node:os'
 
@@ -32,27 +33,27 @@ export interface FetchManifestOptions {
   publicKey?: string
   signal?: AbortSignal
   log?: Logger
+  /** Retry policy (plain data). Default the one every HTTP caller uses (core/retry.ts). */
   retry?: RetryPolicy
+  /** The jitter's randomness. Default Math.random. */
+  random?: () => number
+  /** The wait between attempts (tests record it). Default the real, abortable sleep. */
+  sleep?: Sleep
   headersTimeoutMs?: number
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
 export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}): Promise<Manifest> => {
   const log = opts.log ?? silentLogger()
-  const policy = opts.retry ?? DEFAULT_RETRY_POLICY
   const req: RequestOptions = { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) }
   return logOp(log, 'fetch-manifest', { url }, async () => {
-    let bytes: Buffer | undefined
-    for (let attempt = 1; ; attempt++) {
-      try {
-        bytes = await getBytes(url, MAX_MANIFEST_BYTES, req)
-        break
-      } catch (e) {
-        if (!isRetryable(e, policy) || attempt >= policy.maxAttempts) throw e
-        const ra = (e as { retryAfterMs?: number }).retryAfterMs
-        await sleep(backoffMs(attempt, policy, Math.random, ra), opts.signal)
-      }
-    }
+    const bytes = await retrying(() => getBytes(url, MAX_MANIFEST_BYTES, req), {
+      ...(opts.retry ? { policy: opts.retry } : {}),
+      ...(opts.random ? { random: opts.random } : {}),
+      ...(opts.sleep ? { sleep: opts.sleep } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      onRetry: (r) => log.warn({ url, attempt: r.attempt, waitMs: r.waitMs, err: r.error }, 'manifest fetch failed; retrying'),
+    })
     return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}) })
   })
 }
@@ -90,6 +91,8 @@ export interface FetchImageOptions {
   maxRangeBytes?: number
   /** Retry policy (plain data). */
   retry?: RetryPolicy
+  /** The wait between attempts (tests record it). Default the real, abortable sleep. */
+  sleep?: Sleep
   /** Copy chunks from other cached objects (delta). Default true. */
   reuse?: boolean
   headersTimeoutMs?: number
@@ -193,6 +196,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           ...(opts.streams ? { streams: opts.streams } : {}),
           ...(opts.maxRangeBytes ? { maxRangeBytes: opts.maxRangeBytes } : {}),
           ...(opts.retry ? { retry: opts.retry } : {}),
+          ...(opts.sleep ? { sleep: opts.sleep } : {}),
           ...(opts.reuse !== undefined ? { reuse: opts.reuse } : {}),
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),

@@ -5,7 +5,7 @@
  */
 import fetch, { type Response } from 'node-fetch'
 import { BootAgentError, HttpError } from '../errors.js'
-import { parseRetryAfter } from './retry.js'
+import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
 
 /** Longest wait for response headers. */

@@ -18,7 +18,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { rootCertificates } from 'node:tls'
 import { ConfigError, isErrno, messageOf } from '../errors.js'
-import { networkReason, tlsFailureCode } from './retry.js'
+import { networkReason, tlsFailureCode } from '../core/retry.js'
 
 /** Where the dracut module installs the site CA (`--ca FILE`, module-setup.sh); used when present. */
 export const SITE_CA_FILE = '/etc/boot-agent/ca.pem'

@@ -1,7 +1,8 @@
 import t from 'tap'
 import { Spool } from '../../agent/events/spool.js'
 import { makeEvent } from '../../agent/events/event.js'
-import { Sender, backoffMs, eventsUrl } from '../../agent/events/sender.js'
+import { Sender, eventsUrl, senderRetryPolicy } from '../../agent/events/sender.js'
+import { backoffMs } from '../../agent/core/retry.js'
 import { startHeadStub } from './head-stub.js'
 
 const evs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => makeEvent('io-error', 'n1', { tag, i }))
@@ -97,9 +98,12 @@ t.test('the run loop retries with backoff until the head comes back', async (t) 
 })
 
 t.test('backoff grows, is capped, and the URL escapes the node id', async (t) => {
-  t.equal(backoffMs(0, 100, 1000, () => 1), 100)
-  t.equal(backoffMs(3, 100, 1000, () => 1), 800)
-  t.equal(backoffMs(30, 100, 1000, () => 1), 1000)
-  t.equal(backoffMs(30, 100, 1000, () => 0), 100)
+  // The sender's numbers for the one policy (core/retry.ts backoffMs): the Nth failure waits between min and min·2^N, capped.
+  const p = senderRetryPolicy(100, 1000)
+  t.equal(backoffMs(1, p, () => 0), 100, 'never shorter than the minimum')
+  t.equal(backoffMs(1, p, () => 1), 200)
+  t.equal(backoffMs(3, p, () => 1), 800)
+  t.equal(backoffMs(30, p, () => 1), 1000)
+  t.equal(backoffMs(30, p, () => 0), 100)
   t.equal(eventsUrl('http://h:1/', 'a b'), 'http://h:1/v1/nodes/a%20b/events')
 })

@@ -10,7 +10,7 @@ import { Cache } from '../../agent/cache/store.js'
 import { IntegrityError, messageOf } from '../../agent/errors.js'
 import { type AgentEvent, makeEvent } from '../../agent/events/event.js'
 import { fetchImage, fetchManifest } from '../../agent/transport/fetch-image.js'
-import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../agent/transport/retry.js'
+import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../agent/core/retry.js'
 
 export interface SimBoot {
   node: string

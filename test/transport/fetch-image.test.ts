@@ -109,7 +109,7 @@ t.test('the file behind the URL replaced by other bytes fails with an integrity 
   const url = `${ng.url}/img.sqfs`
   const m = manifestFor(data, [url])
   await writeImage(join(root, 'img.sqfs'), 1 * MiB, 'overwritten')
-  const e = await fetchImage({ manifest: m, cache, retry: { ...(await import('../../agent/transport/retry.js')).DEFAULT_RETRY_POLICY, baseDelayMs: 1 } }).catch((x: unknown) => x)
+  const e = await fetchImage({ manifest: m, cache, retry: { ...(await import('../../agent/core/retry.js')).DEFAULT_RETRY_POLICY, baseDelayMs: 1 } }).catch((x: unknown) => x)
   t.type(e, IntegrityError)
   const ie = e as IntegrityError
   t.equal(ie.code, 'EINTEGRITY')

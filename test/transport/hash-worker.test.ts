@@ -8,7 +8,7 @@ import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import xxhash from 'xxhash-wasm'
 import { xxhWasmModule } from '../../agent/cache/hash-file.js'
-import { ioBuffer } from '../../agent/cache/fs-util.js'
+import { ioBuffer } from '../../agent/core/io-buffer.js'
 import { DownloadHasher, type ChunkToVerify } from '../../agent/transport/hash-worker.js'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
