@@ -4,7 +4,7 @@
  * `GET /v1/images/:image`), and the store's side of the consistency view
  * (`GET /v1/consistency`; the view itself is agent/head/consistency.ts).
  */
-import type { Clock } from './clock.js'
+import type { Clock } from '../core/clock.js'
 import { computeConsistency, type ConsistencyView, type PublishedName, type StoreDrift } from './consistency.js'
 import { HttpProblem } from './http-util.js'
 import { type NodeStates, runningImage } from './node-state.js'
