@@ -3,13 +3,12 @@
  * download the chunks it needs, on a real cache directory.
  */
 import t from 'tap'
-import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { findChunkSources } from '../../agent/cache/donors.js'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { Cache } from '../../agent/cache/store.js'
 import type { Chunk } from '../../agent/manifest/types.js'
-import { manifestFor, seededBytes, sha256Hex } from '../helpers/image.js'
+import { publishBytes } from '../helpers/cache.js'
+import { seededBytes, sha256Hex } from '../helpers/image.js'
 
 const KiB = 1024
 
@@ -19,14 +18,7 @@ t.test('donors: the most recently used object first, never the object itself, ne
   const put = async (tail: string, lastUsedAt: string) => {
     const data = Buffer.concat([shared, seededBytes(64 * KiB, tail)])
     const chunks: Chunk[] = [0, 1].map((i) => ({ index: i, offset: i * 64 * KiB, size: 64 * KiB, sha256: sha256Hex(data.subarray(i * 64 * KiB, (i + 1) * 64 * KiB)) }))
-    const m = manifestFor(data, [], { chunks })
-    const from = join(cache.tmpDir, `${tail}.part`)
-    await writeFile(from, data)
-    const { xxh64 } = await xxh64Segments(from)
-    const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks })
-    const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
-    await writeFile(path + '.meta.json', JSON.stringify({ ...meta, lastUsedAt }))
-    return { m, path }
+    return publishBytes(cache, data, { chunks, lastUsedAt })
   }
   const old = await put('old', '2026-01-01T00:00:00Z')
   const recent = await put('recent', '2026-02-01T00:00:00Z')

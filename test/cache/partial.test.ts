@@ -5,12 +5,12 @@
  * and a resumed download trusts only chunks that verify again.
  */
 import t, { type Test } from 'tap'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { PartialObject, demoteToPartial, removePartial } from '../../agent/cache/partial.js'
 import { Cache } from '../../agent/cache/store.js'
 import { silentLogger } from '../../agent/log.js'
+import { publishBytes } from '../helpers/cache.js'
 import { flipByte, manifestFor, seededBytes } from '../helpers/image.js'
 
 const setup = async (t: Test) => {
@@ -68,10 +68,7 @@ t.test('resuming: listed chunks are re-verified, a damaged one is dropped; remov
 
 t.test('demoteToPartial turns a damaged object into a partial download that trusts only its good chunks', async (t) => {
   const { cache, data, m } = await setup(t)
-  const from = join(cache.tmpDir, 'x.part')
-  await writeFile(from, data)
-  const { xxh64 } = await xxh64Segments(from)
-  const obj = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks })
+  const { path: obj } = await publishBytes(cache, data, { chunks: m.chunks })
   const good = m.chunks.filter((c) => c.index !== 2).map((c) => c.index)
   await demoteToPartial(cache, m.sha256, good)
   await t.rejects(readFile(obj), { code: 'ENOENT' }, 'out of objects/')

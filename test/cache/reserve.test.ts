@@ -8,27 +8,16 @@
  * a real full tmpfs).
  */
 import t, { type Test } from 'tap'
-import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { MAX_WRITE_REFUSALS, reserveSpace } from '../../agent/cache/space.js'
 import { Cache } from '../../agent/cache/store.js'
 import { CacheFullError } from '../../agent/errors.js'
-import { manifestFor, seededBytes } from '../helpers/image.js'
+import { publishBytes } from '../helpers/cache.js'
+import { seededBytes } from '../helpers/image.js'
 
 const KiB = 1024
 
-const put = async (cache: Cache, name: string, lastUsedAt: string) => {
-  const data = seededBytes(100 * KiB, name)
-  const m = manifestFor(data, [], { name })
-  const from = join(cache.tmpDir, `${m.sha256}.part`)
-  await writeFile(from, data)
-  const { xxh64 } = await xxh64Segments(from)
-  const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks, name })
-  const meta = JSON.parse(await readFile(path + '.meta.json', 'utf8'))
-  await writeFile(path + '.meta.json', JSON.stringify({ ...meta, lastUsedAt }))
-  return m.sha256
-}
+const put = async (cache: Cache, name: string, lastUsedAt: string) => (await publishBytes(cache, seededBytes(100 * KiB, name), { name, lastUsedAt })).m.sha256
 
 /** A cache with objects a (oldest), b, c (newest), whose free space grows by 100 KiB per object removed. */
 const setup = async (t: Test, freeAtStart: number) => {

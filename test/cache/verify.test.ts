@@ -6,22 +6,16 @@
 import t, { type Test } from 'tap'
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { Cache } from '../../agent/cache/store.js'
 import { verifyObject } from '../../agent/cache/verify.js'
-import { flipByte, manifestFor, seededBytes } from '../helpers/image.js'
+import { publishBytes } from '../helpers/cache.js'
+import { flipByte, seededBytes } from '../helpers/image.js'
 
 const KiB = 1024
 
 const put = async (t: Test, seed: string) => {
   const cache = await Cache.open(join(t.testdir(), 'cache'))
-  const data = seededBytes(200 * KiB, seed)
-  const m = manifestFor(data, [], { name: seed })
-  const from = join(cache.tmpDir, `${m.sha256}.part`)
-  await writeFile(from, data)
-  const { xxh64 } = await xxh64Segments(from)
-  const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks, name: seed })
-  return { cache, m, path, xxh64 }
+  return { cache, ...(await publishBytes(cache, seededBytes(200 * KiB, seed), { name: seed })) }
 }
 
 /** Every file under the cache with its bytes and mtime: what "wrote nothing" is checked against. */

@@ -6,19 +6,15 @@
 import t from 'tap'
 import { mkdir, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { Cache } from '../../agent/cache/store.js'
 import { walkObjects } from '../../agent/cache/walk.js'
-import { manifestFor, seededBytes } from '../helpers/image.js'
+import { publishBytes } from '../helpers/cache.js'
+import { seededBytes } from '../helpers/image.js'
 
 t.test('one walk sees objects, their metadata, and every foreign thing, in order, following nothing', async (t) => {
   const cache = await Cache.open(join(t.testdir(), 'cache'))
   const data = seededBytes(50 * 1024, 'walk')
-  const m = manifestFor(data, [], { name: 'walk' })
-  const from = join(cache.tmpDir, `${m.sha256}.part`)
-  await writeFile(from, data)
-  const { xxh64 } = await xxh64Segments(from)
-  const path = await cache.publish({ from, sha256: m.sha256, computedSha256: m.sha256, size: data.length, xxh64, chunks: m.chunks })
+  const { m, path } = await publishBytes(cache, data)
   const root = join(cache.dir, 'objects', 'sha256')
   const shard = join(root, m.sha256.slice(0, 2))
   const other = 'ab'.repeat(32)

@@ -5,15 +5,15 @@
  * behind its metadata's back.
  */
 import t from 'tap'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
 import { PartialObject } from '../../agent/cache/partial.js'
 import { Cache } from '../../agent/cache/store.js'
 import { silentLogger } from '../../agent/log.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 import { DiskWriter } from '../../agent/transport/disk-writer.js'
 import { reuseChunks } from '../../agent/transport/reuse.js'
+import { publishBytes } from '../helpers/cache.js'
 import { flipByte, manifestFor, seededBytes, sha256Hex } from '../helpers/image.js'
 
 const KiB = 1024
@@ -29,12 +29,8 @@ t.test('shared chunks are copied from a donor object; one that does not verify o
   const cache = await Cache.open(join(t.testdir(), 'cache'))
   const v1 = seededBytes(8 * CHUNK, 'v1')
   const v2 = Buffer.concat([v1.subarray(0, 5 * CHUNK), seededBytes(3 * CHUNK, 'v2-new')])
-  const m1 = manifestFor(v1, [], { chunks: fixedChunks(v1) })
   const m2 = manifestFor(v2, [], { chunks: fixedChunks(v2) })
-  const from = join(cache.tmpDir, 'v1.part')
-  await writeFile(from, v1)
-  const { xxh64 } = await xxh64Segments(from)
-  const donor = await cache.publish({ from, sha256: m1.sha256, computedSha256: m1.sha256, size: v1.length, xxh64, chunks: m1.chunks })
+  const { path: donor } = await publishBytes(cache, v1, { chunks: fixedChunks(v1) })
   await flipByte(donor, 1 * CHUNK + 5) // chunk 1 of the donor is damaged
 
   const partial = await PartialObject.open(cache, m2, { log: silentLogger() })
