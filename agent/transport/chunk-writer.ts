@@ -10,15 +10,6 @@ import { ioBuffer } from '../cache/fs-util.js'
 import { DIRECT_ALIGN } from './disk-writer.js'
 import { chunkAt } from './plan.js'
 
-/** Size of each stream's write buffer (large writes: notes/performance.md). */
-export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-/**
- * Write buffers per stream: one fills while the others are verified (on the
- * hash worker) and written; with two, the receive waited for each buffer's
- * verify + write in turn.
- */
-export const WRITE_BUFFERS = 4
-
 /** A completed chunk in a ChunkWriter buffer. */
 export interface WriterEntry {
   index: number
@@ -42,6 +33,15 @@ export interface ChunkWriterHooks {
   /** Called with the indexes of the chunks written, after their write. */
   onWritten: (indexes: number[]) => Promise<void>
 }
+
+/** Size of each stream's write buffer (large writes: notes/performance.md). */
+export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+/**
+ * Write buffers per stream: one fills while the others are verified (on the
+ * hash worker) and written; with two, the receive waited for each buffer's
+ * verify + write in turn.
+ */
+export const WRITE_BUFFERS = 4
 
 /**
  * Holds received chunks in a large shared, page-aligned buffer and writes
