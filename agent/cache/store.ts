@@ -8,6 +8,10 @@
  * Nothing on the cache disk is trusted blindly: symlinks, foreign files and
  * malformed metadata are ignored, logged and returned as problems, never
  * followed.
+ *
+ * Here: open, lookup, publish, the metadata records. Elsewhere, behind thin
+ * methods: verify.ts (verdicts only), walk.ts (the one walk), space.ts
+ * (eviction, free space), donors.ts, partial.ts (downloads in progress).
  */
 import { lstatSync } from 'node:fs'
 import { chmod, link, lstat, mkdir, readFile, rm, open } from 'node:fs/promises'
