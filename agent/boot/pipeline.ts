@@ -65,6 +65,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
     (await transport()).fetchManifest(url, {
       log: opts.log,
       headersTimeoutMs: opts.timeoutMs,
+      pinned: opts.pinned,
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     }),

@@ -9,7 +9,7 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { BootAgentError, CacheFullError, ConfigError, IntegrityError, SizeError } from '../errors.js'
+import { BootAgentError, CacheFullError, ConfigError, IntegrityError } from '../errors.js'
 import { makeEvent, type AgentEvent } from '../events/event.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import { logOp, type Logger } from '../log.js'
@@ -59,7 +59,12 @@ export interface ImagePipeline<C = unknown> {
   startFastDigest?(cache: C, sha256: string, signal: AbortSignal): Promise<{ digest: Promise<FastDigest> } | undefined>
   /** Removes every object (cachefull=clear-reboot). */
   clear(cache: C): Promise<void>
-  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number }): Promise<Manifest>
+  /**
+   * The manifest at `url`, validated once (parseManifest): its schema, its
+   * signature with `publicKey`, and that it describes the `pinned` image
+   * (IntegrityError / SizeError otherwise).
+   */
+  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; pinned: { sha256: string; size: number; by: string } }): Promise<Manifest>
   fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest> }): Promise<FetchedImage>
 }
 
@@ -221,19 +226,21 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
 
     if (plan.action === 'clear-cache-reboot') return await clearAndReboot(plan.actionReason ?? 'cache full')
 
-    // The manifest, pinned by the descriptor's digest and size.
+    // The manifest, pinned by the descriptor's digest and size (checked by the manifest's one gate, parseManifest).
     const pubkey = it.pubkey ? await readFile(it.pubkey, 'utf8').catch((e: unknown) => {
       throw new ConfigError('rd.bootagent.pubkey', `cannot read ${it.pubkey}: ${(e as Error).message}`)
     }) : undefined
     const manifest = await timer.step('manifest', () =>
       logOp(log, 'manifest', { url: it.image.manifest }, () =>
-        pipeline.fetchManifest(it.image.manifest, { log, timeoutMs: httpTimeoutMs, ...(pubkey ? { publicKey: pubkey } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }),
+        pipeline.fetchManifest(it.image.manifest, {
+          log,
+          timeoutMs: httpTimeoutMs,
+          pinned: { sha256: it.image.sha256, size: it.image.size, by: 'the boot descriptor' },
+          ...(pubkey ? { publicKey: pubkey } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        }),
       ),
     )
-    if (manifest.sha256 !== it.image.sha256) {
-      throw new IntegrityError({ algorithm: 'sha256', expected: it.image.sha256, found: manifest.sha256, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
-    }
-    if (manifest.size !== it.image.size) throw new SizeError({ expected: it.image.size, found: manifest.size, url: it.image.manifest, what: 'manifest (against the boot descriptor)' })
 
     // The image: into the cache partition, or RAM when there is none or it is full.
     const pin = [it.image.sha256, ...(previous ? [previous] : [])]

@@ -14,7 +14,7 @@ import type { Chunk } from '../manifest/types.js'
 import { defaultHashWorkers, endIdleHashWorkers, hashRanges, prewarmHashWorkers } from '../manifest/hash-pool.js'
 import { BootAgentError, isErrno } from '../errors.js'
 import { IdleWorkers } from '../idle-workers.js'
-import { ioBuffer } from './fs-util.js'
+import { ioBuffer } from '../core/io-buffer.js'
 import { XXH64_SEGMENT_BYTES, segmentCount } from './meta.js'
 
 /** Read size for whole-file hashing. */
@@ -120,7 +120,7 @@ export const SEGMENT_READ_BYTES = 1024 * 1024
  * create64 zeroes them first): a state is zeroed before every init64.
  */
 export const XX_STATE_BYTES = 88
-/** Where each thread's read buffer starts in its wasm memory: page-aligned (4K aliasing, see fs-util ioBuffer), past the state at 0. */
+/** Where each thread's read buffer starts in its wasm memory: page-aligned (4K aliasing, see core/io-buffer.ts), past the state at 0. */
 const WASM_BUF_OFFSET = 4096
 
 // A worker thread hashing segments, kept between jobs. For each job it takes

@@ -6,11 +6,12 @@
  * it lists was on disk when it was listed. On resume the listed chunks are
  * re-verified (sha256) before being trusted: an unverified byte is never used.
  */
-import { open, readFile, rm, type FileHandle } from 'node:fs/promises'
+import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { isErrno } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Chunk } from '../manifest/types.js'
-import { writeFileAtomic } from './fs-util.js'
+import { fsyncPath, writeFileDurable } from '../core/durable.js'
 import { FILE_MODE } from './layout.js'
 import type { Cache } from './store.js'
 
@@ -22,6 +23,9 @@ export interface PartialTarget {
   size: number
   chunks: Chunk[]
 }
+
+/** The state file's text: the chunks of `sha` verified and written. */
+const stateText = (sha: string, verified: readonly number[]): string => JSON.stringify({ schema: 1, sha256: sha, verified })
 
 const parseState = (text: string, sha: string, nChunks: number): number[] => {
   try {
@@ -45,6 +49,10 @@ export class PartialObject {
   private lastPersist = 0
   private dirty = false
   private persisting: Promise<void> | undefined
+  /** A persist started by {@link record}, in the background. */
+  private background: Promise<void> | undefined
+  /** The first failure of a background persist: rethrown by the next record or settle. */
+  private backgroundError: unknown
 
   private constructor(path: string, statePath: string, target: PartialTarget, fh: FileHandle) {
     this.path = path
@@ -136,13 +144,37 @@ export class PartialObject {
     for (let i = 0; i < this.written.length; i++) if (this.written[i]) verified.push(i)
     this.persisting = (async () => {
       await this.fh.datasync() // data before the state that vouches for it
-      await writeFileAtomic(this.statePath, JSON.stringify({ schema: 1, sha256: this.target.sha256, verified }))
+      await writeFileDurable(this.statePath, stateText(this.target.sha256, verified))
     })()
     try {
       await this.persisting
     } finally {
       this.persisting = undefined
     }
+  }
+
+  /**
+   * Records chunks verified and written, and makes the state durable in the
+   * background (a persist's fsync of the data file would otherwise stall a
+   * writer every second); a failure surfaces at the next record or at
+   * {@link settle}.
+   */
+  async record(indexes: number[]): Promise<void> {
+    if (this.backgroundError !== undefined) throw this.backgroundError
+    this.markWritten(indexes)
+    this.background ??= this.persist()
+      .catch((e: unknown) => {
+        this.backgroundError ??= e
+      })
+      .finally(() => {
+        this.background = undefined
+      })
+  }
+
+  /** Waits for a background persist ({@link record}); rethrows its failure. */
+  async settle(): Promise<void> {
+    await this.background
+    if (this.backgroundError !== undefined) throw this.backgroundError
   }
 
   async close(): Promise<void> {
@@ -156,4 +188,27 @@ export class PartialObject {
     await rm(this.path, { force: true })
     await rm(this.statePath, { force: true })
   }
+}
+
+/**
+ * Moves a damaged cached object out of objects/ into tmp/ as the partial
+ * download of `sha` whose chunks `goodChunks` are known good (verified a
+ * moment ago), so the downloader fetches only the others. Call with the
+ * object's lock held.
+ */
+export const demoteToPartial = async (cache: Cache, sha: string, goodChunks: readonly number[]): Promise<void> => {
+  const obj = cache.objectPath(sha)
+  const part = cache.partPath(sha)
+  await rm(part, { force: true })
+  await rm(cache.statePath(sha), { force: true })
+  await rename(obj, part)
+  await rm(cache.metaPath(sha), { force: true })
+  await writeFileDurable(cache.statePath(sha), stateText(sha, [...goodChunks]))
+  await fsyncPath(dirname(obj))
+}
+
+/** Removes a download in progress of `sha` (data and state). Call with the lock held. */
+export const removePartial = async (cache: Cache, sha: string): Promise<void> => {
+  await rm(cache.partPath(sha), { force: true })
+  await rm(cache.statePath(sha), { force: true })
 }

@@ -8,62 +8,30 @@
  * Nothing on the cache disk is trusted blindly: symlinks, foreign files and
  * malformed metadata are ignored, logged and returned as problems, never
  * followed.
+ *
+ * Here: open, lookup, publish, the metadata records. Elsewhere, behind thin
+ * methods: verify.ts (verdicts only), walk.ts (the one walk), space.ts
+ * (eviction, free space), donors.ts, partial.ts (downloads in progress).
  */
 import { lstatSync } from 'node:fs'
-import { chmod, link, lstat, mkdir, readdir, readFile, rename, rm, statfs, open } from 'node:fs/promises'
+import { chmod, link, lstat, mkdir, readFile, rm, open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, IntegrityError, SizeError, isErrno } from '../errors.js'
 import { silentLogger, type Logger } from '../log.js'
 import type { Chunk } from '../manifest/types.js'
-import { planEviction, type EvictionGoal } from './evict.js'
-import { fsyncPath, writeFileAtomic } from './fs-util.js'
-import { badChunks, hashRangesParallel, xxh64Segments, type RangeHasher } from './hash-file.js'
-import {
-  DIR_MODE,
-  META_SUFFIX,
-  SHA256_HEX,
-  lockPath,
-  metaPath,
-  objectPath,
-  objectsRoot,
-  partPath,
-  statePath,
-  tmpDir,
-} from './layout.js'
-import { acquireLock, type Lock, type LockOptions } from './lock.js'
-import { META_SCHEMA, chunksInSegments, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
+import type { EvictionGoal } from './evict.js'
+import { fsyncPath, writeFileDurable } from '../core/durable.js'
+import { hashRangesParallel, xxh64Segments, type RangeHasher } from './hash-file.js'
+import { DIR_MODE, SHA256_HEX, lockPath, metaPath, objectPath, objectsRoot, partPath, statePath, tmpDir } from './layout.js'
+import { acquireLock, type Lock, type LockOptions } from '../core/lock.js'
+import { META_SCHEMA, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
+import { evictObjects, freeBytesAt, reserveSpace, type ReserveOptions } from './space.js'
+import { verifyObject, type FastDigest, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
+import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
 
-export type VerifyMode = 'fast' | 'strong'
-
-/** Something on the cache disk that is not what the cache wrote; ignored, never followed. */
-export interface CacheProblem {
-  path: string
-  problem: string
-}
-
-/** The fast digest of an object as read from the disk: xxh64 of each 64 MiB segment, and the bytes read. */
-export interface FastDigest {
-  xxh64: string[]
-  size: number
-}
-
-export interface CachedObject {
-  sha256: string
-  path: string
-  meta: ObjectMeta
-}
-
-export interface VerifyResult {
-  ok: boolean
-  /** Why it is not ok (size, xxh64, chunk digests, metadata). */
-  reason?: string
-  /** Chunks whose bytes do not match (empty when ok or unknown). */
-  badChunks: number[]
-  /** The chunk list the verdict is about. */
-  chunks?: Chunk[]
-  /** The object's metadata as it stands after the verification (absent when missing or malformed). */
-  meta?: ObjectMeta
-}
+export type { FastDigest, VerifyMode, VerifyResult } from './verify.js'
+export type { CachedObject, CacheProblem } from './walk.js'
+export type { ReserveOptions } from './space.js'
 
 export type LookupResult =
   | { status: 'hit'; path: string; meta: ObjectMeta }
@@ -165,7 +133,8 @@ export class Cache {
     return tmpDir(this.dir)
   }
 
-  private report(path: string, problem: string): void {
+  /** Records (once) and logs something found on the cache disk that the cache did not write. */
+  report(path: string, problem: string): void {
     if (this.problems.some((p) => p.path === path && p.problem === problem)) return
     this.problems.push({ path, problem })
     this.log.warn({ path, problem }, `cache: ignoring ${path}: ${problem}`)
@@ -215,7 +184,7 @@ export class Cache {
   }
 
   /** 'file' when a regular file is at the object path, 'none', or 'foreign' (reported). */
-  private async objectKind(sha: string): Promise<'file' | 'none' | 'foreign'> {
+  async objectKind(sha: string): Promise<'file' | 'none' | 'foreign'> {
     const p = this.objectPath(sha)
     try {
       const st = await lstat(p)
@@ -229,59 +198,28 @@ export class Cache {
   }
 
   /**
-   * Re-verifies one object. `chunks` (from the manifest being fetched) takes
-   * precedence over the metadata's list. Fast mode reads the whole object
-   * once for the xxh64 of each 64 MiB segment (on every core); when some
-   * differ, the sha256 of the chunks overlapping those segments (only) says
-   * which are bad. Strong mode checks every chunk's sha256.
-   *
-   * `meta` is this object's metadata as read by {@link list} or
+   * Re-verifies one object (verify.ts): a verdict, nothing written. `chunks`
+   * (from the manifest being fetched) takes precedence over the metadata's
+   * list. `meta` is this object's metadata as read by {@link list} or
    * {@link readMeta} a moment ago, so that a caller walking the cache does not
    * read and validate a large file twice. `digest` is the fast digest of this
    * object (xxh64Segments of its path) that the caller started earlier, e.g.
-   * while the metadata was being read; it is only used in fast mode.
+   * while the metadata was being read; it is only used in fast mode. A
+   * caller that keeps the metadata right records the verdict ({@link recordVerdict}).
    */
-  async verify(
-    sha: string,
-    opts: { mode?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; meta?: ObjectMeta; digest?: Promise<FastDigest> } = {},
-  ): Promise<VerifyResult> {
-    const kind = await this.objectKind(sha)
-    if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
-    const path = this.objectPath(sha)
-    const meta = opts.meta?.sha256 === sha ? opts.meta : await this.readMeta(sha)
-    const chunks = opts.chunks ?? meta?.chunks
-    const signal = opts.signal ? { signal: opts.signal } : {}
-    const findBad = async (reason: string, among?: Chunk[]): Promise<VerifyResult> => {
-      if (!chunks) return { ok: false, reason: `${reason}; no chunk list to locate the damage`, badChunks: [] }
-      const bad = await badChunks(path, among ?? chunks, { hasher: this.hasher, ...signal })
-      return { ok: bad.length === 0, reason: bad.length ? `${reason}; ${bad.length} chunk(s) differ` : reason, badChunks: bad, chunks, ...(meta ? { meta } : {}) }
-    }
-    if (!meta) return { ...(await findBad('metadata missing or malformed')), ok: false }
-    const st = await lstat(path)
-    if ((opts.mode ?? 'fast') === 'strong') {
-      const r = await findBad('strong verification')
-      if (st.size !== meta.size) return { ...r, ok: false, reason: `size ${st.size}, expected ${meta.size}` }
-      return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
-    }
-    if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
-    const fastDigest = () => this.fastDigest(sha, signal)
-    const found = await (opts.digest ?? fastDigest())
-    if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
-    const badSegments: number[] = []
-    for (let k = 0; k < segmentCount(meta.size); k++) if (found.xxh64[k] !== meta.xxh64[k]) badSegments.push(k)
-    if (!badSegments.length) return { ok: true, badChunks: [], chunks: chunks ?? meta.chunks, meta }
-    const which = `${badSegments.slice(0, 10).join(',')}${badSegments.length > 10 ? ',…' : ''}`
-    const r = await findBad(`xxh64 of ${badSegments.length} of ${found.xxh64.length} segment(s) differs (${which})`, chunksInSegments(chunks ?? meta.chunks, badSegments))
-    if (r.ok) {
-      // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
-      this.report(this.metaPath(sha), `recorded xxh64 of segment(s) ${which} is wrong (bytes match every chunk in them); rewritten`)
-      // Only digests computed here are written: a caller's `digest` is trusted for a verdict, not for the record.
-      const digest = opts.digest ? (await fastDigest()).xxh64 : found.xxh64
-      const next: ObjectMeta = { ...meta, xxh64: digest }
-      await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(next))
-      return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: next }
-    }
-    return { ...r, ok: false }
+  verify(sha: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
+    return verifyObject(this, sha, opts)
+  }
+
+  /**
+   * Writes what a verdict found wrong in the metadata itself: the recorded
+   * xxh64 of segments whose chunks all match (`staleXxh64`), replaced by the
+   * digests of the bytes. Nothing for any other verdict.
+   */
+  async recordVerdict(sha: string, v: VerifyResult): Promise<void> {
+    if (v.staleXxh64 === undefined || !v.meta) return
+    this.report(this.metaPath(sha), `recorded xxh64 of segment(s) ${v.staleXxh64} is wrong (bytes match every chunk in them); rewritten`)
+    await writeFileDurable(this.metaPath(sha), serializeObjectMeta(v.meta))
   }
 
   /**
@@ -327,6 +265,7 @@ export class Cache {
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.digest ? { digest: opts.digest } : {}),
     })
+    await this.recordVerdict(sha, v)
     if (!v.ok) {
       this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length }, 'cache: object failed re-verification')
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
@@ -353,7 +292,7 @@ export class Cache {
       urls: remember(meta.urls, opts.url),
     }
     if (opts.verified) delete next.corruptChunks
-    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(next))
+    await writeFileDurable(this.metaPath(sha), serializeObjectMeta(next))
     return next
   }
 
@@ -363,29 +302,7 @@ export class Cache {
     if (!meta) return
     const valid = chunkIndexes.filter((i) => Number.isSafeInteger(i) && i >= 0 && i < meta.chunks.length)
     const set = [...new Set([...(meta.corruptChunks ?? []), ...valid])].sort((a, b) => a - b)
-    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta({ ...meta, corruptChunks: set }))
-  }
-
-  /**
-   * Moves a damaged object out of objects/ into tmp/ as a partial download
-   * whose chunks other than `bad` are known good, so the downloader fetches
-   * only the bad ones. Call with the object's lock held.
-   */
-  async demoteToPartial(sha: string, goodChunks: readonly number[]): Promise<void> {
-    const obj = this.objectPath(sha)
-    const part = this.partPath(sha)
-    await rm(part, { force: true })
-    await rm(this.statePath(sha), { force: true })
-    await rename(obj, part)
-    await rm(this.metaPath(sha), { force: true })
-    await writeFileAtomic(this.statePath(sha), JSON.stringify({ schema: 1, sha256: sha, verified: [...goodChunks] }))
-    await fsyncPath(join(obj, '..'))
-  }
-
-  /** Removes a download in progress of `sha` (data and state). Call with the lock held. */
-  async removePartial(sha: string): Promise<void> {
-    await rm(this.partPath(sha), { force: true })
-    await rm(this.statePath(sha), { force: true })
+    await writeFileDurable(this.metaPath(sha), serializeObjectMeta({ ...meta, corruptChunks: set }))
   }
 
   /**
@@ -430,7 +347,7 @@ export class Cache {
     }
     // Metadata first: a crash between the two leaves metadata without an
     // object (a miss, cleaned up later), never an object without metadata.
-    await writeFileAtomic(this.metaPath(sha), serializeObjectMeta(meta))
+    await writeFileDurable(this.metaPath(sha), serializeObjectMeta(meta))
     try {
       await link(input.from, obj)
     } catch (e) {
@@ -454,113 +371,29 @@ export class Cache {
    * start hashing them before list() has read the metadata.
    */
   async objectFiles(): Promise<{ sha256: string; path: string }[]> {
-    const root = objectsRoot(this.dir)
-    const out: { sha256: string; path: string }[] = []
-    let shards: string[]
-    try {
-      shards = (await readdir(root)).sort()
-    } catch (e) {
-      if (isErr(e)) return out
-      throw e
-    }
-    for (const shard of shards) {
-      if (!/^[0-9a-f]{2}$/.test(shard)) continue
-      const sp = join(root, shard)
-      if (!(await lstat(sp)).isDirectory()) continue
-      for (const name of (await readdir(sp)).sort()) {
-        const p = join(sp, name)
-        if (SHA256_HEX.test(shard + name) && (await lstat(p)).isFile()) out.push({ sha256: shard + name, path: p })
-      }
-    }
-    return out
+    return (await walkObjects(this.dir)).flatMap((e) => (e.kind === 'object' ? [{ sha256: e.sha256, path: e.path }] : []))
   }
 
   /** Every object with valid metadata, and the problems met on the way. */
-  async list(): Promise<{ objects: CachedObject[]; problems: CacheProblem[] }> {
-    const problems: CacheProblem[] = []
-    const objects: CachedObject[] = []
-    const note = (path: string, problem: string) => {
-      problems.push({ path, problem })
-      this.report(path, problem)
-    }
-    const root = objectsRoot(this.dir)
-    let shards: string[]
-    try {
-      shards = (await readdir(root)).sort()
-    } catch (e) {
-      if (isErr(e)) return { objects, problems }
-      throw e
-    }
-    for (const shard of shards) {
-      const sp = join(root, shard)
-      const st = await lstat(sp)
-      if (!/^[0-9a-f]{2}$/.test(shard) || !st.isDirectory()) {
-        note(sp, st.isSymbolicLink() ? 'symlink in objects/ (not followed)' : 'foreign entry in objects/')
-        continue
-      }
-      const names = (await readdir(sp)).sort()
-      const seen = new Set(names)
-      for (const name of names) {
-        const p = join(sp, name)
-        const isMeta = name.endsWith(META_SUFFIX)
-        const base = isMeta ? name.slice(0, -META_SUFFIX.length) : name
-        const sha = shard + base
-        if (!SHA256_HEX.test(sha) || name.startsWith('.')) {
-          if (!name.startsWith('.') || !name.endsWith('.tmp')) note(p, 'foreign file')
-          continue
-        }
-        if (isMeta) {
-          if (!seen.has(base)) note(p, 'metadata without an object')
-          continue
-        }
-        const ost = await lstat(p)
-        if (!ost.isFile()) {
-          note(p, ost.isSymbolicLink() ? 'object is a symlink (not followed)' : 'object is not a regular file')
-          continue
-        }
-        const meta = await this.readMeta(sha)
-        if (!meta) {
-          note(p, seen.has(name + META_SUFFIX) ? 'object with malformed metadata' : 'object without metadata')
-          continue
-        }
-        if (ost.size !== meta.size) note(p, `size ${ost.size}, metadata says ${meta.size}`)
-        objects.push({ sha256: sha, path: p, meta })
-      }
-    }
-    return { objects, problems }
+  list(): Promise<{ objects: CachedObject[]; problems: CacheProblem[] }> {
+    return listObjects(this)
   }
 
   /**
    * Removes least-recently-used objects (never pinned ones, never one
-   * another process is writing) until the goal is met. Returns what was removed.
+   * another process is writing) until the goal is met (space.ts). Returns what was removed.
    */
-  async evict(goal: EvictionGoal): Promise<CachedObject[]> {
-    const { objects } = await this.list()
-    const plan = planEviction(
-      objects.map((o) => ({ sha256: o.sha256, size: o.meta.size, lastUsedAt: Date.parse(o.meta.lastUsedAt) })),
-      goal,
-    )
-    const removed: CachedObject[] = []
-    for (const victim of plan) {
-      let lock: Lock | undefined
-      try {
-        lock = await this.lock(victim.sha256, { timeoutMs: 0 })
-      } catch (e) {
-        // A full file system cannot even take a lock file. Then remove the
-        // object only if nobody holds its lock (no lock file at all).
-        if (!isErrno(e, 'ENOSPC', 'EDQUOT')) continue // being written by someone: not ours to remove now
-        if (await lstat(lockPath(this.dir, victim.sha256)).then(() => true, () => false)) continue
-      }
-      try {
-        await this.remove(victim.sha256)
-        const o = objects.find((x) => x.sha256 === victim.sha256)
-        if (o) removed.push(o)
-        this.log.info({ sha256: victim.sha256, size: victim.size, lastUsedAt: new Date(victim.lastUsedAt).toISOString() }, 'cache: evicted object')
-      } finally {
-        await lock?.release()
-      }
-    }
-    return removed
+  evict(goal: EvictionGoal): Promise<CachedObject[]> {
+    return evictObjects(this, goal)
+  }
+
+  /**
+   * The one call for space: room for `bytes` more bytes, evicting
+   * least-recently-used unpinned objects if need be (space.ts), or
+   * CacheFullError. Returns the objects evicted.
+   */
+  reserve(bytes: number, opts: ReserveOptions = {}): Promise<CachedObject[]> {
+    return reserveSpace(this, bytes, opts)
   }
 
   /** Removes one object and its metadata (object first: never an object without metadata). */
@@ -572,29 +405,8 @@ export class Cache {
   }
 
   /** Bytes available to us on the cache's file system. */
-  async freeBytes(): Promise<number> {
-    const s = await statfs(this.dir)
-    return s.bavail * s.bsize
-  }
-
-  /**
-   * Where chunks with the given sha256s already exist in other cached
-   * objects (for delta fetches). Sources are candidates only: the reader
-   * must verify each chunk's bytes as it copies them.
-   */
-  async findChunkSources(wanted: ReadonlySet<string>, exclude: string): Promise<Map<string, { path: string; offset: number; size: number; object: string }>> {
-    const found = new Map<string, { path: string; offset: number; size: number; object: string }>()
-    if (wanted.size === 0) return found
-    const { objects } = await this.list()
-    for (const o of objects.sort((a, b) => Date.parse(b.meta.lastUsedAt) - Date.parse(a.meta.lastUsedAt))) {
-      if (o.sha256 === exclude) continue
-      const corrupt = new Set(o.meta.corruptChunks ?? [])
-      for (const c of o.meta.chunks) {
-        if (corrupt.has(c.index) || !wanted.has(c.sha256) || found.has(c.sha256)) continue
-        found.set(c.sha256, { path: o.path, offset: c.offset, size: c.size, object: o.sha256 })
-      }
-    }
-    return found
+  freeBytes(): Promise<number> {
+    return freeBytesAt(this.dir)
   }
 }
 

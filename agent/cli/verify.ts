@@ -63,6 +63,7 @@ export const command: Command = {
       // o.meta: list() has just read and validated it (2.4 MB for a 2 GiB image); not parsed twice.
       const digest = digests.get(o.sha256)?.digest
       const v = await cache.verify(o.sha256, { mode: values.strong ? 'strong' : 'fast', signal: ctx.signal, meta: o.meta, ...(digest ? { digest } : {}) })
+      await cache.recordVerdict(o.sha256, v) // a recorded xxh64 the bytes disprove is corrected
       if (!v.ok && v.badChunks.length) await cache.markCorrupt(o.sha256, v.badChunks)
       results.push({ sha256: o.sha256, path: o.path, ok: v.ok, ...(v.reason ? { reason: v.reason } : {}), badChunks: v.badChunks })
     }

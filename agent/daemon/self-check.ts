@@ -52,6 +52,7 @@ export const verifyObject = async (object: ObjectRef, opts: { log?: Logger; sign
   // hashRangesInline, verifyThreads 1: one thread. A background check must not take both cores from the node's work.
   const cache = await Cache.open(object.cacheDir, { hasher: hashRangesInline, verifyThreads: 1, ...(opts.log ? { log: opts.log } : {}) })
   const v = await cache.verify(object.sha256, { mode: 'fast', ...(opts.signal ? { signal: opts.signal } : {}) })
+  await cache.recordVerdict(object.sha256, v) // a recorded xxh64 the bytes disprove is corrected
   const byIndex = new Map((v.chunks ?? []).map((c) => [c.index, c]))
   const bad = v.badChunks.flatMap((i) => {
     const c = byIndex.get(i)

@@ -149,7 +149,7 @@ const hashJob = ${hashJob.toString()}
 let buf = null
 parentPort.on('message', (job) => {
   try {
-    // Page-aligned (a WebAssembly.Memory; see cache/fs-util ioBuffer: 4K aliasing).
+    // Page-aligned (a WebAssembly.Memory; see core/io-buffer.ts: 4K aliasing).
     if (!buf || buf.length < job.bufferSize) {
       const pages = Math.ceil(job.bufferSize / 65536)
       buf = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, job.bufferSize)

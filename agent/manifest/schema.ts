@@ -1,7 +1,10 @@
 /**
  * Strict parsing of a manifest from the outside world (SPEC §4): `unknown` (or
  * JSON text) in, a validated {@link Manifest} out, or a ManifestError whose
- * `field` is the JSON path of what was wrong (`$.chunks[3][1]`).
+ * `field` is the JSON path of what was wrong (`$.chunks[3][1]`). This is the
+ * one gate: every Manifest the agent acts on came through it (fetchManifest,
+ * buildManifest, the `manifest` command), so the fetch and the boot stage
+ * rely on its typed result and check nothing again.
  *
  * Decisions (docs/manifest.md, "Validation"):
  *   - unknown keys are refused at every level: a newer format bumps `schema`;
@@ -13,7 +16,7 @@
  *     against `baseUrl` (the manifest's own URL) after the signature check,
  *     since the signature covers the URLs as written.
  */
-import { ConfigError, ManifestError, SignatureError } from '../errors.js'
+import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../errors.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
 import type { Chunk, ChunkingParams, Manifest, ManifestSignature } from './types.js'
@@ -54,6 +57,13 @@ export interface ParseManifestOptions {
   publicKey?: KeyInput
   /** Refuse an unsigned manifest even without a key (then the signature's shape is checked, not its validity). */
   requireSignature?: boolean
+  /**
+   * The image the manifest must describe, as pinned by whoever pointed at
+   * it (`by`: the boot descriptor): another sha256 is refused with
+   * IntegrityError (EINTEGRITY), another size with SizeError (EBADSIZE).
+   * Checked last, after the signature.
+   */
+  pinned?: { sha256: string; size: number; by: string }
 }
 
 type Obj = Record<string, unknown>
@@ -228,6 +238,13 @@ const toJson = (input: unknown): unknown => {
   }
 }
 
+/** The manifest describes the image it was pinned to (ParseManifestOptions.pinned). */
+const checkPinned = (m: Manifest, pin: { sha256: string; size: number; by: string }, url: string | undefined): void => {
+  const what = `manifest (against ${pin.by})`
+  if (m.sha256 !== pin.sha256) throw new IntegrityError({ algorithm: 'sha256', expected: pin.sha256, found: m.sha256, ...(url !== undefined ? { url } : {}), what })
+  if (m.size !== pin.size) throw new SizeError({ expected: pin.size, found: m.size, ...(url !== undefined ? { url } : {}), what })
+}
+
 /**
  * Validates a manifest in its WIRE form (docs/manifest.md: chunks as
  * `[offset, size, sha256]`) — JSON text, UTF-8 bytes or the parsed JSON
@@ -277,6 +294,7 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
   } else if (opts.requireSignature && !m.signature) {
     throw new SignatureError(`manifest ${m.name} is not signed, and a signature is required`, { manifest: m.name, sha256: m.sha256, reason: 'unsigned' })
   }
+  if (opts.pinned) checkPinned(m, opts.pinned, opts.baseUrl)
   m.urls = urls.resolved
   return m
 }

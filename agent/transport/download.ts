@@ -1,7 +1,12 @@
 /**
  * The download engine behind fetchImage: fills the missing chunks of a
- * partial object from local donors (delta) and from the image's URLs, each
- * chunk verified (sha256) as it lands, then checks the whole image's sha256.
+ * partial object from local donors (delta, reuse.ts) and from the image's
+ * URLs, each chunk verified (sha256) as it lands, then checks the whole
+ * image's sha256. This file keeps the queue of range requests, the mirrors
+ * and the retries; the other jobs have rooms of their own: receiving into
+ * write buffers (chunk-writer.ts), writing to disk (disk-writer.ts), the
+ * whole-image digests (digest-feed.ts), the space (the cache's `reserve`)
+ * and the recorded progress (cache/partial.ts).
  *
  * One pass over the bytes: every network piece is copied once into a large
  * (shared) write buffer and written from there with large writes. The sha256
@@ -12,36 +17,22 @@
  * that were not next in order (parallel ranges, resumed or reused chunks) are
  * read back — from the page cache — to extend the whole-image digests.
  */
-import { createHash } from 'node:crypto'
-import { BootAgentError, CacheFullError, IntegrityError, SizeError, isErrno } from '../errors.js'
+import { BootAgentError, CacheFullError, IntegrityError, SizeError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Chunk, Manifest } from '../manifest/types.js'
-import { xxhWasmModule } from '../cache/hash-file.js'
 import type { PartialObject } from '../cache/partial.js'
 import type { Cache } from '../cache/store.js'
-import { DownloadHasher } from './hash-worker.js'
+import { ChunkWriter, WRITE_BUFFER_BYTES, receiveChunks, type WriterEntry, type Verdicts } from './chunk-writer.js'
+import { DigestFeed } from './digest-feed.js'
+import { DiskWriter, LocalIoError, local } from './disk-writer.js'
 import { openBody, pieceReader, type BodyMeta } from './http.js'
 import { directGet } from './direct-http.js'
 import { planRanges, type RangeTask } from './plan.js'
 import { Progress, type ProgressInfo } from './progress.js'
+import { reuseChunks } from './reuse.js'
 import { DEFAULT_RETRY_POLICY, isRetryable, retryDelayMs, type RetryPolicy } from '../core/retry.js'
 import { sleep, type Sleep } from '../core/clock.js'
-import { open, type FileHandle } from 'node:fs/promises'
-import { constants as fsConstants } from 'node:fs'
-import { ioBuffer } from '../core/io-buffer.js'
 
-/** Size of each stream's write buffer (large writes: notes/performance.md). */
-export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-/** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the whole-image worker's wasm memory). */
-export const FEED_BUFFER_BYTES = 1024 * 1024
-/**
- * Write buffers per stream: one fills while the others are verified (on the
- * hash worker) and written; with two, the receive waited for each buffer's
- * verify + write in turn.
- */
-export const WRITE_BUFFERS = 4
-/** Runs shorter than this are written through the page cache (not worth an O_DIRECT split). */
-const DIRECT_MIN_BYTES = 256 * 1024
 /** Longest single Range request. */
 export const MAX_RANGE_BYTES = 16 * 1024 * 1024
 /**
@@ -86,23 +77,6 @@ export interface DownloadResult {
   requests: number
 }
 
-/** A failure of this machine's disk, not of the server: never retried on another mirror. */
-export class LocalIoError extends BootAgentError {
-  constructor(what: string, cause: unknown) {
-    super('ELOCALIO', `${what}: ${(cause as Error)?.message ?? String(cause)}`, { errno: (cause as { code?: unknown })?.code }, { cause })
-  }
-}
-
-const local = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-  try {
-    return await fn()
-  } catch (e) {
-    if (e instanceof BootAgentError) throw e // CacheFullError, SizeError, aborts: already typed
-    if (e instanceof Error && e.name === 'AbortError') throw e
-    throw new LocalIoError(what, e)
-  }
-}
-
 interface Mirror {
   url: string
   /** Gave a final (non-retryable) error: not used again in this fetch. */
@@ -134,10 +108,8 @@ export class Download {
   private readonly bad = new Map<number, BadChunk[]>()
   private readonly ac = new AbortController()
   private readonly bufBytes: number
-  private cursor = 0
-  private cursorBusy = false
-  private readBufs: [SharedArrayBuffer, SharedArrayBuffer] | undefined
-  private hasher!: DownloadHasher
+  private readonly disk: DiskWriter
+  private feed!: DigestFeed
   private progress!: Progress
   private bytesDownloaded = 0
   private bytesReused = 0
@@ -154,6 +126,7 @@ export class Download {
     this.mirrors = o.urls.map((url) => ({ url, dead: false, noRange: false }))
     const maxChunk = this.chunks.reduce((n, c) => Math.max(n, c.size), 0)
     this.bufBytes = Math.max(WRITE_BUFFER_BYTES, Math.ceil(maxChunk / 4096) * 4096)
+    this.disk = new DiskWriter({ fh: o.partial.fh, path: o.partial.path, log: o.log, noSpace: (left, attempt) => this.noSpace(left, attempt) })
     if (o.signal) {
       if (o.signal.aborted) this.ac.abort(o.signal.reason)
       else o.signal.addEventListener('abort', () => this.ac.abort(o.signal?.reason), { once: true })
@@ -165,241 +138,57 @@ export class Download {
   }
 
   async run(): Promise<DownloadResult> {
-    this.hasher = new DownloadHasher(await xxhWasmModule(), (i) => {
-      // The worker fed chunk i to the whole-image digests (in image order).
-      this.cursor = Math.max(this.cursor, i + 1)
-    })
+    this.feed = await DigestFeed.start(this.chunks, this.o.partial, this.signal)
     try {
       return await this.runHashed()
     } finally {
-      await this.hasher.close()
-      await (await this.direct)?.close().catch(() => undefined)
-      await this.refusedDirect?.close().catch(() => undefined)
+      await this.feed.close()
+      await this.disk.close()
     }
   }
 
   private async runHashed(): Promise<DownloadResult> {
-    if (this.o.reuse !== false) await this.reuseLocal()
-    await this.advanceCursor()
-    const missing = this.o.partial.missing()
+    const partial = this.o.partial
+    if (this.o.reuse !== false) {
+      this.bytesReused = await reuseChunks({ chunks: this.chunks, partial, cache: this.o.cache, sha256: this.m.sha256, bufBytes: this.bufBytes, write: (b, p) => this.disk.writeBuffered(b, p), log: this.o.log, signal: this.signal })
+    }
+    await this.feed.advance()
+    const missing = partial.missing()
     const needBytes = missing.reduce((n, i) => n + this.chunks[i]!.size, 0)
     // The image's name and sha256 are on every line already (fetchImage's child logger).
     this.progress = new Progress(needBytes, this.o.log, {}, this.o.onProgress)
     if (missing.length) {
       if (this.mirrors.length === 0) throw new BootAgentError('ENOURL', `manifest of ${this.m.sha256} lists no URL and ${missing.length} chunk(s) are missing`)
-      await this.ensureSpace(needBytes)
+      await this.o.cache.reserve(needBytes, { pinned: this.pinned() })
       for (const t of planRanges(this.chunks, missing, this.o.maxRangeBytes ?? MAX_RANGE_BYTES)) this.queue.push({ ...t, attempts: 0, mirror: 0 })
       try {
         await this.runWorkers()
       } finally {
         // Whatever happened, what was verified is recorded for the next run.
-        await this.settlePersist().catch(() => undefined)
-        await this.o.partial.persist(true).catch(() => undefined)
+        await partial.settle().catch(() => undefined)
+        await partial.persist(true).catch(() => undefined)
       }
     }
-    await this.settlePersist()
-    await this.o.partial.persist(true)
-    await this.advanceCursor()
-    const left = this.o.partial.missing()
+    await partial.settle()
+    await partial.persist(true)
+    await this.feed.advance()
+    const left = partial.missing()
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
-    if (this.cursor !== this.chunks.length) throw new Error(`internal: whole-image digest stopped at chunk ${this.cursor}`)
-    const { sha256, xxh64 } = await local('hashing the image', () => this.hasher.digest())
+    if (!this.feed.complete) throw new Error(`internal: whole-image digest stopped at chunk ${this.feed.cursor}`)
+    const { sha256, xxh64 } = await local('hashing the image', () => this.feed.digest())
     return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
-  // ---- whole-image digests, in order -------------------------------------
-
-  /** Extends the digests over written chunks from disk (page cache), as far as they are contiguous. */
-  private async advanceCursor(): Promise<void> {
-    if (this.cursorBusy) return
-    this.cursorBusy = true
-    try {
-      const w = this.o.partial.written
-      while (this.cursor < this.chunks.length && w[this.cursor]) {
-        let j = this.cursor
-        while (j + 1 < this.chunks.length && w[j + 1]) j++
-        const start = this.chunks[this.cursor]!.offset
-        const end = this.chunks[j]!.offset + this.chunks[j]!.size
-        await this.feedFromDisk(start, end, j + 1)
-        this.cursor = Math.max(this.cursor, j + 1)
-      }
-    } finally {
-      this.cursorBusy = false
-    }
+  /** Objects eviction must keep: this image, and the caller's. */
+  private pinned(): string[] {
+    return [this.m.sha256, ...(this.o.pin ?? [])]
   }
 
-  /**
-   * Reads [start, end) of the partial file into two shared buffers in turn,
-   * extending the whole-image digests on the whole-image worker (which hashes one buffer
-   * while the other is read). `nextChunk` follows `end`.
-   */
-  private async feedFromDisk(start: number, end: number, nextChunk: number): Promise<void> {
-    const shared = (): SharedArrayBuffer => ioBuffer(FEED_BUFFER_BYTES, { shared: true }).buffer as SharedArrayBuffer // page-aligned
-    const sabs = (this.readBufs ??= [shared(), shared()])
-    const fed: [Promise<void> | undefined, Promise<void> | undefined] = [undefined, undefined]
-    let pos = start
-    let k = 0
-    try {
-      while (pos < end) {
-        if (this.signal.aborted) throw this.signal.reason
-        await fed[k] // the whole-image worker is done with this buffer
-        const buf = Buffer.from(sabs[k]!)
-        const want = Math.min(buf.length, end - pos)
-        let got = 0
-        while (got < want) {
-          const { bytesRead } = await this.o.partial.fh.read(buf, got, want - got, pos + got)
-          if (bytesRead === 0) throw new SizeError({ expected: end - start, found: pos + got - start, what: `partial file ${this.o.partial.path} at ${start}` })
-          got += bytesRead
-        }
-        pos += got
-        fed[k] = this.hasher.feed(sabs[k]!, 0, got, pos >= end ? nextChunk : undefined)
-        fed[k]!.catch(() => undefined)
-        k ^= 1
-      }
-    } finally {
-      await Promise.allSettled(fed.filter((p) => p !== undefined))
-    }
-    for (const p of fed) await p
-  }
-
-  // ---- space -------------------------------------------------------------
-
-  private async ensureSpace(needBytes: number): Promise<void> {
-    const free = await this.o.cache.freeBytes()
-    if (free >= needBytes) return
-    await this.o.cache.evict({ needBytes: needBytes - free, pinned: [this.m.sha256, ...(this.o.pin ?? [])] })
-    const after = await this.o.cache.freeBytes()
-    if (after < needBytes) throw new CacheFullError({ needed: needBytes, available: after, dir: this.o.cache.dir })
-  }
-
-  /**
-   * A second handle on the partial file opened with O_DIRECT; null when the
-   * file system refuses it. The promise is kept, not the handle: writes from
-   * several buffers run at once, and each must not open a handle of its own
-   * (one would be left open, keeping the cache's file system busy).
-   */
-  private direct: Promise<FileHandle | null> | undefined
-  private refusedDirect: FileHandle | undefined
-
-  private directHandle(): Promise<FileHandle | null> {
-    return (this.direct ??= open(this.o.partial.path, fsConstants.O_WRONLY | fsConstants.O_DIRECT).catch((e: unknown) => {
-      this.o.log.debug({ err: e, path: this.o.partial.path }, 'O_DIRECT not available here: buffered writes')
-      return null
-    }))
-  }
-
-  /**
-   * Writes verified bytes at `pos`: the page-aligned middle of a large run
-   * with O_DIRECT (large aligned direct writes measured ~2× buffered ones
-   * + fsync here, and leave no dirty pages for the final fsync), the
-   * unaligned ends through the page cache. `buf`'s address is congruent
-   * to `pos` modulo a page (ChunkWriter), so the middle is aligned in
-   * memory too.
-   */
-  private async writeData(buf: Uint8Array, pos: number): Promise<void> {
-    const end = pos + buf.length
-    const a = Math.ceil(pos / DIRECT_ALIGN) * DIRECT_ALIGN
-    const e = Math.floor(end / DIRECT_ALIGN) * DIRECT_ALIGN
-    const dfh = e - a >= DIRECT_MIN_BYTES ? await this.directHandle() : null
-    if (!dfh) return this.writeAt(buf, pos)
-    if (a > pos) await this.writeAt(buf.subarray(0, a - pos), pos)
-    try {
-      await this.writeAt(buf.subarray(a - pos, e - pos), a, dfh)
-    } catch (err) {
-      if (!isErrno(err, 'EINVAL')) throw err
-      this.o.log.debug({ err, path: this.o.partial.path }, 'O_DIRECT write refused: buffered writes from now on')
-      this.direct = Promise.resolve(null)
-      this.refusedDirect = dfh // closed at the end: another write may still be going through it
-      await this.writeAt(buf.subarray(a - pos, e - pos), a)
-    }
-    if (end > e) await this.writeAt(buf.subarray(e - pos), e)
-  }
-
-  /** Writes `buf` at `pos` fully (through `fh`, default the partial's own handle); ENOSPC → evict and retry, then CacheFullError. */
-  private async writeAt(buf: Uint8Array, pos: number, fh: FileHandle = this.o.partial.fh): Promise<void> {
-    let off = 0
-    for (let tries = 0; off < buf.length; ) {
-      try {
-        const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off)
-        off += bytesWritten
-      } catch (e) {
-        if (!isErrno(e, 'ENOSPC', 'EDQUOT') || tries++ >= 3) {
-          if (isErrno(e, 'ENOSPC', 'EDQUOT')) throw new CacheFullError({ needed: buf.length - off, available: await this.o.cache.freeBytes(), dir: this.o.cache.dir })
-          throw e
-        }
-        const missingBytes = this.o.partial.missing().reduce((n, i) => n + this.chunks[i]!.size, 0)
-        const freed = await this.o.cache.evict({ needBytes: missingBytes, pinned: [this.m.sha256, ...(this.o.pin ?? [])] })
-        this.o.log.warn({ freedObjects: freed.length }, 'cache full while writing: evicted least recently used objects')
-        if (freed.length === 0) throw new CacheFullError({ needed: missingBytes, available: await this.o.cache.freeBytes(), dir: this.o.cache.dir })
-      }
-    }
-  }
-
-  // ---- delta: chunks already in other cached objects ----------------------
-
-  private async reuseLocal(): Promise<void> {
-    const missing = this.o.partial.missing()
-    if (!missing.length) return
-    const wanted = new Set(missing.map((i) => this.chunks[i]!.sha256))
-    const sources = await this.o.cache.findChunkSources(wanted, this.m.sha256)
-    if (!sources.size) return
-    // Donor chunks are verified above, on this thread (a rare path).
-    const w = new ChunkWriter(this.bufBytes, { verify: async (_, entries) => ({ ok: entries.map(() => true) }), write: (b, p) => this.writeAt(b, p), onWritten: (idx) => this.chunkWritten(idx) })
-    const handles = new Map<string, Awaited<ReturnType<typeof open>>>()
-    const scratch = Buffer.allocUnsafe(this.bufBytes)
-    try {
-      for (const i of missing) {
-        if (this.signal.aborted) throw this.signal.reason
-        const c = this.chunks[i]!
-        const src = sources.get(c.sha256)
-        if (!src) continue
-        let fh = handles.get(src.path)
-        if (!fh) {
-          fh = await open(src.path, 'r')
-          handles.set(src.path, fh)
-        }
-        const { bytesRead } = await fh.read(scratch, 0, c.size, src.offset)
-        const bytes = scratch.subarray(0, bytesRead)
-        // A donor is another object on an untrusted disk: its chunk is used only if it verifies.
-        if (bytesRead !== c.size || createHash('sha256').update(bytes).digest('hex') !== c.sha256) {
-          this.o.log.warn({ object: src.object, chunk: c.sha256 }, 'cached donor chunk does not verify; downloading it instead')
-          continue
-        }
-        await w.add(c, bytes)
-        this.bytesReused += c.size
-      }
-      await w.finish()
-    } finally {
-      for (const fh of handles.values()) await fh.close().catch(() => undefined)
-    }
-    if (this.bytesReused) this.o.log.info({ bytesReused: this.bytesReused }, 'reused chunks from other cached objects')
-  }
-
-  private persistRun: Promise<void> | undefined
-  private persistError: unknown
-
-  /**
-   * Records written chunks. The state is made durable in the background
-   * (its fsync of the data file would otherwise stall the write pipeline
-   * every second); a failure surfaces at the next chunk or at the end.
-   */
-  private async chunkWritten(indexes: number[]): Promise<void> {
-    if (this.persistError !== undefined) throw this.persistError
-    this.o.partial.markWritten(indexes)
-    this.persistRun ??= this.o.partial
-      .persist()
-      .catch((e: unknown) => {
-        this.persistError ??= e
-      })
-      .finally(() => {
-        this.persistRun = undefined
-      })
-  }
-
-  /** Waits for a background persist; rethrows its failure. */
-  private async settlePersist(): Promise<void> {
-    await this.persistRun
-    if (this.persistError !== undefined) throw this.persistError
+  /** The file system refused a write: the cache makes room for what is still missing, or says it is full. */
+  private async noSpace(bytesLeft: number, attempt: number): Promise<void> {
+    const missingBytes = this.o.partial.missing().reduce((n, i) => n + this.chunks[i]!.size, 0)
+    const freed = await this.o.cache.reserve(missingBytes, { pinned: this.pinned(), refusedWrite: { attempt, bytesLeft } })
+    this.o.log.warn({ freedObjects: freed.length }, 'cache full while writing: evicted least recently used objects')
   }
 
   // ---- network -----------------------------------------------------------
@@ -425,8 +214,8 @@ export class Download {
   private writer(): ChunkWriter {
     return this.writers.pop() ?? new ChunkWriter(this.bufBytes, {
       verify: (sab, entries) => this.verifyChunks(sab, entries),
-      write: (b, p) => local(`writing ${this.o.partial.path}`, () => this.writeData(b, p)),
-      onWritten: (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.chunkWritten(idx)),
+      write: (b, p) => local(`writing ${this.o.partial.path}`, () => this.disk.write(b, p)),
+      onWritten: (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.o.partial.record(idx)),
     })
   }
 
@@ -550,58 +339,33 @@ export class Download {
     const stopAt = this.chunks[todo.at(-1)!]!.offset + this.chunks[todo.at(-1)!]!.size
     const collect = (i: number): boolean => wanted.has(i) && !this.o.partial.written[i]
     const w = this.writer()
-    let pos = body.start
-    // Index of the chunk at `pos` (requests start at a chunk boundary: a range's first chunk, or 0).
-    let ci = this.chunkAt(pos)
-    // End of the run of chunks to keep that starts at chunk ci: a read never crosses from kept bytes into unwanted ones.
-    let runEnd = -1
+    const at = { pos: body.start }
     try {
-      await w.seek(pos)
-      while (pos < stopAt) {
-        const keep = collect(ci)
-        let limit: number
-        if (keep) {
-          if (runEnd <= pos) {
-            let j = ci
-            while (j + 1 < this.chunks.length && this.chunks[j + 1]!.offset < stopAt && collect(j + 1)) j++
-            runEnd = this.chunks[j]!.offset + this.chunks[j]!.size
-          }
-          limit = runEnd - pos
-        } else {
-          limit = this.chunks[ci]!.offset + this.chunks[ci]!.size - pos
-        }
-        let space = w.space()
-        if (space.length === 0) {
-          await w.rotate()
-          continue
-        }
-        if (space.length > limit) space = space.subarray(0, limit)
-        const n = await body.read(space)
-        if (n === 0) break
-        this.bytesDownloaded += n
-        w.received(n)
-        pos += n
-        if (keep) this.progress.add(n)
-        for (let c = this.chunks[ci]; c && c.offset < stopAt && w.pending >= c.size; c = this.chunks[ci]) {
-          if (collect(ci)) w.complete(c, mirror.url)
-          else await w.discard(c.size)
-          ci++
-        }
-      }
+      await receiveChunks(w, body, {
+        chunks: this.chunks,
+        at,
+        stopAt,
+        collect,
+        from: mirror.url,
+        onRead: (n, kept) => {
+          this.bytesDownloaded += n
+          if (kept) this.progress.add(n)
+        },
+      })
     } catch (e) {
       if (this.signal.aborted || e instanceof LocalIoError || e instanceof CacheFullError) throw e
       // Say where the stream broke; keep the code (retry decisions use it).
       const code = e instanceof BootAgentError ? e.code : 'ENETWORK'
-      throw new BootAgentError(code, `${mirror.url}: ${(e as Error).message.replace(`${mirror.url}: `, '')} at byte ${pos} of ${body.start}-${stopAt - 1}`, { url: mirror.url, at: pos }, { cause: e })
+      throw new BootAgentError(code, `${mirror.url}: ${(e as Error).message.replace(`${mirror.url}: `, '')} at byte ${at.pos} of ${body.start}-${stopAt - 1}`, { url: mirror.url, at: at.pos }, { cause: e })
     } finally {
       body.cancel()
       w.drop() // an incomplete chunk is never written
       await w.finish()
       this.writers.push(w)
-      await local(`reading back ${this.o.partial.path}`, () => this.advanceCursor())
+      await local(`reading back ${this.o.partial.path}`, () => this.feed.advance())
     }
-    if (pos < stopAt) {
-      throw new BootAgentError('ETRUNCATED', `${mirror.url} ended at byte ${pos}, expected data up to ${stopAt}`, { url: mirror.url, at: pos, until: stopAt })
+    if (at.pos < stopAt) {
+      throw new BootAgentError('ETRUNCATED', `${mirror.url} ended at byte ${at.pos}, expected data up to ${stopAt}`, { url: mirror.url, at: at.pos, until: stopAt })
     }
   }
 
@@ -629,7 +393,7 @@ export class Download {
   /** Verdicts on received chunks (on the hash worker); a wrong one is remembered against the URL it came from. */
   private async verifyChunks(sab: SharedArrayBuffer, entries: readonly WriterEntry[]): Promise<Verdicts> {
     const items = entries.map((e) => ({ index: e.index, off: e.start, len: e.len, expected: this.chunks[e.index]!.sha256 }))
-    const { found, released } = await local('hashing downloaded chunks', () => this.hasher.chunks(sab, items))
+    const { found, released } = await local('hashing downloaded chunks', () => this.feed.hasher.chunks(sab, items))
     const ok = entries.map((e, k) => {
       const c = this.chunks[e.index]!
       if (found[k] === c.sha256) return true
@@ -640,209 +404,5 @@ export class Download {
       return false
     })
     return { ok, released }
-  }
-
-  private chunkAt(pos: number): number {
-    let lo = 0
-    let hi = this.chunks.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1
-      if (this.chunks[mid]!.offset <= pos) lo = mid
-      else hi = mid - 1
-    }
-    return lo
-  }
-}
-
-/** A completed chunk in a ChunkWriter buffer. */
-export interface WriterEntry {
-  index: number
-  /** Offset of its bytes in the buffer. */
-  start: number
-  len: number
-  /** Where it came from (for integrity errors). */
-  from: string
-}
-
-/** Per entry, whether its bytes may be written; the buffer is reused only after `released` settles. */
-export interface Verdicts {
-  ok: boolean[]
-  released?: Promise<void>
-}
-
-export interface ChunkWriterHooks {
-  /** Says, per entry, whether its bytes (untouched until this settles and then until `released`) may be written. */
-  verify: (sab: SharedArrayBuffer, entries: readonly WriterEntry[]) => Promise<Verdicts>
-  write: (b: Uint8Array, pos: number) => Promise<void>
-  /** Called with the indexes of the chunks written, after their write. */
-  onWritten: (indexes: number[]) => Promise<void>
-}
-
-/** Alignment of O_DIRECT writes: a page covers every logical block size in use. */
-export const DIRECT_ALIGN = 4096
-
-/**
- * Holds received chunks in a large shared, page-aligned buffer and writes
- * contiguous runs of the verified ones with single large writes. The
- * buffers (WRITE_BUFFERS) are used in turn, so that the others are being
- * verified and written while one fills (the network is not paused by the
- * hashing or the disk).
- *
- * Bytes are received in place: the caller reads the network straight into
- * `space()`, says `received(n)`, then, for each whole chunk at the front of
- * what is pending, `complete` (to be verified and written) or `discard`.
- * A byte's offset in the buffer is congruent to its file offset modulo a
- * page, so the page-aligned middle of every run can be written with O_DIRECT.
- * At a flush, the buffer's completed chunks are verified in one batch and
- * the good ones written; `drain` waits for the last write; verifier and
- * write errors surface there or at the next flush.
- */
-export class ChunkWriter {
-  private readonly bufs: Buffer[]
-  /** Each buffer's verify-and-write in flight (a buffer is refilled only after its own finished). */
-  private readonly inflight: Array<Promise<void> | undefined>
-  private active = 0
-  /** Buffer offset of the region's first byte (≡ regionStart modulo DIRECT_ALIGN). */
-  private lead = 0
-  /** File offset of the region's first byte. */
-  private regionStart = 0
-  private fill = 0 // bytes of completed chunks (awaiting their verdict)
-  /** Bytes received after the completed chunks: the start of the chunk being filled. */
-  pending = 0
-  private entries: WriterEntry[] = []
-
-  constructor(
-    bytes: number,
-    private readonly hooks: ChunkWriterHooks,
-    buffers = WRITE_BUFFERS,
-  ) {
-    this.bufs = Array.from({ length: Math.max(2, buffers) }, () => ioBuffer(bytes + DIRECT_ALIGN, { shared: true }))
-    this.inflight = this.bufs.map(() => undefined)
-  }
-
-  private get buf(): Buffer {
-    return this.bufs[this.active]!
-  }
-
-  /** Starts receiving at file offset `offset` (nothing pending); completed chunks that do not end there are flushed first. */
-  async seek(offset: number): Promise<void> {
-    this.pending = 0
-    if (this.fill > 0 && this.regionStart + this.fill === offset) return
-    if (this.fill > 0) await this.flush()
-    this.regionStart = offset
-    this.lead = offset % DIRECT_ALIGN
-  }
-
-  /** Free room for the next bytes; empty when the buffer is full (then `rotate`). */
-  space(): Buffer {
-    return this.buf.subarray(this.lead + this.fill + this.pending)
-  }
-
-  received(n: number): void {
-    this.pending += n
-  }
-
-  /** The first `c.size` pending bytes are chunk `c`, received from `from`: verified and written at the flush. */
-  complete(c: Chunk, from: string): void {
-    this.entries.push({ index: c.index, start: this.lead + this.fill, len: c.size, from })
-    this.fill += c.size
-    this.pending -= c.size
-  }
-
-  /** The pending bytes (exactly one chunk of `n` bytes) are not wanted; the next byte follows them in the file. */
-  async discard(n: number): Promise<void> {
-    if (this.pending !== n) throw new Error(`internal: discarding ${n} bytes with ${this.pending} pending`)
-    await this.seek(this.regionStart + this.fill + n)
-  }
-
-  /** Drops the bytes of an incomplete chunk (a body that ended early): never written. */
-  drop(): void {
-    this.pending = 0
-  }
-
-  /** The buffer is full: flushes its completed chunks and carries the pending bytes (a chunk in progress) to the other buffer. */
-  async rotate(): Promise<void> {
-    const from = this.buf
-    const carryAt = this.lead + this.fill
-    const carryLen = this.pending
-    const offset = this.regionStart + this.fill
-    this.pending = 0
-    if (this.fill > 0) await this.flush()
-    else await this.next()
-    this.regionStart = offset
-    this.lead = offset % DIRECT_ALIGN
-    if (this.lead + carryLen > this.buf.length) throw new Error(`internal: ${carryLen} pending bytes do not fit a write buffer`)
-    from.copy(this.buf, this.lead, carryAt, carryAt + carryLen)
-    this.pending = carryLen
-  }
-
-  /** Adds a whole chunk from memory (delta: bytes found in another cached object). */
-  async add(c: Chunk, bytes: Uint8Array, from = 'local'): Promise<void> {
-    await this.seek(c.offset)
-    if (this.space().length < bytes.length) await this.rotate()
-    this.space().set(bytes)
-    this.received(bytes.length)
-    this.complete(c, from)
-  }
-
-  /** Moves to the next buffer, once its previous verify-and-write finished (rethrowing its error). */
-  private async next(): Promise<void> {
-    this.active = (this.active + 1) % this.bufs.length
-    const p = this.inflight[this.active]
-    this.inflight[this.active] = undefined
-    if (p) await p
-  }
-
-  /** Starts verifying-then-writing the completed chunks and moves to the next buffer. */
-  async flush(): Promise<void> {
-    if (this.fill === 0) return
-    const buf = this.buf
-    const sab = buf.buffer as SharedArrayBuffer
-    const base = this.regionStart - this.lead - buf.byteOffset
-    const entries = this.entries.map((e) => ({ ...e, start: e.start + buf.byteOffset }))
-    this.fill = 0
-    this.entries = []
-    const done = (async () => {
-      const { ok: verdicts, released } = await this.hooks.verify(sab, entries)
-      try {
-        const written: number[] = []
-        for (let k = 0; k < entries.length; ) {
-          if (!verdicts[k]) {
-            k++
-            continue
-          }
-          let j = k
-          while (j + 1 < entries.length && verdicts[j + 1]) j++
-          const from = entries[k]!.start
-          const to = entries[j]!.start + entries[j]!.len
-          await this.hooks.write(new Uint8Array(sab, from, to - from), base + from)
-          for (let x = k; x <= j; x++) written.push(entries[x]!.index)
-          k = j + 1
-        }
-        if (written.length) await this.hooks.onWritten(written)
-      } finally {
-        // The verifier may still be reading the buffer (feeding the digests): not refilled before.
-        // A failed worker rejects it; that failure surfaces at the next verdict or the digest.
-        await released?.catch(() => undefined)
-      }
-    })()
-    // Observed when this buffer is reused or at the drain; keep it from being reported as unhandled meanwhile.
-    done.catch(() => undefined)
-    this.inflight[this.active] = done
-    await this.next()
-  }
-
-  /** Waits for every verify-and-write in flight; rethrows the first error. */
-  async drain(): Promise<void> {
-    const ps = this.inflight.splice(0, this.inflight.length, ...this.inflight.map(() => undefined))
-    let first: unknown
-    for (const p of ps) await p?.catch((e: unknown) => (first ??= e))
-    if (first !== undefined) throw first
-  }
-
-  /** Flushes everything and waits for it to be written. */
-  async finish(): Promise<void> {
-    await this.flush()
-    await this.drain()
   }
 }

@@ -10,11 +10,10 @@
  * chunks; an interrupted download resumes from its verified chunks; chunks
  * present in other cached objects are copied instead of downloaded.
  */
-import { IntegrityError, ManifestError } from '../errors.js'
+import { IntegrityError } from '../errors.js'
 import { logOp, silentLogger, type Logger } from '../log.js'
 import type { Manifest } from '../manifest/types.js'
-import { chunkListProblem } from '../cache/meta.js'
-import { PartialObject } from '../cache/partial.js'
+import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
 import type { Cache, FastDigest, VerifyMode } from '../cache/store.js'
 import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
@@ -22,7 +21,7 @@ import { orderMirrors, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
 import { retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
-import { parseManifest } from '../manifest/schema.js'
+import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
 import { hostname } from 'node:os'
 
 /** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
@@ -40,6 +39,8 @@ export interface FetchManifestOptions {
   /** The wait between attempts (tests record it). Default the real, abortable sleep. */
   sleep?: Sleep
   headersTimeoutMs?: number
+  /** The image the manifest must describe (the boot descriptor's pin): checked by parseManifest, the one gate. */
+  pinned?: ParseManifestOptions['pinned']
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
@@ -54,11 +55,12 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
       ...(opts.signal ? { signal: opts.signal } : {}),
       onRetry: (r) => log.warn({ url, attempt: r.attempt, waitMs: r.waitMs, err: r.error }, 'manifest fetch failed; retrying'),
     })
-    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}) })
+    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
   })
 }
 
 export interface FetchImageOptions {
+  /** Validated by parseManifest (fetchManifest, buildManifest): relied on here, not checked again. */
   manifest: Manifest
   cache: Cache
   log?: Logger
@@ -121,17 +123,9 @@ export interface FetchImageResult {
   recorded?: Promise<void>
 }
 
-const checkManifest = (m: Manifest): void => {
-  if (!/^[0-9a-f]{64}$/.test(m.sha256)) throw new ManifestError('sha256', 'not lower-case hex sha256')
-  if (!Number.isSafeInteger(m.size) || m.size < 0) throw new ManifestError('size', 'not a non-negative integer')
-  const bad = chunkListProblem(m.chunks, m.size)
-  if (bad) throw new ManifestError('chunks', bad)
-}
-
 /** A verified object for `manifest` in `cache`, fetching (only) what is missing. */
 export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageResult> => {
   const { manifest: m, cache } = opts
-  checkManifest(m)
   const log = (opts.log ?? silentLogger()).child({ image: m.name, sha256: m.sha256 })
   const started = performance.now()
   const nodeId = opts.nodeId ?? hostname()
@@ -154,7 +148,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         const record = async (): Promise<void> => {
           if (opts.recordLater) await cache.touch(m.sha256, { verified: true, meta: look.meta, name: m.name, ...(urls[0] ? { url: urls[0] } : {}) })
           // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
-          await cache.removePartial(m.sha256)
+          await removePartial(cache, m.sha256)
         }
         if (!opts.recordLater) {
           await record()
@@ -174,7 +168,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           trusted = m.chunks.filter((c) => !bad.has(c.index)).map((c) => c.index)
           chunksRepaired = bad.size
           log.warn({ badChunks: look.badChunks.slice(0, 20), count: bad.size, reason: look.reason }, 'cached object is damaged: repairing its bad chunks')
-          await cache.demoteToPartial(m.sha256, trusted)
+          await demoteToPartial(cache, m.sha256, trusted)
         } else {
           log.warn({ reason: look.reason }, 'cached object unusable: removing it')
           await cache.remove(m.sha256)

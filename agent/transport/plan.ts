@@ -1,7 +1,7 @@
 /**
  * Which bytes to ask for: runs of consecutive missing chunks become single
  * `Range` requests (zsync-style), split at chunk boundaries so no request is
- * longer than `maxRangeBytes`. Pure.
+ * longer than `maxRangeBytes`; and which chunk holds a byte. Pure.
  */
 import type { Chunk } from '../manifest/types.js'
 
@@ -30,4 +30,16 @@ export const planRanges = (chunks: readonly Chunk[], missing: readonly number[],
     out.push(cur)
   }
   return out
+}
+
+/** Index of the chunk holding byte `pos` (binary search: a 2 GiB image has ~30,000 chunks). */
+export const chunkAt = (chunks: readonly Chunk[], pos: number): number => {
+  let lo = 0
+  let hi = chunks.length - 1
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1
+    if (chunks[mid]!.offset <= pos) lo = mid
+    else hi = mid - 1
+  }
+  return lo
 }

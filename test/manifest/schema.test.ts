@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ManifestError, SignatureError } from '../../agent/errors.js'
+import { IntegrityError, ManifestError, SignatureError, SizeError } from '../../agent/errors.js'
 import { parseManifest, MAX_CHUNKS } from '../../agent/manifest/schema.js'
 import { serializeManifest, type WireManifest } from '../../agent/manifest/serialize.js'
 import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'
@@ -153,4 +153,17 @@ t.test('a manifest altered after signing is refused with ESIGNATURE', async (t) 
 
 t.test('the chunk limit is large enough for a 256 GiB image at 64 KiB chunks', async (t) => {
   t.ok(MAX_CHUNKS * 64 * 1024 >= 256 * 2 ** 30)
+})
+
+t.test('pinned: the manifest must describe the pinned image, checked last, naming who pinned it', async (t) => {
+  const url = 'http://head.example/v1/images/cpe/manifest'
+  const by = 'the boot descriptor'
+  t.equal(parseManifest(valid(), { baseUrl: url, pinned: { sha256: H('a'), size: 900, by } }).sha256, H('a'), 'the pinned image passes')
+  const digest = t.throws(() => parseManifest(valid(), { baseUrl: url, pinned: { sha256: H('f'), size: 900, by } })) as IntegrityError
+  t.type(digest, IntegrityError)
+  t.match(digest, { code: 'EINTEGRITY', expected: H('f'), found: H('a'), url, message: `manifest (against the boot descriptor) from ${url} failed sha256 check: expected ${H('f')}, found ${H('a')}` })
+  const size = t.throws(() => parseManifest(valid(), { baseUrl: url, pinned: { sha256: H('a'), size: 901, by } })) as SizeError
+  t.type(size, SizeError)
+  t.match(size, { code: 'EBADSIZE', expected: 901, found: 900, message: `manifest (against the boot descriptor) from ${url} has the wrong size: expected 901 bytes, found 900` })
+  t.throws(() => parseManifest(mutate((w) => (w.size = -1)), { pinned: { sha256: H('f'), size: 1, by } }), { code: 'EMANIFEST' }, 'a malformed manifest is a schema error first')
 })
