@@ -11,7 +11,7 @@
  */
 import { mkdir } from 'node:fs/promises'
 import { BootAgentError, messageOf } from '../errors.js'
-import { makeEvent, type AgentEvent } from '../events/event.js'
+import { makeEvent, type AgentEvent } from '../protocol/event.js'
 import { type PostFetch, Sender } from '../events/sender.js'
 import { Spool, writeFileDurable } from '../events/spool.js'
 import { run as defaultRun, type Runner } from '../exec.js'

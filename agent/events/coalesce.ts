@@ -8,7 +8,7 @@
  * gives each record its time.
  */
 import { createHash } from 'node:crypto'
-import { makeEvent, type AgentEvent, type ImageRef } from './event.js'
+import { makeEvent, type AgentEvent, type ImageRef } from '../protocol/event.js'
 
 export interface CoalesceInput {
   kind: 'squashfs-error' | 'io-error'

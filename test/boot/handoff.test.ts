@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createServer } from 'node:http'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, EXIT_CODES, spoolEvents, writeBootRecord } from '../../agent/boot/handoff.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import type { Runner } from '../../agent/exec.js'
 import { Spool } from '../../agent/events/spool.js'
 

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { readFlushIntent, readPosition, writeFlushIntent, writePosition } from '../../agent/daemon/state.js'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent, type AgentEvent } from '../../agent/events/event.js'
+import { makeEvent, type AgentEvent } from '../../agent/protocol/event.js'
 
 const bootId = async (): Promise<string> => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
 

@@ -12,7 +12,7 @@ import { silentLogger } from '../../agent/log.js'
 import { command as statusCommand } from '../../agent/cli/status.js'
 import { command as daemonCommand } from '../../agent/cli/daemon.js'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { startHeadStub } from '../events/head-stub.js'
 
 const SHA = 'ab'.repeat(32)

@@ -7,7 +7,7 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { AgentEvent } from '../../agent/events/event.js'
+import type { AgentEvent } from '../../agent/protocol/event.js'
 
 export interface HeadStub {
   url: string

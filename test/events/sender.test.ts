@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { Sender, backoffMs, eventsUrl } from '../../agent/events/sender.js'
 import { startHeadStub } from './head-stub.js'
 

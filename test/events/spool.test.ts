@@ -2,7 +2,7 @@ import t from 'tap'
 import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 
 t.test('spooled events come back oldest first and go once removed', async (t) => {
   const dir = t.testdir()

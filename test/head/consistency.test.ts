@@ -1,5 +1,5 @@
 import t from 'tap'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { computeConsistency, type PublishedName } from '../../agent/head/consistency.js'
 import { NodeStates } from '../../agent/head/node-state.js'
 

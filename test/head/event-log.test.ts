@@ -1,7 +1,7 @@
 import t from 'tap'
 import { appendFile, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { EventLog } from '../../agent/head/event-log.js'
 
 t.test('events are stored once per id, across batches and restarts', async (t) => {

@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { request } from 'node:http'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
 import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from '../helpers/head-fixtures.js'
 

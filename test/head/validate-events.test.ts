@@ -1,5 +1,5 @@
 import t from 'tap'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { parseEventBatch } from '../../agent/head/validate-events.js'
 
 const caught = (fn: () => unknown): unknown => {
