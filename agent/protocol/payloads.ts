@@ -242,6 +242,9 @@ const KERNEL_ERROR: Shape<KernelErrorData> = {
   blocksNotListed: count,
 }
 
+/** A cache directory's use (daemon/cache-usage.ts), as the heartbeat reports it. */
+export type CacheUsageData = { dir?: string; objects?: number; bytes?: number; corruptObjects?: number; fsBytes?: number; fsFreeBytes?: number }
+
 /** `status`: the daemon's heartbeat (daemon/heartbeat.ts); the event's `image` is the running image. */
 export type StatusData = {
   hostname?: string
@@ -252,7 +255,7 @@ export type StatusData = {
   cpus?: { brand?: string; cores?: number; physicalCores?: number }
   memory?: { totalBytes?: number; availableBytes?: number }
   disks?: Array<{ fs?: string; type?: string; mount?: string; sizeBytes?: number; usedBytes?: number }>
-  cache?: Array<Record<string, unknown>>
+  cache?: CacheUsageData[]
   running?: ImageRef | null
   style?: string | null
   requestedStyle?: string | null
@@ -271,7 +274,7 @@ const STATUS: Shape<StatusData> = {
   cpus: object<NonNullable<StatusData['cpus']>>({ brand: string(), cores: count, physicalCores: count }),
   memory: object<NonNullable<StatusData['memory']>>({ totalBytes: count, availableBytes: count }),
   disks: arrayOf(object<NonNullable<StatusData['disks']>[number]>({ fs: string(), type: string(), mount: string(), sizeBytes: count, usedBytes: count })),
-  cache: arrayOf(object()),
+  cache: arrayOf(object<CacheUsageData>({ dir: string(), objects: count, bytes: count, corruptObjects: count, fsBytes: count, fsFreeBytes: count })),
   running: nullable(object<ImageRef>({ name: string(), sha256: string() })),
   style: nullable(string(32)),
   requestedStyle: nullable(string(32)),

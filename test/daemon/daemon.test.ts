@@ -91,7 +91,7 @@ for (const [when, alreadySpooled] of [['after the commit point, before any event
     t.equal(res.errorsSeen, 5, 'only 21..25 are read as new')
     const spooledNow = await spooled(dir)
     t.same(spooledNow.filter((e) => evs.some((x) => x.id === e.id)).map((e) => e.id).sort(), evs.map((e) => e.id).sort(), 'each event of the interrupted flush is spooled exactly once')
-    const covered = spooledNow.flatMap((e) => (e.data.kmsg as { seqs: [number, number][] }).seqs).flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)).sort((a, b) => a - b)
+    const covered = spooledNow.flatMap((e) => (e.data as { kmsg: { seqs: [number, number][] } }).kmsg.seqs).flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)).sort((a, b) => a - b)
     t.same(covered, Array.from({ length: 15 }, (_, i) => 11 + i), 'seqs 11..25 covered once each')
     t.equal(await readFlushIntent(dir), undefined, 'the redo record is gone')
   })

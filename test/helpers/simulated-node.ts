@@ -51,7 +51,7 @@ export const simulateBoot = async (server: string, node: string, cacheRoot: stri
             found: e.found,
             ...(e.url ? { url: e.url } : {}),
             ...(typeof chunk === 'number' ? { chunk } : {}),
-            message: e.message,
+            what: e.message,
           },
           { image },
         ),
