@@ -6,10 +6,12 @@
  *
  * - `events()`: the events in the head's own event store
  *   (`<store>/events/<node>.jsonl`), one per id, in the order stored;
- * - `received()`: every event of every batch the head answered 200,
- *   duplicates included, recorded by a pass-through in front of the head
- *   that forwards each request and its answer unchanged (the head keeps no
- *   count of the duplicates it dropped, and the tests check there were none);
+ * - `received()`: those, plus every event the head answered as a duplicate
+ *   (an id it already had, resent): a pass-through in front of the head,
+ *   forwarding each request and its answer unchanged, notes the ids of every
+ *   batch answered 200 (the head keeps no list of the duplicates it dropped,
+ *   and the tests check there were none). Built from the store so that a
+ *   batch stored but not yet answered is never taken for a duplicate;
  * - `down()` / `up()`: the head really stopped (connections dropped, as in a
  *   crash) and started again on the same store and port.
  *
@@ -33,7 +35,7 @@ export interface TestHead {
   url: string
   /** Stored events, one per id. */
   events(): StoredEvent[]
-  /** Every event of every batch answered 200, duplicates included. */
+  /** The stored events and every duplicate the head was sent and dropped. */
   received(): StoredEvent[]
   /** Stops the head and its pass-through (new connections are refused). */
   down(): Promise<void>
@@ -64,13 +66,20 @@ export const startTestHead = async (nodes: readonly string[]): Promise<TestHead>
   const nodesFile = await writeNodes(join(dir, 'nodes.json'), { schema: 1, nodes: Object.fromEntries(nodes.map((n) => [n, {}])) })
   let head: Head | undefined = await startHead({ store, nodes: nodesFile })
   const headPort = head.port
-  const received: StoredEvent[] = []
+  /** Ids of the batches answered 200, and the events among them whose id came again. */
+  const seen = new Set<string>()
+  const duplicates: StoredEvent[] = []
 
   const tap = createServer((req, res) => {
     void body(req).then((sent) => {
       const fwd = request({ host: '127.0.0.1', port: headPort, path: req.url, method: req.method, headers: req.headers }, (answer) => {
         void body(answer).then((text) => {
-          if (req.method === 'POST' && answer.statusCode === 200) received.push(...(JSON.parse(sent.toString('utf8')) as { events: StoredEvent[] }).events)
+          if (req.method === 'POST' && answer.statusCode === 200) {
+            for (const e of (JSON.parse(sent.toString('utf8')) as { events: StoredEvent[] }).events) {
+              if (seen.has(e.id)) duplicates.push(e)
+              else seen.add(e.id)
+            }
+          }
           res.writeHead(answer.statusCode ?? 502, answer.headers).end(text)
         })
       })
@@ -93,24 +102,26 @@ export const startTestHead = async (nodes: readonly string[]): Promise<TestHead>
     head = undefined
   }
 
+  const events = (): StoredEvent[] => {
+    const eventsDir = join(store, 'events')
+    return readdirSync(eventsDir)
+      .filter((f) => f.endsWith('.jsonl'))
+      .sort()
+      .flatMap((f) => readFileSync(join(eventsDir, f), 'utf8').split('\n'))
+      // Only whole lines: one being appended right now is read next time.
+      .flatMap((line) => {
+        try {
+          return line ? [JSON.parse(line) as StoredEvent] : []
+        } catch {
+          return []
+        }
+      })
+  }
+
   return {
     url: `http://127.0.0.1:${tapPort}`,
-    events: () => {
-      const eventsDir = join(store, 'events')
-      return readdirSync(eventsDir)
-        .filter((f) => f.endsWith('.jsonl'))
-        .sort()
-        .flatMap((f) => readFileSync(join(eventsDir, f), 'utf8').split('\n'))
-        // Only whole lines: one being appended right now is read next time.
-        .flatMap((line) => {
-          try {
-            return line ? [JSON.parse(line) as StoredEvent] : []
-          } catch {
-            return []
-          }
-        })
-    },
-    received: () => [...received],
+    events,
+    received: () => [...events(), ...duplicates],
     down,
     up: async () => {
       head ??= await startHead({ store, nodes: nodesFile, listen: `127.0.0.1:${headPort}` })
