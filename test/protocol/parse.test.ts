@@ -3,6 +3,8 @@ import { EVENT_KINDS, makeEvent, type EventKind } from '../../agent/protocol/eve
 import { PAYLOAD_FIELDS, type EventPayloads } from '../../agent/protocol/payloads.js'
 import { fieldPaths } from '../../agent/protocol/fields.js'
 import { parseEvent, parseEventJson, parseEventsAnswer } from '../../agent/protocol/parse.js'
+import { bootEvents, type BootRecord } from '../../agent/boot/handoff.js'
+import { Coalescer } from '../../agent/events/coalesce.js'
 
 const SHA = 'a'.repeat(64)
 const seqs: Array<[number, number]> = [[3, 4]]
@@ -172,4 +174,19 @@ t.test('makeEvent takes only the payload of its kind (tsc checks it)', async (t)
   // @ts-expect-error nor is a boot payload an integrity one
   const wrong2 = makeEvent('integrity', 'n1', { record: {} })
   t.ok(wrong && wrong2, 'at run time makeEvent does not look')
+})
+
+t.test("what the node's own code makes passes the parser unchanged (boot hand-off, kernel error coalescing)", async (t) => {
+  const record: BootRecord = {
+    schema: 1, node: 'n1', server: 'http://h', style: 'rwram', requestedStyle: 'disked', fallbacks: [{ kind: 'root-missing', reason: 'no root' }],
+    image: { name: 'img', sha256: SHA, size: 10 }, cache: { spec: 'LABEL=c', hit: false, inRam: false }, root: { spec: 'LABEL=r' },
+    bytesFetched: 10, timings: { total: 5 }, result: 'failed', action: 'emergency', error: { code: 'EUNPACK', message: 'x' }, spoolDir: '/x', time: '2026-01-01T00:00:00.000Z',
+  }
+  const c = new Coalescer()
+  for (const seq of [1, 2, 5]) {
+    c.add({ kind: 'squashfs-error', class: 'decompression-failed', device: 'loop0', seq, time: new Date(1_700_000_000_000 + seq), message: 'SQUASHFS error', fields: { source: 'squashfs', rule: 'single-squashfs-loop', compressor: 'xz' }, block: { offset: seq * 4096 } })
+  }
+  const events = [...bootEvents(record), ...bootEvents({ ...record, result: 'ok', action: undefined, error: undefined }), ...c.drain('n1', 'boot-1')]
+  t.same(events.map((e) => e.kind), ['fallback', 'boot-failed', 'fallback', 'boot', 'squashfs-error'])
+  for (const e of events) t.same(parseEvent(JSON.parse(JSON.stringify(e)), { node: 'n1' }), { ok: true, event: JSON.parse(JSON.stringify(e)) }, e.kind)
 })
