@@ -23,7 +23,7 @@ import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { makeEvent } from '../agent/events/event.js'
+import { makeEvent } from '../agent/protocol/event.js'
 import { parseManifest } from '../agent/manifest/index.js'
 import { copyFile, link, mkdir } from 'node:fs/promises'
 import { agentEnv, median, makeRandomFile, withTempDir, timeCommand } from './lib.js'
@@ -79,7 +79,7 @@ const agent = async (base: string, node: string, miss: boolean, report = true): 
     }
     const eventStarted = performance.now()
     if (!report) return { ok: true, miss, ms: eventStarted - started, fetchMs: eventStarted - started }
-    const ev = makeEvent('boot', node, { result: 'ok', style: d.style, fallbacks: [], cache: { hit: !miss }, bytesFetched: miss ? m.size : 0 }, { image: { name: m.name, sha256: m.sha256 } })
+    const ev = makeEvent('boot', node, { record: { result: 'ok', style: d.style, fallbacks: [], cache: { hit: !miss }, bytesFetched: miss ? m.size : 0 } }, { image: { name: m.name, sha256: m.sha256 } })
     const post = await fetch(`${base}/v1/nodes/${node}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: [ev] }) })
     const ack = (await post.json()) as { accepted?: number }
     if (post.status !== 200 || ack.accepted !== 1) throw new Error(`events: HTTP ${post.status}`)

@@ -12,7 +12,7 @@
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, messageOf } from '../errors.js'
-import { makeEvent, type AgentEvent } from '../events/event.js'
+import { makeEvent, type AgentEvent } from '../protocol/event.js'
 import { type PostFetch, Sender } from '../events/sender.js'
 import { Spool } from '../events/spool.js'
 import { sleep as realSleep } from '../core/clock.js'

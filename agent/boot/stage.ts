@@ -10,7 +10,7 @@
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, CacheFullError, ConfigError, IntegrityError } from '../errors.js'
-import { makeEvent, type AgentEvent } from '../events/event.js'
+import { makeEvent, type AgentEvent } from '../protocol/event.js'
 import { run as defaultRun, type Runner } from '../exec.js'
 import { logOp, type Logger } from '../log.js'
 import type { Manifest } from '../manifest/types.js'

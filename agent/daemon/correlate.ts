@@ -25,7 +25,7 @@ import { system } from '../system.js'
 import type { ClassifiedError } from './classify.js'
 import type { BootRecordView } from './boot-record.js'
 import { parseObjectPath, readObjectMeta } from './object-meta.js'
-import type { ImageRef } from '../events/event.js'
+import type { ImageRef } from '../protocol/event.js'
 
 export interface ObjectRef {
   sha256: string

@@ -33,7 +33,8 @@ import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { messageOf } from '../errors.js'
 import { system } from '../system.js'
-import { makeEvent, type AgentEvent } from '../events/event.js'
+import { makeEvent, type AgentEvent } from '../protocol/event.js'
+import type { KernelErrorData, SelfCheckData } from '../protocol/payloads.js'
 import { Spool } from '../events/spool.js'
 import { Coalescer, stableId } from '../events/coalesce.js'
 import { Sender } from '../events/sender.js'
@@ -206,7 +207,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
 
   const onSelfCheck = async (r: SelfCheckResult): Promise<void> => {
     const image = { sha256: r.object.sha256, ...(r.name ? { name: r.name } : {}) }
-    const data: Record<string, unknown> = {
+    const check: SelfCheckData = {
       source: 'self-check',
       what: 'cache-object',
       objectPath: r.object.path,
@@ -215,24 +216,14 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       corruptChunks: r.corruptChunks,
       durationMs: r.durationMs,
     }
-    let kind: AgentEvent['kind'] = 'integrity'
-    if (r.error) {
-      kind = 'cache'
-      data.action = 'self-check-failed'
-      data.error = r.error
-    } else if (r.ok) {
-      kind = 'cache'
-      data.action = 'verified'
-    } else if (r.corruptChunks.length) {
-      data.reason = r.reason
-      data.action = 'marked-corrupt'
-      data.repair = 'the next fetch (next boot) re-downloads corruptChunks only'
-    } else {
-      data.reason = r.reason
-      data.action = 'corrupt-unlocated'
-      data.repair = 'the next fetch re-verifies the object and re-downloads what fails'
-    }
-    await lock.run(() => spoolEvents([makeEvent(kind, node, data, { image })])).catch((e: unknown) => log.error({ err: messageOf(e) }, 'cannot spool the self-check result'))
+    const event = r.error
+      ? makeEvent('cache', node, { ...check, action: 'self-check-failed', error: r.error }, { image })
+      : r.ok
+        ? makeEvent('cache', node, { ...check, action: 'verified' }, { image })
+        : r.corruptChunks.length
+          ? makeEvent('integrity', node, { ...check, reason: r.reason, action: 'marked-corrupt', repair: 'the next fetch (next boot) re-downloads corruptChunks only' }, { image })
+          : makeEvent('integrity', node, { ...check, reason: r.reason, action: 'corrupt-unlocated', repair: 'the next fetch re-verifies the object and re-downloads what fails' }, { image })
+    await lock.run(() => spoolEvents([event])).catch((e: unknown) => log.error({ err: messageOf(e) }, 'cannot spool the self-check result'))
   }
 
   const selfChecker = opts.selfCheck === false ? undefined : new SelfChecker({
@@ -281,7 +272,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     result.errorsSeen++
     const corr = await correlator.correlate(c)
     const device = corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
-    const fields: Record<string, unknown> = { source: c.source, rule: corr.rule }
+    const fields: KernelErrorData = { source: c.source, rule: corr.rule }
     if (corr.backingFile) fields.backingFile = corr.backingFile
     if (corr.object) fields.object = { sha256: corr.object.sha256, path: corr.object.path }
     if (corr.role) fields.role = corr.role

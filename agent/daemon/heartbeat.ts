@@ -9,6 +9,7 @@ import os from 'node:os'
 import type { BootRecordView } from './boot-record.js'
 import { cacheUsage } from './cache-usage.js'
 import { messageOf } from '../errors.js'
+import type { StatusData } from '../protocol/payloads.js'
 
 export const PROBE_TIMEOUT_MS = 5_000
 
@@ -36,7 +37,7 @@ export interface HeartbeatInput {
   daemon: Record<string, unknown>
 }
 
-export const collectStatus = async (input: HeartbeatInput): Promise<Record<string, unknown>> => {
+export const collectStatus = async (input: HeartbeatInput): Promise<StatusData> => {
   // Loaded here, not at the top: systeminformation is about half the agent's
   // code, and the daemon starts watching the kernel log before it is needed.
   // `.default`: it is CommonJS, and in the code-split bundle its chunk has only

@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, rm, open } from 'node:fs/promises'
 import { parseSpooledEvent } from '../events/spool.js'
-import type { AgentEvent } from '../events/event.js'
+import type { AgentEvent } from '../protocol/event.js'
 import { join } from 'node:path'
 import { writeFileDurable } from '../core/durable.js'
 

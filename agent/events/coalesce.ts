@@ -8,7 +8,8 @@
  * gives each record its time.
  */
 import { createHash } from 'node:crypto'
-import { makeEvent, type AgentEvent, type ImageRef } from './event.js'
+import { makeEvent, type EventOf, type ImageRef } from '../protocol/event.js'
+import type { KernelErrorData } from '../protocol/payloads.js'
 
 export interface CoalesceInput {
   kind: 'squashfs-error' | 'io-error'
@@ -21,7 +22,7 @@ export interface CoalesceInput {
   message: string
   image?: ImageRef
   /** Fields copied into the event from the first record of the group. */
-  fields: Record<string, unknown>
+  fields: KernelErrorData
   /** A block (byte offset in the image, or a sector) to list in the event. */
   block?: { offset: number; size?: number }
 }
@@ -110,7 +111,7 @@ export class Coalescer {
    * coalescer. `bootId` makes the ids stable: re-reading the same records
    * after a crash yields the same ids, which the head node de-duplicates.
    */
-  drain(node: string, bootId: string): AgentEvent[] {
+  drain(node: string, bootId: string): EventOf<'squashfs-error' | 'io-error'>[] {
     const groups = [...this.groups.values()].sort((a, b) => (a.seqs[0]?.[0] ?? 0) - (b.seqs[0]?.[0] ?? 0))
     this.groups = new Map()
     this.since = undefined
@@ -118,7 +119,7 @@ export class Coalescer {
       const firstSeq = g.seqs[0]?.[0] ?? 0
       const lastSeq = g.seqs[g.seqs.length - 1]?.[1] ?? 0
       const blocks = [...g.blocks.entries()].sort((a, b) => a[0] - b[0]).map(([offset, size]) => (size === undefined ? { offset } : { offset, size }))
-      const data: Record<string, unknown> = {
+      const data: KernelErrorData = {
         class: g.input.class,
         ...(g.input.device ? { device: g.input.device } : {}),
         message: g.input.message,

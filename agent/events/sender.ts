@@ -20,7 +20,8 @@ import { silentLogger } from '../log.js'
 import { HttpError, messageOf } from '../errors.js'
 import { type Sleep, sleep as realSleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, isRetryableStatus, parseRetryAfter, retryDelayMs, type RetryPolicy } from '../core/retry.js'
-import { makeEvent, type AgentEvent } from './event.js'
+import { makeEvent, type AgentEvent } from '../protocol/event.js'
+import { parseEventsAnswer } from '../protocol/parse.js'
 import type { Spool, SpooledEvent } from './spool.js'
 import { stableId } from './coalesce.js'
 import { Mutex } from './mutex.js'
@@ -156,15 +157,7 @@ export class Sender {
     if (res.status !== 200) {
       throw new HttpError({ status: res.status, url: this.url, retryAfterMs: parseRetryAfter(res.headers.get('retry-after')), message: `HTTP ${res.status} from ${this.url}: ${text.slice(0, 200)}` })
     }
-    let v: unknown
-    try {
-      v = JSON.parse(text)
-    } catch {
-      v = {}
-    }
-    const o = typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {}
-    const num = (x: unknown): number => (typeof x === 'number' && Number.isSafeInteger(x) ? x : 0)
-    return { accepted: num(o.accepted), duplicates: num(o.duplicates) }
+    return parseEventsAnswer(text)
   }
 
   /** The `lost` event for a spool's unreported drops (stable id: see Spool.lostState). */

@@ -13,7 +13,8 @@
 import { randomUUID } from 'node:crypto'
 import { readdir, readFile, rm, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { type AgentEvent, isEventKind } from './event.js'
+import type { AgentEvent } from '../protocol/event.js'
+import { parseEventJson } from '../protocol/parse.js'
 import { isErrno } from '../errors.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
 
@@ -39,19 +40,14 @@ export interface SpooledEvent {
 
 let seq = 0
 
-/** Parses a spooled file; anything not an event is `undefined` (and reported by the caller). */
+/**
+ * Parses a spooled file with the protocol's parser (what the head would
+ * refuse is not worth keeping); anything not an event is `undefined` (and
+ * reported by the caller).
+ */
 export const parseSpooledEvent = (text: string): AgentEvent | undefined => {
-  let v: unknown
-  try {
-    v = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (typeof v !== 'object' || v === null) return undefined
-  const o = v as Record<string, unknown>
-  if (typeof o.id !== 'string' || !isEventKind(o.kind) || typeof o.node !== 'string' || typeof o.time !== 'string') return undefined
-  if (typeof o.data !== 'object' || o.data === null) return undefined
-  return o as unknown as AgentEvent
+  const r = parseEventJson(text)
+  return r.ok ? r.event : undefined
 }
 
 export class Spool {

@@ -12,11 +12,11 @@
  */
 import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { AgentEvent } from '../events/event.js'
+import type { AgentEvent } from '../protocol/event.js'
+import { parseEventJson } from '../protocol/parse.js'
 import { isErrno } from '../errors.js'
 import { type Logger, silentLogger } from '../log.js'
 import { isSafeName } from './names.js'
-import { parseSpooledEvent } from '../events/spool.js'
 import { fsyncPath as fsyncDir } from '../core/durable.js'
 
 export interface AppendResult {
@@ -67,11 +67,12 @@ export class EventLog {
       const set = this.idSet(node)
       for (const line of buf.subarray(0, end).toString('utf8').split('\n')) {
         if (!line) continue
-        const event = parseSpooledEvent(line)
-        if (!event || event.node !== node) {
-          this.log.warn({ node }, 'skipping an unreadable line in the event store')
+        const parsed = parseEventJson(line, { node })
+        if (!parsed.ok) {
+          this.log.warn({ node, field: parsed.field, problem: parsed.problem }, 'skipping an unreadable line in the event store')
           continue
         }
+        const event = parsed.event
         if (set.has(event.id)) continue
         set.add(event.id)
         events++

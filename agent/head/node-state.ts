@@ -5,7 +5,8 @@
  * batches are stored. Events may arrive out of order (spools drain late), so
  * "last" means latest by the event's own time.
  */
-import type { AgentEvent } from '../events/event.js'
+import type { AgentEvent, EventOf } from '../protocol/event.js'
+import type { FallbackData, StatusData } from '../protocol/payloads.js'
 import { isSafeName, isSha256 } from './names.js'
 
 export interface ImageId {
@@ -60,8 +61,8 @@ export interface NodeView {
   events: number
   lastEventAt?: string
   lastBoot?: BootSummary
-  lastFallback?: { eventId: string; time: string; data: Record<string, unknown> }
-  lastStatus?: { eventId: string; time: string; image?: ImageId; data: Record<string, unknown> }
+  lastFallback?: { eventId: string; time: string; data: FallbackData }
+  lastStatus?: { eventId: string; time: string; image?: ImageId; data: StatusData }
   /** The most recent integrity reports (at most {@link MAX_KEPT_REPORTS}). */
   integrity: IntegrityReport[]
   integrityCount: number
@@ -73,22 +74,9 @@ export interface NodeView {
 
 export const MAX_KEPT_REPORTS = 20
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined)
-const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
-
-const imageOf = (e: AgentEvent): ImageId | undefined => {
-  const src: unknown = e.image ?? e.data.image
-  if (!isRecord(src)) return undefined
-  const out: ImageId = {}
-  if (isSafeName(src.name)) out.name = src.name
-  if (isSha256(src.sha256)) out.sha256 = src.sha256
-  return out.name || out.sha256 ? out : undefined
-}
-
-const imageOfData = (d: Record<string, unknown>): ImageId | undefined => {
-  const src = d.image
-  if (!isRecord(src)) return undefined
+/** The image named, when its name and digest are valid (the parser checks types, not what a name may be). */
+const imageFrom = (src: { name?: string; sha256?: string } | null | undefined): ImageId | undefined => {
+  if (!src) return undefined
   const out: ImageId = {}
   if (isSafeName(src.name)) out.name = src.name
   if (isSha256(src.sha256)) out.sha256 = src.sha256
@@ -97,14 +85,13 @@ const imageOfData = (d: Record<string, unknown>): ImageId | undefined => {
 
 const later = (a: string, b: string | undefined): boolean => b === undefined || Date.parse(a) >= Date.parse(b)
 
-const tally = (t: ErrorTally, e: AgentEvent): void => {
-  const n = num(e.data.count) ?? 1
-  t.count += Math.max(1, Math.floor(n))
-  const first = str(e.data.first) ?? e.time
+const tally = (t: ErrorTally, e: EventOf<'squashfs-error' | 'io-error'>): void => {
+  t.count += Math.max(1, Math.floor(e.data.count ?? 1))
+  const first = e.data.firstTime ?? e.time
   if (t.first === undefined || Date.parse(first) < Date.parse(t.first)) t.first = first
   if (later(e.time, t.last)) {
     t.last = e.time
-    const img = imageOf(e)
+    const img = imageFrom(e.image)
     if (img) t.image = img
   }
 }
@@ -135,62 +122,57 @@ export class NodeStates {
     }
     v.events++
     if (later(e.time, v.lastEventAt)) v.lastEventAt = e.time
-    const d = e.data
     switch (e.kind) {
       case 'boot':
       case 'boot-failed': {
-        // The boot record comes flat in `data` or nested as `data.record` (the boot stage's form).
-        const rec: Record<string, unknown> = isRecord(d.record) ? d.record : d
-        const err = d.error ?? rec.error
-        if (e.kind === 'boot-failed' && isRecord(err) && err.code === 'EINTEGRITY') {
+        // One shape: the parser (agent/protocol/parse.ts) nests a flat boot record as `data.record`.
+        const rec = e.data.record
+        const err = e.data.error ?? rec.error
+        const image = imageFrom(e.image) ?? imageFrom(rec.image)
+        if (e.kind === 'boot-failed' && err?.code === 'EINTEGRITY') {
           // The boot failed because the bytes served did not match: an integrity report too.
-          const image = imageOf(e)
           this.addIntegrity(v, { eventId: e.id, time: e.time, download: true, fromBoot: true, ...(image ? { image } : {}) })
         }
         if (!later(e.time, v.lastBoot?.time)) break
         const result = e.kind === 'boot-failed' || rec.result === 'failed' ? 'failed' : 'ok'
-        const fallbacks = Array.isArray(rec.fallbacks)
-          ? rec.fallbacks.filter(isRecord).map((f) => ({ kind: str(f.kind) ?? 'unknown', reason: str(f.reason) ?? '' }))
-          : []
-        const image = imageOf(e) ?? imageOfData(rec)
-        const cache = isRecord(rec.cache) ? rec.cache : undefined
-        const error = isRecord(err) ? str(err.message) : str(err)
+        const fallbacks = (rec.fallbacks ?? []).map((f) => ({ kind: f.kind ?? 'unknown', reason: f.reason ?? '' }))
+        const error = err?.message
         v.lastBoot = {
           eventId: e.id,
           time: e.time,
           result,
           fallbacks,
-          ...(str(rec.style) ? { style: str(rec.style) } : {}),
-          ...(str(rec.requestedStyle) ? { requestedStyle: str(rec.requestedStyle) } : {}),
+          ...(rec.style ? { style: rec.style } : {}),
+          ...(rec.requestedStyle ? { requestedStyle: rec.requestedStyle } : {}),
           ...(image ? { image } : {}),
           ...(error ? { error } : {}),
-          ...(typeof cache?.hit === 'boolean' ? { cacheHit: cache.hit } : {}),
-          ...(num(rec.bytesFetched) !== undefined ? { bytesFetched: num(rec.bytesFetched) } : {}),
+          ...(rec.cache?.hit !== undefined ? { cacheHit: rec.cache.hit } : {}),
+          ...(rec.bytesFetched !== undefined ? { bytesFetched: rec.bytesFetched } : {}),
         }
         break
       }
       case 'fallback':
-        if (later(e.time, v.lastFallback?.time)) v.lastFallback = { eventId: e.id, time: e.time, data: d }
+        if (later(e.time, v.lastFallback?.time)) v.lastFallback = { eventId: e.id, time: e.time, data: e.data }
         break
       case 'status':
         if (later(e.time, v.lastStatus?.time)) {
-          const image = imageOf(e)
-          v.lastStatus = { eventId: e.id, time: e.time, data: d, ...(image ? { image } : {}) }
+          const image = imageFrom(e.image)
+          v.lastStatus = { eventId: e.id, time: e.time, data: e.data, ...(image ? { image } : {}) }
         }
         break
       case 'integrity': {
-        const image = imageOf(e)
-        const chunk = num(d.chunk)
+        const d = e.data
+        const image = imageFrom(e.image)
         const r: IntegrityReport = {
           eventId: e.id,
           time: e.time,
-          download: str(d.url) !== undefined || chunk !== undefined,
+          download: d.url !== undefined || d.chunk !== undefined,
           ...(image ? { image } : {}),
-          ...(str(d.expected) ? { expected: str(d.expected) } : {}),
-          ...(str(d.found) ? { found: str(d.found) } : {}),
-          ...(str(d.url) ? { url: str(d.url) } : {}),
-          ...(str(d.algorithm) ? { algorithm: str(d.algorithm) } : {}),
-          ...(chunk !== undefined ? { chunk } : {}),
+          ...(d.expected ? { expected: d.expected } : {}),
+          ...(d.found ? { found: d.found } : {}),
+          ...(d.url ? { url: d.url } : {}),
+          ...(d.algorithm ? { algorithm: d.algorithm } : {}),
+          ...(d.chunk !== undefined ? { chunk: d.chunk } : {}),
         }
         this.addIntegrity(v, r)
         break
@@ -202,7 +184,7 @@ export class NodeStates {
         tally(v.ioErrors, e)
         break
       case 'lost':
-        v.lost += Math.max(0, Math.floor(num(d.count) ?? 0))
+        v.lost += Math.max(0, Math.floor(e.data.count ?? 0))
         break
       default:
         break

@@ -2,11 +2,13 @@
  * Validation of an event batch posted by a node (SPEC §8), at the edge:
  * the body is `unknown` until every event in it has been checked, and a bad
  * batch is refused whole (400 naming the first bad field), so nothing of it
- * is stored.
+ * is stored. Each event is checked by the protocol's one parser
+ * (agent/protocol/parse.ts); the batch's limits are the head's own.
  */
-import { type AgentEvent, EVENT_KINDS, isEventKind } from '../events/event.js'
+import type { AgentEvent } from '../protocol/event.js'
+import { parseEvent } from '../protocol/parse.js'
+import { isRecord } from '../protocol/fields.js'
 import { HttpProblem } from './http-util.js'
-import { isSafeName, isSha256 } from './names.js'
 
 export interface EventLimits {
   /** Most events in one batch (more: 413). */
@@ -17,51 +19,8 @@ export interface EventLimits {
 
 export const DEFAULT_EVENT_LIMITS: EventLimits = { maxEventsPerBatch: 1000, maxEventBytes: 64 * 1024 }
 
-const EVENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
-const HEX_DIGEST = /^[0-9a-f]{16,128}$/
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-
 const bad = (field: string, problem: string): HttpProblem =>
   new HttpProblem(400, 'EBADEVENT', `${field}: ${problem}`, { details: { field } })
-
-/** Kind-specific checks of `data`: only the fields the head node reads. */
-const checkData = (field: string, kind: AgentEvent['kind'], data: Record<string, unknown>): void => {
-  const optString = (k: string, max = 4096): void => {
-    const v = data[k]
-    if (v !== undefined && (typeof v !== 'string' || v.length > max)) throw bad(`${field}.data.${k}`, `must be a string of at most ${max} characters`)
-  }
-  const optCount = (k: string): void => {
-    const v = data[k]
-    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) throw bad(`${field}.data.${k}`, 'must be a non-negative integer')
-  }
-  switch (kind) {
-    case 'integrity':
-      for (const k of ['expected', 'found']) {
-        const v = data[k]
-        if (v !== undefined && (typeof v !== 'string' || !HEX_DIGEST.test(v))) throw bad(`${field}.data.${k}`, 'must be a lower-case hex digest')
-      }
-      optString('url')
-      optString('algorithm', 32)
-      optCount('chunk')
-      break
-    case 'boot':
-    case 'boot-failed': {
-      const r = data.result
-      if (r !== undefined && r !== 'ok' && r !== 'failed') throw bad(`${field}.data.result`, 'must be "ok" or "failed"')
-      if (data.fallbacks !== undefined && !Array.isArray(data.fallbacks)) throw bad(`${field}.data.fallbacks`, 'must be an array')
-      optString('style', 32)
-      break
-    }
-    case 'lost':
-    case 'squashfs-error':
-    case 'io-error':
-      optCount('count')
-      break
-    default:
-      break
-  }
-}
 
 /**
  * Checks one posted batch for `node`. Returns its events (in order; an id
@@ -85,24 +44,12 @@ export const parseEventBatch = (body: unknown, node: string, limits: EventLimits
     if (size > limits.maxEventBytes) {
       throw new HttpProblem(413, 'ETOOLARGE', `${f} is ${size} bytes, over the limit of ${limits.maxEventBytes}`, { details: { field: f, limit: limits.maxEventBytes } })
     }
-    for (const k of Object.keys(e)) {
-      if (!['id', 'kind', 'node', 'time', 'image', 'data'].includes(k)) throw bad(`${f}.${k}`, 'unknown field')
-    }
-    if (typeof e.id !== 'string' || !EVENT_ID.test(e.id)) throw bad(`${f}.id`, 'must be 1-128 characters of letters, digits and . _ : - (a UUID)')
-    if (!isEventKind(e.kind)) throw bad(`${f}.kind`, `must be one of ${EVENT_KINDS.join(', ')} (got ${JSON.stringify(e.kind)})`)
-    if (e.node !== node) throw bad(`${f}.node`, `is ${JSON.stringify(e.node)} but the batch was posted for node ${JSON.stringify(node)}`)
-    if (typeof e.time !== 'string' || e.time.length > 64 || Number.isNaN(Date.parse(e.time))) throw bad(`${f}.time`, 'must be an ISO-8601 time')
-    if (e.image !== undefined) {
-      if (!isRecord(e.image)) throw bad(`${f}.image`, 'must be an object {name?, sha256?}')
-      for (const k of Object.keys(e.image)) if (k !== 'name' && k !== 'sha256') throw bad(`${f}.image.${k}`, 'unknown field')
-      if (e.image.name !== undefined && !isSafeName(e.image.name)) throw bad(`${f}.image.name`, 'is not a valid image name')
-      if (e.image.sha256 !== undefined && !isSha256(e.image.sha256)) throw bad(`${f}.image.sha256`, 'must be 64 lower-case hex digits')
-    }
-    if (!isRecord(e.data)) throw bad(`${f}.data`, 'must be an object')
-    checkData(f, e.kind, e.data)
-    if (seen.has(e.id)) return
-    seen.add(e.id)
-    out.push(e as unknown as AgentEvent)
+    const parsed = parseEvent(e, { node })
+    if (!parsed.ok) throw bad(parsed.field ? `${f}.${parsed.field}` : f, parsed.problem)
+    const event = parsed.event
+    if (seen.has(event.id)) return
+    seen.add(event.id)
+    out.push(event)
   })
   return out
 }

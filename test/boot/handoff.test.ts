@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createServer } from 'node:http'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, EXIT_CODES, spoolEvents, writeBootRecord } from '../../agent/boot/handoff.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import type { Runner } from '../../agent/exec.js'
 import { Spool } from '../../agent/events/spool.js'
 
@@ -88,7 +88,7 @@ t.test('boot events reach the head now when it answers, and stay spooled when it
 
   const dir = t.testdir()
   const spool = new Spool(dir)
-  const ev = makeEvent('boot-failed', 'n9', { code: 'EINTEGRITY' })
+  const ev = makeEvent('boot-failed', 'n9', { error: { code: 'EINTEGRITY' }, record: { result: 'failed' } })
   await spool.append(ev)
   t.equal(await deliverBootEvents(dir, `http://127.0.0.1:${port}`, 'n9'), 1)
   t.same(received, [ev.id], 'the head received the event')

@@ -14,7 +14,7 @@ import { fetchDescriptor } from '../../agent/boot/descriptor.js'
 import { Cache } from '../../agent/cache/store.js'
 import type { Sleep } from '../../agent/core/clock.js'
 import { DEFAULT_RETRY_POLICY } from '../../agent/core/retry.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { MAX_BACKOFF_MS, Sender } from '../../agent/events/sender.js'
 import { Spool } from '../../agent/events/spool.js'
 import { serializeManifest } from '../../agent/manifest/serialize.js'
@@ -165,7 +165,7 @@ const setUp = async (t: Test) => {
         // The sender never gives up on an event: a final status waits its longest backoff instead of a short one.
         const waits: number[] = []
         const spool = new Spool(join(dir, `spool-${runs++}`))
-        await spool.append(makeEvent('io-error', node, { run: runs }))
+        await spool.append(makeEvent('io-error', node, { message: `run ${runs}` }))
         const ac = new AbortController()
         let error: unknown
         const sleep = async (ms: number): Promise<void> => {

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { readFlushIntent, readPosition, writeFlushIntent, writePosition } from '../../agent/daemon/state.js'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent, type AgentEvent } from '../../agent/events/event.js'
+import { makeEvent, type AgentEvent } from '../../agent/protocol/event.js'
 
 const bootId = async (): Promise<string> => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
 
@@ -91,7 +91,7 @@ for (const [when, alreadySpooled] of [['after the commit point, before any event
     t.equal(res.errorsSeen, 5, 'only 21..25 are read as new')
     const spooledNow = await spooled(dir)
     t.same(spooledNow.filter((e) => evs.some((x) => x.id === e.id)).map((e) => e.id).sort(), evs.map((e) => e.id).sort(), 'each event of the interrupted flush is spooled exactly once')
-    const covered = spooledNow.flatMap((e) => (e.data.kmsg as { seqs: [number, number][] }).seqs).flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)).sort((a, b) => a - b)
+    const covered = spooledNow.flatMap((e) => (e.data as { kmsg: { seqs: [number, number][] } }).kmsg.seqs).flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i)).sort((a, b) => a - b)
     t.same(covered, Array.from({ length: 15 }, (_, i) => 11 + i), 'seqs 11..25 covered once each')
     t.equal(await readFlushIntent(dir), undefined, 'the redo record is gone')
   })

@@ -3,8 +3,8 @@
  * corrupted in two data blocks, placed as a cache object and loop-mounted;
  * reading it makes this kernel log genuine `SQUASHFS error` records in
  * /dev/kmsg. The daemon (in this process, real /dev/kmsg, real sysfs and
- * mountinfo) must report them to a head node — a minimal node:http one,
- * test/events/head-stub.ts — with the image digest, name and device,
+ * mountinfo) must report them to the real head node (agent/head/server.ts,
+ * started in this process: test/helpers/real-head.ts) with the image digest, name and device,
  * coalesced; its self-check must mark exactly the corrupted chunks (with the
  * pipeline's Cache.markCorrupt); and the next fetch (the pipeline's
  * fetchImage, from a real nginx) must re-download only those chunks.
@@ -16,7 +16,7 @@
  * Second test — acceptance: the daemon is killed (SIGKILL: no flush, no goodbye) in the
  * middle of a real kernel error flood — repeated reads of a corrupted
  * loop-mounted squashfs with page caches dropped — and started again. The
- * head node (test/events/head-stub.ts) must then hold every kernel error
+ * head node (the real one, test/helpers/real-head.ts) must then hold every kernel error
  * record of the run exactly once: the kmsg seq ranges carried by the events
  * are compared with the errors this test reads from /dev/kmsg itself.
  */
@@ -33,7 +33,7 @@ import { join } from 'node:path'
 import { gate } from '../helpers/capability.js'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
-import { startHeadStub } from '../events/head-stub.js'
+import { startTestHead } from '../helpers/real-head.js'
 import { CHUNK_BYTES, bootId, buildCorruptImage, bundleAgent, readRing, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
 
 t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
@@ -41,7 +41,7 @@ t.test('squashfs errors from a corrupted cached image reach the head node with d
   t.teardown(() => removeImage(image))
   const mounted = await mountImage(image)
   t.teardown(() => mounted.detach())
-  const head = await startHeadStub()
+  const head = await startTestHead(['node-real'])
   t.teardown(() => head.stop())
 
   // Start where the log is now (a resumed daemon): older records are other tests' business.
@@ -128,7 +128,7 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   t.teardown(() => removeImage(image))
   const mounted = await mountImage(image)
   t.teardown(() => mounted.detach())
-  const head = await startHeadStub()
+  const head = await startTestHead(['node-restart'])
   t.teardown(() => head.stop())
   const cli = await bundleAgent(image.dir)
   const stateDir = join(image.dir, 'state')

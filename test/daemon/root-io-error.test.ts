@@ -15,7 +15,7 @@ import { gate } from '../helpers/capability.js'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
 import { parseBootRecord } from '../../agent/daemon/boot-record.js'
-import { startHeadStub } from '../events/head-stub.js'
+import { startTestHead } from '../helpers/real-head.js'
 import { bootId, lastKmsgSeq, waitFor } from './fixtures.js'
 
 const BLOCK = 4096
@@ -50,7 +50,7 @@ t.test('an ext4 error on the unpacked root partition reaches the head as an io-e
   mounted = true
 
   const sha = randomBytes(32).toString('hex')
-  const head = await startHeadStub()
+  const head = await startTestHead(['node-root'])
   t.teardown(() => head.stop())
   const bootRecord = parseBootRecord(JSON.stringify({
     schema: 1, node: 'node-root', server: head.url, style: 'disked', requestedStyle: 'disked', fallbacks: [],

@@ -12,8 +12,8 @@ import { silentLogger } from '../../agent/log.js'
 import { command as statusCommand } from '../../agent/cli/status.js'
 import { command as daemonCommand } from '../../agent/cli/daemon.js'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent } from '../../agent/events/event.js'
-import { startHeadStub } from '../events/head-stub.js'
+import { makeEvent } from '../../agent/protocol/event.js'
+import { startTestHead } from '../helpers/real-head.js'
 
 const SHA = 'ab'.repeat(32)
 
@@ -25,7 +25,8 @@ const run = async (cmd: typeof statusCommand, argv: string[]): Promise<{ code: n
 
 t.test('status reads a booted node from local files, as text and as JSON, before and after delivery', gate('kmsg'), async (t) => {
   const root = t.testdir()
-  const head = await startHeadStub()
+  // The real head node (agent/head/server.ts), stopped for the first run: a head that is down.
+  const head = await startTestHead(['demo-1'])
   t.teardown(() => head.stop())
   await head.down()
   const cacheDir = join(root, 'cache')
@@ -42,7 +43,7 @@ t.test('status reads a booted node from local files, as text and as JSON, before
   }
   const recordPath = join(root, 'boot-record.json')
   await writeFile(recordPath, JSON.stringify(record))
-  const bootEvent = makeEvent('boot', 'demo-1', record, { image: { name: 'CPE-base', sha256: SHA } })
+  const bootEvent = makeEvent('boot', 'demo-1', { record: { ...record, result: 'ok' } }, { image: { name: 'CPE-base', sha256: SHA } })
   await new Spool(spoolDir).append(bootEvent)
   const stateDir = join(root, 'state')
 

@@ -1,14 +1,19 @@
 import t from 'tap'
 import { Spool } from '../../agent/events/spool.js'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { Sender, eventsUrl, senderRetryPolicy } from '../../agent/events/sender.js'
 import { backoffMs } from '../../agent/core/retry.js'
-import { startHeadStub } from './head-stub.js'
+import { startTestHead } from '../helpers/real-head.js'
+import { startFaultProxy } from '../helpers/fault-proxy.js'
 
-const evs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => makeEvent('io-error', 'n1', { tag, i }))
+/** Events numbered by the kernel log seq they cover (seq i for the i-th). */
+const evs = (n: number, tag: string) => Array.from({ length: n }, (_, i) => makeEvent('io-error', 'n1', { class: tag, count: 1, kmsg: { bootId: tag, firstSeq: i, lastSeq: i, seqs: [[i, i]] } }))
+const seqOf = (e: { data: Record<string, unknown> }): unknown => (e.data.kmsg as { firstSeq?: number } | undefined)?.firstSeq
+
+// Every test talks to the real head node (agent/head/server.ts) started here; "down" is that head really stopped.
 
 t.test('head down for the whole run: events stay spooled; head back: all delivered exactly once', async (t) => {
-  const head = await startHeadStub()
+  const head = await startTestHead(['n1'])
   t.teardown(() => head.stop())
   await head.down()
   const spool = new Spool(t.testdir())
@@ -26,7 +31,7 @@ t.test('head down for the whole run: events stay spooled; head back: all deliver
 })
 
 t.test('a batch resent after a lost answer is stored once (ids make it exactly-once)', async (t) => {
-  const head = await startHeadStub()
+  const head = await startTestHead(['n1'])
   t.teardown(() => head.stop())
   const spool = new Spool(t.testdir())
   const sent = evs(3, 'resend')
@@ -41,7 +46,7 @@ t.test('a batch resent after a lost answer is stored once (ids make it exactly-o
 })
 
 t.test('spool bound exceeded while the head is down: a lost event with the right count', async (t) => {
-  const head = await startHeadStub()
+  const head = await startTestHead(['n1'])
   t.teardown(() => head.stop())
   await head.down()
   const spool = new Spool(t.testdir(), { maxEvents: 5 })
@@ -55,19 +60,22 @@ t.test('spool bound exceeded while the head is down: a lost event with the right
   const lost = got.filter((e) => e.kind === 'lost')
   t.equal(lost.length, 1, 'one lost event')
   t.equal(lost[0]?.data.count, 7, '12 spooled − 5 kept = 7 lost')
-  t.same(got.filter((e) => e.kind !== 'lost').map((e) => e.data.i), [7, 8, 9, 10, 11], 'the newest five kept, in order')
+  t.same(got.filter((e) => e.kind !== 'lost').map(seqOf), [7, 8, 9, 10, 11], 'the newest five kept, in order')
   t.equal(await spool.lostCount(), 0, 'the count was reset once reported')
   // A resend of the same lost report (crash before the reset) keeps its id.
   t.equal(head.received().filter((e) => e.kind === 'lost').length, 1)
 })
 
 t.test('a refused event is isolated by splitting the batch, dropped, and counted as lost', async (t) => {
-  const head = await startHeadStub()
+  const head = await startTestHead(['n1'])
   t.teardown(() => head.stop())
   const spool = new Spool(t.testdir())
   await spool.append(...evs(2, 'poison'))
-  head.failNext(3, 400) // the batch of 2, then the first half, then… each single event once
-  const sender = new Sender({ server: head.url, node: 'n1', spools: [spool] })
+  // The refusals are injected by a fault proxy in front of the real head (which would accept these
+  // events): the batch of 2, then the first half, then… each single event once; after that it passes through.
+  const proxy = await startFaultProxy(head.url, Array.from({ length: 3 }, () => ({ kind: 'status' as const, status: 400 })))
+  t.teardown(() => proxy.stop())
+  const sender = new Sender({ server: proxy.url, node: 'n1', spools: [spool] })
   const r = await sender.flushOnce()
   t.ok(r.rejected >= 1, `rejected ${r.rejected}`)
   t.equal((await spool.files()).length, 0, 'the spool is not blocked')
@@ -76,7 +84,7 @@ t.test('a refused event is isolated by splitting the batch, dropped, and counted
 })
 
 t.test('the run loop retries with backoff until the head comes back', async (t) => {
-  const head = await startHeadStub()
+  const head = await startTestHead(['n1'])
   t.teardown(() => head.stop())
   await head.down()
   const spool = new Spool(t.testdir())

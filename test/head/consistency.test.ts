@@ -1,5 +1,5 @@
 import t from 'tap'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { computeConsistency, type PublishedName } from '../../agent/head/consistency.js'
 import { NodeStates } from '../../agent/head/node-state.js'
 
@@ -13,7 +13,7 @@ const img = (sha256: string) => ({ image: { name: 'CPE-base', sha256 } })
 
 t.test('all nodes on the published digest: consistent, every node mapped', async (t) => {
   const s = new NodeStates()
-  s.apply(makeEvent('boot', 'n1', { result: 'ok', fallbacks: [] }, { ...img(A), now: at(1) }))
+  s.apply(makeEvent('boot', 'n1', { record: { result: 'ok', fallbacks: [] } }, { ...img(A), now: at(1) }))
   s.apply(makeEvent('status', 'n2', {}, { ...img(A), now: at(2) }))
   const v = computeConsistency(published(), s.all())
   t.same(v.inconsistent, [])
@@ -22,8 +22,8 @@ t.test('all nodes on the published digest: consistent, every node mapped', async
 
 t.test('a node running a digest never published under the name is flagged (with mixed digests)', async (t) => {
   const s = new NodeStates()
-  s.apply(makeEvent('boot', 'n1', { result: 'ok' }, { ...img(A), now: at(1) }))
-  s.apply(makeEvent('boot', 'n2', { result: 'ok' }, { ...img(C), now: at(1) }))
+  s.apply(makeEvent('boot', 'n1', { record: { result: 'ok' } }, { ...img(A), now: at(1) }))
+  s.apply(makeEvent('boot', 'n2', { record: { result: 'ok' } }, { ...img(C), now: at(1) }))
   const v = computeConsistency(published(), s.all())
   t.same(v.images[0]?.flags.map((f) => f.code).sort(), ['mixed-digests', 'unpublished-digest'])
   t.match(v.images[0]?.flags.find((f) => f.code === 'unpublished-digest'), { digests: [C], nodes: ['n2'] })
@@ -39,10 +39,10 @@ t.test('a whole-image integrity report names the digest actually served', async 
 
 t.test('last boot is the latest by event time, not by arrival; failures, fallbacks and squashfs errors are listed', async (t) => {
   const s = new NodeStates()
-  s.apply(makeEvent('boot', 'n1', { result: 'ok', style: 'rwram', requestedStyle: 'disked', fallbacks: [{ kind: 'no-root', reason: '_disk_root missing' }] }, { ...img(A), now: at(5) }))
-  s.apply(makeEvent('boot-failed', 'n1', { error: { message: 'old failure' } }, { ...img(A), now: at(2) }))
-  s.apply(makeEvent('boot-failed', 'n2', { error: { code: 'EINTEGRITY', message: 'bad chunk' } }, { ...img(A), now: at(4) }))
-  s.apply(makeEvent('squashfs-error', 'n1', { count: 7, first: at(6).toISOString() }, { ...img(A), now: at(7) }))
+  s.apply(makeEvent('boot', 'n1', { record: { result: 'ok', style: 'rwram', requestedStyle: 'disked', fallbacks: [{ kind: 'no-root', reason: '_disk_root missing' }] } }, { ...img(A), now: at(5) }))
+  s.apply(makeEvent('boot-failed', 'n1', { error: { message: 'old failure' }, record: { result: 'failed' } }, { ...img(A), now: at(2) }))
+  s.apply(makeEvent('boot-failed', 'n2', { error: { code: 'EINTEGRITY', message: 'bad chunk' }, record: { result: 'failed' } }, { ...img(A), now: at(4) }))
+  s.apply(makeEvent('squashfs-error', 'n1', { count: 7, firstTime: at(6).toISOString() }, { ...img(A), now: at(7) }))
   s.apply(makeEvent('squashfs-error', 'n1', { count: 3 }, { ...img(A), now: at(8) }))
   t.match(s.get('n1')?.lastBoot, { result: 'ok', style: 'rwram' }, 'the late-arriving older failure did not replace the newer boot')
   const v = computeConsistency(published(), s.all())
@@ -66,7 +66,7 @@ t.test('a boot that failed on EINTEGRITY counts as a served-bytes report; a node
   // The boot stage's form: record nested, error {code, message} only.
   s.apply(makeEvent('boot-failed', 'n5', { error: { code: 'EINTEGRITY', message: 'chunk 3 … failed sha256 check' }, action: 'reboot', record: { result: 'failed', style: 'disked', fallbacks: [] } }, { ...img(A), now: at(1) }))
   // The daemon's self-check of its cached copy: an integrity event about local bytes.
-  s.apply(makeEvent('integrity', 'n6', { source: 'self-check', what: 'cache-object', badChunks: 2, corruptChunks: [4, 9] }, { ...img(A), now: at(2) }))
+  s.apply(makeEvent('integrity', 'n6', { source: 'self-check', what: 'cache-object', badChunks: [{ index: 4, offset: 0, size: 1, expected: A }, { index: 9, offset: 0, size: 1, expected: A }], corruptChunks: [4, 9] }, { ...img(A), now: at(2) }))
   s.apply(makeEvent('boot', 'n6', { record: { result: 'ok', style: 'disked', fallbacks: [], cache: { hit: true } } }, { ...img(A), now: at(3) }))
   t.match(s.get('n6')?.lastBoot, { result: 'ok', style: 'disked', cacheHit: true }, 'nested boot record read')
   const v = computeConsistency(published(), s.all())

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { appendFile, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { EventLog } from '../../agent/head/event-log.js'
 
 t.test('events are stored once per id, across batches and restarts', async (t) => {
@@ -9,7 +9,7 @@ t.test('events are stored once per id, across batches and restarts', async (t) =
   const log = new EventLog(dir)
   await log.open()
   const a = makeEvent('status', 'n1', {})
-  const b = makeEvent('boot', 'n1', { result: 'ok' })
+  const b = makeEvent('boot', 'n1', { record: { result: 'ok' } })
   t.match(await log.append('n1', [a, b]), { accepted: [a, b], duplicates: 0 })
   t.match(await log.append('n1', [b, a]), { accepted: [], duplicates: 2 })
   await log.close()

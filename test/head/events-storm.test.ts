@@ -12,7 +12,7 @@ import t from 'tap'
 import { request } from 'node:http'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { type AgentEvent, makeEvent } from '../../agent/events/event.js'
+import { type AgentEvent, makeEvent } from '../../agent/protocol/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
 import { seededRandom } from '../../agent/transport/mirrors.js'
 import { writeNodes } from '../helpers/head-fixtures.js'
@@ -122,7 +122,7 @@ t.test('10,000 events, 50 clients, duplicates, dropped connections and a head re
     // Bounded: each turn sends at least one new event.
     while (sent < PER_CLIENT) {
       const n = Math.min(PER_CLIENT - sent, 1 + Math.floor(rnd() * 12))
-      const batch = Array.from({ length: n }, (_, i) => makeEvent(i % 7 === 0 ? 'io-error' : 'status', node, { seq: sent + i, device: 'sda' }))
+      const batch = Array.from({ length: n }, (_, i) => (i % 7 === 0 ? makeEvent('io-error', node, { device: 'sda', kmsg: { firstSeq: sent + i } }) : makeEvent('status', node, { uptimeS: sent + i })))
       sent += n
       await sendUntilAcked(node, batch, rnd, false)
       tally.batches++

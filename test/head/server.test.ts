@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { request } from 'node:http'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { startHead, type Head } from '../../agent/head/server.js'
 import { call, imageBytes, postEvents, publishBytes, sha256, writeNodes } from '../helpers/head-fixtures.js'
 
@@ -143,14 +143,14 @@ t.test('with mirrors and redirects on, image requests get a 302 to the mirror', 
 
 t.test('events are stored once per id and show up as the node\'s last boot', async (t) => {
   const { head } = await setup(t)
-  const boot = makeEvent('boot', 'n1', { result: 'ok', style: 'disked', fallbacks: [] }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
+  const boot = makeEvent('boot', 'n1', { record: { result: 'ok', style: 'disked', fallbacks: [] } }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
   const a = await postEvents(head.url, 'n1', [boot])
   t.same([a.status, a.json], [200, { accepted: 1, duplicates: 0 }])
   const b = await postEvents(head.url, 'n1', [boot])
   t.same([b.status, b.json], [200, { accepted: 0, duplicates: 1 }])
   const v = await call(`${head.url}/v1/nodes/n1`)
   t.match(v.json, { node: 'n1', events: 1, lastBoot: { result: 'ok', image: { sha256: sha256(X86) } }, running: { sha256: sha256(X86), source: 'boot' } })
-  const status = makeEvent('status', 'n1', { arch: 'x86_64', memTotal: 1024 }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
+  const status = makeEvent('status', 'n1', { arch: 'x86_64', memory: { totalBytes: 1024 } }, { image: { name: 'CPE-base', sha256: sha256(X86) } })
   await postEvents(head.url, 'n1', [status])
   const w = await call(`${head.url}/v1/nodes/n1`)
   t.match(w.json, { events: 2, lastStatus: { eventId: status.id, data: { arch: 'x86_64' } }, running: { source: 'status' }, lastEventAt: status.time })
@@ -173,7 +173,7 @@ t.test('bad input', async (t) => {
   const stored = async (): Promise<string> => readFile(eventsFile, 'utf8').catch(() => '')
 
   t.test('an oversized body is refused with 413 and nothing is stored', async (t) => {
-    const big = Array.from({ length: 400 }, () => makeEvent('status', 'n1', { pad: 'x'.repeat(200) }))
+    const big = Array.from({ length: 400 }, () => makeEvent('status', 'n1', { hostname: 'x'.repeat(200) }))
     const a = await postEvents(head.url, 'n1', big)
     t.equal(a.status, 413)
     t.match(a.json, { error: { code: 'ETOOLARGE', limit: 64 * 1024 } })
@@ -186,7 +186,7 @@ t.test('bad input', async (t) => {
       })
       req.on('error', reject)
       req.write('{"events":[')
-      for (let i = 0; i < 100; i++) req.write(JSON.stringify(makeEvent('status', 'n1', { pad: 'y'.repeat(1000) })) + ',')
+      for (let i = 0; i < 100; i++) req.write(JSON.stringify(makeEvent('status', 'n1', { hostname: 'y'.repeat(1000) })) + ',')
       req.end('{}]}')
     })
     t.equal(streamed, 413)

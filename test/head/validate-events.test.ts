@@ -1,5 +1,5 @@
 import t from 'tap'
-import { makeEvent } from '../../agent/events/event.js'
+import { makeEvent } from '../../agent/protocol/event.js'
 import { parseEventBatch } from '../../agent/head/validate-events.js'
 
 const caught = (fn: () => unknown): unknown => {
@@ -41,5 +41,5 @@ t.test('every bad field is named', async (t) => {
 t.test('too many or too large events are 413', async (t) => {
   const many = Array.from({ length: 11 }, () => makeEvent('status', 'n1', {}))
   t.match(caught(() => parseEventBatch({ events: many }, 'n1', { maxEventsPerBatch: 10, maxEventBytes: 1000 })), { status: 413, code: 'ETOOMANY' })
-  t.match(caught(() => parseEventBatch({ events: [makeEvent('status', 'n1', { pad: 'x'.repeat(2000) })] }, 'n1', { maxEventsPerBatch: 10, maxEventBytes: 1000 })), { code: 'ETOOLARGE', status: 413 })
+  t.match(caught(() => parseEventBatch({ events: [makeEvent('status', 'n1', { hostname: 'x'.repeat(2000) })] }, 'n1', { maxEventsPerBatch: 10, maxEventBytes: 1000 })), { code: 'ETOOLARGE', status: 413 })
 })

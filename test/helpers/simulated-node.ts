@@ -8,7 +8,7 @@
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
 import { IntegrityError, messageOf } from '../../agent/errors.js'
-import { type AgentEvent, makeEvent } from '../../agent/events/event.js'
+import { type AgentEvent, makeEvent } from '../../agent/protocol/event.js'
 import { fetchImage, fetchManifest } from '../../agent/transport/fetch-image.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../agent/core/retry.js'
 
@@ -51,7 +51,7 @@ export const simulateBoot = async (server: string, node: string, cacheRoot: stri
             found: e.found,
             ...(e.url ? { url: e.url } : {}),
             ...(typeof chunk === 'number' ? { chunk } : {}),
-            message: e.message,
+            what: e.message,
           },
           { image },
         ),
