@@ -17,7 +17,8 @@ import { silentLogger, type Logger } from '../log.js'
 import type { Chunk } from '../manifest/types.js'
 import { planEviction, type EvictionGoal } from './evict.js'
 import { fsyncPath, writeFileAtomic } from './fs-util.js'
-import { badChunks, hashRangesParallel, xxh64Segments, type RangeHasher } from './hash-file.js'
+import { badChunks, hashRangesParallel, type RangeHasher } from '../hash/file.js'
+import { xxh64Segments } from '../hash/segments.js'
 import {
   DIR_MODE,
   META_SUFFIX,

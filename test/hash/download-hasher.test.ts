@@ -7,9 +7,9 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import xxhash from 'xxhash-wasm'
-import { xxhWasmModule } from '../../agent/cache/hash-file.js'
+import { xxhWasmModule } from '../../agent/hash/xxh.js'
 import { ioBuffer } from '../../agent/cache/fs-util.js'
-import { DownloadHasher, type ChunkToVerify } from '../../agent/transport/hash-worker.js'
+import { DownloadHasher, type ChunkToVerify } from '../../agent/hash/download-hasher.js'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
