@@ -1,5 +1,5 @@
 /**
- * The download's hash worker (agent/transport/hash-worker.ts) on its own:
+ * The download's hash worker (agent/hash/download-hasher.ts) on its own:
  * verdicts, in-order feeding of the whole-image digests, and when a buffer
  * is released for reuse. Downloads through it are covered end to end in the
  * fetch-image, faults, kill9 and delta tests.
