@@ -3,9 +3,9 @@
  * and hash straight from their wasm memory.
  *
  * xxhash-wasm's public API runs on the thread that imported it only, and
- * copies every input into its memory (create64().update, at ~1.3× the time
- * of the hand-driven way here: docs/performance.md "Hashing dependencies").
- * Our workers are source strings started with `eval: true` (no module to
+ * copies every input into its memory (create64().update: 1.0–1.3× the time
+ * of the hand-driven way here, docs/performance.md "Hashing dependencies").
+ * Our workers are source strings started with `eval: true` (no package to
  * import in the bundle's initramfs), so they are given the package's compiled
  * WebAssembly.Module, caught on its way through WebAssembly.instantiate, and
  * drive its exports (init64, update64, digest64 on an 88-byte state) directly.
