@@ -20,7 +20,7 @@ import { availableParallelism } from 'node:os'
 import { agentEnv, compare, gbps, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
 import { buildManifest } from '../agent/manifest/build.js'
 import { Chunker } from '../agent/manifest/cdc.js'
-import { hashRanges } from '../agent/manifest/hash-pool.js'
+import { hashRanges } from '../agent/hash/ranges.js'
 
 const { values } = parseArgs({
   options: { 'size-mib': { type: 'string', default: '2048' }, runs: { type: 'string', default: '3' } },

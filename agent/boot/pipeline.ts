@@ -19,7 +19,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
     // The re-verification's workers (one per core: the fast digest runs off this thread,
     // strong verification's sha256 on workers) start while the descriptor is asked for and
     // the partitions mounted, not when the hashing starts.
-    import('../cache/hash-file.js')
+    import('../hash/file.js')
       .then((h) => h.prewarmVerifyWorkers(verify))
       .catch(() => undefined) // only a head start: the hashing starts its own workers if need be
   },
@@ -27,7 +27,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
   async release() {
     // Parked workers would otherwise be torn down at the process exit (~8 ms more there);
     // ending them now overlaps the unpack.
-    await (await import('../cache/hash-file.js')).endIdleVerifyWorkers()
+    await (await import('../hash/file.js')).endIdleVerifyWorkers()
   },
 
   openCache: async (dir, log) => (await store()).Cache.open(dir, { log }),

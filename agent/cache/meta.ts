@@ -5,6 +5,7 @@
  */
 import type { Chunk } from '../manifest/types.js'
 import { SHA256_HEX } from './layout.js'
+import { XXH64_SEGMENT_BYTES, segmentCount } from '../hash/xxh64-format.js'
 
 /**
  * The metadata format this code writes (3: the chunk list as two compact
@@ -13,15 +14,8 @@ import { SHA256_HEX } from './layout.js'
  */
 export const META_SCHEMA = 3
 
-/**
- * Bytes per xxh64 segment: part of the cache format (schemas 2 and 3), not a tuning
- * knob. Segment k is bytes [k·64 MiB, min(size, (k+1)·64 MiB)); segments are
- * hashed in parallel and a mismatch narrows the sha256 search to one segment.
- */
-export const XXH64_SEGMENT_BYTES = 64 * 1024 * 1024
-
-/** How many xxh64 segments an object of `size` bytes has (none when empty). */
-export const segmentCount = (size: number): number => Math.ceil(size / XXH64_SEGMENT_BYTES)
+// The xxh64 segment (part of the cache format) is defined with the digest, in the hash room.
+export { XXH64_SEGMENT_BYTES, segmentCount }
 
 /**
  * The metadata in memory. On disk (schema 3, {@link serializeObjectMeta}) the

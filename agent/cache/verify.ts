@@ -9,7 +9,7 @@
  */
 import { lstat } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
-import { badChunks, type RangeHasher } from './hash-file.js'
+import { badChunks, type RangeHasher } from '../hash/file.js'
 import { chunksInSegments, segmentCount, type ObjectMeta } from './meta.js'
 
 export type VerifyMode = 'fast' | 'strong'

@@ -1,6 +1,6 @@
 import { ConfigError } from '../errors.js'
 import { Cache, type FastDigest } from '../cache/store.js'
-import { hashRangesWithCaller, prewarmVerifyWorkers } from '../cache/hash-file.js'
+import { hashRangesWithCaller, prewarmVerifyWorkers } from '../hash/file.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent verify --cache DIR [--strong] [--json]

@@ -15,7 +15,7 @@ import type { Logger } from '../log.js'
 import { silentLogger } from '../log.js'
 import { messageOf } from '../errors.js'
 import { Cache } from '../cache/store.js'
-import { hashRangesInline } from '../cache/hash-file.js'
+import { hashRangesInline } from '../hash/file.js'
 import type { ObjectRef } from './correlate.js'
 
 export const DEFAULT_SELF_CHECK_INTERVAL_MS = 10 * 60_000

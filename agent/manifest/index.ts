@@ -10,7 +10,7 @@ export {
   chunkingProblem,
   gearTable,
 } from './cdc.js'
-export { hashFile, hashRanges, type ByteRange, type HashRangesOptions } from './hash-pool.js'
+export { hashFile, hashRanges, type ByteRange, type HashRangesOptions } from '../hash/ranges.js'
 export { buildManifest, type BuildManifestOptions } from './build.js'
 export { MANIFEST_SCHEMA, MAX_CHUNKS, parseManifest, type ParseManifestOptions } from './schema.js'
 export { canonicalBytes, serializeManifest, toWire, type WireChunk, type WireManifest } from './serialize.js'

@@ -8,10 +8,10 @@
  */
 import { SizeError } from '../errors.js'
 import type { Chunk } from '../manifest/types.js'
-import { xxhWasmModule } from '../cache/hash-file.js'
+import { xxhWasmModule } from '../hash/xxh.js'
 import { ioBuffer } from '../core/io-buffer.js'
 import type { PartialObject } from '../cache/partial.js'
-import { DownloadHasher } from './hash-worker.js'
+import { DownloadHasher } from '../hash/download-hasher.js'
 
 /** Read-back buffers for the whole-image digests (1 MiB reads are as fast as 4 from the page cache; less RSS here and in the whole-image worker's wasm memory). */
 export const FEED_BUFFER_BYTES = 1024 * 1024

@@ -10,7 +10,7 @@
  *
  * One pass over the bytes: every network piece is copied once into a large
  * (shared) write buffer and written from there with large writes. The sha256
- * work runs on a worker thread (hash-worker.ts) reading the same buffer: each
+ * work runs on a worker thread (hash/download-hasher.ts) reading the same buffer: each
  * completed chunk is verified there, and fed to the whole-image sha256 when
  * it is next in order, while this thread keeps receiving; a buffer is written
  * (verified chunks only) once every chunk in it has its verdict. Only bytes

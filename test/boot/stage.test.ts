@@ -13,8 +13,7 @@ import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { cachePipeline } from '../../agent/boot/pipeline.js'
 import { runBootStage, type ImagePipeline, type StageOutcome } from '../../agent/boot/stage.js'
 import type { Cache } from '../../agent/cache/store.js'
-import { idleXxh64Workers } from '../../agent/cache/hash-file.js'
-import { idleHashWorkers } from '../../agent/manifest/hash-pool.js'
+import { idleHashWorkers } from '../../agent/hash/pool.js'
 import { run as realRun, type Runner } from '../../agent/exec.js'
 import { silentLogger } from '../../agent/log.js'
 import { Spool } from '../../agent/events/spool.js'
@@ -126,7 +125,7 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
     startFastDigest: (c, sha, signal) => ((early.signal = signal), cachePipeline.startFastDigest!(c, sha, signal)),
     fetchImage: (o) => ((early.handed = o.digest !== undefined), cachePipeline.fetchImage(o)),
     // Sampled when the cache is opened (after the descriptor and the partitions), just before the digest takes them.
-    openCache: (dir, log) => ((early.warmed = idleXxh64Workers()), cachePipeline.openCache(dir, log)),
+    openCache: (dir, log) => ((early.warmed = idleHashWorkers()), cachePipeline.openCache(dir, log)),
   }
   const warm = await env.boot(line(env), spy)
   t.equal(warm.exitCode, 0)
@@ -134,7 +133,7 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
   t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
   t.ok((early.warmed ?? 0) >= 1, `its workers were started with the stage (${early.warmed} idle when the cache was opened)`)
-  t.equal(idleXxh64Workers(), 0, 'and ended once the image was fetched: none left for the exit to tear down')
+  t.equal(idleHashWorkers(), 0, 'and ended once the image was fetched: none left for the exit to tear down')
   // The hit's use is recorded after the fetch step (fetchImage recordLater), before the stage ends.
   const used = JSON.parse(await readFile(`${warm.record.cache.objectPath}.meta.json`, 'utf8')) as { lastUsedAt: string }
   t.ok(Date.parse(used.lastUsedAt) > Date.parse(coldUsed), `the hit is recorded in the object's metadata (${coldUsed} → ${used.lastUsedAt})`)

@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/
 import { constants } from 'node:fs'
 import { join } from 'node:path'
 import { parseKmsgRecord, type KmsgRecord } from '../../agent/daemon/kmsg.js'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { xxh64Segments } from '../../agent/hash/segments.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 
 export const CHUNK_BYTES = 64 * 1024

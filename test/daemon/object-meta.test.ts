@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { xxh64Segments } from '../../agent/hash/segments.js'
 import { readObjectMeta } from '../../agent/daemon/object-meta.js'
 import { manifestFor, seededBytes } from '../helpers/image.js'
 

@@ -4,7 +4,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { xxh64Segments } from '../../agent/hash/segments.js'
 import type { Cache } from '../../agent/cache/store.js'
 import type { Chunk, Manifest } from '../../agent/manifest/types.js'
 import { manifestFor } from './image.js'

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { xxh64Segments } from '../../agent/cache/hash-file.js'
+import { xxh64Segments } from '../../agent/hash/segments.js'
 import { PartialObject } from '../../agent/cache/partial.js'
 import { Cache } from '../../agent/cache/store.js'
 import { silentLogger } from '../../agent/log.js'

@@ -1,5 +1,5 @@
 /**
- * The download's hash worker (agent/transport/hash-worker.ts) on its own:
+ * The download's hash worker (agent/hash/download-hasher.ts) on its own:
  * verdicts, in-order feeding of the whole-image digests, and when a buffer
  * is released for reuse. Downloads through it are covered end to end in the
  * fetch-image, faults, kill9 and delta tests.
@@ -7,9 +7,9 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import xxhash from 'xxhash-wasm'
-import { xxhWasmModule } from '../../agent/cache/hash-file.js'
+import { xxhWasmModule } from '../../agent/hash/xxh.js'
 import { ioBuffer } from '../../agent/core/io-buffer.js'
-import { DownloadHasher, type ChunkToVerify } from '../../agent/transport/hash-worker.js'
+import { DownloadHasher, type ChunkToVerify } from '../../agent/hash/download-hasher.js'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 

@@ -3,6 +3,14 @@
  * receives, copies and writes (sha256 on the receive thread held downloads
  * to ~0.35× of `curl -o && sync`; notes/performance.md).
  *
+ * Not the hash pool (hash/pool.ts), on purpose: the pool's jobs are
+ * stateless (a file's ranges in, their digests out, any worker will do),
+ * while these two workers hold one download's state for its whole life — the
+ * whole-image sha256 and the current xxh64 segment, fed strictly in image
+ * order over a port between them, from the caller's SharedArrayBuffer write
+ * buffers. They are started for one download and ended with it; a pooled
+ * worker would have to be reset and re-wired to a new port for each one.
+ *
  * Two workers: one verifies each completed chunk (sha256 against the
  * manifest), the other keeps the whole-image digests. A verified chunk that
  * is next in image order is passed from the first to the second right after
@@ -16,17 +24,17 @@
  * settled.
  *
  * The image's xxh64 per 64 MiB segment (the cache's fast re-verification
- * digest, cache/meta.ts XXH64_SEGMENT_BYTES) is kept there too, with
- * xxhash-wasm's own compiled module (cache/hash-file xxhWasmModule): the
- * state is digested and reset at every segment boundary of the image.
+ * digest, hash/xxh64-format.ts XXH64_SEGMENT_BYTES) is kept there too, with
+ * xxhash-wasm's own compiled module (hash/xxh xxhWasmModule): the state is
+ * digested and reset at every segment boundary of the image.
  *
- * Like manifest/hash-pool, each worker is a self-contained CommonJS string
- * started with `eval: true`, so it works inside the single-file bundle.
+ * Like the pool's, each worker is a self-contained CommonJS string started
+ * with `eval: true`, so it works inside the single-file bundle.
  */
 import { MessageChannel, Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
-import { XX_STATE_BYTES } from '../cache/hash-file.js'
-import { XXH64_SEGMENT_BYTES } from '../cache/meta.js'
+import { XX_STATE_BYTES } from './xxh.js'
+import { XXH64_SEGMENT_BYTES } from './xxh64-format.js'
 
 // Plain ES2020 CommonJS, evaluated as-is.
 // The whole-image digests (sha256 and xxh64 per segment), fed strictly in image
@@ -107,7 +115,7 @@ parentPort.on('message', (m) => {
 const CHUNK_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const crypto = require('node:crypto')
-// One-shot crypto.hash (Node >= 20.12): no Hash object per chunk (manifest/hash-pool.ts).
+// One-shot crypto.hash (Node >= 20.12): no Hash object per chunk (hash/jobs.ts hashJob).
 const sha256Hex = typeof crypto.hash === 'function'
   ? (bytes) => crypto.hash('sha256', bytes)
   : (bytes) => crypto.createHash('sha256').update(bytes).digest('hex')

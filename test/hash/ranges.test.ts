@@ -2,7 +2,8 @@ import t, { type Test } from 'tap'
 import { createHash, randomFillSync } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { endIdleHashWorkers, hashFile, hashRanges, idleHashWorkers, prewarmHashWorkers } from '../../agent/manifest/hash-pool.js'
+import { endIdleHashWorkers, idleHashWorkers, prewarmHashWorkers } from '../../agent/hash/pool.js'
+import { hashFile, hashRanges } from '../../agent/hash/ranges.js'
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 

@@ -12,12 +12,19 @@ import { Worker } from 'node:worker_threads'
 /** A worker left idle this long is ended. */
 export const IDLE_WORKER_MS = 5000
 
+/** Worker threads parked between jobs, each ended after a while unused. */
 export class IdleWorkers {
   private readonly idle: Worker[] = []
   private readonly timers = new Map<Worker, NodeJS.Timeout>()
 
-  /** `spawn` starts one worker (its listeners for a job are added by the caller of take()). */
-  constructor(private readonly spawn: () => Worker) {}
+  /**
+   * `spawn` starts one worker (its listeners for a job are added by the caller
+   * of take()); a worker parked for `idleMs` (default {@link IDLE_WORKER_MS}) is ended.
+   */
+  constructor(
+    private readonly spawn: () => Worker,
+    private readonly opts: { idleMs?: number } = {},
+  ) {}
 
   /** An idle worker (ref'd again: a job keeps the process alive), or a new one. */
   take(): Worker {
@@ -35,7 +42,7 @@ export class IdleWorkers {
     const timer = setTimeout(() => {
       this.remove(w)
       void w.terminate()
-    }, IDLE_WORKER_MS)
+    }, this.opts.idleMs ?? IDLE_WORKER_MS)
     timer.unref()
     this.timers.set(w, timer)
   }

@@ -8,19 +8,17 @@
  * worker reuses: the 64 KiB stream default costs 3-4x) and cover several small
  * neighbouring ranges at once.
  *
- * The worker is a small self-contained CommonJS source string started with
- * `new Worker(code, { eval: true })`, so it works unchanged inside the
- * bundle in the initramfs (no worker file to ship); the job it runs is
- * {@link hashJob}, whose source the string carries, and which the calling
- * thread runs too with `callerHashes`.
+ * The jobs run on the hash pool's workers (hash/pool.ts); the job is
+ * hash/jobs.ts {@link hashJob}, which the calling thread runs too with
+ * `callerHashes`.
  */
-import { availableParallelism } from 'node:os'
 import * as nodeCrypto from 'node:crypto'
 import * as fsSync from 'node:fs'
-import { Worker } from 'node:worker_threads'
-import { IdleWorkers } from '../idle-workers.js'
+import type { Worker } from 'node:worker_threads'
 import { BootAgentError } from '../errors.js'
 import { ioBuffer } from '../core/io-buffer.js'
+import { hashJob } from './jobs.js'
+import { defaultHashWorkers, parkHashWorker, takeHashWorker } from './pool.js'
 
 export interface ByteRange {
   offset: number
@@ -60,126 +58,6 @@ const MAX_JOB_BYTES = 32 * 1024 * 1024
 const MIN_PARALLEL_BYTES = 8 * 1024 * 1024
 /** Jobs queued per worker, so none idles while its next job's message travels. */
 const JOBS_IN_FLIGHT = 2
-
-/** What a thread needs to hash one job: the job, and its own page-aligned read buffer. */
-export interface HashJobInput {
-  path: string
-  offsets: Float64Array
-  sizes: Float64Array
-  spanEnd: number
-  bufferSize: number
-}
-
-/**
- * Hashes one job (ranges of one file, sorted, within [offsets[0], spanEnd))
- * with synchronous reads into `buf`: 32 bytes of sha256 per range. The same
- * function runs on the workers (its source is put into WORKER_SOURCE, so it
- * must use only its arguments: no imports, no closures) and, with
- * `callerHashes`, on the calling thread. A range that fits the buffer is
- * hashed in one piece (one-shot crypto.hash where Node has it, >= 20.12: no
- * Hash object per range, ~0.1 CPU-s per 2 GiB of 64 KiB chunks here); a read
- * starts at such a range when the buffer holds only its head.
- */
-export function hashJob(
-  job: HashJobInput,
-  buf: Buffer,
-  fs: { openSync: (p: string, f: string) => number; readSync: (fd: number, b: Uint8Array, off: number, len: number, pos: number) => number; closeSync: (fd: number) => void },
-  crypto: { hash?: (alg: string, data: Uint8Array, enc: 'buffer') => Uint8Array; createHash: (alg: string) => { update: (d: Uint8Array) => unknown; digest: () => Uint8Array } },
-): Uint8Array {
-  const oneShot = typeof crypto.hash === 'function'
-    ? (bytes: Uint8Array): Uint8Array => crypto.hash!('sha256', bytes, 'buffer')
-    : (bytes: Uint8Array): Uint8Array => {
-        const h = crypto.createHash('sha256')
-        h.update(bytes)
-        return h.digest()
-      }
-  const fd = fs.openSync(job.path, 'r')
-  try {
-    const n = job.offsets.length
-    const out = new Uint8Array(32 * n)
-    let bufStart = 0
-    let bufEnd = 0
-    // Fills buf from file offset o with up to bufferSize bytes, not past the job's span.
-    const fill = (o: number): void => {
-      const want = Math.min(job.bufferSize, job.spanEnd - o)
-      let got = 0
-      while (got < want) {
-        const r = fs.readSync(fd, buf, got, want - got, o + got)
-        if (r === 0) {
-          const e = new Error(`${job.path} ends at ${o + got}, before byte ${o + want} of a range`) as Error & { code?: string }
-          e.code = 'EBADSIZE'
-          throw e
-        }
-        got += r
-      }
-      bufStart = o
-      bufEnd = o + got
-    }
-    for (let k = 0; k < n; k++) {
-      let o = job.offsets[k]!
-      let rem = job.sizes[k]!
-      if (rem <= job.bufferSize) {
-        if (rem > 0 && (o < bufStart || o + rem > bufEnd)) fill(o)
-        out.set(oneShot(rem > 0 ? buf.subarray(o - bufStart, o - bufStart + rem) : buf.subarray(0, 0)), 32 * k)
-        continue
-      }
-      const h = crypto.createHash('sha256')
-      while (rem > 0) {
-        if (o < bufStart || o >= bufEnd) fill(o)
-        const take = Math.min(rem, bufEnd - o)
-        h.update(buf.subarray(o - bufStart, o - bufStart + take))
-        o += take
-        rem -= take
-      }
-      out.set(h.digest(), 32 * k)
-    }
-    return out
-  } finally {
-    fs.closeSync(fd)
-  }
-}
-
-// The worker: jobs in, 32-byte digests out (as one transferred buffer per job).
-// Plain CommonJS around hashJob's own source, evaluated as-is.
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads')
-const fs = require('node:fs')
-const crypto = require('node:crypto')
-const hashJob = ${hashJob.toString()}
-let buf = null
-parentPort.on('message', (job) => {
-  try {
-    // Page-aligned (a WebAssembly.Memory; see core/io-buffer.ts: 4K aliasing).
-    if (!buf || buf.length < job.bufferSize) {
-      const pages = Math.ceil(job.bufferSize / 65536)
-      buf = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer, 0, job.bufferSize)
-    }
-    const out = hashJob(job, buf, fs, crypto)
-    parentPort.postMessage({ id: job.id, digests: out }, [out.buffer])
-  } catch (e) {
-    parentPort.postMessage({ id: job.id, error: { message: String(e && e.message || e), code: e && e.code } })
-  }
-})
-`
-
-/** sha256 workers kept between calls (agent/idle-workers). */
-const pool = new IdleWorkers(() => new Worker(WORKER_SOURCE, { eval: true }))
-
-/**
- * Starts `count` sha256 workers now (default one per core), parked idle, so
- * that hashing asked for soon after (a strong verify, once the metadata is
- * read) does not wait for their start-up.
- */
-export const prewarmHashWorkers = (count = defaultHashWorkers()): void => pool.prewarm(count)
-
-/** The workers hashRanges uses by default: one per core, one fewer when the calling thread hashes too. */
-export const defaultHashWorkers = (callerHashes = false): number => availableParallelism() - (callerHashes ? 1 : 0)
-
-/** How many sha256 workers are idle, waiting for a job. */
-export const idleHashWorkers = (): number => pool.size
-
-/** Ends the idle sha256 workers now (they would end on their own after a few seconds). */
-export const endIdleHashWorkers = (): Promise<void> => pool.end()
 
 interface Job {
   id: number
@@ -297,7 +175,7 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
     const send = (w: Worker): void => {
       const job = jobs[next++]
       if (!job) return
-      w.postMessage({ id: job.id, path, offsets: job.offsets, sizes: job.sizes, spanEnd: job.spanEnd, bufferSize })
+      w.postMessage({ t: 'sha256', id: job.id, path, offsets: job.offsets, sizes: job.sizes, spanEnd: job.spanEnd, bufferSize })
     }
     /** Records a job's digests; true when it was the last job (the call is then resolved). */
     const complete = (job: Job, digests: Uint8Array): boolean => {
@@ -308,12 +186,12 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
       if (++finished < jobs.length) return false
       // Every job answered: every worker is idle, kept for the next call.
       settle()
-      for (const x of workers) pool.park(x)
+      for (const x of workers) parkHashWorker(x)
       resolve(out)
       return true
     }
     for (let i = 0; i < nWorkers; i++) {
-      const w = pool.take()
+      const w = takeHashWorker()
       workers.push(w)
       const onMessage = (msg: { id: number; digests?: Uint8Array; error?: { message: string; code?: string } }): void => {
         if (settled) return

@@ -2,9 +2,9 @@ import t from 'tap'
 import { closeSync, openSync, readdirSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import xxhash from 'xxhash-wasm'
-import { endIdleXxh64Workers, idleXxh64Workers, prewarmXxh64Workers, xxh64Segments } from '../../agent/cache/hash-file.js'
-import { XXH64_SEGMENT_BYTES, chunksInSegments } from '../../agent/cache/meta.js'
-import type { Chunk } from '../../agent/manifest/types.js'
+import { endIdleHashWorkers, idleHashWorkers } from '../../agent/hash/pool.js'
+import { prewarmXxh64Workers, xxh64Segments } from '../../agent/hash/segments.js'
+import { XXH64_SEGMENT_BYTES } from '../../agent/hash/xxh64-format.js'
 import { writeSparseImage } from '../helpers/image.js'
 
 const SEG = XXH64_SEGMENT_BYTES
@@ -107,54 +107,38 @@ t.test('an abort between segments rejects with the reason, stops the workers and
   t.equal((await xxh64Segments(path, { threads: 2 })).xxh64.length, 6, 'and the next run works')
 })
 
-t.test('chunksInSegments lists exactly the chunks holding a byte of the given segments', async (t) => {
-  const size = 3 * SEG + 100
-  const chunks: Chunk[] = []
-  // 5 MiB + 7 chunks: some straddle segment boundaries.
-  for (let off = 0; off < size; off += 5 * 1024 * 1024 + 7) {
-    chunks.push({ index: chunks.length, offset: off, size: Math.min(5 * 1024 * 1024 + 7, size - off), sha256: '0'.repeat(64) })
-  }
-  const brute = (segs: number[]) =>
-    chunks.filter((c) => segs.some((k) => c.offset < (k + 1) * SEG && c.offset + c.size > k * SEG)).map((c) => c.index)
-  for (const segs of [[0], [1], [3], [0, 1], [1, 2], [0, 3], [2, 1, 1], [0, 1, 2, 3], []]) {
-    t.same(chunksInSegments(chunks, segs).map((c) => c.index), brute(segs), `segments ${segs.join(',') || 'none'}`)
-  }
-  const straddler = chunks.find((c) => c.offset < SEG && c.offset + c.size > SEG)!
-  t.ok(chunksInSegments(chunks, [0]).includes(straddler) && chunksInSegments(chunks, [1]).includes(straddler), 'a chunk across a boundary belongs to both segments')
-})
-
 t.test('workers wait between hashes and the next one reuses them', async (t) => {
   const path = join(t.testdir(), 'img')
   await writeSparseImage(path, 4 * SEG, SEG, 'pool')
   const want = await independent(path, 4 * SEG)
-  await endIdleXxh64Workers()
-  t.equal(idleXxh64Workers(), 0, 'none left by earlier tests')
+  await endIdleHashWorkers()
+  t.equal(idleHashWorkers(), 0, 'none left by earlier tests')
   const r = await xxh64Segments(path, { threads: 3 })
   t.same(r.xxh64, want)
   t.equal(r.threads, 3)
-  t.equal(idleXxh64Workers(), 2, 'its two workers wait for the next hash')
+  t.equal(idleHashWorkers(), 2, 'its two workers wait for the next hash')
   const again = await xxh64Segments(path, { threads: 3 })
   t.same(again.xxh64, want, 'reused workers hash their second job right')
-  t.equal(idleXxh64Workers(), 2, 'the same two are waiting again (new ones would make four)')
+  t.equal(idleHashWorkers(), 2, 'the same two are waiting again (new ones would make four)')
   const off = await xxh64Segments(path, { threads: 3, offThread: true })
   t.same(off.xxh64, want)
-  t.equal(idleXxh64Workers(), 3)
-  await endIdleXxh64Workers()
-  t.equal(idleXxh64Workers(), 0)
+  t.equal(idleHashWorkers(), 3)
+  await endIdleHashWorkers()
+  t.equal(idleHashWorkers(), 0)
 })
 
 t.test('prewarmed segment workers are taken by the next digest instead of starting new ones', async (t) => {
-  await endIdleXxh64Workers()
+  await endIdleHashWorkers()
   await prewarmXxh64Workers(2)
-  t.equal(idleXxh64Workers(), 2, 'two workers parked, idle')
+  t.equal(idleHashWorkers(), 2, 'two workers parked, idle')
   await prewarmXxh64Workers(2)
-  t.equal(idleXxh64Workers(), 2, 'a second call adds none (up to count in all)')
+  t.equal(idleHashWorkers(), 2, 'a second call adds none (up to count in all)')
   const path = join(t.testdir(), 'three-segments')
   closeSync(openSync(path, 'w'))
   truncateSync(path, 2 * XXH64_SEGMENT_BYTES + 5)
   const r = await xxh64Segments(path, { threads: 3 })
   t.equal(r.threads, 3, 'this thread and the two prewarmed workers hashed')
-  t.equal(idleXxh64Workers(), 2, 'and both were parked again: none was started for the digest')
-  await endIdleXxh64Workers()
-  t.equal(idleXxh64Workers(), 0)
+  t.equal(idleHashWorkers(), 2, 'and both were parked again: none was started for the digest')
+  await endIdleHashWorkers()
+  t.equal(idleHashWorkers(), 0)
 })
