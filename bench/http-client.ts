@@ -10,7 +10,12 @@
  *   receive    the client alone: one GET of the whole file read into a 4 MiB
  *              buffer and dropped (a child process, after a one-byte request,
  *              timed from the request to the last byte), against
- *              `curl -o /dev/null`
+ *              `curl -o /dev/null`; node-fetch too (transport/http.ts
+ *              openBody + pieceReader: https mirrors, redirects, chunked bodies)
+ *   small      one process making one small GET (the manifest) and exiting,
+ *              as the descriptor, manifest and event requests are made:
+ *              node-fetch against undici `request` and Node's global fetch
+ *              (undici inside Node), `node -e ''` for the floor
  *   download   `boot-agent fetch` (verified: chunk sha256, whole-image
  *              xxh64 + sha256, O_DIRECT writes, fsync) as bundled, against the
  *              same bundle with each undici variant in place of
@@ -44,13 +49,30 @@ const { values, positionals } = parseArgs({
 
 /** Child mode: GET `url` whole with one client, print the seconds from the request to the last byte. */
 const receiveOnce = async (client: string, url: string): Promise<void> => {
+  const buf = Buffer.allocUnsafe(RECEIVE_BUFFER_BYTES)
+  if (client === 'node-fetch') {
+    const { openBody, pieceReader } = await import('../agent/transport/http.js')
+    const read = async (range: { start: number; end: number } | undefined) => {
+      const b = await openBody(url, range)
+      const next = pieceReader(b)
+      let got = 0
+      for (let n; (n = await next(buf)) > 0; ) got += n
+      return { got, length: b.length }
+    }
+    await read({ start: 0, end: 1 })
+    const started = process.hrtime.bigint()
+    const { got, length } = await read(undefined)
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    if (got !== length) throw new Error(`node-fetch: ${got} bytes, expected ${length}`)
+    process.stdout.write(`${seconds}\n`)
+    process.exit(0) // node-fetch's keep-alive agent would hold the process
+  }
   const mod =
     client === 'undici request'
       ? await import('./http-client/undici-get.js')
       : client === 'undici dispatch'
         ? await import('./http-client/undici-dispatch-get.js')
         : await import('../agent/transport/direct-http.js')
-  const buf = Buffer.allocUnsafe(RECEIVE_BUFFER_BYTES)
   // One byte first, untimed: undici compiles its WebAssembly parser at its first
   // request (the agent pays that once per process: the download rows include it).
   const warm = await mod.directGet(url, { start: 0, end: 1 })
@@ -103,7 +125,7 @@ const table = (title: string, bytes: number, res: Map<string, number[]>, ref: st
   for (const [name, xs] of res) {
     const ratios = xs.map((x, i) => x / base[i]!)
     lines.push(
-      `| ${name} | ${median(xs).toFixed(3)} | ${gbps(bytes, median(xs))} | ${(median(xs) / median(base)).toFixed(2)} | ${ratios.map((r) => r.toFixed(2)).join(' ')} | ${xs.map((x) => x.toFixed(3)).join(' ')} |`,
+      `| ${name} | ${median(xs).toFixed(3)} | ${bytes >= 1024 * 1024 ? gbps(bytes, median(xs)) : '—'} | ${(median(xs) / median(base)).toFixed(2)} | ${ratios.map((r) => r.toFixed(2)).join(' ')} | ${xs.map((x) => x.toFixed(3)).join(' ')} |`,
     )
   }
   return [...lines, '']
@@ -154,6 +176,7 @@ if (values.receive) {
           { name: 'direct-http', run: () => child('direct', imageUrl) },
           { name: 'undici request', run: () => child('undici request', imageUrl) },
           { name: 'undici dispatch', run: () => child('undici dispatch', imageUrl) },
+          { name: 'node-fetch', run: () => child('node-fetch', imageUrl) },
           { name: 'curl -o /dev/null', run: async () => (await timeCommand('curl', ['-sS', '-o', '/dev/null', imageUrl])).seconds },
         ],
         async () => undefined,
@@ -180,12 +203,26 @@ if (values.receive) {
           await timeCommand('sync', [])
         },
       )
+      // Plain ESM from the repository's node_modules (no TypeScript loader: its start-up would swamp the difference).
+      const oneGet = (code: string) => async () =>
+        (await timeCommand(process.execPath, ['--input-type=module', '-e', code.replace('URL', JSON.stringify(manifestUrl))], { env: agentEnv() })).seconds
+      const small = await rounds(
+        runs * 3,
+        [
+          { name: "node -e ''", run: async () => (await timeCommand(process.execPath, ['-e', ''], { env: agentEnv() })).seconds },
+          { name: 'node-fetch', run: oneGet("import fetch from 'node-fetch'; await (await fetch(URL)).arrayBuffer()") },
+          { name: 'undici request', run: oneGet("import { request } from 'undici'; await (await request(URL)).body.arrayBuffer()") },
+          { name: 'global fetch', run: oneGet('await (await fetch(URL)).arrayBuffer()') },
+        ],
+        async () => undefined,
+      )
       const size = (await stat(image)).size
       process.stdout.write(
         [
           `http-client benchmark: ${size} bytes (sha256 ${sha.slice(0, 12)}…), ${runs} rounds, order rotated each round, ${new Date().toISOString()}`,
           '',
           ...table('receive only (one GET, body read into a 4 MiB buffer and dropped; node clients timed inside a child from request to last byte after a one-byte warm-up request, curl as a whole process)', size, receive, 'direct-http'),
+          ...table('one small GET (the manifest) in a process, start to exit', (await stat(manifestPath)).size, small, "node -e ''"),
           ...table('verified download + fsync (the bundled agent, start-up included)', size, download, 'boot-agent fetch (direct-http)'),
           `peak RSS of the agent's fetch: ${[...rss].map(([k, v]) => `${k} ${(v / 1024).toFixed(0)} MB`).join(', ')}`,
           '',
