@@ -189,12 +189,7 @@ if (values.receive) {
           { name: 'boot-agent fetch (undici dispatch)', run: fetchWith('undici dispatch', dispatch) },
           {
             name: 'curl -o && sync',
-            run: async () => {
-              const started = process.hrtime.bigint()
-              await timeCommand('curl', ['-sS', '-o', curlOut, imageUrl])
-              await timeCommand('sync', [])
-              return Number(process.hrtime.bigint() - started) / 1e9
-            },
+            run: async () => (await timeCommand('sh', ['-c', 'curl -sS -o "$1" "$2" && sync', 'sh', curlOut, imageUrl])).seconds,
           },
         ],
         async () => {

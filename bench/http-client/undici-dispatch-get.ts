@@ -2,42 +2,23 @@
  * The other measured undici variant: `directGet` over undici's lowest public
  * layer, `Agent.dispatch` with a handler (no Readable stream between the
  * parser and the reader: each parsed body piece is handed to `read` or kept,
- * and the socket paused past 1 MiB ahead, as direct-http.ts does). Same
+ * and the socket paused past MAX_AHEAD_BYTES, as direct-http.ts does). Same
  * signature and `DirectBody` as agent/transport/direct-http.ts; bundled in
  * its place by bench/http-client.ts. Not part of the agent.
  */
-import { Agent, type Dispatcher } from 'undici'
-import { BootAgentError } from '../../agent/errors.js'
-import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type RequestOptions } from '../../agent/transport/http.js'
+import type { Dispatcher } from 'undici'
 import type { DirectBody } from '../../agent/transport/direct-http.js'
+import type { RequestOptions } from '../../agent/transport/http.js'
+import { agent, judgeHead, MAX_AHEAD_BYTES, requestFor, shortBody, translate } from './undici-common.js'
 
-const POOL_PER_ORIGIN = 4
-const POOL_IDLE_MS = 30_000
-/** Received body bytes not yet read beyond which the socket is paused (direct-http.ts's MAX_AHEAD_BYTES). */
-const MAX_AHEAD_BYTES = 1024 * 1024
+export { closeIdleConnections } from './undici-common.js'
 
-const agent = new Agent({ connections: POOL_PER_ORIGIN, keepAliveTimeout: POOL_IDLE_MS, keepAliveMaxTimeout: POOL_IDLE_MS })
-
-/** Closes every idle pooled connection (tests, shutdown). */
-export const closeIdleConnections = (): void => void agent.close().catch(() => undefined)
-
-const translate = (e: unknown, url: string, idleMs: number, headersMs: number): unknown => {
-  if (e instanceof BootAgentError) return e
-  const code = (e as { code?: unknown })?.code
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return new BootAgentError('EIDLE', `no response from ${url} within ${headersMs} ms`, { url }, { cause: e })
-  if (code === 'UND_ERR_BODY_TIMEOUT') return new BootAgentError('EIDLE', `${url} sent nothing for ${idleMs} ms`, { url }, { cause: e })
-  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return new BootAgentError('ETRUNCATED', `${url}: connection closed before the whole body`, { url }, { cause: e })
-  if (code === 'UND_ERR_SOCKET') return new BootAgentError('ECONNRESET', `${url}: ${(e as Error).message}`, { url }, { cause: e })
-  return new BootAgentError(typeof code === 'string' ? code : 'ENETWORK', `${url}: ${(e as Error)?.message ?? String(e)}`, { url }, { cause: e })
-}
-
-/** {@link import('../../agent/transport/direct-http.js').directGet} over undici's dispatch. */
+/** {@link import('../../agent/transport/direct-http.js').directGet} over undici's `dispatch`. */
 export const directGet = (url: string, range: { start: number; end: number } | undefined, opts: RequestOptions = {}): Promise<DirectBody | undefined> => {
-  const u = new URL(url)
-  if (u.protocol !== 'http:' || u.username || u.password) return Promise.resolve(undefined)
+  const req = requestFor(url, range, opts)
+  if (!req) return Promise.resolve(undefined)
   if (opts.signal?.aborted) return Promise.reject(opts.signal.reason)
-  const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS
-  const headersMs = opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS
+  const { idleMs, headersMs } = req
   return new Promise((resolveHead, rejectHead) => {
     let headDone = false
     let abort: ((e?: Error) => void) | undefined
@@ -51,6 +32,7 @@ export const directGet = (url: string, range: { start: number; end: number } | u
     const onAbort = () => abort?.(opts.signal?.reason)
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     const cleanup = () => opts.signal?.removeEventListener('abort', onAbort)
+    /** Hands the first bytes ahead to `into`; resumes the socket once there is room. */
     const deliver = (into: Uint8Array): number => {
       let k = 0
       while (ahead.length && k < into.length) {
@@ -79,55 +61,42 @@ export const directGet = (url: string, range: { start: number; end: number } | u
       waiting = undefined
       w?.reject(error)
     }
+    const body = (): DirectBody['read'] => (into) => {
+      if (aheadBytes > 0) return Promise.resolve(deliver(into))
+      if (error !== undefined) return Promise.reject(error)
+      if (unread <= 0 || into.length === 0) return Promise.resolve(0)
+      if (complete) return Promise.reject(shortBody(url, unread))
+      return new Promise((resolve, reject) => (waiting = { into, resolve, reject }))
+    }
     const handler: Dispatcher.DispatchHandlers = {
       onConnect: (a) => {
         abort = a
       },
       onHeaders: (status, raw, res) => {
         resume = res
+        headDone = true
         const headers = new Map<string, string>()
         for (let i = 0; i + 1 < raw.length; i += 2) {
           const k = raw[i]!.toString('latin1').toLowerCase()
-          const v = raw[i + 1]!.toString('latin1')
           const prev = headers.get(k)
-          headers.set(k, prev === undefined ? v : `${prev}, ${v}`)
+          headers.set(k, prev === undefined ? raw[i + 1]!.toString('latin1') : `${prev}, ${raw[i + 1]!.toString('latin1')}`)
         }
-        headDone = true
-        const decline = (e?: unknown) => {
+        let meta
+        try {
+          meta = judgeHead(url, range, status, (name) => headers.get(name))
+        } catch (e) {
+          rejectHead(e)
+        }
+        if (!meta) {
           cleanup()
           abort?.(new Error('declined'))
-          if (e) rejectHead(e)
-          else resolveHead(undefined)
+          resolveHead(undefined) // (a no-op after a rejection)
           return false
         }
-        if (status !== 200 && status !== 206) return decline(status >= 300 && status < 400 ? undefined : statusError(status, headers.get('retry-after'), url))
-        const lenHeader = headers.get('content-length')
-        if (headers.has('transfer-encoding') || lenHeader === undefined || !/^\d{1,16}$/.test(lenHeader)) return decline()
-        const length = Number(lenHeader)
-        let start = 0
-        let total: number | undefined = status === 200 ? length : undefined
-        if (status === 206) {
-          try {
-            ;({ start, total } = partialContent(url, range, headers.get('content-range'), length))
-          } catch (e) {
-            return decline(e)
-          }
-        }
-        unread = length
+        unread = meta.length ?? 0
         resolveHead({
-          url,
-          status,
-          ranged: status === 206,
-          start,
-          length,
-          total,
-          read: (into) => {
-            if (aheadBytes > 0) return Promise.resolve(deliver(into))
-            if (error !== undefined) return Promise.reject(error)
-            if (unread <= 0 || into.length === 0) return Promise.resolve(0)
-            if (complete) return Promise.reject(new BootAgentError('ETRUNCATED', `${url}: connection closed with ${unread} byte(s) of the body still to come`, { url }))
-            return new Promise((resolve, reject) => (waiting = { into, resolve, reject }))
-          },
+          ...meta,
+          read: body(),
           cancel: () => {
             cleanup()
             if (!complete) abort?.(new Error('cancelled'))
@@ -150,23 +119,11 @@ export const directGet = (url: string, range: { start: number; end: number } | u
         cleanup()
         const w = waiting
         waiting = undefined
-        if (w) {
-          if (unread > 0) w.reject(new BootAgentError('ETRUNCATED', `${url}: connection closed with ${unread} byte(s) of the body still to come`, { url }))
-          else w.resolve(0)
-        }
+        if (w && unread > 0) w.reject(shortBody(url, unread))
+        else w?.resolve(0)
       },
       onError: (e) => fail(e),
     }
-    agent.dispatch(
-      {
-        origin: u.origin,
-        path: `${u.pathname}${u.search}`,
-        method: 'GET',
-        headers: { 'user-agent': 'boot-agent', 'accept-encoding': 'identity', ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}) },
-        headersTimeout: headersMs,
-        bodyTimeout: idleMs,
-      },
-      handler,
-    )
+    agent.dispatch(req.dispatch, handler)
   })
 }
