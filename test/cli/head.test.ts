@@ -9,6 +9,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { bundleAgent as bundle } from '../helpers/bundle.js'
 import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const waitForLine = (child: ChildProcess, timeoutMs: number): Promise<string> =>
   new Promise((resolve, reject) => {
@@ -25,13 +26,7 @@ const waitForLine = (child: ChildProcess, timeoutMs: number): Promise<string> =>
     child.once('exit', (code) => reject(new Error(`exited ${code} before printing`)))
   })
 
-const until = async (what: string, fn: () => Promise<boolean>): Promise<void> => {
-  for (let i = 0; i < 100; i++) {
-    if (await fn()) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
+const until = (what: string, fn: () => Promise<boolean>): Promise<true> => waitUntil(what, fn, { timeoutMs: 5_000, everyMs: 50 })
 
 t.test('publish then head: serves the node, reloads on SIGHUP (keeping a good config over a bad one), stops on SIGTERM', async (t) => {
   const dir = t.testdir()

@@ -164,13 +164,4 @@ export const removeImage = async (image: CorruptImage): Promise<void> => {
   await rm(image.dir, { recursive: true, force: true })
 }
 
-/** Polls `check` every `everyMs` until it is truthy or `deadlineMs` passes. */
-export const waitFor = async <T>(check: () => T | Promise<T>, deadlineMs: number, everyMs = 50): Promise<T | undefined> => {
-  const end = Date.now() + deadlineMs
-  for (;;) {
-    const v = await check()
-    if (v) return v
-    if (Date.now() >= end) return undefined
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-}
+export { waitFor } from '../helpers/wait.js'

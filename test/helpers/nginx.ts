@@ -6,9 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
+import http from 'node:http'
+import https from 'node:https'
 import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { waitUntil } from './wait.js'
 
 export interface AccessRecord {
   method: string
@@ -24,9 +27,16 @@ export interface Nginx {
   url: string
   port: number
   root: string
-  /** Parsed access log so far (nginx writes each line when a request ends). */
+  /**
+   * Parsed access log of every request answered so far. nginx writes a line
+   * when it finishes a request, which can be just after the client has the
+   * last byte: a marker request is sent and the log polled until the
+   * marker's line is in (nginx is one process handling events in turn, so
+   * the lines of requests answered before it are in too). Marker lines are
+   * left out.
+   */
   access(): Promise<AccessRecord[]>
-  /** Forgets the access log so far. */
+  /** Forgets the access log so far (every request answered so far included, as for `access`). */
   clearAccess(): Promise<void>
   stop(): Promise<void>
 }
@@ -65,6 +75,22 @@ const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_00
   }
   throw new Error(`nginx did not listen on ${port} within ${deadlineMs} ms`)
 }
+
+/** Path of the requests `access()` sends to know the log is complete (404s, never in its answer). */
+const MARKER_PATH = '/.ba-access-log-marker-'
+/** Longest wait for a marker's line. */
+const MARKER_TIMEOUT_MS = 10_000
+
+/** One GET to `url`, its body read and dropped; resolves once it ended (any status). */
+const getAndDrop = (url: string): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? https.get : http.get
+    get(url, { agent: false, rejectUnauthorized: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve())
+      res.on('error', reject)
+    }).on('error', reject)
+  })
 
 const NGINX = ['/usr/sbin/nginx', 'nginx']
 const SETPRIV = '/usr/bin/setpriv'
@@ -131,12 +157,30 @@ http {
         const [method = '', path = '', status = '0', bytes = '0', range = ''] = line.split('\t')
         return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range }
       })
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`
+  let markers = 0
+  /** The whole log, once a fresh marker's line is in it. */
+  const settled = async (): Promise<AccessRecord[]> => {
+    const path = `${MARKER_PATH}${++markers}`
+    await getAndDrop(`${url}${path}`)
+    return waitUntil(
+      `nginx to log ${path}`,
+      async () => {
+        const records = parse(await readFile(accessLog, 'utf8').catch(() => ''))
+        return records.some((a) => a.path === path) && records
+      },
+      { timeoutMs: MARKER_TIMEOUT_MS },
+    )
+  }
   return {
-    url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    url,
     port,
     root,
-    access: async () => parse(await readFile(accessLog, 'utf8').catch(() => '')),
-    clearAccess: async () => writeFile(accessLog, ''),
+    access: async () => (await settled()).filter((a) => !a.path.startsWith(MARKER_PATH)),
+    clearAccess: async () => {
+      await settled()
+      await writeFile(accessLog, '')
+    },
     stop: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r))

@@ -117,12 +117,19 @@ t.test('connections are kept alive and reused; Connection: close is honoured', a
 
 t.test('a pooled connection the server closed meanwhile is replaced, once, without an error', async (t) => {
   const data = randomBytes(10_000)
+  let dropped!: () => void
+  const droppedP = new Promise<void>((r) => (dropped = r))
   const s = await serve(t, (req, sock, n) => {
     fileServer(data)(req, sock, n)
-    if (n === 1) setTimeout(() => sock.destroy(), 20) // the server drops the idle connection
+    if (n === 1) {
+      setTimeout(() => {
+        sock.destroy() // the server drops the idle connection
+        dropped()
+      }, 20)
+    }
   })
   await readAll((await directGet(s.url, { start: 0, end: 100 }))!, 100)
-  await new Promise((r) => setTimeout(r, 100))
+  await droppedP
   const b = await directGet(s.url, { start: 100, end: 300 })
   t.same(await readAll(b!, 200), data.subarray(100, 300))
   t.equal(s.connections(), 2)
