@@ -5,7 +5,7 @@
 // dispatch only) and OUTDIR/chunks/*.mjs hold the rest, so each command loads
 // and parses only its own code and dependencies, and `--help` loads almost
 // nothing (one 1.5 MB file had to be parsed whole on every start). pino is
-// OUTDIR/chunks/pino.cjs, loaded at the first line logged (agent/log.ts). The
+// OUTDIR/chunks/pino.cjs, loaded at the first line logged (agent/core/log.ts). The
 // initramfs still has no node_modules: the directory is self-contained and is
 // installed whole (dracut/50boot-agent/module-setup.sh).
 import { build } from 'esbuild'
@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 export const ENTRY_NAME = 'boot-agent.mjs'
 export const CHUNK_DIR = 'chunks'
-/** pino and its dependencies as one CommonJS file in CHUNK_DIR (agent/log.ts requires it). */
+/** pino and its dependencies as one CommonJS file in CHUNK_DIR (agent/core/log.ts requires it). */
 export const PINO_FILE = 'pino.cjs'
 /** The bundle's files in CHUNK_DIR, by name. */
 export const isChunkFile = (name) => name.endsWith('.mjs') || name === PINO_FILE
@@ -44,7 +44,7 @@ export const bundleOptions = (outdir) => ({
   alias: { 'web-streams-polyfill/dist/ponyfill.es2018.js': join(REPO, 'scripts', 'no-web-streams-polyfill.cjs') },
   // Some dependencies are CommonJS and call require(); give every ESM chunk one.
   banner: { js: "import { createRequire as __bootAgentCreateRequire } from 'node:module';const require = __bootAgentCreateRequire(import.meta.url);" },
-  // agent/log.ts loads pino synchronously at a logger's first use, from this
+  // agent/core/log.ts loads pino synchronously at a logger's first use, from this
   // file beside the chunks (see pinoOptions): not parsed by a command that logs nothing.
   define: { __BOOT_AGENT_PINO__: JSON.stringify(`./${PINO_FILE}`) },
   write: false,

@@ -11,8 +11,8 @@
  */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ConfigError, isErrno } from '../errors.js'
-import { system } from '../system.js'
+import { ConfigError, isErrno } from '../core/errors.js'
+import { system } from '../core/system.js'
 
 export const BOOT_STYLES = ['disked', 'rwram', 'roram'] as const
 export type BootStyle = (typeof BOOT_STYLES)[number]
@@ -130,7 +130,7 @@ export const parseParams = (text: string): Array<[string, string | undefined]> =
 export interface CmdlineSources {
   /** Read only this file instead of dracut's three sources. */
   file?: string
-  /** Directories and files (defaults from agent/system.ts). */
+  /** Directories and files (defaults from agent/core/system.ts). */
   etcCmdlineDir?: string
   etcCmdline?: string
   procCmdline?: string

@@ -10,11 +10,11 @@
  * other 4xx answers are final.
  */
 import { readFile } from 'node:fs/promises'
-import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../errors.js'
+import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../core/errors.js'
 import type { Sleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from '../core/retry.js'
-import type { Logger } from '../log.js'
-import { system } from '../system.js'
+import type { Logger } from '../core/log.js'
+import { system } from '../core/system.js'
 import {
   BOOT_STYLES,
   type BootStyle,

@@ -10,11 +10,11 @@
  */
 import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { BootAgentError, CommandError, isErrno, messageOf } from '../errors.js'
+import { BootAgentError, CommandError, isErrno, messageOf } from '../core/errors.js'
 import { sleep as realSleep } from '../core/clock.js'
-import { run as defaultRun, type Runner } from '../exec.js'
-import type { Logger } from '../log.js'
-import { commands, system } from '../system.js'
+import { run as defaultRun, type Runner } from '../core/exec.js'
+import type { Logger } from '../core/log.js'
+import { commands, system } from '../core/system.js'
 import type { PartitionSpec } from './cmdline.js'
 import type { PartitionState } from './plan.js'
 

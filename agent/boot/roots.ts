@@ -13,10 +13,10 @@
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { BootAgentError, messageOf } from '../errors.js'
-import { run as defaultRun, type Runner } from '../exec.js'
-import type { Logger } from '../log.js'
-import { commands } from '../system.js'
+import { BootAgentError, messageOf } from '../core/errors.js'
+import { run as defaultRun, type Runner } from '../core/exec.js'
+import type { Logger } from '../core/log.js'
+import { commands } from '../core/system.js'
 import type { BootPlan } from './plan.js'
 import { findInit, type StepTimer, unpackImage, untimed, wipeRoot, writeMarker } from './unpack.js'
 

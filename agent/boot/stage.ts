@@ -9,10 +9,10 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { BootAgentError, CacheFullError, ConfigError, IntegrityError } from '../errors.js'
+import { BootAgentError, CacheFullError, ConfigError, IntegrityError } from '../core/errors.js'
 import { makeEvent, type AgentEvent } from '../protocol/event.js'
-import { run as defaultRun, type Runner } from '../exec.js'
-import { logOp, type Logger } from '../log.js'
+import { run as defaultRun, type Runner } from '../core/exec.js'
+import { logOp, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'

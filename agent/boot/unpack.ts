@@ -15,9 +15,9 @@
  */
 import { chmod, chown, lstat, mkdir, readdir, readlink, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join, posix } from 'node:path'
-import { BootAgentError, messageOf } from '../errors.js'
-import { run as defaultRun, type Runner } from '../exec.js'
-import { commands } from '../system.js'
+import { BootAgentError, messageOf } from '../core/errors.js'
+import { run as defaultRun, type Runner } from '../core/exec.js'
+import { commands } from '../core/system.js'
 
 const LIST_TIMEOUT_MS = 5 * 60_000
 const UNPACK_TIMEOUT_MS = 60 * 60_000

@@ -8,8 +8,8 @@
  */
 import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { isErrno } from '../errors.js'
-import type { Logger } from '../log.js'
+import { isErrno } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import type { Chunk } from '../manifest/types.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
 import { FILE_MODE } from './layout.js'

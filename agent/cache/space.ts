@@ -6,8 +6,8 @@
  * system refused a write) and gets room or CacheFullError.
  */
 import { lstat, statfs } from 'node:fs/promises'
-import { CacheFullError, isErrno } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CacheFullError, isErrno } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import { planEviction, type EvictionGoal } from './evict.js'
 import { lockPath } from './layout.js'
 import type { Lock, LockOptions } from '../core/lock.js'

@@ -7,7 +7,7 @@
  */
 import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { isErrno } from '../errors.js'
+import { isErrno } from '../core/errors.js'
 import { META_SUFFIX, SHA256_HEX, objectsRoot } from './layout.js'
 import type { ObjectMeta } from './meta.js'
 

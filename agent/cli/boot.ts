@@ -11,7 +11,7 @@ import { readBootCmdline } from '../boot/cmdline.js'
 import type { BootRecord } from '../boot/handoff.js'
 import { cachePipeline } from '../boot/pipeline.js'
 import { runBootStage } from '../boot/stage.js'
-import { system } from '../system.js'
+import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent boot [--cmdline-file FILE] [--sysroot DIR] [--run-dir DIR] [--json]

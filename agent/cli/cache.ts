@@ -1,4 +1,4 @@
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { Cache } from '../cache/store.js'
 import { type Command, parseCommandArgs } from './command.js'
 

@@ -3,8 +3,8 @@
  * agent/cli/ and is listed in agent/cli/index.ts.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { ConfigError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { ConfigError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 
 export interface CommandContext {
   log: Logger

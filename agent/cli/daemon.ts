@@ -3,8 +3,8 @@
  * from the boot record the boot stage left in /run/boot-agent.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError } from '../errors.js'
-import { system } from '../system.js'
+import { ConfigError } from '../core/errors.js'
+import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 import { readBootRecord } from '../daemon/boot-record.js'
 import { runDaemon } from '../daemon/daemon.js'

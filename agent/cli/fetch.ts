@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { Cache } from '../cache/store.js'
 import { fetchImage, fetchManifest } from '../transport/fetch-image.js'
 import { type Command, EXIT_USAGE, parseCommandArgs } from './command.js'

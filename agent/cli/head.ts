@@ -2,7 +2,7 @@
  * `boot-agent head`: runs the reference head node until SIGTERM/SIGINT.
  * SIGHUP re-reads the nodes file (an invalid one is refused and the old kept).
  */
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { startHead } from '../head/server.js'
 import { type Command, parseCommandArgs } from './command.js'
 

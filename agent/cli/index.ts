@@ -4,7 +4,7 @@
  * in the bundle each is its own chunk (scripts/bundle-lib.mjs). Nothing else
  * is imported here at the top: `--help` must not load the logger either.
  */
-import { BootAgentError, messageOf } from '../errors.js'
+import { BootAgentError, messageOf } from '../core/errors.js'
 import { type Command, type CommandContext, EXIT_USAGE } from './command.js'
 
 /** name → [summary, loader]. Summaries live here so `--help` loads nothing. */
@@ -61,8 +61,8 @@ export const main = async (argv: string[]): Promise<number> => {
     return 0
   }
   // The logger only for a command that runs, not for `--help` (pino itself
-  // loads at the first line logged, agent/log.ts).
-  const { createLogger } = await import('../log.js')
+  // loads at the first line logged, agent/core/log.ts).
+  const { createLogger } = await import('../core/log.js')
   let log: CommandContext['log']
   try {
     log = createLogger()

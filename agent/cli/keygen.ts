@@ -4,7 +4,7 @@
  * PREFIX.pub (public, SPKI PEM); never overwrites either.
  */
 import { open, unlink } from 'node:fs/promises'
-import { ConfigError, isErrno } from '../errors.js'
+import { ConfigError, isErrno } from '../core/errors.js'
 import { generateKeyPair, keyIdOf } from '../manifest/sign.js'
 import { type Command, parseCommandArgs } from './command.js'
 

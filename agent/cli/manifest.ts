@@ -5,8 +5,8 @@
  */
 import { readFile, rename, open, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { ConfigError } from '../errors.js'
-import { logOp } from '../log.js'
+import { ConfigError } from '../core/errors.js'
+import { logOp } from '../core/log.js'
 import { buildManifest } from '../manifest/build.js'
 import { DEFAULT_CHUNKING, chunkingForAverage } from '../manifest/cdc.js'
 import { parseManifest } from '../manifest/schema.js'

@@ -4,7 +4,7 @@
  * and moves the name to it, keeping the name's history.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, messageOf } from '../errors.js'
+import { ConfigError, messageOf } from '../core/errors.js'
 import { publishImage } from '../head/publish.js'
 import { ARCHITECTURES, hostArch, normaliseArch } from '../head/names.js'
 import { buildManifest, serializeManifest, signManifest, toPrivateKey } from '../manifest/index.js'

@@ -1,6 +1,6 @@
 /** `boot-agent status [--json]`: the node's state from local files, no network. */
 import { join } from 'node:path'
-import { system } from '../system.js'
+import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 import { formatStatus, gatherStatus } from '../daemon/status.js'
 

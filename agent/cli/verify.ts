@@ -1,4 +1,4 @@
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { Cache, type FastDigest } from '../cache/store.js'
 import { hashRangesWithCaller, prewarmVerifyWorkers } from '../hash/file.js'
 import { type Command, parseCommandArgs } from './command.js'

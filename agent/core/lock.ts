@@ -24,8 +24,8 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { link, open, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { BootAgentError, isErrno } from '../errors.js'
-import { system } from '../system.js'
+import { BootAgentError, isErrno } from './errors.js'
+import { system } from './system.js'
 import { type Clock, type Sleep, sleep as realSleep, systemClock } from './clock.js'
 
 /** How often a waiting process looks at the lock again. */

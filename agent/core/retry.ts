@@ -8,7 +8,7 @@
  *
  * Retry decisions come from the error's type and codes, never its message.
  */
-import { BootAgentError, HttpError, messageOf } from '../errors.js'
+import { BootAgentError, HttpError, messageOf } from './errors.js'
 import { type Sleep, sleep as realSleep } from './clock.js'
 
 export interface RetryPolicy {

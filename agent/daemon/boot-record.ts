@@ -6,8 +6,8 @@
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { system } from '../system.js'
-import { isErrno } from '../errors.js'
+import { system } from '../core/system.js'
+import { isErrno } from '../core/errors.js'
 
 export interface BootRecordView {
   node?: string

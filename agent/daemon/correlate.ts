@@ -21,7 +21,7 @@
  */
 import { readFile, readlink, stat } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
-import { system } from '../system.js'
+import { system } from '../core/system.js'
 import type { ClassifiedError } from './classify.js'
 import type { BootRecordView } from './boot-record.js'
 import { parseObjectPath, readObjectMeta } from './object-meta.js'

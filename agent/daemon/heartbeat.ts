@@ -8,7 +8,7 @@
 import os from 'node:os'
 import type { BootRecordView } from './boot-record.js'
 import { cacheUsage } from './cache-usage.js'
-import { messageOf } from '../errors.js'
+import { messageOf } from '../core/errors.js'
 import type { StatusData } from '../protocol/payloads.js'
 
 export const PROBE_TIMEOUT_MS = 5_000

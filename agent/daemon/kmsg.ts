@@ -27,7 +27,7 @@
 import { open, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { sleep } from '../core/clock.js'
-import { isErrno } from '../errors.js'
+import { isErrno } from '../core/errors.js'
 
 /** The kernel's facility number (prio >> 3); 0 is the kernel itself. */
 export const FACILITY_KERNEL = 0

@@ -11,9 +11,9 @@
  * hashed on one thread (not the cache's worker pool) at idle I/O priority
  * under the unit.
  */
-import type { Logger } from '../log.js'
-import { silentLogger } from '../log.js'
-import { messageOf } from '../errors.js'
+import type { Logger } from '../core/log.js'
+import { silentLogger } from '../core/log.js'
+import { messageOf } from '../core/errors.js'
 import { Cache } from '../cache/store.js'
 import { hashRangesInline } from '../hash/file.js'
 import type { ObjectRef } from './correlate.js'

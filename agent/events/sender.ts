@@ -15,9 +15,9 @@
  * longest backoff (events are never given up; a head node that does not
  * know us yet may learn). Every request has a deadline.
  */
-import type { Logger } from '../log.js'
-import { silentLogger } from '../log.js'
-import { HttpError, messageOf } from '../errors.js'
+import type { Logger } from '../core/log.js'
+import { silentLogger } from '../core/log.js'
+import { HttpError, messageOf } from '../core/errors.js'
 import { type Sleep, sleep as realSleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, isRetryableStatus, parseRetryAfter, retryDelayMs, type RetryPolicy } from '../core/retry.js'
 import { makeEvent, type AgentEvent } from '../protocol/event.js'

@@ -15,7 +15,7 @@ import { readdir, readFile, rm, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
-import { isErrno } from '../errors.js'
+import { isErrno } from '../core/errors.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
 
 export const DEFAULT_SPOOL_MAX_EVENTS = 10_000

@@ -32,7 +32,7 @@
  * with `eval: true`, so it works inside the single-file bundle.
  */
 import { MessageChannel, Worker } from 'node:worker_threads'
-import { BootAgentError } from '../errors.js'
+import { BootAgentError } from '../core/errors.js'
 import { XX_STATE_BYTES } from './xxh.js'
 import { XXH64_SEGMENT_BYTES } from './xxh64-format.js'
 

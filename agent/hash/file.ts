@@ -7,8 +7,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
-import type { Chunk } from '../manifest/types.js'
-import { isErrno } from '../errors.js'
+import { isErrno } from '../core/errors.js'
 import { ioBuffer } from '../core/io-buffer.js'
 import { defaultHashWorkers, endIdleHashWorkers, prewarmHashWorkers } from './pool.js'
 import { hashRanges } from './ranges.js'
@@ -140,8 +139,18 @@ export const hashRangesParallel: RangeHasher = parallelHasher(false)
  */
 export const hashRangesWithCaller: RangeHasher = parallelHasher(true)
 
+/** A byte range pinned by its sha256 (structurally a manifest's `Chunk`: the hash room knows no manifest). */
+export interface PinnedRange {
+  /** The range's index in its list (a manifest chunk's index). */
+  index: number
+  offset: number
+  size: number
+  /** Lower-case hex sha256 of the range's bytes. */
+  sha256: string
+}
+
 /** Indexes of the chunks whose bytes in `path` do not match their sha256. */
-export const badChunks = async (path: string, chunks: readonly Chunk[], opts: { signal?: AbortSignal; hasher?: RangeHasher } = {}): Promise<number[]> => {
+export const badChunks = async (path: string, chunks: readonly PinnedRange[], opts: { signal?: AbortSignal; hasher?: RangeHasher } = {}): Promise<number[]> => {
   const hasher = opts.hasher ?? hashRangesParallel
   const got = await hasher(path, chunks, opts.signal ? { signal: opts.signal } : {})
   return chunks.filter((c, i) => got[i] !== c.sha256).map((c) => c.index)

@@ -15,7 +15,7 @@
 import * as nodeCrypto from 'node:crypto'
 import * as fsSync from 'node:fs'
 import type { Worker } from 'node:worker_threads'
-import { BootAgentError } from '../errors.js'
+import { BootAgentError } from '../core/errors.js'
 import { ioBuffer } from '../core/io-buffer.js'
 import { hashJob } from './jobs.js'
 import { defaultHashWorkers, parkHashWorker, takeHashWorker } from './pool.js'

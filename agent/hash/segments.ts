@@ -7,7 +7,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import type { Worker } from 'node:worker_threads'
-import { BootAgentError } from '../errors.js'
+import { BootAgentError } from '../core/errors.js'
 import { SEGMENT_READ_BYTES, WASM_BUF_OFFSET, xxh64Segment, xxhThread, type XxhThread } from './jobs.js'
 import { parkHashWorker, prewarmHashWorkers, takeHashWorker } from './pool.js'
 import { XX_STATE_BYTES, xxhWasmModule } from './xxh.js'

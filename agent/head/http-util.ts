@@ -4,7 +4,7 @@
  * with a hard size limit.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { BootAgentError } from '../errors.js'
+import { BootAgentError } from '../core/errors.js'
 
 /** Every code the head answers a problem with (the `error.code` of the body; docs/protocol.md). */
 export const HTTP_PROBLEM_CODES = [

@@ -5,7 +5,7 @@
  */
 import { open } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { isErrno } from '../errors.js'
+import { isErrno } from '../core/errors.js'
 import { HttpProblem } from './http-util.js'
 import { sendFile } from './range.js'
 import type { ImageStore } from './store.js'

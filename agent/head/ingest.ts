@@ -6,8 +6,8 @@
  * it again); duplicates are refunded too.
  */
 import type { IncomingMessage } from 'node:http'
-import { messageOf } from '../errors.js'
-import type { Logger } from '../log.js'
+import { messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import type { AppendResult, EventLog } from './event-log.js'
 import { HttpProblem, parseJsonBody, readBody } from './http-util.js'
 import type { NodesConfig } from './nodes-config.js'

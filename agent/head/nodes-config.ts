@@ -19,7 +19,7 @@
  * Most specific wins, field by field: node, then its group, then its
  * architecture, then defaults. Only nodes listed under `nodes` are known.
  */
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { type Architecture, ARCHITECTURES, isSha256, nameProblem, normaliseArch } from './names.js'
 
 export const BOOT_STYLES = ['disked', 'rwram', 'roram'] as const

@@ -4,8 +4,8 @@
  * refused and the previous config kept.
  */
 import { readFile } from 'node:fs/promises'
-import { ConfigError, messageOf } from '../errors.js'
-import type { Logger } from '../log.js'
+import { ConfigError, messageOf } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import { type NodesConfig, parseNodesConfig } from './nodes-config.js'
 
 /** Reads and checks the nodes file at `path`; ConfigError (`--nodes`) saying what is wrong. */

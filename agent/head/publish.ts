@@ -6,8 +6,8 @@
  * the manifest pins is exactly what the store holds even if the source is
  * changed while it is being published.
  */
-import { ConfigError, IntegrityError } from '../errors.js'
-import { type Logger, logOp, silentLogger } from '../log.js'
+import { ConfigError, IntegrityError } from '../core/errors.js'
+import { type Logger, logOp, silentLogger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, nameProblem } from './names.js'
 import { ImageStore, type NameEntry } from './store.js'

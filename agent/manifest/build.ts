@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
-import { ConfigError } from '../errors.js'
+import { ConfigError } from '../core/errors.js'
 import { Chunker, DEFAULT_CHUNKING, assertChunkingParams } from './cdc.js'
 import { hashFile, hashRanges } from '../hash/ranges.js'
 import { parseManifest } from './schema.js'

@@ -16,7 +16,7 @@
  *     against `baseUrl` (the manifest's own URL) after the signature check,
  *     since the signature covers the URLs as written.
  */
-import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../errors.js'
+import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
 import type { Chunk, ChunkingParams, Manifest, ManifestSignature } from './types.js'

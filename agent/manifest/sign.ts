@@ -9,7 +9,7 @@
  * refuses.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
-import { ConfigError, SignatureError, messageOf } from '../errors.js'
+import { ConfigError, SignatureError, messageOf } from '../core/errors.js'
 import { canonicalBytes } from './serialize.js'
 import type { Manifest } from './types.js'
 

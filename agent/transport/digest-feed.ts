@@ -6,7 +6,7 @@
  * that were not (parallel ranges, resumed or reused chunks) are read back
  * from the partial file here, in two shared buffers taken in turn.
  */
-import { SizeError } from '../errors.js'
+import { SizeError } from '../core/errors.js'
 import type { Chunk } from '../manifest/types.js'
 import { xxhWasmModule } from '../hash/xxh.js'
 import { ioBuffer } from '../core/io-buffer.js'

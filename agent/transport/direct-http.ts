@@ -21,9 +21,14 @@
  * Connections are kept alive and reused (a small idle pool per origin); a
  * reused connection that the server closed meanwhile is retried once on a
  * fresh one.
+ *
+ * Over 400 lines: one protocol implementation (request, head parsing, bodies
+ * by length, keep-alive pool) that must be read and kept safe as a whole;
+ * undici was measured against it and lost on every round (docs/performance.md,
+ * "HTTP client: undici measured against direct-http").
  */
 import net from 'node:net'
-import { BootAgentError } from '../errors.js'
+import { BootAgentError } from '../core/errors.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from './http.js'
 
 /** Largest response head accepted. */

@@ -8,8 +8,8 @@
  */
 import { constants as fsConstants } from 'node:fs'
 import { open, type FileHandle } from 'node:fs/promises'
-import { BootAgentError, isErrno } from '../errors.js'
-import type { Logger } from '../log.js'
+import { BootAgentError, isErrno } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 
 /** Alignment of O_DIRECT writes: a page covers every logical block size in use. */
 export const DIRECT_ALIGN = 4096

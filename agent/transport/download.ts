@@ -17,8 +17,8 @@
  * that were not next in order (parallel ranges, resumed or reused chunks) are
  * read back — from the page cache — to extend the whole-image digests.
  */
-import { BootAgentError, CacheFullError, IntegrityError, SizeError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { BootAgentError, CacheFullError, IntegrityError, SizeError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
 import type { Chunk, Manifest } from '../manifest/types.js'
 import type { PartialObject } from '../cache/partial.js'
 import type { Cache } from '../cache/store.js'

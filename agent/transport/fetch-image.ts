@@ -10,8 +10,8 @@
  * chunks; an interrupted download resumes from its verified chunks; chunks
  * present in other cached objects are copied instead of downloaded.
  */
-import { IntegrityError } from '../errors.js'
-import { logOp, silentLogger, type Logger } from '../log.js'
+import { IntegrityError } from '../core/errors.js'
+import { logOp, silentLogger, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
 import type { Cache, FastDigest, VerifyMode } from '../cache/store.js'

@@ -4,7 +4,7 @@
  * pieces of body (a stalled server must not hang a boot).
  */
 import fetch, { type Response } from 'node-fetch'
-import { BootAgentError, HttpError } from '../errors.js'
+import { BootAgentError, HttpError } from '../core/errors.js'
 import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
 

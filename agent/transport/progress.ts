@@ -2,7 +2,7 @@
  * Download progress for the console and the journal: bytes, rate, ETA,
  * logged every `intervalMs` or each 10 % — not per chunk.
  */
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 
 export interface ProgressInfo {
   /** Bytes received so far (this run). */

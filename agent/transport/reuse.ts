@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
-import type { Logger } from '../log.js'
+import type { Logger } from '../core/log.js'
 import type { Chunk } from '../manifest/types.js'
 import { findChunkSources } from '../cache/donors.js'
 import type { PartialObject } from '../cache/partial.js'

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
 import { rootCertificates } from 'node:tls'
-import { ConfigError, isErrno, messageOf } from '../errors.js'
+import { ConfigError, isErrno, messageOf } from '../core/errors.js'
 import { networkReason, tlsFailureCode } from '../core/retry.js'
 
 /** Where the dracut module installs the site CA (`--ca FILE`, module-setup.sh); used when present. */

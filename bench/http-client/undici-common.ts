@@ -4,7 +4,7 @@
  * and the translation of undici's errors into the agent's codes.
  */
 import { Agent, type Dispatcher } from 'undici'
-import { BootAgentError } from '../../agent/errors.js'
+import { BootAgentError } from '../../agent/core/errors.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from '../../agent/transport/http.js'
 
 /** Idle connections kept per origin, and for how long (direct-http.ts's pool). */

@@ -82,7 +82,7 @@ install() {
     for _f in "$(dirname "$(_ba_bundle)")"/chunks/*.mjs "$(dirname "$(_ba_bundle)")"/chunks/*.cjs; do
         [[ -f $_f ]] && inst_simple "$_f" "/usr/lib/boot-agent/chunks/${_f##*/}"
     done
-    # What the agent runs (agent/system.ts) and what systeminformation shells out to.
+    # What the agent runs (agent/core/system.ts) and what systeminformation shells out to.
     inst_multiple unsquashfs blkid mount umount losetup lsblk
     inst_multiple -o dmidecode mkfs.ext4 mkfs.xfs sync reboot poweroff
     # Trust anchors, only when the site configured them.

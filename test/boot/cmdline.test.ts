@@ -2,7 +2,7 @@ import t from 'tap'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseBootCmdline, readBootCmdline, readCmdlineText, splitCmdline } from '../../agent/boot/cmdline.js'
-import { ConfigError } from '../../agent/errors.js'
+import { ConfigError } from '../../agent/core/errors.js'
 
 const keyOf = (fn: () => unknown): string | undefined => {
   try {

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { command } from '../../agent/cli/demo.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { gate } from '../helpers/capability.js'
 
 const demoGate = gate('root', 'loop', 'squashfs-tools')

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { createServer } from 'node:http'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, EXIT_CODES, spoolEvents, writeBootRecord } from '../../agent/boot/handoff.js'
 import { makeEvent } from '../../agent/protocol/event.js'
-import type { Runner } from '../../agent/exec.js'
+import type { Runner } from '../../agent/core/exec.js'
 import { Spool } from '../../agent/events/spool.js'
 
 const record = (over: Partial<BootRecord> = {}): BootRecord => ({

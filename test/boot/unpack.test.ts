@@ -3,7 +3,7 @@ import { mkdir, readFile, symlink, writeFile, chmod, readdir, open } from 'node:
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { findInit, measureImage, parseListing, resolveInRoot, unpackImage, wipeRoot, MARKER_FILE, UNPACK_QUEUE_MIB, writeMarker } from '../../agent/boot/unpack.js'
-import { run } from '../../agent/exec.js'
+import { run } from '../../agent/core/exec.js'
 import { gate } from '../helpers/capability.js'
 import { hashTree, makeOsTree, mksquashfs, scratch } from '../helpers/loop.js'
 

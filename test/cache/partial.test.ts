@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { PartialObject, demoteToPartial, removePartial } from '../../agent/cache/partial.js'
 import { Cache } from '../../agent/cache/store.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { publishBytes } from '../helpers/cache.js'
 import { flipByte, manifestFor, seededBytes } from '../helpers/image.js'
 

@@ -11,7 +11,7 @@ import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { MAX_WRITE_REFUSALS, reserveSpace } from '../../agent/cache/space.js'
 import { Cache } from '../../agent/cache/store.js'
-import { CacheFullError } from '../../agent/errors.js'
+import { CacheFullError } from '../../agent/core/errors.js'
 import { publishBytes } from '../helpers/cache.js'
 import { seededBytes } from '../helpers/image.js'
 

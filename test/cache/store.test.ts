@@ -7,7 +7,7 @@ import xxhash from 'xxhash-wasm'
 import { hashRangesInline, type RangeHasher } from '../../agent/hash/file.js'
 import { xxh64Segments } from '../../agent/hash/segments.js'
 import { XXH64_SEGMENT_BYTES } from '../../agent/cache/meta.js'
-import { IntegrityError, SizeError } from '../../agent/errors.js'
+import { IntegrityError, SizeError } from '../../agent/core/errors.js'
 import type { Chunk } from '../../agent/manifest/types.js'
 import { flipByte, manifestFor, seededBytes, sha256Hex, writeSparseImage } from '../helpers/image.js'
 

@@ -4,7 +4,7 @@
  * CommonJS package exports only `default`, which unbundled tests (Node's own
  * CommonJS named exports) cannot show. systeminformation is loaded this way
  * for the node id's MAC fallback and for the daemon's heartbeat; pino as
- * chunks/pino.cjs, required at a logger's first line (agent/log.ts).
+ * chunks/pino.cjs, required at a logger's first line (agent/core/log.ts).
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'

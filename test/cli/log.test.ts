@@ -1,5 +1,5 @@
 /**
- * agent/log.ts: pino loads at a logger's first use (not at start), every line
+ * agent/core/log.ts: pino loads at a logger's first use (not at start), every line
  * is written synchronously, a child made before then keeps its bindings and
  * its parent's level, and a bad BOOT_AGENT_LOG_LEVEL is refused up front.
  * (The bundle's side, pino as chunks/pino.cjs, is in lazy-imports.test.ts.)
@@ -8,8 +8,8 @@ import t, { type Test } from 'tap'
 import { closeSync, openSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { createLogger, silentLogger, type Logger } from '../../agent/log.js'
-import { ConfigError } from '../../agent/errors.js'
+import { createLogger, silentLogger, type Logger } from '../../agent/core/log.js'
+import { ConfigError } from '../../agent/core/errors.js'
 
 const pinoLoaded = (): boolean => Object.keys(createRequire(import.meta.url).cache).some((p) => /[/\\]node_modules[/\\]pino[/\\]pino\.js$/.test(p))
 

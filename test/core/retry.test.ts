@@ -1,5 +1,5 @@
 import t from 'tap'
-import { BootAgentError, HttpError } from '../../agent/errors.js'
+import { BootAgentError, HttpError } from '../../agent/core/errors.js'
 import { backoffMs, DEFAULT_RETRY_POLICY as P, isRetryable, parseRetryAfter, retrying, retryDelayMs } from '../../agent/core/retry.js'
 
 const sysErr = (code: string) => Object.assign(new Error(code), { code })

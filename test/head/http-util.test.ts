@@ -1,5 +1,5 @@
 import t from 'tap'
-import { BootAgentError } from '../../agent/errors.js'
+import { BootAgentError } from '../../agent/core/errors.js'
 import { HTTP_PROBLEM_CODES, HttpProblem, isHttpProblemCode, parseJsonBody } from '../../agent/head/http-util.js'
 
 t.test('an HttpProblem is a BootAgentError with a stable code, a status, its details as context, and headers', async (t) => {

@@ -10,7 +10,7 @@ import { type IngestDeps, ingestEvents, type StoredEvent } from '../../agent/hea
 import { parseNodesConfig } from '../../agent/head/nodes-config.js'
 import { RateLimiter } from '../../agent/head/rate-limit.js'
 import { DEFAULT_EVENT_LIMITS } from '../../agent/head/validate-events.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 
 const CONFIG = parseNodesConfig({ schema: 1, defaults: { image: 'CPE-base' }, nodes: { n1: {} } })
 

@@ -2,7 +2,7 @@ import t from 'tap'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { loadNodesFile, NodesSource } from '../../agent/head/nodes-file.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 
 t.test('a nodes file that cannot be read, is not JSON or is not a nodes file is a ConfigError naming --nodes and the file', async (t) => {
   const dir = t.testdir()

@@ -3,7 +3,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { command as publish } from '../../agent/cli/publish.js'
 import { generateKeyPair, parseManifest, verifyManifestSignature } from '../../agent/manifest/index.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { ImageStore } from '../../agent/head/store.js'
 import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
-import { IntegrityError, messageOf } from '../../agent/errors.js'
+import { IntegrityError, messageOf } from '../../agent/core/errors.js'
 import { type AgentEvent, makeEvent } from '../../agent/protocol/event.js'
 import { fetchImage, fetchManifest } from '../../agent/transport/fetch-image.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../../agent/core/retry.js'

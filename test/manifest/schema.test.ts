@@ -1,5 +1,5 @@
 import t from 'tap'
-import { IntegrityError, ManifestError, SignatureError, SizeError } from '../../agent/errors.js'
+import { IntegrityError, ManifestError, SignatureError, SizeError } from '../../agent/core/errors.js'
 import { parseManifest, MAX_CHUNKS } from '../../agent/manifest/schema.js'
 import { serializeManifest, type WireManifest } from '../../agent/manifest/serialize.js'
 import { generateKeyPair, signManifest } from '../../agent/manifest/sign.js'

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { createPublicKey, generateKeyPairSync } from 'node:crypto'
-import { SignatureError } from '../../agent/errors.js'
+import { SignatureError } from '../../agent/core/errors.js'
 import { parseManifest } from '../../agent/manifest/schema.js'
 import { canonicalBytes, serializeManifest } from '../../agent/manifest/serialize.js'
 import { generateKeyPair, keyIdOf, signManifest, verifyManifestSignature } from '../../agent/manifest/sign.js'

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { xxh64Segments } from '../../agent/hash/segments.js'
 import { PartialObject } from '../../agent/cache/partial.js'
 import { Cache } from '../../agent/cache/store.js'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { DigestFeed, FEED_BUFFER_BYTES } from '../../agent/transport/digest-feed.js'
 import { manifestFor, seededBytes, sha256Hex } from '../helpers/image.js'
 

@@ -8,7 +8,7 @@
 import t, { type Test } from 'tap'
 import { createServer, type Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
-import { BootAgentError, HttpError } from '../../agent/errors.js'
+import { BootAgentError, HttpError } from '../../agent/core/errors.js'
 import { closeIdleConnections, directGet, MAX_HEAD_BYTES, type DirectBody } from '../../agent/transport/direct-http.js'
 
 type Handler = (req: string, sock: Socket, n: number) => void

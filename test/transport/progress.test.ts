@@ -1,5 +1,5 @@
 import t from 'tap'
-import { silentLogger } from '../../agent/log.js'
+import { silentLogger } from '../../agent/core/log.js'
 import { Progress, type ProgressInfo } from '../../agent/transport/progress.js'
 
 t.test('progress is reported every interval or each 10 %, with rate and ETA', async (t) => {
