@@ -10,7 +10,9 @@
  *
  * The agent is the bundled CLI (dist/boot-agent.mjs), start-up included, in
  * the environment a node starts it with (bench/lib.ts agentEnv).
- * usage: npm run bench -- pipeline [--size-mib N] [--runs N]
+ * usage: npm run bench -- pipeline [--size-mib N] [--runs N] [--agent PATH]
+ *   --agent PATH: the bundle to measure (default dist/boot-agent.mjs), e.g. a build of an
+ *   older commit, to compare its ratios with the current code's run after run.
  */
 import { mkdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,12 +22,12 @@ import { startNginx } from '../test/helpers/nginx.js'
 import { objectPath } from '../agent/cache/layout.js'
 
 const { values } = parseArgs({
-  options: { 'size-mib': { type: 'string', default: '2048' }, runs: { type: 'string', default: '3' } },
+  options: { 'size-mib': { type: 'string', default: '2048' }, runs: { type: 'string', default: '3' }, agent: { type: 'string', default: 'dist/boot-agent.mjs' } },
   allowPositionals: true,
 })
 const sizeBytes = Number(values['size-mib']) * 1024 * 1024
 const runs = Number(values.runs)
-const AGENT = ['dist/boot-agent.mjs']
+const AGENT = [values.agent as string]
 
 const agent = (args: string[], rss = false) => timeCommand(process.execPath, [...AGENT, ...args], { rss, env: agentEnv() })
 
@@ -93,7 +95,7 @@ await withTempDir('ba-bench-pipeline-', async (dir) => {
     const caNote = await caStartupNote()
     process.stdout.write(
       [
-        `pipeline benchmark: ${size} bytes, median of ${runs} alternating runs, ${new Date().toISOString()}`,
+        `pipeline benchmark: ${size} bytes, median of ${runs} alternating runs, ${new Date().toISOString()}, agent ${AGENT[0]}`,
         '',
         '| what | boot-agent | baseline | ratio (baseline time / agent time) | goal |',
         '|---|---|---|---|---|',
