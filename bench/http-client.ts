@@ -25,12 +25,12 @@
  * usage: npm run bench -- http-client [--size-mib N] [--runs N]
  */
 import { spawn } from 'node:child_process'
-import { mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { build, type Plugin } from 'esbuild'
-import { agentEnv, gbps, makeRandomFile, median, timeCommand, withTempDir } from './lib.js'
+import { agentEnv, gbps, makeServedImage, median, timeCommand, withTempDir } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { bundleOptions, pinoOptions } from '../scripts/bundle-lib.mjs'
 
@@ -146,11 +146,7 @@ if (values.receive) {
   const sizeBytes = Number(values['size-mib']) * 1024 * 1024
   const runs = Number(values.runs)
   await withTempDir('ba-bench-http-client-', async (dir) => {
-    const www = join(dir, 'www')
-    await mkdir(www)
-    const image = join(www, 'image.squashfs')
-    process.stderr.write(`making ${sizeBytes} bytes of random data…\n`)
-    await makeRandomFile(image, sizeBytes)
+    const { www, image } = await makeServedImage(dir, sizeBytes)
     const request = await bundleWith(CLIENTS['undici request'], join(dir, 'dist-undici-request'))
     const dispatch = await bundleWith(CLIENTS['undici dispatch'], join(dir, 'dist-undici-dispatch'))
     const ng = await startNginx(www)

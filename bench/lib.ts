@@ -6,7 +6,7 @@
  * absolute figures on this shared machine are noisy, ratios are what we keep.
  */
 import { spawn } from 'node:child_process'
-import { mkdtemp, open, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -117,6 +117,16 @@ export const makeRandomFile = async (path: string, bytes: number): Promise<void>
   } finally {
     await fh.close()
   }
+}
+
+/** A web root `DIR/www` holding `image.squashfs`: `bytes` of random data, for nginx to serve. */
+export const makeServedImage = async (dir: string, bytes: number): Promise<{ www: string; image: string }> => {
+  const www = join(dir, 'www')
+  await mkdir(www)
+  const image = join(www, 'image.squashfs')
+  process.stderr.write(`making ${bytes} bytes of random data…\n`)
+  await makeRandomFile(image, bytes)
+  return { www, image }
 }
 
 export const gbps = (bytes: number, seconds: number): string => (bytes / seconds / 1e9).toFixed(2)

@@ -14,10 +14,10 @@
  *   --agent PATH: the bundle to measure (default dist/boot-agent.mjs), e.g. a build of an
  *   older commit, to compare its ratios with the current code's run after run.
  */
-import { mkdir, readFile, rm, stat } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { agentEnv, caStartupNote, compare, gbps, makeRandomFile, timeCommand, withTempDir } from './lib.js'
+import { agentEnv, caStartupNote, compare, gbps, makeServedImage, timeCommand, withTempDir } from './lib.js'
 import { startNginx } from '../test/helpers/nginx.js'
 import { objectPath } from '../agent/cache/layout.js'
 
@@ -32,11 +32,7 @@ const AGENT = [values.agent as string]
 const agent = (args: string[], rss = false) => timeCommand(process.execPath, [...AGENT, ...args], { rss, env: agentEnv() })
 
 await withTempDir('ba-bench-pipeline-', async (dir) => {
-  const www = join(dir, 'www')
-  await mkdir(www)
-  const image = join(www, 'image.squashfs')
-  process.stderr.write(`making ${sizeBytes} bytes of random data…\n`)
-  await makeRandomFile(image, sizeBytes)
+  const { www, image } = await makeServedImage(dir, sizeBytes)
   const ng = await startNginx(www)
   try {
     const manifestPath = join(www, 'image.manifest.json')
