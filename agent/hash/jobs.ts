@@ -83,6 +83,16 @@ export function hashJob(
   }
 }
 
+/** A thread's own xxhash-wasm instance: its one state at 0 and its read buffer, both in its wasm memory. */
+export interface XxhThread {
+  xx: XxhRaw
+  /** The read buffer, at `bufOffset` in xx.mem. */
+  view: Uint8Array
+  bufOffset: number
+  /** The state, at 0 in xx.mem. */
+  state: Uint8Array
+}
+
 /**
  * Bytes per read while hashing segments. Two threads hashing 2 GiB from the
  * page cache here, fastest of 7 runs in each of three rounds: 1 MiB reads
@@ -93,16 +103,6 @@ export function hashJob(
 export const SEGMENT_READ_BYTES = 1024 * 1024
 /** Where each thread's read buffer starts in its wasm memory: page-aligned (4K aliasing, see core/io-buffer.ts), past the state at 0. */
 export const WASM_BUF_OFFSET = 4096
-
-/** A thread's own xxhash-wasm instance: its one state at 0 and its read buffer, both in its wasm memory. */
-export interface XxhThread {
-  xx: XxhRaw
-  /** The read buffer, at `bufOffset` in xx.mem. */
-  view: Uint8Array
-  bufOffset: number
-  /** The state, at 0 in xx.mem. */
-  state: Uint8Array
-}
 
 /**
  * Instantiates xxhash-wasm's compiled module (hash/xxh xxhWasmModule) on this
