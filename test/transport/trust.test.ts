@@ -45,7 +45,7 @@ t.test('plain http gets the shared keep-alive http agent; https the https agent'
   const a = agentFor(new URL('http://h/x'))
   t.ok(a instanceof http.Agent && !(a instanceof https.Agent))
   t.equal(agentFor(new URL('http://other/y')), a, 'one agent for every http request (connections reused)')
-  t.equal(a.options.keepAlive, true)
+  t.equal((a as http.Agent & { options: http.AgentOptions }).options.keepAlive, true)
 })
 
 t.test('one https agent per CA file, made once; the site CA is added to Node\'s roots, not put in their place', gate('openssl'), async (t) => {
