@@ -14,7 +14,7 @@ import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
-import { isErrno } from '../core/errors.js'
+import { BootAgentError, isErrno } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
 import { isSafeName } from './names.js'
 import { fsyncPath as fsyncDir } from '../core/durable.js'
@@ -104,7 +104,7 @@ export class EventLog {
    * they are on disk. Events must already be validated and belong to `node`.
    */
   append(node: string, events: readonly AgentEvent[]): Promise<AppendResult> {
-    if (this.closed) return Promise.reject(new Error('event log is closed'))
+    if (this.closed) return Promise.reject(new BootAgentError('ESTORE', 'event log is closed'))
     const prev = this.queues.get(node) ?? Promise.resolve()
     const next = prev.then(() => this.appendNow(node, events))
     const settled = next.catch(() => undefined)

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
-import { ConfigError } from '../core/errors.js'
+import { BootAgentError, ConfigError } from '../core/errors.js'
 import { Chunker, DEFAULT_CHUNKING, assertChunkingParams } from './cdc.js'
 import { hashFile, hashRanges } from '../hash/ranges.js'
 import { parseManifest } from './schema.js'
@@ -47,7 +47,7 @@ const SMALL_IMAGE_BYTES = 8 * 1024 * 1024
 const DEFAULT_READ_BYTES = 4 * 1024 * 1024
 const SQUASHFS_MAGIC = Buffer.from('hsqs', 'latin1')
 
-const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new Error('aborted')
+const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new BootAgentError('EABORT', 'aborted')
 
 /**
  * Reads the whole file once with two alternating buffers (the next read is in
