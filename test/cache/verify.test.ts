@@ -80,7 +80,7 @@ t.test('a missing object, a foreign thing and missing metadata are verdicts, not
   const v = await cache.verify(m.sha256)
   t.equal(v.ok, false)
   t.match(v.reason, /metadata missing or malformed; no chunk list/)
-  const withChunks = await cache.verify(m.sha256, { chunks: m.chunks })
+  const withChunks = await cache.verify(m.sha256, { published: { size: m.size, chunks: m.chunks } })
   t.match(withChunks, { ok: false, badChunks: [], reason: /metadata missing or malformed/ }, 'the manifest\'s chunks say the bytes are good, the verdict stays not ok')
   t.same(await snapshot(cache.dir), before, 'nothing written')
 })
