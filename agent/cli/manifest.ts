@@ -148,7 +148,7 @@ export const command: Command = {
       ctx.out(
         values.json
           ? JSON.stringify(s)
-          : `${values.check}: valid manifest of ${m.name} (${m.size} bytes, sha256 ${m.sha256}, ${m.chunks.length} chunks)${publicKey ? `, signature verified (key ${keyIdOf(publicKey)})` : m.signature ? ', signed (not verified: no --pubkey)' : ', unsigned'}`,
+          : `${values.check}: valid manifest of ${m.name} (${m.size} bytes, sha256 ${m.sha256}, ${m.chunks.length} chunks, ${m.xxh64Segments ? `${m.xxh64Segments.length} xxh64 segment(s)` : 'no xxh64Segments: nodes check a cache hit by every chunk\'s sha256'})${publicKey ? `, signature verified (key ${keyIdOf(publicKey)})` : m.signature ? ', signed (not verified: no --pubkey)' : ', unsigned'}`,
       )
       return 0
     }
