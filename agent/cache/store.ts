@@ -199,15 +199,12 @@ export class Cache {
   }
 
   /**
-   * Re-verifies one object (verify.ts): a verdict, nothing written.
-   * `published` (the manifest being fetched: size, chunks, segment xxh64s)
-   * is then the only reference; without it the metadata is (corruption, not
-   * tampering). `meta` is this object's metadata as read by {@link list} or
-   * {@link readMeta} a moment ago, so that a caller walking the cache does not
-   * read and validate a large file twice. `digest` is the fast digest of this
-   * object (xxh64Segments of its path) that the caller started earlier, e.g.
-   * while the metadata was being read; it is only used in fast mode. A
-   * caller that keeps the metadata right records the verdict ({@link recordVerdict}).
+   * Re-verifies one object (verify.ts): a verdict, nothing written. With
+   * `published` (the manifest's digests) that is the only reference, else the
+   * metadata (corruption, not tampering). `meta`: this object's metadata as
+   * {@link list} or {@link readMeta} just read it (not read twice). `digest`:
+   * its fast digest, started earlier by the caller (fast mode only). A caller
+   * that keeps the metadata right records the verdict ({@link recordVerdict}).
    */
   verify(sha: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
     return verifyObject(this, sha, opts)
