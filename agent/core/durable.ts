@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto'
 import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
+import { isErrno, messageOf } from './errors.js'
 
 /** Mode of files written durably unless told otherwise: the agent's state is root's alone. */
 export const DURABLE_FILE_MODE = 0o600
@@ -144,12 +145,13 @@ export interface AppendResult {
 export const appendDurable = async (path: string, data: string | Uint8Array, opts: AppendOptions = {}): Promise<AppendResult> => {
   let created = true
   let fh: FileHandle
+  // `+`: readable too, the torn-line check reads the file's tail; `x` first, to know whether the directory needs a sync.
   try {
-    fh = await open(path, 'ax', opts.mode ?? DURABLE_FILE_MODE)
+    fh = await open(path, 'ax+', opts.mode ?? DURABLE_FILE_MODE)
   } catch (e) {
-    if ((e as { code?: unknown }).code !== 'EEXIST') throw e
+    if (!isErrno(e, 'EEXIST')) throw e
     created = false
-    fh = await open(path, 'a')
+    fh = await open(path, 'a+')
   }
   let start = -1
   try {
@@ -174,7 +176,7 @@ export const appendDurable = async (path: string, data: string | Uint8Array, opt
       await fh.datasync()
     } catch (cutError) {
       const code = (e as { code?: unknown }).code
-      throw Object.assign(new Error(`${e instanceof Error ? e.message : String(e)}; and cutting ${path} back to ${start} bytes failed: ${cutError instanceof Error ? cutError.message : String(cutError)}`, { cause: e }), typeof code === 'string' ? { code } : {})
+      throw Object.assign(new Error(`${messageOf(e)}; and cutting ${path} back to ${start} bytes failed: ${messageOf(cutError)}`, { cause: e }), typeof code === 'string' ? { code } : {})
     }
     throw e
   } finally {

@@ -5,8 +5,7 @@
  * every acknowledged event survives a restart of the head.
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, open, readFile, rm, stat, truncate } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { HttpError, isErrno } from '../../agent/core/errors.js'
@@ -17,9 +16,9 @@ import { makeEvent, type AgentEvent } from '../../agent/protocol/event.js'
 import { Sender } from '../../agent/events/sender.js'
 import { Spool } from '../../agent/events/spool.js'
 import { gate } from '../helpers/capability.js'
+import { PAGE_BYTES, tinyFs } from '../helpers/tiny-fs.js'
 
 const FS_BYTES = 256 * 1024
-const PAGE = 4096
 
 const config: NodesConfig = { schema: 1, defaults: {}, architectures: {}, groups: {}, nodes: { n1: {} }, images: {} }
 
@@ -27,42 +26,21 @@ const config: NodesConfig = { schema: 1, defaults: {}, architectures: {}, groups
 const bigEvent = (bytes: number): AgentEvent =>
   makeEvent('boot', 'n1', { record: { result: 'ok', fallbacks: Array.from({ length: Math.ceil(bytes / 4000) }, (_, i) => ({ kind: `k${i}`, reason: 'x'.repeat(4000) })) } })
 
-/** Fills the file system holding `file` to the last byte, then frees `leave` bytes (whole pages). */
-const fill = async (file: string, leave: number): Promise<void> => {
-  const fh = await open(file, 'w')
-  const block = Buffer.alloc(PAGE, 0x61)
-  try {
-    for (;;) {
-      const { bytesWritten } = await fh.write(block)
-      if (bytesWritten < block.length) break
-    }
-  } catch (e) {
-    if (!isErrno(e, 'ENOSPC')) throw e
-  } finally {
-    await fh.close()
-  }
-  const { size } = await stat(file)
-  await truncate(file, Math.max(0, size - leave))
-}
-
 const lines = async (path: string): Promise<string> => readFile(path, 'utf8').catch((e: unknown) => (isErrno(e, 'ENOENT') ? '' : Promise.reject(e)))
 
 t.test('a full events file system: nothing torn, nothing acknowledged that is not stored, nothing lost', gate('root'), async (t) => {
-  // Not t.testdir(): tap removes that before this test's teardown could unmount.
   const dir = await mkdtemp(join(tmpdir(), 'ba-full-events-'))
-  const eventsDir = join(dir, 'events')
-  await mkdir(eventsDir)
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${FS_BYTES},mode=0750`, 'tmpfs', eventsDir])
   let head: Head | undefined
+  // Teardowns run last first: the head stops before its file system is unmounted.
+  const fs = await tinyFs(t, FS_BYTES, 'events')
   t.teardown(async () => {
     await head?.close({ abort: true })
-    execFileSync('umount', [eventsDir])
     await rm(dir, { recursive: true, force: true })
   })
+  const eventsDir = fs.dir
   const start = async (): Promise<Head> => startHead({ store: join(dir, 'store'), nodes: config, eventsDir })
   head = await start()
   const logFile = join(eventsDir, 'n1.jsonl')
-  const filler = join(eventsDir, 'filler')
 
   // The node's side: a real spool and the real sender.
   const spool = new Spool(join(dir, 'spool'))
@@ -70,7 +48,7 @@ t.test('a full events file system: nothing torn, nothing acknowledged that is no
   await spool.append(big)
   const sender = (s: Spool): Sender => new Sender({ server: head!.url, node: 'n1', spools: [s] })
 
-  await fill(filler, 2 * PAGE)
+  await fs.fill(2 * PAGE_BYTES)
   const refused = await sender(spool).flushOnce().then(
     () => undefined,
     (e: unknown) => e,
@@ -83,7 +61,7 @@ t.test('a full events file system: nothing torn, nothing acknowledged that is no
   t.notOk(afterRefusal.includes(big.id), 'no part of the refused event is stored')
 
   // A little room: a small event is acknowledged, on a clean line of its own.
-  await truncate(filler, Math.max(0, (await stat(filler)).size - 2 * PAGE))
+  await fs.free(2 * PAGE_BYTES)
   const smallSpool = new Spool(join(dir, 'spool-small'))
   const small = makeEvent('status', 'n1', {})
   await smallSpool.append(small)
@@ -91,7 +69,7 @@ t.test('a full events file system: nothing torn, nothing acknowledged that is no
   t.equal(await lines(logFile), JSON.stringify(small) + '\n', 'stored alone on a clean line')
 
   // Room again: the big event is delivered, exactly once.
-  await rm(filler)
+  await fs.free()
   t.match(await sender(spool).flushOnce(), { sent: 1, duplicates: 0 })
   t.equal((await spool.files()).length, 0, 'delivered, so unspooled')
   t.match(await sender(spool).flushOnce(), { sent: 0 }, 'nothing left to send')

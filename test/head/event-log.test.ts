@@ -47,3 +47,32 @@ t.test('a line torn by a crash (never acknowledged) is cut at start, the rest ke
   await again.append('n1', [b])
   t.equal((await readFile(join(dir, 'n1.jsonl'), 'utf8')).split('\n').filter(Boolean).length, 2, 'appends continue on a clean line')
 })
+
+t.test('bytes past the last acknowledged batch (a failed append that could not be cut) are cut before the next append', async (t) => {
+  const dir = t.testdir()
+  const log = new EventLog(dir)
+  await log.open()
+  const a = makeEvent('status', 'n1', {})
+  await log.append('n1', [a])
+  // What a failed append whose cut-back also failed leaves: part of a line, no newline.
+  await appendFile(join(dir, 'n1.jsonl'), JSON.stringify(makeEvent('status', 'n1', {})).slice(0, 50))
+  const b = makeEvent('status', 'n1', {})
+  t.match(await log.append('n1', [b]), { accepted: [b] })
+  t.equal(await readFile(join(dir, 'n1.jsonl'), 'utf8'), JSON.stringify(a) + '\n' + JSON.stringify(b) + '\n', 'the acknowledged event is on a line of its own')
+  await log.close()
+  const again = new EventLog(dir)
+  t.match(await again.open(), { events: 2, tornBytes: 0 })
+})
+
+t.test('an event glued behind a torn prefix (a store written by an older head) is recovered at open, not skipped', async (t) => {
+  const dir = t.testdir()
+  const a = makeEvent('status', 'n1', {})
+  const torn = JSON.stringify(makeEvent('boot', 'n1', { record: { result: 'ok', fallbacks: [{ kind: 'k', reason: 'r' }] } })).slice(0, 90)
+  const b = makeEvent('status', 'n1', {})
+  await appendFile(join(dir, 'n1.jsonl'), JSON.stringify(a) + '\n' + torn + JSON.stringify(b) + '\n' + '{"not an event"}\n')
+  const log = new EventLog(dir)
+  const ids: string[] = []
+  t.match(await log.open({ onReplay: (e) => ids.push(e.id) }), { events: 2 })
+  t.same(ids, [a.id, b.id], 'the glued event is replayed; a line with no event in it is still skipped')
+  t.ok(log.has('n1', b.id))
+})
