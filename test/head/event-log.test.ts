@@ -1,7 +1,7 @@
 import t from 'tap'
 import { appendFile, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { makeEvent } from '../../agent/protocol/event.js'
+import { type AgentEvent, makeEvent } from '../../agent/protocol/event.js'
 import { EventLog } from '../../agent/head/event-log.js'
 
 t.test('events are stored once per id, across batches and restarts', async (t) => {
@@ -31,12 +31,18 @@ t.test('concurrent batches for one node with the same events store each once', a
   t.equal(log.count('n1'), 20)
 })
 
-t.test('a line torn by a crash (never acknowledged) is cut at start, the rest kept', async (t) => {
-  const dir = t.testdir()
+/** An open event log in `dir` with one event of n1 stored (returned as `a`). */
+const logWithOne = async (dir: string): Promise<{ log: EventLog; a: AgentEvent }> => {
   const log = new EventLog(dir)
   await log.open()
   const a = makeEvent('status', 'n1', {})
   await log.append('n1', [a])
+  return { log, a }
+}
+
+t.test('a line torn by a crash (never acknowledged) is cut at start, the rest kept', async (t) => {
+  const dir = t.testdir()
+  const { log, a } = await logWithOne(dir)
   await log.close()
   const torn = JSON.stringify(makeEvent('status', 'n1', {}))
   await appendFile(join(dir, 'n1.jsonl'), torn.slice(0, 40))
@@ -50,10 +56,7 @@ t.test('a line torn by a crash (never acknowledged) is cut at start, the rest ke
 
 t.test('bytes past the last acknowledged batch (a failed append that could not be cut) are cut before the next append', async (t) => {
   const dir = t.testdir()
-  const log = new EventLog(dir)
-  await log.open()
-  const a = makeEvent('status', 'n1', {})
-  await log.append('n1', [a])
+  const { log, a } = await logWithOne(dir)
   // What a failed append whose cut-back also failed leaves: part of a line, no newline.
   await appendFile(join(dir, 'n1.jsonl'), JSON.stringify(makeEvent('status', 'n1', {})).slice(0, 50))
   const b = makeEvent('status', 'n1', {})
