@@ -18,7 +18,7 @@
 import { randomBytes } from 'node:crypto'
 import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
-import { isErrno, messageOf } from './errors.js'
+import { BootAgentError, foreignCode, isErrno, messageOf } from './errors.js'
 
 /** Mode of files written durably unless told otherwise: the agent's state is root's alone. */
 export const DURABLE_FILE_MODE = 0o600
@@ -84,8 +84,8 @@ export const writeAll = async (fh: FileHandle, data: string | Uint8Array, positi
   let off = 0
   while (off < buf.length) {
     const { bytesWritten } = await fh.write(buf, off, buf.length - off, position === undefined ? null : position + off)
-    // Shaped like Node's system errors, so callers test its code as they do for ENOSPC.
-    if (bytesWritten <= 0) throw Object.assign(new Error(`EIO: write made no progress after ${off} of ${buf.length} bytes`), { code: 'EIO', syscall: 'write' })
+    // Node's errno code, so callers test it as they do ENOSPC.
+    if (bytesWritten <= 0) throw new BootAgentError(foreignCode('EIO'), `EIO: write made no progress after ${off} of ${buf.length} bytes`)
     off += bytesWritten
   }
   return off
@@ -175,8 +175,9 @@ export const appendDurable = async (path: string, data: string | Uint8Array, opt
       await fh.truncate(start)
       await fh.datasync()
     } catch (cutError) {
+      // The first failure's errno code is kept (a caller tests ENOSPC the same either way).
       const code = (e as { code?: unknown }).code
-      throw Object.assign(new Error(`${messageOf(e)}; and cutting ${path} back to ${start} bytes failed: ${messageOf(cutError)}`, { cause: e }), typeof code === 'string' ? { code } : {})
+      throw new BootAgentError(foreignCode(typeof code === 'string' ? code : 'EIO'), `${messageOf(e)}; and cutting ${path} back to ${start} bytes failed: ${messageOf(cutError)}`, { path, start }, { cause: e })
     }
     throw e
   } finally {
