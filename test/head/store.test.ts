@@ -9,6 +9,8 @@ import { buildManifest } from '../../agent/manifest/index.js'
 import { serializeManifest } from '../../agent/manifest/serialize.js'
 import { imageBytes, sha256 } from '../helpers/head-fixtures.js'
 import { waitFor } from '../helpers/wait.js'
+import { gate } from '../helpers/capability.js'
+import { PAGE_BYTES, tinyFs } from '../helpers/tiny-fs.js'
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false)
 
@@ -226,4 +228,45 @@ t.test('concurrent moves of one name through separate store objects never interl
   t.equal(history[0]?.previous, undefined)
   history.slice(1).forEach((h, i) => t.equal(h.previous, history[i]?.sha256))
   t.same(await store.current('busy'), history.at(-1))
+})
+
+// On a real, tiny file system (issue #22, kin of finding 1): a name's history is
+// appended whole or not at all, so a move that failed for want of space leaves
+// no torn line for the next one to be glued onto; an image that does not fit
+// is not stored under its digest.
+const digest = (c: string): string => c.repeat(64)
+
+t.test('a name move that runs out of space leaves the history whole; the next move is kept', gate('root'), async (t) => {
+  const fs = await tinyFs(t, 64 * 1024, 'store')
+  const store = new ImageStore(fs.dir)
+  await store.init()
+  await store.moveName('img', { sha256: digest('a'), size: 1, arch: 'x86_64' })
+  // Pad the history (blank lines are skipped) to just under a page: the next entry needs a page more than is left.
+  const history = join(fs.dir, 'names', 'img', 'history.jsonl')
+  const text = await readFile(history, 'utf8')
+  await writeFile(history, text + '\n'.repeat(PAGE_BYTES - 100 - text.length))
+  await fs.fill(PAGE_BYTES) // room for the name's lock file, not for the history's next page
+  await t.rejects(store.moveName('img', { sha256: digest('b'), size: 1, arch: 'x86_64' }), { code: 'ENOSPC' })
+  t.ok((await readFile(history, 'utf8')).endsWith('\n'), 'no torn line left in the history')
+  t.same((await store.history('img')).map((h) => h.sha256), [digest('a')])
+  await fs.free()
+  await store.moveName('img', { sha256: digest('c'), size: 1, arch: 'x86_64' })
+  t.same((await store.history('img')).map((h) => h.sha256), [digest('a'), digest('c')], 'the next move is in the history')
+  t.equal((await store.current('img'))?.sha256, digest('c'), 'and is current')
+})
+
+t.test('an image that does not fit is not stored under its digest, not even in part', gate('root'), async (t) => {
+  const fs = await tinyFs(t, 256 * 1024, 'store')
+  const store = new ImageStore(fs.dir)
+  await store.init()
+  const bytes = imageBytes(40 * 1024, 7)
+  const src = join(t.testdir(), 'image.img')
+  await writeFile(src, bytes)
+  await fs.fill(3 * PAGE_BYTES)
+  await t.rejects(store.storeObject(src, { arch: 'x86_64' }), { code: 'ENOSPC' })
+  t.same(await readdir(join(fs.dir, 'objects')), [], 'no object under any digest')
+  t.same(await readdir(join(fs.dir, 'tmp')), [], 'no temp file left')
+  await fs.free()
+  t.match(await store.storeObject(src, { arch: 'x86_64' }), { sha256: sha256(bytes), size: bytes.length, created: true })
+  t.same(await readFile(store.objectPath(sha256(bytes))), bytes)
 })
