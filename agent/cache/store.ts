@@ -49,12 +49,8 @@ export interface CacheOptions {
   /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(), at most 8. */
   verifyThreads?: number
   /**
-   * Open an existing cache as it is, for commands that read or prune one
-   * (`verify`, `cache ls`, `cache gc`, the daemon's self-check): nothing is
-   * created and no mode is changed. A missing directory, or one that is not
-   * a cache and holds other files, is ENOCACHE (a mistyped path must not
-   * pass as an empty cache that verified); an empty directory is an empty
-   * cache. Default false: a writer ({@link Cache.open}'s rule).
+   * A reader (`verify`, `cache ls`/`gc`, the self-check): opened as it is, nothing created, no
+   * mode changed; ENOCACHE unless `dir` is a cache or empty (cache-dir.ts). Default: a writer.
    */
   mustExist?: boolean
 }
@@ -103,20 +99,15 @@ export class Cache {
   }
 
   /**
-   * Opens a cache on `dir`, root-only. A writer (the default) creates a new
-   * directory, or makes an existing one a cache when it is one already
-   * (objects/ in it) or is empty and of its own; it never takes over a
-   * directory that holds other files or is shared (world-writable or
-   * sticky, like /tmp): making that a cache would chmod it 0700 under every
-   * other user (ECACHE, naming it). `mustExist`: only opens, see
-   * {@link CacheOptions.mustExist}.
+   * Opens a cache on `dir`, root-only. A writer creates a new directory or
+   * makes an empty one of its own a cache, never one holding other files or
+   * shared like /tmp (ECACHE: the rule in cache-dir.ts). `mustExist`: a reader.
    */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
     const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
-    // An existing cache (every boot after the first) is checked with four lstat
-    // calls on this thread: 12 round-trips through libuv's pool (mkdir, lstat,
-    // chmod each) cost 20–50 ms of a `verify` here while workers start, and a
-    // chmod of a directory already 0700 is an inode write for nothing.
+    // An existing cache (every boot after the first): four lstat calls on this thread, not 12
+    // round-trips through libuv's pool (mkdir, lstat, chmod each: 20–50 ms of a `verify` here
+    // while workers start), and no inode write to chmod 0700 what is 0700 already.
     if (dirs.every(isPrivateDir)) return new Cache(dir, opts)
     const refusal = refuseToOpen(dir, await inspectCacheDir(dir), opts.mustExist === true)
     if (refusal) throw refusal
