@@ -98,11 +98,7 @@ export class Cache {
     this.verifyThreads = opts.verifyThreads
   }
 
-  /**
-   * Opens a cache on `dir`, root-only. A writer creates a new directory or
-   * makes an empty one of its own a cache, never one holding other files or
-   * shared like /tmp (ECACHE: the rule in cache-dir.ts). `mustExist`: a reader.
-   */
+  /** Opens a cache on `dir`, root-only; a writer never takes over a directory with other files or a shared one (cache-dir.ts). */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
     const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
     // An existing cache (every boot after the first): four lstat calls on this thread, not 12
