@@ -10,7 +10,7 @@
  * other 4xx answers are final.
  */
 import { readFile } from 'node:fs/promises'
-import { BootAgentError, ConfigError, HttpError, isErrno, messageOf } from '../core/errors.js'
+import { BootAgentError, ConfigError, HttpError, foreignCode, isErrno, messageOf } from '../core/errors.js'
 import type { Sleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from '../core/retry.js'
 import type { Logger } from '../core/log.js'
@@ -177,7 +177,7 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
     if (e instanceof HttpError || opts.signal?.aborted) return e
     // A certificate nobody trusted does not get better with retries (SPEC §6): a TLS code is final.
     const tls = tlsFailureCode(e)
-    if (tls) return new BootAgentError(tls, `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
+    if (tls) return new BootAgentError(foreignCode(tls), `cannot fetch ${failedRequestMessage(url, e)}`, { url }, { cause: e })
     // Our own deadline: as the downloader's, a request that got no answer in time (EIDLE, retried).
     if (e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError')) {
       const idle = new BootAgentError('EIDLE', `no answer from ${url} within ${opts.timeoutMs} ms`, { url }, { cause: e })

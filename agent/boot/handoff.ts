@@ -44,7 +44,8 @@ export interface BootRecord {
   requestedStyle: BootStyle | null
   fallbacks: Fallback[]
   image: { name: string; sha256: string; size: number } | null
-  cache: { spec: string | null; device?: string; mountpoint?: string; hit: boolean; objectPath?: string; inRam: boolean }
+  /** `verifiedBy`: what the image's bytes were checked against (FetchedImage.verifiedBy). */
+  cache: { spec: string | null; device?: string; mountpoint?: string; hit: boolean; verifiedBy?: string; objectPath?: string; inRam: boolean }
   root: { spec: string | null; device?: string; sysroot?: string; init?: string }
   bytesFetched: number
   timings: Record<string, number>

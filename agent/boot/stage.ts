@@ -29,6 +29,11 @@ export interface FetchedImage {
   sha256: string
   size: number
   hit: boolean
+  /**
+   * What the bytes were checked against (docs/cache.md): `manifest-xxh64`,
+   * `manifest-sha256` (a hit), `download` (fetched, every chunk against the manifest).
+   */
+  verifiedBy?: string
   bytesDownloaded: number
   chunksRepaired: number
   /**
@@ -154,6 +159,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         spec: intent?.cacheSpec?.text ?? null,
         ...(inv?.cache.state === 'mounted' ? { device: inv.cache.device, mountpoint: inv.cache.mountpoint } : {}),
         hit: fetched?.hit ?? false,
+        ...(fetched?.verifiedBy ? { verifiedBy: fetched.verifiedBy } : {}),
         ...(fetched?.path ? { objectPath: fetched.path } : {}),
         inRam: plan ? !cacheOnDisk : false,
       },

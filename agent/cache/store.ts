@@ -28,15 +28,15 @@ import { DIR_MODE, SHA256_HEX, lockPath, metaPath, objectPath, objectsRoot, part
 import { acquireLock, type Lock, type LockOptions } from '../core/lock.js'
 import { META_SCHEMA, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
 import { evictObjects, freeBytesAt, reserveSpace, type ReserveOptions } from './space.js'
-import { verifyObject, type FastDigest, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
+import { verifyObject, type FastDigest, type PublishedDigests, type VerifiedBy, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
 import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
 
-export type { FastDigest, VerifyMode, VerifyResult } from './verify.js'
+export type { FastDigest, PublishedDigests, VerifiedBy, VerifyMode, VerifyResult } from './verify.js'
 export type { CachedObject, CacheProblem } from './walk.js'
 export type { ReserveOptions } from './space.js'
 
 export type LookupResult =
-  | { status: 'hit'; path: string; meta: ObjectMeta }
+  | { status: 'hit'; path: string; meta: ObjectMeta; verifiedBy: VerifiedBy }
   | { status: 'miss' }
   | { status: 'corrupt'; path: string; reason: string; badChunks: number[]; chunks?: Chunk[] }
 
@@ -198,14 +198,12 @@ export class Cache {
   }
 
   /**
-   * Re-verifies one object (verify.ts): a verdict, nothing written. `chunks`
-   * (from the manifest being fetched) takes precedence over the metadata's
-   * list. `meta` is this object's metadata as read by {@link list} or
-   * {@link readMeta} a moment ago, so that a caller walking the cache does not
-   * read and validate a large file twice. `digest` is the fast digest of this
-   * object (xxh64Segments of its path) that the caller started earlier, e.g.
-   * while the metadata was being read; it is only used in fast mode. A
-   * caller that keeps the metadata right records the verdict ({@link recordVerdict}).
+   * Re-verifies one object (verify.ts): a verdict, nothing written. With
+   * `published` (the manifest's digests) that is the only reference, else the
+   * metadata (corruption, not tampering). `meta`: this object's metadata as
+   * {@link list} or {@link readMeta} just read it (not read twice). `digest`:
+   * its fast digest, started earlier by the caller (fast mode only). A caller
+   * that keeps the metadata right records the verdict ({@link recordVerdict}).
    */
   verify(sha: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
     return verifyObject(this, sha, opts)
@@ -241,7 +239,8 @@ export class Cache {
   }
 
   /**
-   * A verified object or why not. A hit updates lastUsedAt (and the names
+   * A verified object or why not, judged against `published` (the
+   * manifest's digests) when given. A hit updates lastUsedAt (and the names
    * and URLs seen); a corrupt object is recorded in its metadata
    * (corruptChunks) and left for the caller to repair. `digest`: the
    * object's fast digest, started earlier by the caller ({@link fastDigest}),
@@ -252,7 +251,7 @@ export class Cache {
    */
   async lookup(
     sha: string,
-    opts: { verify?: VerifyMode; chunks?: Chunk[]; signal?: AbortSignal; name?: string; url?: string; digest?: Promise<FastDigest>; touch?: boolean } = {},
+    opts: { verify?: VerifyMode; published?: PublishedDigests; signal?: AbortSignal; name?: string; url?: string; digest?: Promise<FastDigest>; touch?: boolean } = {},
   ): Promise<LookupResult> {
     assertSha(sha)
     const kind = await this.objectKind(sha)
@@ -261,7 +260,7 @@ export class Cache {
     if (kind === 'foreign') return { status: 'corrupt', path, reason: 'not a regular file', badChunks: [] }
     const v = await this.verify(sha, {
       mode: opts.verify ?? 'fast',
-      ...(opts.chunks ? { chunks: opts.chunks } : {}),
+      ...(opts.published ? { published: opts.published } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.digest ? { digest: opts.digest } : {}),
     })
@@ -271,9 +270,11 @@ export class Cache {
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
-    if (opts.touch === false && v.meta) return { status: 'hit', path, meta: v.meta }
+    if (v.reason) this.log.warn({ sha256: sha, reason: v.reason }, 'cache: object verified, with a remark')
+    const verifiedBy = v.verifiedBy ?? (opts.published ? 'manifest-sha256' : 'metadata-sha256')
+    if (opts.touch === false && v.meta) return { status: 'hit', path, meta: v.meta, verifiedBy }
     const meta = await this.touch(sha, { verified: true, ...(v.meta ? { meta: v.meta } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
-    return { status: 'hit', path, meta: meta! }
+    return { status: 'hit', path, meta: meta!, verifiedBy }
   }
 
   /**

@@ -6,6 +6,18 @@
  * sha256. What the verdict finds wrong in the metadata itself (a recorded
  * xxh64 that the bytes disprove) is for the caller to record
  * (Cache.recordVerdict): lookup does, `verify` and the daemon's self-check too.
+ *
+ * The reference. With `published` (what the head published: the manifest's
+ * size, chunk list and segment digests), every digest the bytes are compared
+ * with comes from it and the local metadata is only a record (lastUsedAt,
+ * names): a file on the cache partition is never the root of trust of a boot
+ * (docs/cache.md, "What a hit is checked against"). A manifest without
+ * segment digests (an older publisher) makes a fast check a strong one.
+ * Without `published` (`boot-agent verify` with no manifest, the daemon's
+ * background check) the metadata is the reference: that finds corruption,
+ * not tampering, and the verdict says so (`verifiedBy: 'metadata-…'`).
+ * (fs-verity, when it comes, is one more reference here: the kernel's
+ * measured digest compared with one the manifest carries.)
  */
 import { lstat } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
@@ -20,8 +32,24 @@ export interface FastDigest {
   size: number
 }
 
+/**
+ * What a verdict compared the bytes with: the manifest's segment xxh64s or
+ * chunk sha256s (the head's word), or the local metadata's (corruption only).
+ */
+export type VerifiedBy = 'manifest-xxh64' | 'manifest-sha256' | 'metadata-xxh64' | 'metadata-sha256'
+
+/** The reference digests the head published for an image (the manifest's fields). */
+export interface PublishedDigests {
+  size: number
+  chunks: Chunk[]
+  /** The manifest's `xxh64Segments`; absent in older manifests (then fast is done as strong). */
+  xxh64Segments?: readonly string[]
+}
+
 export interface VerifyResult {
   ok: boolean
+  /** What the bytes were compared with (set when a comparison was made). */
+  verifiedBy?: VerifiedBy
   /** Why it is not ok (size, xxh64, chunk digests, metadata). */
   reason?: string
   /** Chunks whose bytes do not match (empty when ok or unknown). */
@@ -43,8 +71,11 @@ export interface VerifyResult {
 
 export interface VerifyOptions {
   mode?: VerifyMode
-  /** The chunk list to judge by (the manifest being fetched); default the metadata's. */
-  chunks?: Chunk[]
+  /**
+   * The image's digests as published (the manifest being fetched): the only
+   * reference when given. Default the metadata's (corruption, not tampering).
+   */
+  published?: PublishedDigests
   signal?: AbortSignal
   /** This object's metadata as just read (by list() or readMeta), not read again. */
   meta?: ObjectMeta
@@ -67,34 +98,44 @@ export const verifyObject = async (cache: VerifyingCache, sha: string, opts: Ver
   if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
   const path = cache.objectPath(sha)
   const meta = opts.meta?.sha256 === sha ? opts.meta : await cache.readMeta(sha)
-  const chunks = opts.chunks ?? meta?.chunks
+  const pub = opts.published
+  const chunks = pub?.chunks ?? meta?.chunks
   const signal = opts.signal ? { signal: opts.signal } : {}
+  const by = (k: 'xxh64' | 'sha256'): VerifiedBy => `${pub ? 'manifest' : 'metadata'}-${k}`
   const findBad = async (reason: string, among?: Chunk[]): Promise<VerifyResult> => {
     if (!chunks) return { ok: false, reason: `${reason}; no chunk list to locate the damage`, badChunks: [] }
     const bad = await badChunks(path, among ?? chunks, { hasher: cache.hasher, ...signal })
     return { ok: bad.length === 0, reason: bad.length ? `${reason}; ${bad.length} chunk(s) differ` : reason, badChunks: bad, chunks, ...(meta ? { meta } : {}) }
   }
   if (!meta) return { ...(await findBad('metadata missing or malformed')), ok: false }
+  // A good verdict against the manifest hands back the metadata with the manifest's digests in it:
+  // what the caller writes next (touch) then carries them, whatever the file said before.
+  const good = (v: VerifiedBy, xxh64 = meta.xxh64): VerifyResult => ({ ok: true, verifiedBy: v, badChunks: [], chunks: chunks ?? meta.chunks, meta: pub ? { ...meta, size: pub.size, xxh64, chunks: pub.chunks } : meta })
+  const size = pub?.size ?? meta.size
   const st = await lstat(path)
-  if ((opts.mode ?? 'fast') === 'strong') {
+  const reference = pub ? pub.xxh64Segments : meta.xxh64
+  if ((opts.mode ?? 'fast') === 'strong' || !reference) {
     const r = await findBad('strong verification')
-    if (st.size !== meta.size) return { ...r, ok: false, reason: `size ${st.size}, expected ${meta.size}` }
-    return r.ok ? { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta } : r
+    if (st.size !== size) return { ...r, ok: false, reason: `size ${st.size}, expected ${size}` }
+    return r.ok ? good(by('sha256')) : r
   }
-  if (st.size !== meta.size) return { ...(await findBad(`size ${st.size}, expected ${meta.size}`)), ok: false }
+  if (st.size !== size) return { ...(await findBad(`size ${st.size}, expected ${size}`)), ok: false }
   const fastDigest = () => cache.fastDigest(sha, signal)
   const found = await (opts.digest ?? fastDigest())
-  if (found.size !== meta.size) return { ...(await findBad(`read ${found.size} bytes, expected ${meta.size}`)), ok: false }
+  if (found.size !== size) return { ...(await findBad(`read ${found.size} bytes, expected ${size}`)), ok: false }
   const badSegments: number[] = []
-  for (let k = 0; k < segmentCount(meta.size); k++) if (found.xxh64[k] !== meta.xxh64[k]) badSegments.push(k)
-  if (!badSegments.length) return { ok: true, badChunks: [], chunks: chunks ?? meta.chunks, meta }
+  for (let k = 0; k < segmentCount(size); k++) if (found.xxh64[k] !== reference[k]) badSegments.push(k)
+  if (!badSegments.length) return good(by('xxh64'), [...reference])
   const which = `${badSegments.slice(0, 10).join(',')}${badSegments.length > 10 ? ',…' : ''}`
   const r = await findBad(`xxh64 of ${badSegments.length} of ${found.xxh64.length} segment(s) differs (${which})`, chunksInSegments(chunks ?? meta.chunks, badSegments))
-  if (r.ok) {
-    // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
-    // Only digests computed here may be recorded: a caller's `digest` is trusted for a verdict, not for the record.
-    const digest = opts.digest ? (await fastDigest()).xxh64 : found.xxh64
-    return { ok: true, badChunks: [], chunks: r.chunks ?? meta.chunks, meta: { ...meta, xxh64: digest }, staleXxh64: which }
+  if (!r.ok) return { ...r, ok: false }
+  if (pub) {
+    // Every chunk of those segments matches the manifest's sha256 while its own xxh64 does not:
+    // the publisher contradicts itself. The bytes stand on the sha256s; nothing local is rewritten.
+    return { ...good('manifest-sha256', meta.xxh64), reason: `the manifest's xxh64 of segment(s) ${which} disagrees with its chunks' sha256 (which match)` }
   }
-  return { ...r, ok: false }
+  // Every chunk in those segments matches its sha256: the recorded xxh64 was wrong, not the bytes.
+  // Only digests computed here may be recorded: a caller's `digest` is trusted for a verdict, not for the record.
+  const digest = opts.digest ? (await fastDigest()).xxh64 : found.xxh64
+  return { ok: true, verifiedBy: 'metadata-sha256', badChunks: [], chunks: r.chunks ?? meta.chunks, meta: { ...meta, xxh64: digest }, staleXxh64: which }
 }

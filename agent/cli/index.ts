@@ -50,7 +50,8 @@ export const main = async (argv: string[]): Promise<number> => {
     out(process.env.BOOT_AGENT_VERSION ?? '0.1.0')
     return 0
   }
-  const entry = COMMANDS[name]
+  // Own entries only: `boot-agent constructor` is an unknown command, not Object.prototype's.
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined
   if (!entry) {
     process.stderr.write(`boot-agent: unknown command ${JSON.stringify(name)}\n\n${helpText()}\n`)
     return EXIT_USAGE

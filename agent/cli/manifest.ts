@@ -17,11 +17,13 @@ import { type Command, parseCommandArgs } from './command.js'
 
 const USAGE = `usage: boot-agent manifest IMAGE [--name N] [--url U]... [--chunk-size AVG]
                            [--format F] [--sign KEYFILE] [--out FILE] [--json]
+                           [--without-segments]
        boot-agent manifest --check FILE [--pubkey PUBFILE] [--base-url URL] [--json]
 
 Writes the manifest of an image file: its size and sha256 (its identity), the
-content-defined chunk list (offset, size, sha256 of each chunk) and where nodes
-fetch it. The format is documented in docs/manifest.md.
+content-defined chunk list (offset, size, sha256 of each chunk), the xxh64 of
+each 64 MiB segment (what a node's fast check of a cache hit compares with) and
+where nodes fetch it. The format is documented in docs/manifest.md.
 
   IMAGE              the image file (a squashfs, usually)
   --name N           image name (default: IMAGE's file name); letters, digits
@@ -40,6 +42,9 @@ fetch it. The format is documented in docs/manifest.md.
   --out FILE         write the manifest to FILE (atomically) and print a summary
                      line; without it the manifest goes to standard output
   --json             with --out or --check: print the summary as JSON
+  --without-segments leave out xxh64Segments: only for nodes whose agent is
+                     older than the field (they refuse it); newer nodes then
+                     check a cache hit by the sha256 of every chunk (slower)
 
   --check FILE       validate the manifest FILE as a node would; exit 0 if it
                      is valid, 1 (naming the field) if not
@@ -100,6 +105,7 @@ const summary = (m: Manifest, extra: Record<string, unknown>): Record<string, un
   sha256: m.sha256,
   size: m.size,
   chunks: m.chunks.length,
+  xxh64Segments: m.xxh64Segments?.length ?? 0,
   format: m.format,
   urls: m.urls,
   signed: m.signature ? m.signature.keyId : false,
@@ -122,6 +128,7 @@ export const command: Command = {
       check: { type: 'string' },
       pubkey: { type: 'string' },
       'base-url': { type: 'string' },
+      'without-segments': { type: 'boolean', default: false },
     })
 
     if (values.check !== undefined) {
@@ -141,7 +148,7 @@ export const command: Command = {
       ctx.out(
         values.json
           ? JSON.stringify(s)
-          : `${values.check}: valid manifest of ${m.name} (${m.size} bytes, sha256 ${m.sha256}, ${m.chunks.length} chunks)${publicKey ? `, signature verified (key ${keyIdOf(publicKey)})` : m.signature ? ', signed (not verified: no --pubkey)' : ', unsigned'}`,
+          : `${values.check}: valid manifest of ${m.name} (${m.size} bytes, sha256 ${m.sha256}, ${m.chunks.length} chunks, ${m.xxh64Segments ? `${m.xxh64Segments.length} xxh64 segment(s)` : 'no xxh64Segments: nodes check a cache hit by every chunk\'s sha256'})${publicKey ? `, signature verified (key ${keyIdOf(publicKey)})` : m.signature ? ', signed (not verified: no --pubkey)' : ', unsigned'}`,
       )
       return 0
     }
@@ -165,6 +172,7 @@ export const command: Command = {
         urls,
         chunking,
         ...(values.format !== undefined ? { format: values.format } : {}),
+        ...(values['without-segments'] ? { xxh64Segments: false } : {}),
         signal: ctx.signal,
         onProgress: (p) => {
           const t = performance.now()

@@ -1,20 +1,105 @@
 /**
- * Error classes with stable `code`s (in the manner of undici and cacache).
+ * Error classes with stable `code`s (in the manner of undici and cacache),
+ * and the one closed set those codes come from: {@link ERROR_CODES}.
  *
  * Callers decide what to do from `code` and the typed fields, never from the
  * message text. Each layer may add context with {@link withContext}; the
  * original error stays reachable through `cause`.
+ *
+ * A new code is added here (and to docs/errors.md, which
+ * test/core/errors.test.ts holds to this list); `BootAgentError` takes no
+ * other, so tsc refuses a code invented at a call site.
  */
+
+/**
+ * Every code the agent and the head raise, with what it means to an
+ * operator. Codes sent over the wire or documented (docs/cache.md,
+ * docs/protocol.md) never change; the head's problem codes are the subset
+ * `HTTP_PROBLEM_CODES` (agent/head/http-util.ts).
+ */
+export const ERROR_CODES = {
+  EABORT: 'an operation stopped because it was asked to (a signal, Ctrl-C, a closing worker, a client that hung up); never retried',
+  EARCH: "the node's architecture does not match the image (or the one configured for it)",
+  EAUTH: 'the head wants a bearer token and got none or a wrong one',
+  EBADARCH: 'an architecture in a request path or query is not one the head accepts',
+  EBADDIGEST: 'a digest in a request path or query is not a lower-case hex sha256',
+  EBADEVENT: 'an event sent to the head does not follow its schema (`field` names where)',
+  EBADJSON: 'a request body is empty or not JSON',
+  EBADNAME: 'a node or image name in a request path is not acceptable',
+  EBADPATH: 'a request path is not acceptable',
+  EBADRECORD: 'the boot record the boot stage left is not a JSON object',
+  EBADSIZE: 'bytes whose length is not the pinned size',
+  ECACHE: 'the cache directory, or a file in it, is not in a shape the agent can use',
+  ECACHEFULL: 'the cache cannot hold what it was asked to, even after evicting everything unpinned',
+  ECOMMAND: 'an external command could not be run or failed',
+  ECONFIG: 'bad configuration: command line, kernel command line, environment or a file',
+  ECONNRESET: 'the server closed the connection before a response (also Node\'s errno, passed through)',
+  EDEMO: 'the demo cannot run here or one of its steps failed',
+  EDESCRIPTOR: 'a boot descriptor from the head does not follow its schema',
+  EFORMAT: 'refused to format a disk that is on USB or removable',
+  EFSTYPE: 'a partition holds a filesystem the agent does not mount',
+  EHASHIO: 'a file could not be read while hashing it',
+  EHTTP: 'an HTTP answer the agent cannot use: a final status (or retries used up), or a response that breaks HTTP/1.1',
+  EIDLE: 'the network went silent: no response, or no bytes, within the deadline (retried)',
+  EINCOMPLETE: 'a download ended with chunks of the image still missing',
+  EINSTALL: "the agent's installation is incomplete (a file of its bundle is missing)",
+  EINTEGRITY: 'bytes whose digest is not the one they were pinned to',
+  EINTERNAL: 'a bug: an invariant of the agent or the head did not hold',
+  ELOCALIO: "this machine's disk failed while the cache was written",
+  ELOCKED: 'another live process holds the lock past the deadline',
+  EMANIFEST: 'a manifest does not follow its schema (`field` names where)',
+  EMEDIATYPE: 'an event batch sent to the head is not application/json',
+  EMETHOD: 'a request to the head used a method its path does not take',
+  ENETWORK: 'a request failed below HTTP and the error carried no code of its own (the cause says more)',
+  ENOCACHE: 'no cache directory where one must already exist',
+  ENOIMAGE: 'the head has no such image (name or digest never published, or none configured)',
+  ENOINIT: 'the image has no init program',
+  ENOMIRROR: 'every URL of the image failed; none is left to try',
+  ENONODE: 'the head does not know the node',
+  ENOTBLK: 'a device the configuration names is not a block device',
+  ENOTFOUND: 'the head has no such endpoint (from Node, also: a host name DNS does not know)',
+  ENOURL: 'a manifest lists no URL but chunks of the image are missing',
+  EPLAN: 'the boot plan lacks what its boot style needs',
+  ERANGE: 'a byte range that does not fit: outside the image (head), or answered with another range than asked (node)',
+  ERATE: 'a node sends events faster than the head allows',
+  ESIGNATURE: 'a signature that is missing or does not verify against the configured key',
+  ESTORE: 'the head could not store events durably; nothing of the batch was kept',
+  ETIMEOUT: 'a command or probe did not finish within its deadline',
+  ETOOLARGE: 'a body over its size limit (a request to the head, or an answer to the agent)',
+  ETOOMANY: 'more events in one batch than the head allows',
+  ETRUNCATED: 'a response ended before all its bytes came (retried)',
+  EUNEXPECTED: 'an error without a code of ours reached the top (the message says what it was)',
+  EUNPACK: 'the image could not be unpacked into the root',
+  EWORKER: 'a hashing worker thread failed, exited, or answered out of turn',
+} as const
+
+/** One code of the closed set {@link ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES
+
+/** True when `code` is in {@link ERROR_CODES}. */
+export const isErrorCode = (code: string): code is ErrorCode => Object.hasOwn(ERROR_CODES, code)
+
+declare const foreign: unique symbol
+/**
+ * A code of Node's, undici's or OpenSSL's (`ECONNREFUSED`, `UND_ERR_SOCKET`,
+ * `CERT_HAS_EXPIRED`, …), kept on the error that wraps a network failure so
+ * the retry policy can read it: theirs, so not in {@link ERROR_CODES}. Made
+ * only by {@link foreignCode}, so a code of ours cannot slip in as one.
+ */
+export type ForeignCode = string & { readonly [foreign]: true }
+
+/** `code` of a wrapped Node, undici or OpenSSL error, kept as it was (see {@link ForeignCode}). */
+export const foreignCode = (code: string): ForeignCode => code as ForeignCode
 
 export type ErrorContext = Record<string, unknown>
 
 export class BootAgentError extends Error {
-  /** Stable, machine-readable code, e.g. `EINTEGRITY`. */
-  readonly code: string
+  /** Stable, machine-readable code from {@link ERROR_CODES}, e.g. `EINTEGRITY` (or a wrapped network error's {@link ForeignCode}). */
+  readonly code: ErrorCode | ForeignCode
   /** Fields that help an operator act: paths, URLs, keys, digests. */
   readonly context: ErrorContext
 
-  constructor(code: string, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode | ForeignCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
     super(message, options)
     this.name = new.target.name
     this.code = code

@@ -75,7 +75,7 @@ export const run: Runner = (command, args, opts = {}) =>
       clearTimeout(timer)
       opts.signal?.removeEventListener('abort', onAbort)
       if (timedOut) {
-        reject(new BootAgentError('ETIMEDOUT', `${command} did not finish within ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`, { command, args }))
+        reject(new BootAgentError('ETIMEOUT', `${command} did not finish within ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms`, { command, args }))
         return
       }
       if (opts.signal?.aborted) {

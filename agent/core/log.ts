@@ -16,7 +16,7 @@
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
-import { ConfigError, messageOf } from './errors.js'
+import { BootAgentError, ConfigError, messageOf } from './errors.js'
 
 export type { Logger }
 
@@ -34,7 +34,7 @@ const loadPino = (): Pino => {
     } catch (e) {
       if (!spec.startsWith('.') || (e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e
       const path = fileURLToPath(new URL(spec, import.meta.url))
-      throw new Error(`the agent's bundle lacks ${path}, which its logging loads (install the whole bundle directory: the entry and every file in chunks/)`, { cause: e })
+      throw new BootAgentError('EINSTALL', `the agent's bundle lacks ${path}, which its logging loads (install the whole bundle directory: the entry and every file in chunks/)`, { path }, { cause: e })
     }
   }
   return loaded

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { system } from '../core/system.js'
-import { isErrno } from '../core/errors.js'
+import { BootAgentError, isErrno } from '../core/errors.js'
 
 export interface BootRecordView {
   node?: string
@@ -42,7 +42,7 @@ const SHA256 = /^[0-9a-f]{64}$/
 /** Parses a boot record's JSON text; throws only on text that is not a JSON object. */
 export const parseBootRecord = (text: string): BootRecordView => {
   const o = obj(JSON.parse(text))
-  if (!o) throw new Error('boot record is not a JSON object')
+  if (!o) throw new BootAgentError('EBADRECORD', 'boot record is not a JSON object')
   const problems: string[] = []
   const out: BootRecordView = { fallbacks: [], problems }
   for (const k of ['node', 'server', 'style', 'requestedStyle', 'result', 'spoolDir'] as const) {

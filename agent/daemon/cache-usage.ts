@@ -3,8 +3,8 @@
  * network, no hashing): objects, bytes, corrupt-marked objects, and the
  * filesystem's size and free space.
  */
-import { readdir, stat, statfs } from 'node:fs/promises'
-import { join } from 'node:path'
+import { statfs } from 'node:fs/promises'
+import { walkObjects } from '../cache/walk.js'
 import { readObjectMeta } from './object-meta.js'
 
 export interface CacheUsage {
@@ -17,26 +17,21 @@ export interface CacheUsage {
   fsFreeBytes?: number
 }
 
-const HEX2 = /^[0-9a-f]{2}$/
-const HEX62 = /^[0-9a-f]{62}$/
 /** Bound on the objects looked at (a cache holds a handful of images). */
 const MAX_OBJECTS = 10_000
 
 export const cacheUsage = async (dir: string): Promise<CacheUsage> => {
   const out: CacheUsage = { dir, objects: 0, bytes: 0, corruptObjects: 0 }
-  const root = join(dir, 'objects', 'sha256')
-  const prefixes = await readdir(root).catch(() => [] as string[])
-  for (const p of prefixes.filter((x) => HEX2.test(x))) {
-    for (const f of (await readdir(join(root, p)).catch(() => [] as string[])).filter((x) => HEX62.test(x))) {
-      if (out.objects >= MAX_OBJECTS) break
-      const path = join(root, p, f)
-      const st = await stat(path).catch(() => undefined)
-      if (!st?.isFile()) continue
-      out.objects++
-      out.bytes += st.size
-      const meta = await readObjectMeta(path).catch(() => undefined)
-      if (meta?.corruptChunks.length) out.corruptObjects++
-    }
+  // The cache's own walk (lstat: a symlink or anything foreign in objects/ is a
+  // problem there, never an object), so status and `cache ls` count the same.
+  const entries = await walkObjects(dir).catch(() => [])
+  for (const e of entries) {
+    if (e.kind !== 'object') continue
+    if (out.objects >= MAX_OBJECTS) break
+    out.objects++
+    out.bytes += e.size
+    const meta = await readObjectMeta(e.path).catch(() => undefined)
+    if (meta?.corruptChunks.length) out.corruptObjects++
   }
   try {
     const s = await statfs(dir)

@@ -8,7 +8,7 @@
 import os from 'node:os'
 import type { BootRecordView } from './boot-record.js'
 import { cacheUsage } from './cache-usage.js'
-import { messageOf } from '../core/errors.js'
+import { BootAgentError, messageOf } from '../core/errors.js'
 import type { StatusData } from '../protocol/payloads.js'
 
 export const PROBE_TIMEOUT_MS = 5_000
@@ -19,7 +19,7 @@ const within = async <T>(what: string, p: Promise<T>, errors: string[]): Promise
     return await Promise.race([
       p,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} took over ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS)
+        timer = setTimeout(() => reject(new BootAgentError('ETIMEOUT', `${what} took over ${PROBE_TIMEOUT_MS} ms`)), PROBE_TIMEOUT_MS)
       }),
     ])
   } catch (e) {

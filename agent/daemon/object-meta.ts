@@ -11,6 +11,7 @@
 import { readFile } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
 import { chunkListProblem, decodeChunkList } from '../cache/meta.js'
+import { BootAgentError } from '../core/errors.js'
 
 export interface ObjectMeta {
   size: number
@@ -40,12 +41,12 @@ export const metaPathOf = (objectPath: string): string => `${objectPath}.meta.js
 const chunkList = (raw: Record<string, unknown>, size: number, path: string): Chunk[] => {
   if (raw.chunkSizes !== undefined || raw.chunkSha256 !== undefined) {
     const decoded = decodeChunkList(raw.chunkSizes, raw.chunkSha256, size)
-    if (typeof decoded === 'string') throw new Error(`${path}: ${decoded}`)
+    if (typeof decoded === 'string') throw new BootAgentError('ECACHE', `${path}: ${decoded}`)
     return decoded
   }
   if (!Array.isArray(raw.chunks) || raw.chunks.length === 0) return []
   const bad = chunkListProblem(raw.chunks, size)
-  if (bad) throw new Error(`${path}: ${bad}`)
+  if (bad) throw new BootAgentError('ECACHE', `${path}: ${bad}`)
   return raw.chunks as Chunk[]
 }
 
@@ -53,10 +54,10 @@ const chunkList = (raw: Record<string, unknown>, size: number, path: string): Ch
 export const readObjectMeta = async (objectPath: string): Promise<ObjectMeta & { raw: Record<string, unknown> }> => {
   const path = metaPathOf(objectPath)
   const v: unknown = JSON.parse(await readFile(path, 'utf8'))
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`)
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BootAgentError('ECACHE', `${path}: not a JSON object`)
   const raw = v as Record<string, unknown>
-  if (!Number.isSafeInteger(raw.size)) throw new Error(`${path}: size is not an integer`)
-  if (typeof raw.sha256 !== 'string' || !SHA256.test(raw.sha256)) throw new Error(`${path}: sha256 is not a hex sha256`)
+  if (!Number.isSafeInteger(raw.size)) throw new BootAgentError('ECACHE', `${path}: size is not an integer`)
+  if (typeof raw.sha256 !== 'string' || !SHA256.test(raw.sha256)) throw new BootAgentError('ECACHE', `${path}: sha256 is not a hex sha256`)
   const chunks = chunkList(raw, raw.size as number, path)
   const names = Array.isArray(raw.names) ? raw.names.filter((n): n is string => typeof n === 'string') : []
   const corrupt = Array.isArray(raw.corruptChunks) ? raw.corruptChunks.filter((n): n is number => Number.isSafeInteger(n)) : []

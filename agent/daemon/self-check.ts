@@ -47,7 +47,14 @@ export interface SelfCheckResult {
   error?: string
 }
 
-/** What the cache's own verification says of `object` (fast: xxh64, then chunk sha256s on a mismatch). */
+/**
+ * What the cache's own verification says of `object` (fast: xxh64, then chunk
+ * sha256s on a mismatch). Against the object's metadata, not a manifest: the
+ * daemon looks for the disk going bad under a running node (corruption), and
+ * has no manifest at hand. It is not what makes an object trusted: the next
+ * boot checks it against the manifest the head published (docs/cache.md,
+ * "What a hit is checked against").
+ */
 export const verifyObject = async (object: ObjectRef, opts: { log?: Logger; signal?: AbortSignal } = {}): Promise<{ cache: Cache; ok: boolean; reason?: string; bad: BadChunk[]; checked: number; name?: string }> => {
   // hashRangesInline, verifyThreads 1: one thread. A background check must not take both cores from the node's work.
   // mustExist: the object's own cache, read as it is (nothing made, no mode changed).

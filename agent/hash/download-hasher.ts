@@ -236,9 +236,9 @@ export class DownloadHasher {
     }
     for (const w of [this.worker, this.whole]) {
       w.on('message', onReply)
-      w.on('error', (e) => this.die(new BootAgentError('EUNEXPECTED', `download hash worker failed: ${e.message}`, {}, { cause: e })))
+      w.on('error', (e) => this.die(new BootAgentError('EWORKER', `download hash worker failed: ${e.message}`, {}, { cause: e })))
       w.on('exit', (code) => {
-        if (!this.closed) this.die(new BootAgentError('EUNEXPECTED', `download hash worker exited (${code})`))
+        if (!this.closed) this.die(new BootAgentError('EWORKER', `download hash worker exited (${code})`))
       })
     }
     // Not unref'd: a pending reply must keep the process alive (Download.run always closes it).
@@ -264,7 +264,7 @@ export class DownloadHasher {
 
   private ask(msg: Record<string, unknown>, chunks?: Waiting['chunks']): Promise<Reply> {
     if (this.failed !== undefined) return Promise.reject(this.failed)
-    if (this.closed) return Promise.reject(new BootAgentError('EUNEXPECTED', 'download hash worker already closed'))
+    if (this.closed) return Promise.reject(new BootAgentError('EWORKER', 'download hash worker already closed'))
     const id = this.nextId++
     return new Promise<Reply>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject, ...(chunks ? { chunks } : {}) })
@@ -295,7 +295,7 @@ export class DownloadHasher {
       this.releases.delete(id)
       throw e
     }
-    if (r.t !== 'chunks') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to chunks`)
+    if (r.t !== 'chunks') throw new BootAgentError('EWORKER', `download hash worker answered ${r.t} to chunks`)
     return { found: r.found, released }
   }
 
@@ -310,7 +310,7 @@ export class DownloadHasher {
    */
   async digest(): Promise<{ sha256: string; xxh64: string[] }> {
     const r = await this.ask({ t: 'digest' })
-    if (r.t !== 'digest') throw new BootAgentError('EUNEXPECTED', `download hash worker answered ${r.t} to digest`)
+    if (r.t !== 'digest') throw new BootAgentError('EWORKER', `download hash worker answered ${r.t} to digest`)
     return { sha256: r.sha256, xxh64: r.xxh64 }
   }
 

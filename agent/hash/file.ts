@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
-import { isErrno } from '../core/errors.js'
+import { BootAgentError, isErrno } from '../core/errors.js'
 import { ioBuffer } from '../core/io-buffer.js'
 import { defaultHashWorkers, endIdleHashWorkers, prewarmHashWorkers } from './pool.js'
 import { hashRanges } from './ranges.js'
@@ -17,7 +17,7 @@ import { defaultXxh64Threads, prewarmXxh64Workers } from './segments.js'
 export const READ_BUFFER_BYTES = 4 * 1024 * 1024
 
 const throwIfAborted = (signal?: AbortSignal): void => {
-  if (signal?.aborted) throw signal.reason ?? new Error('aborted')
+  if (signal?.aborted) throw signal.reason ?? new BootAgentError('EABORT', 'aborted')
 }
 
 /**

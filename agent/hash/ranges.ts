@@ -196,13 +196,13 @@ export const hashRanges = async (path: string, ranges: readonly ByteRange[], opt
       const onMessage = (msg: { id: number; digests?: Uint8Array; error?: { message: string; code?: string } }): void => {
         if (settled) return
         const job = jobs[msg.id]
-        if (!job) return fail(new BootAgentError('EUNEXPECTED', `hash worker answered unknown job ${msg.id}`))
+        if (!job) return fail(new BootAgentError('EWORKER', `hash worker answered unknown job ${msg.id}`))
         if (msg.error) return fail(jobError(msg.error.message, msg.error.code))
         if (!complete(job, msg.digests!)) send(w)
       }
-      const onError = (e: Error): void => fail(new BootAgentError('EUNEXPECTED', `hash worker failed: ${e.message}`, {}, { cause: e }))
+      const onError = (e: Error): void => fail(new BootAgentError('EWORKER', `hash worker failed: ${e.message}`, {}, { cause: e }))
       const onExit = (code: number): void => {
-        if (!settled) fail(new BootAgentError('EUNEXPECTED', `hash worker exited (${code}) before finishing`))
+        if (!settled) fail(new BootAgentError('EWORKER', `hash worker exited (${code}) before finishing`))
       }
       w.on('message', onMessage)
       w.on('error', onError)

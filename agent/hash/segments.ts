@@ -14,7 +14,7 @@ import { XX_STATE_BYTES, xxhWasmModule } from './xxh.js'
 import { XXH64_SEGMENT_BYTES, segmentCount } from './xxh64-format.js'
 
 const throwIfAborted = (signal?: AbortSignal): void => {
-  if (signal?.aborted) throw signal.reason ?? new Error('aborted')
+  if (signal?.aborted) throw signal.reason ?? new BootAgentError('EABORT', 'aborted')
 }
 
 /**
@@ -115,8 +115,8 @@ export const xxh64Segments = async (path: string, opts: XxhSegmentsOptions = {})
               settle()
             }
           }
-          const onError = (e: Error): void => settle(new BootAgentError('EUNEXPECTED', `xxh64 worker failed: ${e.message}`, { path }, { cause: e }))
-          const onExit = (code: number): void => settle(new BootAgentError('EUNEXPECTED', `xxh64 worker exited (${code}) before answering`, { path }))
+          const onError = (e: Error): void => settle(new BootAgentError('EWORKER', `xxh64 worker failed: ${e.message}`, { path }, { cause: e }))
+          const onExit = (code: number): void => settle(new BootAgentError('EWORKER', `xxh64 worker exited (${code}) before answering`, { path }))
           w.on('message', onMessage)
           w.on('error', onError)
           w.on('exit', onExit)

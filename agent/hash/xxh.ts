@@ -13,6 +13,7 @@
  * test/hash/xxh.test.ts fails loudly when a new one changes them.
  */
 import xxhash, { type XXHashAPI } from 'xxhash-wasm'
+import { BootAgentError } from '../core/errors.js'
 
 /**
  * Bytes of one xxh64 state. init64 does not clear all of them (xxhash-wasm's
@@ -63,6 +64,6 @@ export const xxh = (): Promise<XXHashAPI> => {
  */
 export const xxhWasmModule = async (): Promise<unknown> => {
   await xxh()
-  if (!xxModule) throw new Error('internal: the xxhash-wasm module was not captured')
+  if (!xxModule) throw new BootAgentError('EINTERNAL', 'internal: the xxhash-wasm module was not captured')
   return xxModule
 }

@@ -146,9 +146,11 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
         }
       }
       const run = runningImage(v)
-      if (run?.sha256 && nameFor(run) === p.name) {
-        digest(run.sha256).running.push(v.node)
-        view.nodes[v.node] = run.sha256
+      // Read back as `runs`, never as view.nodes[v.node]: a node id is an outside name (`constructor` would find Object's).
+      const runs = run?.sha256 && nameFor(run) === p.name ? run.sha256 : undefined
+      if (runs) {
+        digest(runs).running.push(v.node)
+        view.nodes[v.node] = runs
       }
       // A failed boot's EINTEGRITY only repeats a detailed integrity event when the node sent one.
       const detailed = new Set(v.integrity.filter((r) => !r.fromBoot && r.download).map((r) => r.image?.sha256))
@@ -185,12 +187,12 @@ export const computeConsistency = (published: PublishedName[], nodes: NodeView[]
           served.set(key, s)
         }
       }
-      if (v.squashfsErrors.count > 0 && nameFor(v.squashfsErrors.image, view.nodes[v.node]) === p.name) {
+      if (v.squashfsErrors.count > 0 && nameFor(v.squashfsErrors.image, runs) === p.name) {
         view.squashfsErrors.push({
           node: v.node,
           count: v.squashfsErrors.count,
           ...(v.squashfsErrors.last ? { last: v.squashfsErrors.last } : {}),
-          ...(v.squashfsErrors.image?.sha256 ?? view.nodes[v.node] ? { sha256: v.squashfsErrors.image?.sha256 ?? view.nodes[v.node] } : {}),
+          ...(v.squashfsErrors.image?.sha256 ?? runs ? { sha256: v.squashfsErrors.image?.sha256 ?? runs } : {}),
         })
       }
     }

@@ -7,7 +7,7 @@
  */
 import { HttpProblem, isHttpProblemCode } from './http-util.js'
 import { type Architecture, normaliseArch } from './names.js'
-import { type BootPlan, type NodesConfig, resolvePlan } from './nodes-config.js'
+import { type BootPlan, imageOverrides, type NodesConfig, resolvePlan } from './nodes-config.js'
 import { manifestPathFor } from './publish.js'
 import type { ImageStore, NameEntry } from './store.js'
 
@@ -53,7 +53,7 @@ export const descriptorFor = (config: NodesConfig, plan: BootPlan, entry: NameEn
         : `image ${name} (for node ${node}, from ${plan.imageFrom}) is not published in the store`,
     )
   }
-  const imageArch = config.images[name]?.arch ?? entry.arch
+  const imageArch = imageOverrides(config, name)?.arch ?? entry.arch
   if (plan.arch && plan.arch !== imageArch) {
     throw new HttpProblem(409, 'EARCH', `image ${name} is ${imageArch} but node ${node} is ${plan.arch}; refusing to hand it out`, {
       details: { imageArch, nodeArch: plan.arch },

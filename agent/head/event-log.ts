@@ -3,21 +3,25 @@
  * node (`<store>/events/<node>.jsonl`), and an index of event ids rebuilt from
  * the files at start (SPEC §8: at-least-once delivery, exactly-once storage).
  *
- * A batch is written with one write, then fdatasync, and only then reported
- * accepted; the server answers 2xx after that. Batches for one node are
- * serialised, so the duplicate check and the append cannot interleave. A
- * write that fails part-way is cut back to the previous end of the file. A
- * line torn by a crash (no final newline) was never acknowledged and is cut
- * off at start.
+ * A batch is appended with core/durable.ts `appendDurable` (every byte
+ * written, fdatasync) and only then reported accepted; the server answers
+ * 2xx after that. Batches for one node are serialised, so the duplicate check
+ * and the append cannot interleave. A batch that fails part-way (a full file
+ * system, EIO) is cut back to the end of the last acknowledged batch, which
+ * the log keeps per node: bytes beyond it are cut before the next append, so
+ * an acknowledged line is never glued onto a torn one. A line torn by a crash
+ * (no final newline) was never acknowledged and is cut off at start; an event
+ * found glued behind a torn prefix (a store written before that rule) is
+ * recovered, not skipped.
  */
-import { mkdir, open, readdir, readFile, truncate } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
-import { isErrno } from '../core/errors.js'
+import { BootAgentError } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
 import { isSafeName } from './names.js'
-import { fsyncPath as fsyncDir } from '../core/durable.js'
+import { appendDurable } from '../core/durable.js'
 
 export interface AppendResult {
   /** Events newly stored, in order. */
@@ -36,6 +40,8 @@ export class EventLog {
   readonly dir: string
   private readonly log: Logger
   private readonly ids = new Map<string, Set<string>>()
+  /** Per node: the length of its file after its last acknowledged batch. */
+  private readonly ends = new Map<string, number>()
   private readonly queues = new Map<string, Promise<unknown>>()
   private closed = false
 
@@ -62,17 +68,20 @@ export class EventLog {
       if (end < buf.length) {
         tornBytes += buf.length - end
         this.log.warn({ node, bytes: buf.length - end }, 'cutting a torn last event line (written but never acknowledged)')
-        await truncate(path, end)
+        await cutTo(path, end)
       }
+      this.ends.set(node, end)
       const set = this.idSet(node)
       for (const line of buf.subarray(0, end).toString('utf8').split('\n')) {
         if (!line) continue
         const parsed = parseEventJson(line, { node })
-        if (!parsed.ok) {
-          this.log.warn({ node, field: parsed.field, problem: parsed.problem }, 'skipping an unreadable line in the event store')
+        const event = parsed.ok ? parsed.event : recoverGlued(line, node)
+        if (!event) {
+          const why = parsed.ok ? {} : { field: parsed.field, problem: parsed.problem }
+          this.log.warn({ node, ...why }, 'skipping an unreadable line in the event store')
           continue
         }
-        const event = parsed.event
+        if (!parsed.ok) this.log.warn({ node, id: event.id, bytes: line.length }, 'recovered an event glued behind a torn line')
         if (set.has(event.id)) continue
         set.add(event.id)
         events++
@@ -104,7 +113,7 @@ export class EventLog {
    * they are on disk. Events must already be validated and belong to `node`.
    */
   append(node: string, events: readonly AgentEvent[]): Promise<AppendResult> {
-    if (this.closed) return Promise.reject(new Error('event log is closed'))
+    if (this.closed) return Promise.reject(new BootAgentError('ESTORE', 'event log is closed'))
     const prev = this.queues.get(node) ?? Promise.resolve()
     const next = prev.then(() => this.appendNow(node, events))
     const settled = next.catch(() => undefined)
@@ -141,34 +150,45 @@ export class EventLog {
     }
     const duplicates = events.length - fresh.length
     if (fresh.length === 0) return { accepted: [], duplicates }
-    const path = this.pathFor(node)
-    const isNew = !(await exists(path))
-    const fh = await open(path, 'a', 0o640)
-    let start = -1
-    try {
-      start = (await fh.stat()).size
-      const text = fresh.map((e) => JSON.stringify(e)).join('\n') + '\n'
-      await fh.write(text)
-      await fh.datasync()
-    } catch (e) {
-      // Nothing stored half: cut back to where this batch began.
-      if (start >= 0) await fh.truncate(start).catch(() => undefined)
-      throw e
-    } finally {
-      await fh.close()
-    }
-    if (isNew) await fsyncDir(this.dir)
+    const text = fresh.map((e) => JSON.stringify(e)).join('\n') + '\n'
+    const end = this.ends.get(node)
+    // Whole or not at all: on failure appendDurable has cut the file back to `end` (or says it could not).
+    const r = await appendDurable(this.pathFor(node), text, { mode: EVENT_FILE_MODE, lines: true, ...(end !== undefined ? { end } : {}) })
+    if (r.cut) this.log.warn({ node, bytes: r.cut }, 'cut bytes no acknowledged batch wrote from the end of the event file')
+    this.ends.set(node, r.end)
     for (const e of fresh) set.add(e.id)
     return { accepted: fresh, duplicates }
   }
 }
 
-const exists = async (path: string): Promise<boolean> => {
+/** Mode of a node's event file. */
+const EVENT_FILE_MODE = 0o640
+
+/** Most places a glued line is tried from (an event is at most 64 KiB, its torn prefix as much). */
+const MAX_GLUE_TRIES = 4096
+
+/**
+ * The event at the end of `line` when `line` is a torn prefix (an append
+ * that failed part-way, left by a head before appends were cut back) glued
+ * to a whole event line: the first `{` from which the rest parses as an
+ * event of `node`. Undefined when there is none.
+ */
+export const recoverGlued = (line: string, node: string): AgentEvent | undefined => {
+  let tries = 0
+  for (let at = line.indexOf('{', 1); at > 0 && tries < MAX_GLUE_TRIES; at = line.indexOf('{', at + 1), tries++) {
+    const parsed = parseEventJson(line.slice(at), { node })
+    if (parsed.ok) return parsed.event
+  }
+  return undefined
+}
+
+/** Cuts the file at `path` to `length` bytes, durably. */
+const cutTo = async (path: string, length: number): Promise<void> => {
+  const fh = await open(path, 'r+')
   try {
-    await (await open(path, 'r')).close()
-    return true
-  } catch (e) {
-    if (isErrno(e, 'ENOENT')) return false
-    throw e
+    await fh.truncate(length)
+    await fh.datasync()
+  } finally {
+    await fh.close()
   }
 }

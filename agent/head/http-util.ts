@@ -4,13 +4,17 @@
  * with a hard size limit.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { BootAgentError } from '../core/errors.js'
+import { BootAgentError, type ErrorCode } from '../core/errors.js'
 
-/** Every code the head answers a problem with (the `error.code` of the body; docs/protocol.md). */
+/**
+ * Every code the head answers a problem with (the `error.code` of the body;
+ * docs/protocol.md): a subset of the one set, ERROR_CODES (core/errors.ts),
+ * where each code's meaning is written.
+ */
 export const HTTP_PROBLEM_CODES = [
-  'EABORTED', 'EARCH', 'EAUTH', 'EBADARCH', 'EBADDIGEST', 'EBADEVENT', 'EBADJSON', 'EBADNAME', 'EBADPATH', 'EINTERNAL',
+  'EABORT', 'EARCH', 'EAUTH', 'EBADARCH', 'EBADDIGEST', 'EBADEVENT', 'EBADJSON', 'EBADNAME', 'EBADPATH', 'EINTERNAL',
   'EMEDIATYPE', 'EMETHOD', 'ENOIMAGE', 'ENONODE', 'ENOTFOUND', 'ERANGE', 'ERATE', 'ESTORE', 'ETOOLARGE', 'ETOOMANY',
-] as const
+] as const satisfies readonly ErrorCode[]
 export type HttpProblemCode = (typeof HTTP_PROBLEM_CODES)[number]
 
 /** True when `code` is one of {@link HTTP_PROBLEM_CODES}. */
@@ -93,7 +97,7 @@ export const readBody = (req: IncomingMessage, maxBytes: number): Promise<Buffer
     }
     const onEnd = (): void => finish(undefined, Buffer.concat(parts, size))
     const onError = (e: Error): void => finish(e)
-    const onAborted = (): void => finish(new HttpProblem(400, 'EABORTED', 'client aborted the request body'))
+    const onAborted = (): void => finish(new HttpProblem(400, 'EABORT', 'client aborted the request body'))
     const onClose = (): void => {
       if (!req.complete) onAborted()
     }

@@ -10,7 +10,7 @@ import { messageOf } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { AppendResult, EventLog } from './event-log.js'
 import { HttpProblem, parseJsonBody, readBody } from './http-util.js'
-import type { NodesConfig } from './nodes-config.js'
+import { configuredNode, type NodesConfig } from './nodes-config.js'
 import type { RateLimiter } from './rate-limit.js'
 import { type EventLimits, parseEventBatch } from './validate-events.js'
 
@@ -47,7 +47,7 @@ export interface IngestDeps {
  * the store failed.
  */
 export const ingestEvents = async (req: IncomingMessage, config: NodesConfig, node: string, deps: IngestDeps): Promise<EventAck> => {
-  if (!config.nodes[node]) throw new HttpProblem(404, 'ENONODE', `node ${JSON.stringify(node)} is not in the nodes file`)
+  if (!configuredNode(config, node)) throw new HttpProblem(404, 'ENONODE', `node ${JSON.stringify(node)} is not in the nodes file`)
   const ctype = req.headers['content-type']
   if (ctype !== undefined && !/^application\/json\b/i.test(ctype)) throw new HttpProblem(415, 'EMEDIATYPE', `content-type ${ctype} is not application/json`)
   const body = parseJsonBody(await readBody(req, deps.maxBodyBytes))

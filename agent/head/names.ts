@@ -23,9 +23,19 @@ const ARCH_ALIASES: Record<string, Architecture> = {
   s390x: 's390x',
 }
 
+/**
+ * `record[key]` when `key` is the record's own entry, else `undefined`. Every
+ * lookup of an outside name (node id, group, image name, architecture) in a
+ * plain object goes through this: `record[key]` alone finds Object.prototype's
+ * `constructor`, `toString`, `valueOf`, `hasOwnProperty`… for a name that is
+ * not there, and `key in record` says such a name is.
+ */
+export const ownEntry = <T>(record: Readonly<Partial<Record<string, T>>>, key: string): T | undefined =>
+  Object.hasOwn(record, key) ? record[key] : undefined
+
 /** The canonical architecture for a `uname -m`, Debian or Node spelling; `undefined` when unknown. */
 export const normaliseArch = (v: unknown): Architecture | undefined =>
-  typeof v === 'string' ? ARCH_ALIASES[v.toLowerCase()] : undefined
+  typeof v === 'string' ? ownEntry(ARCH_ALIASES, v.toLowerCase()) : undefined
 
 /** This machine's architecture (the default for `publish --arch`). */
 export const hostArch = (): Architecture => normaliseArch(process.arch) ?? 'x86_64'

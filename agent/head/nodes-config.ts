@@ -17,10 +17,13 @@
  * }
  * ```
  * Most specific wins, field by field: node, then its group, then its
- * architecture, then defaults. Only nodes listed under `nodes` are known.
+ * architecture, then defaults. Only nodes listed under `nodes` are known:
+ * every lookup of a node id, group or image name is of the object's own
+ * entries ({@link ownEntry}), so `constructor` or `toString` is a name like
+ * any other, never Object.prototype's.
  */
 import { ConfigError } from '../core/errors.js'
-import { type Architecture, ARCHITECTURES, isSha256, nameProblem, normaliseArch } from './names.js'
+import { type Architecture, ARCHITECTURES, isSha256, nameProblem, normaliseArch, ownEntry } from './names.js'
 
 export const BOOT_STYLES = ['disked', 'rwram', 'roram'] as const
 export type BootStyle = (typeof BOOT_STYLES)[number]
@@ -182,7 +185,7 @@ export const parseNodesConfig = (v: unknown): NodesConfig => {
     const entry: NodeEntry = parseSettings(`nodes.${k}`, s ?? {}, ['group', 'arch'])
     const raw = s as Record<string, unknown>
     if (raw.group !== undefined) {
-      if (typeof raw.group !== 'string' || !(raw.group in groups)) throw new ConfigError(`nodes.${k}.group`, `no group ${JSON.stringify(raw.group)} under groups`)
+      if (typeof raw.group !== 'string' || !Object.hasOwn(groups, raw.group)) throw new ConfigError(`nodes.${k}.group`, `no group ${JSON.stringify(raw.group)} under groups`)
       entry.group = raw.group
     }
     if (raw.arch !== undefined) entry.arch = parseArch(`nodes.${k}.arch`, raw.arch)
@@ -200,6 +203,12 @@ export const parseNodesConfig = (v: unknown): NodesConfig => {
   }
   return { schema: 1, defaults, architectures, groups, nodes, images }
 }
+
+/** The nodes file's entry for `node`, or `undefined` when it is not listed (whatever its name). */
+export const configuredNode = (config: NodesConfig, node: string): NodeEntry | undefined => ownEntry(config.nodes, node)
+
+/** The nodes file's overrides for image `name` (`images`), or `undefined`. */
+export const imageOverrides = (config: NodesConfig, name: string): NodesConfig['images'][string] | undefined => ownEntry(config.images, name)
 
 /** What a node should boot, before the image name is looked up in the store. */
 export interface BootPlan {
@@ -223,7 +232,7 @@ export type PlanResult =
  * itself (`?arch=`); it must agree with the config's `arch` when both exist.
  */
 export const resolvePlan = (config: NodesConfig, node: string, reportedArch?: Architecture): PlanResult => {
-  const entry = config.nodes[node]
+  const entry = configuredNode(config, node)
   if (!entry) return { ok: false, status: 404, code: 'ENONODE', message: `node ${JSON.stringify(node)} is not in the nodes file` }
   if (reportedArch && entry.arch && reportedArch !== entry.arch) {
     return {
@@ -234,8 +243,8 @@ export const resolvePlan = (config: NodesConfig, node: string, reportedArch?: Ar
     }
   }
   const arch = reportedArch ?? entry.arch
-  const group = entry.group ? config.groups[entry.group] : undefined
-  const byArch = arch ? config.architectures[arch] : undefined
+  const group = entry.group ? ownEntry(config.groups, entry.group) : undefined
+  const byArch = arch ? ownEntry(config.architectures, arch) : undefined
   const layers: Array<[BootPlan['imageFrom'], Settings | undefined]> = [
     ['node', entry],
     ['group', group],

@@ -9,6 +9,7 @@
  * parameter: `:image` never matches `by-digest` when a pattern has the literal
  * `by-digest` at the same place.
  */
+import { BootAgentError } from '../core/errors.js'
 import { HttpProblem } from './http-util.js'
 
 /** GET and HEAD: the methods of every read-only endpoint. */
@@ -118,7 +119,7 @@ export class Router<H> {
       })
     }
     for (const { parts } of [...this.routes, ...this.guards].map((r) => r.pattern)) {
-      for (const p of parts) if (p.startsWith(':') && !table.params[p.slice(1)]) throw new Error(`route pattern parameter ${p} has no check`)
+      for (const p of parts) if (p.startsWith(':') && !table.params[p.slice(1)]) throw new BootAgentError('EINTERNAL', `route pattern parameter ${p} has no check`)
     }
   }
 

@@ -6,7 +6,7 @@
  * <store>/objects/sha256/ab/cdef…          image bytes, read-only, never replaced in place
  * <store>/objects/sha256/ab/cdef….json     what was published: size, arch, format, file identity
  * <store>/manifests/sha256/ab/cdef….json   the manifest served for that digest
- * <store>/names/<name>/history.jsonl       every digest the name ever pointed at (append-only, fsynced)
+ * <store>/names/<name>/history.jsonl       every digest the name ever pointed at (append-only, whole lines, fsynced)
  * <store>/names/<name>/current.json        the digest the name points at now (atomic rename)
  * <store>/names/<name>/.lock               held (pid inside) while a publish moves the name
  * <store>/tmp/                             publishes in progress
@@ -18,10 +18,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { appendFile, chmod, link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
+import { chmod, link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { isErrno, ManifestError, ConfigError } from '../core/errors.js'
-import { fsyncPath, writeFileDurable } from '../core/durable.js'
+import { appendDurable, fsyncPath, writeAll, writeFileDurable } from '../core/durable.js'
 import { LockedError, withLock } from '../core/lock.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, isSafeName, isSha256, nameProblem, normaliseArch } from './names.js'
@@ -164,7 +164,7 @@ export class ImageStore {
           if (size === 0 && format === undefined) format = buf.subarray(0, 4).toString('latin1') === 'hsqs' ? 'squashfs' : 'raw'
           hash.update(buf)
           size += buf.length
-          await out.write(buf)
+          await writeAll(out, buf)
         }
         await out.sync()
       } finally {
@@ -243,9 +243,8 @@ export class ImageStore {
       time: now.toISOString(),
       ...(prev ? { previous: prev.sha256 } : {}),
     }
-    const historyPath = join(dir, 'history.jsonl')
-    await appendFile(historyPath, JSON.stringify(entry) + '\n', { mode: 0o644 })
-    await fsyncPath(historyPath)
+    // Whole or not at all (a full disk leaves no torn line for the next entry to be glued onto).
+    await appendDurable(join(dir, 'history.jsonl'), JSON.stringify(entry) + '\n', { mode: 0o644, lines: true })
     await writeFileDurable(join(dir, 'current.json'), JSON.stringify(entry, null, 2) + '\n')
     return entry
   }

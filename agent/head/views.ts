@@ -8,7 +8,7 @@ import type { Clock } from '../core/clock.js'
 import { computeConsistency, type ConsistencyView, type PublishedName, type StoreDrift } from './consistency.js'
 import { HttpProblem } from './http-util.js'
 import { type NodeStates, runningImage } from './node-state.js'
-import { type NodesConfig, resolvePlan } from './nodes-config.js'
+import { configuredNode, type NodesConfig, resolvePlan } from './nodes-config.js'
 import { hashFile, type ImageStore } from './store.js'
 
 /**
@@ -17,7 +17,7 @@ import { hashFile, type ImageStore } from './store.js'
  * nodes file nor has sent events. `events` is how many it has stored.
  */
 export const nodeView = (config: NodesConfig, states: Pick<NodeStates, 'get'>, node: string, events: number): Record<string, unknown> => {
-  const configured = config.nodes[node]
+  const configured = configuredNode(config, node)
   const v = states.get(node)
   if (!configured && !v) throw new HttpProblem(404, 'ENONODE', `node ${JSON.stringify(node)} is not in the nodes file and has sent no events`)
   const plan = resolvePlan(config, node)

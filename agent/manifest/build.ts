@@ -9,14 +9,19 @@
  *   2. the chunks' sha256s are then computed on all cores by the hash pool.
  * Small images (< 8 MiB) are done on the calling thread in one pass.
  *
+ *   3. the xxh64 of every 64 MiB segment (`xxh64Segments`, the reference of a
+ *      cache hit's fast re-verification) on all cores, from the page cache
+ *      (~0.1 s per GiB per thread; measured in hash/segments.ts).
+ *
  * The result is re-validated by parseManifest before it is returned, so a
  * publisher can never emit a manifest that nodes would refuse.
  */
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
-import { ConfigError } from '../core/errors.js'
+import { BootAgentError, ConfigError } from '../core/errors.js'
 import { Chunker, DEFAULT_CHUNKING, assertChunkingParams } from './cdc.js'
 import { hashFile, hashRanges } from '../hash/ranges.js'
+import { xxh64Segments } from '../hash/segments.js'
 import { parseManifest } from './schema.js'
 import { toWire } from './serialize.js'
 import type { Chunk, ChunkingParams, Manifest } from './types.js'
@@ -38,6 +43,13 @@ export interface BuildManifestOptions {
   workers?: number
   /** Read size in bytes; default 4 MiB. */
   bufferSize?: number
+  /**
+   * Write `xxh64Segments` (default true). False only to publish for nodes
+   * whose agent predates the field (they refuse a manifest carrying it, as
+   * any unknown field); newer nodes then check a hit by the sha256 of every
+   * chunk (docs/manifest.md, "Rolling out xxh64Segments").
+   */
+  xxh64Segments?: boolean
   /** Progress: `phase` is `cut` (chunking + whole-image hash) then `hash` (chunk digests). */
   onProgress?: (p: { phase: 'cut' | 'hash'; bytesDone: number; bytesTotal: number }) => void
 }
@@ -47,7 +59,7 @@ const SMALL_IMAGE_BYTES = 8 * 1024 * 1024
 const DEFAULT_READ_BYTES = 4 * 1024 * 1024
 const SQUASHFS_MAGIC = Buffer.from('hsqs', 'latin1')
 
-const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new Error('aborted')
+const abortReason = (signal: AbortSignal): unknown => signal.reason ?? new BootAgentError('EABORT', 'aborted')
 
 /**
  * Reads the whole file once with two alternating buffers (the next read is in
@@ -182,6 +194,14 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
     chunks = plain.map((c, i) => ({ ...c, sha256: digests[i]! }))
   }
 
+  let segments: string[] | undefined
+  if (opts.xxh64Segments ?? true) {
+    // The same digest, segment size and seed the cache reads an object with (hash/segments.ts).
+    const seg = await xxh64Segments(imagePath, { ...(signal ? { signal } : {}), ...(opts.workers === 0 ? { threads: 1 } : {}) })
+    if (seg.size !== size) throw new ConfigError('image', `${imagePath} changed size while it was read (${size} bytes at start, ${seg.size} read)`)
+    segments = seg.xxh64
+  }
+
   const m: Manifest = {
     schema: 1,
     name: opts.name,
@@ -192,6 +212,7 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
     chunking: { ...chunking },
     chunks,
     urls: [...opts.urls],
+    ...(segments ? { xxh64Segments: segments } : {}),
   }
   // Same rules as every node applies; relative URLs stay relative (no baseUrl).
   return parseManifest(toWire(m))

@@ -32,6 +32,7 @@
  */
 import { createHash } from 'node:crypto'
 import type { ChunkingParams } from './types.js'
+import { BootAgentError } from '../core/errors.js'
 
 /** The one chunking algorithm this version knows. */
 export const CDC_ALGORITHM = 'fastcdc-gear-v1'
@@ -203,7 +204,7 @@ export class Chunker {
 
   /** Consumes `buf`; returns the end offsets of chunks that were cut inside it. */
   push(buf: Uint8Array): number[] {
-    if (this.ended) throw new Error('Chunker.push() after end()')
+    if (this.ended) throw new BootAgentError('EINTERNAL', 'Chunker.push() after end()')
     const cuts: number[] = []
     const { minSize, avgSize, maxSize } = this.params
     const len = buf.length

@@ -14,12 +14,15 @@
  *     bounds (only the last may be shorter than minSize);
  *   - URLs must be http(s), without credentials; relative ones are resolved
  *     against `baseUrl` (the manifest's own URL) after the signature check,
- *     since the signature covers the URLs as written.
+ *     since the signature covers the URLs as written;
+ *   - `xxh64Segments` (optional: older manifests lack it) must hold exactly
+ *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`.
  */
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
 import type { Chunk, ChunkingParams, Manifest, ManifestSignature } from './types.js'
+import { XXH64_SEGMENT_BYTES, segmentCount } from '../hash/xxh64-format.js'
 
 /** The schema version this agent reads and writes. */
 export const MANIFEST_SCHEMA = 1
@@ -37,6 +40,8 @@ export const MAX_MANIFEST_CHARS = 512 * 1024 * 1024
 
 const HEX64 = /^[0-9a-f]{64}$/
 const HEX64_ANY_CASE = /^[0-9a-fA-F]{64}$/
+const HEX16 = /^[0-9a-f]{16}$/
+const HEX16_ANY_CASE = /^[0-9a-fA-F]{16}$/
 /** Image names: they appear in head-node URL paths and file names. */
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+@:-]*$/
 const FORMAT_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/
@@ -215,6 +220,20 @@ const parseChunks = (v: unknown, path: string, size: number, ch: ChunkingParams)
   return chunks
 }
 
+/** One xxh64 per 64 MiB segment of the image, 16 lower-case hex digits each. */
+const parseSegments = (v: unknown, path: string, size: number): string[] => {
+  const want = segmentCount(size)
+  const per = `one per ${XXH64_SEGMENT_BYTES / (1024 * 1024)} MiB segment of ${size} bytes`
+  if (!Array.isArray(v)) throw new ManifestError(path, `must be an array of ${want} xxh64 digest(s) (${per}), got ${typeName(v)}`)
+  if (v.length !== want) throw new ManifestError(path, `has ${v.length} digest(s), expected ${want} (${per})`)
+  return v.map((d, i) => {
+    const s = expectString(d, `${path}[${i}]`)
+    if (HEX16.test(s)) return s
+    if (HEX16_ANY_CASE.test(s)) throw new ManifestError(`${path}[${i}]`, 'hex digest must be lower case (one manifest, one canonical form)')
+    throw new ManifestError(`${path}[${i}]`, `must be 16 hex digits (an xxh64), got ${s.length > 80 ? `${s.length} characters` : JSON.stringify(s)}`)
+  })
+}
+
 const parseSignature = (v: unknown, path: string): ManifestSignature => {
   const keys = ['algorithm', 'keyId', 'value'] as const
   const o = expectObject(v, path, keys, keys)
@@ -266,8 +285,8 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     // Checked before the other keys: a newer schema may legitimately have fields we do not know.
     throw new ManifestError('$.schema', `unsupported schema version ${JSON.stringify(json.schema)} (this agent reads ${MANIFEST_SCHEMA})`)
   }
-  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'signature'] as const
-  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature'))
+  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'signature'] as const
+  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments'))
   const size = expectSize(o.size, '$.size', 1)
   const chunking = parseChunking(o.chunking, '$.chunking')
   const urls = parseUrls(o.urls, '$.urls', base)
@@ -286,6 +305,7 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     chunks: parseChunks(o.chunks, '$.chunks', size, chunking),
     urls: urls.raw,
   }
+  if (o.xxh64Segments !== undefined) m.xxh64Segments = parseSegments(o.xxh64Segments, '$.xxh64Segments', size)
   if (o.signature !== undefined) m.signature = parseSignature(o.signature, '$.signature')
 
   if (opts.publicKey !== undefined) {

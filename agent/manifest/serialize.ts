@@ -7,7 +7,8 @@
  *
  *   schema, name, format, created, size, sha256,
  *   chunking {algorithm, minSize, avgSize, maxSize},
- *   urls, chunks, signature {algorithm, keyId, value} (only when signed)
+ *   urls, chunks, xxh64Segments (only when present),
+ *   signature {algorithm, keyId, value} (only when signed)
  *
  * and each chunk written compactly as `[offset, size, "sha256"]`. The bytes
  * signed are the canonical form of the manifest WITHOUT `signature`
@@ -29,11 +30,12 @@ export interface WireManifest {
   chunking: { algorithm: string; minSize: number; avgSize: number; maxSize: number }
   urls: string[]
   chunks: WireChunk[]
+  xxh64Segments?: string[]
   signature?: { algorithm: 'ed25519'; keyId: string; value: string }
 }
 
 /** The top-level keys of the wire form, in canonical order. */
-export const WIRE_KEYS = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'signature'] as const
+export const WIRE_KEYS = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'signature'] as const
 
 export const toWireChunk = (c: Chunk): WireChunk => [c.offset, c.size, c.sha256]
 
@@ -55,6 +57,8 @@ export const toWire = (m: Manifest, opts: { withSignature?: boolean } = {}): Wir
     urls: [...m.urls],
     chunks: m.chunks.map(toWireChunk),
   }
+  // Written only when present, so that a manifest without it keeps its canonical form (and signature).
+  if (m.xxh64Segments) w.xxh64Segments = [...m.xxh64Segments]
   if ((opts.withSignature ?? true) && m.signature) {
     w.signature = { algorithm: m.signature.algorithm, keyId: m.signature.keyId, value: m.signature.value }
   }

@@ -49,6 +49,15 @@ export interface Manifest {
   chunking: ChunkingParams
   /** Contiguous, in order, covering [0, size) exactly. */
   chunks: Chunk[]
+  /**
+   * Lower-case hex xxh64 (seed 0, 16 digits) of each 64 MiB segment of the
+   * image, in order (hash/xxh64-format.ts: `segmentCount(size)` of them):
+   * what a cache hit's fast re-verification compares the object with, so
+   * that its reference is what the head published and signed, never the
+   * node's own metadata. Absent in manifests written before it existed:
+   * such a hit is checked by the sha256 of every chunk instead.
+   */
+  xxh64Segments?: string[]
   /** Absolute http(s) URLs of the image, in preference order (relative ones resolved against the manifest's URL). */
   urls: string[]
   signature?: ManifestSignature

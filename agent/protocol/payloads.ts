@@ -59,7 +59,7 @@ export type BootRecordData = {
   requestedStyle?: string | null
   fallbacks?: FallbackEntry[]
   image?: { name?: string; sha256?: string; size?: number } | null
-  cache?: { spec?: string | null; device?: string; mountpoint?: string; hit?: boolean; objectPath?: string; inRam?: boolean }
+  cache?: { spec?: string | null; device?: string; mountpoint?: string; hit?: boolean; verifiedBy?: string; objectPath?: string; inRam?: boolean }
   root?: { spec?: string | null; device?: string; sysroot?: string; init?: string }
   bytesFetched?: number
   timings?: Record<string, number>
@@ -80,7 +80,7 @@ export const BOOT_RECORD: Shape<BootRecordData> = {
   fallbacks: arrayOf(fallbackEntry),
   image: nullable(object<NonNullable<BootRecordData['image']>>({ name: string(), sha256: string(), size: count })),
   cache: object<NonNullable<BootRecordData['cache']>>({
-    spec: nullable(string()), device: string(), mountpoint: string(), hit: boolean, objectPath: string(), inRam: boolean,
+    spec: nullable(string()), device: string(), mountpoint: string(), hit: boolean, verifiedBy: string(32), objectPath: string(), inRam: boolean,
   }),
   root: object<NonNullable<BootRecordData['root']>>({ spec: nullable(string()), device: string(), sysroot: string(), init: string() }),
   bytesFetched: count,

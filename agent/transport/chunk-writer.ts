@@ -6,6 +6,7 @@
  * ({@link receiveChunks}); delta reuse adds chunks from memory.
  */
 import type { Chunk } from '../manifest/types.js'
+import { BootAgentError } from '../core/errors.js'
 import { ioBuffer } from '../core/io-buffer.js'
 import { DIRECT_ALIGN } from './disk-writer.js'
 import { chunkAt } from './plan.js'
@@ -113,7 +114,7 @@ export class ChunkWriter {
 
   /** The pending bytes (exactly one chunk of `n` bytes) are not wanted; the next byte follows them in the file. */
   async discard(n: number): Promise<void> {
-    if (this.pending !== n) throw new Error(`internal: discarding ${n} bytes with ${this.pending} pending`)
+    if (this.pending !== n) throw new BootAgentError('EINTERNAL', `internal: discarding ${n} bytes with ${this.pending} pending`)
     await this.seek(this.regionStart + this.fill + n)
   }
 
@@ -133,7 +134,7 @@ export class ChunkWriter {
     else await this.next()
     this.regionStart = offset
     this.lead = offset % DIRECT_ALIGN
-    if (this.lead + carryLen > this.buf.length) throw new Error(`internal: ${carryLen} pending bytes do not fit a write buffer`)
+    if (this.lead + carryLen > this.buf.length) throw new BootAgentError('EINTERNAL', `internal: ${carryLen} pending bytes do not fit a write buffer`)
     from.copy(this.buf, this.lead, carryAt, carryAt + carryLen)
     this.pending = carryLen
   }

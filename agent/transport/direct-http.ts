@@ -28,7 +28,7 @@
  * "HTTP client: undici measured against direct-http").
  */
 import net from 'node:net'
-import { BootAgentError } from '../core/errors.js'
+import { BootAgentError, foreignCode } from '../core/errors.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from './http.js'
 
 /** Largest response head accepted. */
@@ -360,7 +360,7 @@ const takeConn = async (u: URL, origin: string): Promise<{ conn: Conn; reused: b
 const translate = (e: unknown, url: string): unknown => {
   if (e instanceof BootAgentError) return e
   const code = (e as { code?: unknown })?.code
-  return new BootAgentError(typeof code === 'string' ? code : 'ENETWORK', `${url}: ${(e as Error)?.message ?? String(e)}`, { url }, { cause: e })
+  return new BootAgentError(typeof code === 'string' ? foreignCode(code) : 'ENETWORK', `${url}: ${(e as Error)?.message ?? String(e)}`, { url }, { cause: e })
 }
 
 /**

@@ -174,7 +174,7 @@ export class Download {
     await this.feed.advance()
     const left = partial.missing()
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
-    if (!this.feed.complete) throw new Error(`internal: whole-image digest stopped at chunk ${this.feed.cursor}`)
+    if (!this.feed.complete) throw new BootAgentError('EINTERNAL', `internal: whole-image digest stopped at chunk ${this.feed.cursor}`)
     const { sha256, xxh64 } = await local('hashing the image', () => this.feed.digest())
     return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }

@@ -5,8 +5,9 @@
  *   fetchImage({manifest, cache, ...}) → {path, sha256, size, hit, ...}
  *
  * fetchImage returns only a verified object: a cache hit re-verified (fast or
- * strong), or a download whose every chunk and whole sha256 matched the
- * manifest. A damaged cached object is repaired by fetching only its bad
+ * strong) against the manifest's digests (never against the metadata next to
+ * the object: a file on the cache partition is not the root of trust), or a
+ * download whose every chunk and whole sha256 matched the manifest. A damaged cached object is repaired by fetching only its bad
  * chunks; an interrupted download resumes from its verified chunks; chunks
  * present in other cached objects are copied instead of downloaded.
  */
@@ -14,7 +15,7 @@ import { IntegrityError } from '../core/errors.js'
 import { logOp, silentLogger, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
-import type { Cache, FastDigest, VerifyMode } from '../cache/store.js'
+import type { Cache, FastDigest, VerifiedBy, VerifyMode } from '../cache/store.js'
 import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
@@ -67,7 +68,11 @@ export interface FetchImageOptions {
   signal?: AbortSignal
   /** Objects eviction must keep (the image being booted and the previous one); this image is always kept. */
   pin?: string[]
-  /** Re-verification of a cache hit: 'fast' (size + xxh64) or 'strong' (sha256 of every chunk). Default fast. */
+  /**
+   * Re-verification of a cache hit, against the manifest: 'fast' (size + the
+   * manifest's `xxh64Segments`; done as strong when the manifest has none) or
+   * 'strong' (the manifest's sha256 of every chunk). Default fast.
+   */
   verify?: VerifyMode
   /**
    * The cached object's fast digest, started by the caller before this call
@@ -108,6 +113,12 @@ export interface FetchImageResult {
   size: number
   /** True when the cache held a verified copy and nothing was fetched. */
   hit: boolean
+  /**
+   * What the bytes were checked against: a hit's re-verification
+   * (`manifest-xxh64`, `manifest-sha256`), or `download` (every chunk's and
+   * the whole image's sha256 against the manifest as it was written).
+   */
+  verifiedBy: VerifiedBy | 'download'
   /** Bytes received over HTTP in this call. */
   bytesDownloaded: number
   /** Bytes copied from other cached objects (delta). */
@@ -123,6 +134,9 @@ export interface FetchImageResult {
   recorded?: Promise<void>
 }
 
+/** Manifests (by sha256) already logged as lacking `xxh64Segments`: said once per process, not per fetch. */
+const saidNoSegments = new Set<string>()
+
 /** A verified object for `manifest` in `cache`, fetching (only) what is missing. */
 export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageResult> => {
   const { manifest: m, cache } = opts
@@ -134,9 +148,16 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
     const lock = await cache.lock(m.sha256, opts.signal ? { signal: opts.signal } : {})
     let releaseLater = false
     try {
+      const verify = opts.verify ?? 'fast'
+      if (verify === 'fast' && !m.xxh64Segments && !saidNoSegments.has(m.sha256)) {
+        saidNoSegments.add(m.sha256)
+        log.warn({}, 'the manifest carries no xxh64Segments (written by an older publisher): a cache hit is checked by the sha256 of every chunk instead (slower); republish it to restore fast verification')
+      }
+      // The reference is the manifest (the head's word), never the object's own metadata.
+      const reference = { size: m.size, chunks: m.chunks, ...(m.xxh64Segments ? { xxh64Segments: m.xxh64Segments } : {}) }
       const look = await cache.lookup(m.sha256, {
-        verify: opts.verify ?? 'fast',
-        chunks: m.chunks,
+        verify,
+        published: reference,
         name: m.name,
         ...(urls[0] ? { url: urls[0] } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
@@ -144,7 +165,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         ...(opts.recordLater ? { touch: false } : {}),
       })
       if (look.status === 'hit') {
-        const hit: FetchImageResult = { path: look.path, sha256: m.sha256, size: m.size, hit: true, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
+        const hit: FetchImageResult = { path: look.path, sha256: m.sha256, size: m.size, hit: true, verifiedBy: look.verifiedBy, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
         const record = async (): Promise<void> => {
           if (opts.recordLater) await cache.touch(m.sha256, { verified: true, meta: look.meta, name: m.name, ...(urls[0] ? { url: urls[0] } : {}) })
           // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
@@ -210,6 +231,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           sha256: m.sha256,
           size: m.size,
           hit: false,
+          verifiedBy: 'download',
           bytesDownloaded: r.bytesDownloaded,
           bytesReused: r.bytesReused,
           bytesResumed,

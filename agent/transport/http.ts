@@ -4,7 +4,7 @@
  * pieces of body (a stalled server must not hang a boot).
  */
 import fetch, { type Response } from 'node-fetch'
-import { BootAgentError, HttpError } from '../core/errors.js'
+import { BootAgentError, HttpError, foreignCode } from '../core/errors.js'
 import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
 
@@ -91,7 +91,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
     if (why === 'idle') return new BootAgentError('EIDLE', `${url} sent nothing for ${opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS} ms`, { url })
     if (e instanceof Error && !(e instanceof BootAgentError)) {
       const code = (e as { code?: unknown }).code
-      return new BootAgentError(typeof code === 'string' && code !== 'system' ? code : 'ENETWORK', failedRequestMessage(url, e), { url }, { cause: e })
+      return new BootAgentError(typeof code === 'string' && code !== 'system' ? foreignCode(code) : 'ENETWORK', failedRequestMessage(url, e), { url }, { cause: e })
     }
     return e
   }
@@ -175,7 +175,7 @@ export const getBytes = async (url: string, maxBytes: number, opts: RequestOptio
     n += p.length
     if (n > maxBytes) {
       b.cancel()
-      throw new BootAgentError('ETOOBIG', `${url} is larger than ${maxBytes} bytes`, { url, maxBytes })
+      throw new BootAgentError('ETOOLARGE', `${url} is larger than ${maxBytes} bytes`, { url, maxBytes })
     }
     parts.push(p)
   }

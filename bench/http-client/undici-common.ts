@@ -4,7 +4,7 @@
  * and the translation of undici's errors into the agent's codes.
  */
 import { Agent, type Dispatcher } from 'undici'
-import { BootAgentError } from '../../agent/core/errors.js'
+import { BootAgentError, foreignCode } from '../../agent/core/errors.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from '../../agent/transport/http.js'
 
 /** Idle connections kept per origin, and for how long (direct-http.ts's pool). */
@@ -65,7 +65,7 @@ export const translate = (e: unknown, url: string, idleMs: number, headersMs: nu
   if (code === 'UND_ERR_BODY_TIMEOUT') return new BootAgentError('EIDLE', `${url} sent nothing for ${idleMs} ms`, { url }, { cause: e })
   if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return new BootAgentError('ETRUNCATED', `${url}: connection closed before the whole body`, { url }, { cause: e })
   if (code === 'UND_ERR_SOCKET') return new BootAgentError('ECONNRESET', `${url}: ${(e as Error).message}`, { url }, { cause: e })
-  return new BootAgentError(typeof code === 'string' ? code : 'ENETWORK', `${url}: ${(e as Error)?.message ?? String(e)}`, { url }, { cause: e })
+  return new BootAgentError(typeof code === 'string' ? foreignCode(code) : 'ENETWORK', `${url}: ${(e as Error)?.message ?? String(e)}`, { url }, { cause: e })
 }
 
 /** The error for a body that ended with `unread` bytes still to come. */

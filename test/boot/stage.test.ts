@@ -22,6 +22,7 @@ import { gate } from '../helpers/capability.js'
 import { hashTree, makeOsTree, mksquashfs, scratch, unmountUnder, uniqueLabel, type Scratch } from '../helpers/loop.js'
 import { startNginx, type Nginx } from '../helpers/nginx.js'
 import { publishStatic } from '../helpers/static-head.js'
+import { forgeCachedObject } from '../helpers/forge.js'
 
 const realGate = gate('root', 'loop', 'squashfs-tools', 'nginx')
 const MiB = 1024 * 1024
@@ -102,7 +103,7 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
 
   const cold = await env.boot(line(env))
   t.equal(cold.exitCode, 0, cold.record.error?.message ?? 'cold boot ok')
-  t.match(cold.record, { result: 'ok', style: 'disked', requestedStyle: 'disked', fallbacks: [], image: { sha256: pub.sha256, size: pub.size }, cache: { hit: false, inRam: false } })
+  t.match(cold.record, { result: 'ok', style: 'disked', requestedStyle: 'disked', fallbacks: [], image: { sha256: pub.sha256, size: pub.size }, cache: { hit: false, verifiedBy: 'download', inRam: false } })
   t.ok(cold.record.bytesFetched >= pub.size, `miss fetched the image (${cold.record.bytesFetched} bytes)`)
   t.ok(cold.record.cache.objectPath?.startsWith(join(env.runDir, 'cache', 'objects', 'sha256')), 'object on the cache partition')
   t.same(await hashTree(env.sysroot), want, 'sysroot files identical to the image tree')
@@ -129,7 +130,8 @@ t.test('cold disked boot (miss), then warm (hit): the sysroot is the image tree 
   }
   const warm = await env.boot(line(env), spy)
   t.equal(warm.exitCode, 0)
-  t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true }, bytesFetched: 0 })
+  t.match(warm.record, { result: 'ok', style: 'disked', cache: { hit: true, verifiedBy: 'manifest-xxh64' }, bytesFetched: 0 })
+  t.match((await spooled(warm.record.spoolDir)).filter((e) => e.kind === 'boot').at(-1)?.data, { record: { cache: { hit: true, verifiedBy: 'manifest-xxh64' } } }, 'the boot event says what the hit was checked against')
   t.equal(early.handed, true, 'the digest started in the cache step reached the fetch')
   t.equal(early.signal?.aborted, true, 'and its reading was ended with the fetch step')
   t.ok((early.warmed ?? 0) >= 1, `its workers were started with the stage (${early.warmed} idle when the cache was opened)`)
@@ -246,6 +248,26 @@ t.test('an object corrupted in the cache is re-fetched before use', realGate, as
   const kinds = (await spooled(second.record.spoolDir)).map((e) => e.kind)
   t.ok(kinds.includes('integrity'), `integrity event spooled (${kinds.join(',')})`)
   t.same(await hashTree(env.sysroot), await hashTree(tree), 'booted the right bytes')
+})
+
+t.test('an object replaced by other bytes of the same size, its metadata recomputed to match, is not booted: detected, re-fetched, reported', realGate, async (t) => {
+  const env = await setup(t)
+  const { tree, img } = await image(env, 'os', { extraBytes: 4 * MiB })
+  const pub = await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: `LABEL=${env.cacheLabel}`, root: `LABEL=${env.rootLabel}` } })
+  const first = await env.boot(line(env))
+  t.equal(first.exitCode, 0, first.record.error?.message ?? '')
+  // Default settings (verify=fast); bytes and metadata forged together: nothing on the partition disagrees.
+  await forgeCachedObject(first.record.cache.objectPath ?? '', { at: 2 * MiB })
+  await env.reboot()
+  await env.nginx.clearAccess()
+  const second = await env.boot(line(env))
+  t.equal(second.exitCode, 0, second.record.error?.message ?? '')
+  t.match(second.record.cache, { hit: false, verifiedBy: 'download' }, 'not used as a hit')
+  const served = await imageBytesServed(env, pub.imageUrlPath)
+  t.ok(served > 0 && served < pub.size, `only the forged part re-fetched (${served} of ${pub.size} bytes)`)
+  const events = await spooled(second.record.spoolDir)
+  t.match(events.find((e) => e.kind === 'integrity')?.data, { what: /failed re-verification/, chunksRepaired: Number }, `integrity event spooled (${events.map((e) => e.kind).join(',')})`)
+  t.same(await hashTree(env.sysroot), await hashTree(tree), 'booted the published bytes')
 })
 
 t.test('rd.bootagent.verify=strong: the sha256 workers start with the stage, a corrupted chunk is found and re-fetched', realGate, async (t) => {

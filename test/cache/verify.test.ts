@@ -10,6 +10,7 @@ import { Cache } from '../../agent/cache/store.js'
 import { verifyObject } from '../../agent/cache/verify.js'
 import { publishBytes } from '../helpers/cache.js'
 import { flipByte, seededBytes } from '../helpers/image.js'
+import { forgeCachedObject } from '../helpers/forge.js'
 
 const KiB = 1024
 
@@ -80,7 +81,29 @@ t.test('a missing object, a foreign thing and missing metadata are verdicts, not
   const v = await cache.verify(m.sha256)
   t.equal(v.ok, false)
   t.match(v.reason, /metadata missing or malformed; no chunk list/)
-  const withChunks = await cache.verify(m.sha256, { chunks: m.chunks })
+  const withChunks = await cache.verify(m.sha256, { published: { size: m.size, chunks: m.chunks } })
   t.match(withChunks, { ok: false, badChunks: [], reason: /metadata missing or malformed/ }, 'the manifest\'s chunks say the bytes are good, the verdict stays not ok')
   t.same(await snapshot(cache.dir), before, 'nothing written')
+})
+
+t.test('with the published digests, they are the only reference: forged metadata cannot make forged bytes pass', async (t) => {
+  const { cache, m, path, xxh64 } = await put(t, 'forged')
+  const published = { size: m.size, chunks: m.chunks, xxh64Segments: xxh64 }
+  t.match(await cache.verify(m.sha256, { published }), { ok: true, verifiedBy: 'manifest-xxh64' }, 'the genuine object: a fast pass against the manifest')
+  await forgeCachedObject(path, { at: 100 * KiB })
+  t.match(await cache.verify(m.sha256), { ok: true, verifiedBy: 'metadata-xxh64' }, 'against its own metadata the forgery passes (corruption, not tampering)')
+  t.match(await cache.verify(m.sha256, { mode: 'strong' }), { ok: true, verifiedBy: 'metadata-sha256' }, 'strong against the metadata too')
+  const bad = m.chunks.filter((c) => c.offset < 104 * KiB && 100 * KiB < c.offset + c.size).map((c) => c.index)
+  for (const mode of ['fast', 'strong'] as const) {
+    t.match(await cache.verify(m.sha256, { mode, published }), { ok: false, badChunks: bad }, `${mode} against the manifest: refused, the forged chunk(s) named`)
+  }
+  const { xxh64Segments: _none, ...older } = published
+  t.match(await cache.verify(m.sha256, { published: older }), { ok: false, badChunks: bad }, 'a manifest without segments: fast is done as strong, against its chunks')
+})
+
+t.test("a manifest whose segment xxh64 contradicts its own chunks: the chunks' sha256 decide, and the verdict says so", async (t) => {
+  const { cache, m } = await put(t, 'contradiction')
+  const v = await cache.verify(m.sha256, { published: { size: m.size, chunks: m.chunks, xxh64Segments: ['0123456789abcdef'] } })
+  t.match(v, { ok: true, verifiedBy: 'manifest-sha256', reason: /disagrees with its chunks' sha256/ })
+  t.equal(v.staleXxh64, undefined, 'nothing local to rewrite')
 })

@@ -17,6 +17,7 @@ import { bundleAgent } from '../helpers/bundle.js'
 import { gate } from '../helpers/capability.js'
 import { flipByte, manifestFor, sha256Hex, writeImage, writeSparseImage } from '../helpers/image.js'
 import { startNginx } from '../helpers/nginx.js'
+import { forgeCachedObject } from '../helpers/forge.js'
 
 const KiB = 1024
 
@@ -183,6 +184,39 @@ t.test('fetch refuses 16 kinds of malformed manifest, each with an error naming 
 })
 
 const readdirSafe = async (p: string) => (await import('node:fs/promises')).readdir(p).catch(() => [] as string[])
+
+t.test('an object forged with its metadata recomputed: fetch repairs it from the manifest; verify says what it checked against and catches it with --manifest', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  // The manifest as `boot-agent manifest` writes it (with xxh64Segments), next to the image.
+  const mf = join(s.dir, 'img.json')
+  const built = await cli(t, ['manifest', join(s.www, 'img.sqfs'), '--name', 'img', '--url', 'img.sqfs', '--out', mf, '--json'])
+  t.equal(built.code, 0, built.err)
+  t.match(JSON.parse(built.out), { sha256: s.m.sha256, xxh64Segments: 1 })
+  await writeFile(join(s.www, 'img.json'), await readFile(mf))
+  const first = JSON.parse((await cli(t, ['fetch', s.url, '--cache', s.cache, '--json'])).out) as { path: string; verifiedBy: string }
+  t.equal(first.verifiedBy, 'download')
+  const hit = JSON.parse((await cli(t, ['fetch', s.url, '--cache', s.cache, '--json'])).out) as Record<string, unknown>
+  t.match(hit, { hit: true, verifiedBy: 'manifest-xxh64', bytesDownloaded: 0 }, 'a normal hit: the manifest\'s segments, nothing downloaded')
+  const clean = await cli(t, ['verify', '--cache', s.cache])
+  t.match(clean.out, `ok       ${s.m.sha256}  (against local metadata only: corruption, not tampering)`, 'without a manifest it says what it checked against')
+
+  await forgeCachedObject(first.path, { at: 300 * KiB })
+  for (const mode of [[], ['--strong']]) {
+    const local = await cli(t, ['verify', '--cache', s.cache, ...mode])
+    t.equal(local.code, 0, `verify ${mode.join(' ')} against the forged metadata cannot tell (and says it only checked that)`)
+    t.match(local.out, /against local metadata only/)
+    const v = await cli(t, ['verify', '--cache', s.cache, '--manifest', mf, ...mode])
+    t.equal(v.code, 1, `verify ${mode.join(' ')} --manifest FILE catches it`)
+    t.match(v.out, new RegExp(`CORRUPT  ${s.m.sha256}.*chunk\\(s\\) differ.*\\(against the manifest\\)`))
+  }
+  const byUrl = await cli(t, ['verify', '--cache', s.cache, '--manifest', s.url, '--json'])
+  t.match(JSON.parse(byUrl.out), { objects: [{ sha256: s.m.sha256, ok: false, against: 'manifest' }] }, '--manifest URL: fetched')
+  const r = JSON.parse((await cli(t, ['fetch', s.url, '--cache', s.cache, '--json'])).out) as Record<string, unknown>
+  t.match(r, { hit: false, verifiedBy: 'download' }, 'fetch (default, fast) does not take it as a hit')
+  t.ok((r.chunksRepaired as number) >= 1, `the forged chunk(s) re-fetched (${String(r.chunksRepaired)})`)
+  t.equal(sha256Hex(await readFile(first.path)), s.m.sha256, 'the object is the published image again')
+  t.equal((await cli(t, ['verify', '--cache', s.cache, '--manifest', mf])).code, 0)
+})
 
 t.test('verify hashes several objects, a multi-segment one among them, and reports one with old (schema 1) metadata', async (t) => {
   const dir = t.testdir()

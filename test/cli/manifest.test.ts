@@ -76,14 +76,20 @@ t.test('sign round trip: keygen, manifest --sign --out, then --check with the pu
   const out = join(dir, 'cpe.manifest.json')
   const r = runCli(['manifest', image, '--sign', key, '--out', out, '--json'])
   t.equal(r.status, 0, r.stderr)
-  const s = JSON.parse(r.stdout) as { file: string; signed: string; sha256: string }
+  const s = JSON.parse(r.stdout) as { file: string; signed: string; sha256: string; xxh64Segments: number }
   t.equal(s.file, out)
+  t.equal(s.xxh64Segments, 1, 'the segment digests written (one 64 MiB segment)')
   t.equal(s.signed, keyIdOf(readFileSync(pub, 'utf8')))
   const m = parseManifest(readFileSync(out, 'utf8'), { publicKey: readFileSync(pub, 'utf8') })
   t.equal(m.sha256, s.sha256)
   const c = runCli(['manifest', '--check', out, '--pubkey', pub])
   t.equal(c.status, 0, c.stderr)
   t.match(c.stdout, /signature verified/)
+  t.match(c.stdout, /1 xxh64 segment\(s\)/)
+  const without = join(dir, 'old.manifest.json')
+  t.equal(runCli(['manifest', image, '--without-segments', '--out', without]).status, 0)
+  t.equal(parseManifest(readFileSync(without, 'utf8')).xxh64Segments, undefined, '--without-segments: for nodes older than the field')
+  t.match(runCli(['manifest', '--check', without]).stdout, /no xxh64Segments/)
 })
 
 t.test('--check with a public key refuses unsigned, other-key and tampered manifests', async (t) => {

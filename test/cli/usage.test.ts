@@ -30,3 +30,12 @@ t.test('a failure that is not a usage error keeps its JSON log line, exit 1', as
   t.match(r.stderr, /boot-agent verify: no cache at \/nonexistent-cache-dir: no such directory/)
   t.notMatch(r.stderr, /--help` for its options/)
 })
+
+t.test('a command named like an Object.prototype property is an unknown command (issue #22, finding 4 kin)', async (t) => {
+  for (const name of ['constructor', 'toString', 'valueOf', 'hasOwnProperty', '__proto__']) {
+    const r = runCli([name])
+    t.equal(r.status, 2, name)
+    t.match(r.stderr, `boot-agent: unknown command ${JSON.stringify(name)}`, name)
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack')
+  }
+})

@@ -75,3 +75,18 @@ t.test('a boot that failed on EINTEGRITY counts as a served-bytes report; a node
   t.match(i?.flags, [{ code: 'served-bytes-differ', digests: [A], nodes: ['n5'] }])
   t.equal(i?.flags.length, 1)
 })
+
+t.test('a node named like an Object.prototype property is one node like any other', async (t) => {
+  const s = new NodeStates()
+  // Squashfs errors for the name, nothing known of what runs: no digest is invented for them.
+  s.apply(makeEvent('squashfs-error', 'constructor', { count: 2 }, { image: { name: 'CPE-base' }, now: at(1) }))
+  s.apply(makeEvent('squashfs-error', 'toString', { count: 1 }, { image: { name: 'CPE-base' }, now: at(1) }))
+  s.apply(makeEvent('status', 'valueOf', {}, { ...img(A), now: at(2) }))
+  const v = computeConsistency(published(), s.all())
+  t.same(v.images[0]?.squashfsErrors, [
+    { node: 'constructor', count: 2, last: at(1).toISOString() },
+    { node: 'toString', count: 1, last: at(1).toISOString() },
+  ])
+  t.same(v.images[0]?.nodes, { valueOf: A })
+  t.same(v.inconsistent, [])
+})

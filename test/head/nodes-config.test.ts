@@ -1,5 +1,6 @@
 import t from 'tap'
-import { parseNodesConfig, resolvePlan } from '../../agent/head/nodes-config.js'
+import { configuredNode, imageOverrides, parseNodesConfig, resolvePlan } from '../../agent/head/nodes-config.js'
+import { normaliseArch } from '../../agent/head/names.js'
 
 const SHA = 'a'.repeat(64)
 const config = parseNodesConfig({
@@ -50,4 +51,44 @@ t.test('a bad nodes file is refused with the field named', async (t) => {
     [{ schema: 1, nodes: {}, images: { x: { arch: 'vax' } } }, 'images.x.arch'],
   ]
   for (const [input, key] of bad) t.throws(() => parseNodesConfig(input), { code: 'ECONFIG', key }, key)
+})
+
+/** Object.prototype's names (issue #22, finding 4): each is a node id, group or image name like any other. */
+const PROTO_NAMES = ['constructor', 'toString', 'valueOf', 'hasOwnProperty', 'isPrototypeOf', 'propertyIsEnumerable', 'toLocaleString']
+
+t.test('a node id named like an Object.prototype property is not configured unless listed', async (t) => {
+  for (const name of [...PROTO_NAMES, '__proto__']) {
+    t.match(resolvePlan(config, name), { ok: false, status: 404, code: 'ENONODE' }, name)
+    t.equal(configuredNode(config, name), undefined, name)
+  }
+})
+
+t.test('listed, such a node id is a normal node', async (t) => {
+  const c = parseNodesConfig({ schema: 1, defaults: { image: 'base' }, nodes: Object.fromEntries(PROTO_NAMES.map((n) => [n, { style: 'rwram' }])) })
+  for (const name of PROTO_NAMES) t.match(resolvePlan(c, name), { ok: true, plan: { node: name, style: 'rwram', image: { name: 'base' } } }, name)
+  t.match(resolvePlan(c, 'plain'), { ok: false, code: 'ENONODE' })
+  t.throws(() => parseNodesConfig(JSON.parse('{"schema":1,"nodes":{"__proto__":{}}}')), { code: 'ECONFIG', key: 'nodes.__proto__' }, '__proto__ is not a safe name')
+})
+
+t.test('a group named toString: used when defined, refused when a node names it and it is not', async (t) => {
+  const c = parseNodesConfig({ schema: 1, defaults: { image: 'base' }, groups: { toString: { style: 'roram' } }, nodes: { a: { group: 'toString' }, b: {} } })
+  t.match(resolvePlan(c, 'a'), { ok: true, plan: { style: 'roram' } }, 'a defined group named toString is a group')
+  t.match(resolvePlan(c, 'b'), { ok: true, plan: { style: 'disked' } }, 'and only for its nodes')
+  for (const group of PROTO_NAMES) {
+    t.throws(() => parseNodesConfig({ schema: 1, nodes: { a: { group } } }), { code: 'ECONFIG', key: 'nodes.a.group', message: /no group/ }, `undefined group ${group}`)
+  }
+})
+
+t.test('an architecture named like an Object.prototype property is no architecture', async (t) => {
+  for (const arch of PROTO_NAMES) {
+    t.equal(normaliseArch(arch), undefined, arch)
+    t.throws(() => parseNodesConfig({ schema: 1, nodes: { a: { arch } } }), { code: 'ECONFIG', key: 'nodes.a.arch' }, arch)
+    t.throws(() => parseNodesConfig({ schema: 1, nodes: {}, architectures: { [arch]: {} } }), { code: 'ECONFIG', key: `architectures.${arch}` }, arch)
+  }
+})
+
+t.test('image overrides are looked up by own name only', async (t) => {
+  const c = parseNodesConfig({ schema: 1, nodes: {}, images: { valueOf: { arch: 'aarch64' } } })
+  t.same(imageOverrides(c, 'valueOf'), { arch: 'aarch64' })
+  for (const name of ['constructor', 'toString', 'hasOwnProperty']) t.equal(imageOverrides(c, name), undefined, name)
 })

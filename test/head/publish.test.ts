@@ -29,6 +29,7 @@ t.test('publish stores the image under its digest, writes its manifest and point
   t.equal((await stat(obj)).mode & 0o777, 0o444, 'stored bytes are read-only')
   const m = parseManifest(JSON.parse(await readFile(store.manifestPath(sha256(v1)), 'utf8')))
   t.match(m, { name: 'CPE-base', sha256: sha256(v1), size: v1.length, urls: [`/v1/images/by-digest/${sha256(v1)}/image`] })
+  t.equal(m.xxh64Segments?.length, 1, 'the manifest carries the segment xxh64 a cache hit is checked against')
   t.match(await store.current('CPE-base'), { sha256: sha256(v1), arch: 'x86_64' })
 })
 

@@ -284,3 +284,42 @@ t.test('the head reads the time from the clock it is given: the consistency view
   now += 1000
   t.equal((await postEvents(head.url, 'n1', [status()])).status, 200, 'one second later by the clock: one token back')
 })
+
+t.test('node ids named like Object.prototype properties: unknown unless listed, then normal nodes (issue #22, finding 4)', async (t) => {
+  const PROTO_NAMES = ['constructor', 'toString', 'valueOf', 'hasOwnProperty', 'isPrototypeOf']
+  const dir = t.testdir()
+  const store = join(dir, 'store')
+  await publishBytes(store, 'CPE-base', ARM, { dir })
+  const eventsFor = async (node: string): Promise<string> => readFile(join(store, 'events', `${node}.jsonl`), 'utf8').catch(() => '')
+
+  const stranger = await startHead({ store, nodes: await writeNodes(join(dir, 'plain.json'), { schema: 1, defaults: { image: 'CPE-base' }, nodes: { n1: {} } }) })
+  t.teardown(() => stranger.close())
+  for (const node of [...PROTO_NAMES, '__proto__']) {
+    // __proto__ is not even a name (a leading _): refused before any lookup, as a name with / is.
+    const [status, code] = node === '__proto__' ? [400, 'EBADNAME'] : [404, 'ENONODE']
+    for (const [path, init] of [
+      [`/v1/nodes/${node}/boot`, {}],
+      [`/v1/nodes/${node}`, {}],
+      [`/v1/nodes/${node}/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: [makeEvent('status', node, {})] }) }],
+    ] as const) {
+      const a = await call(`${stranger.url}${path}`, init)
+      t.same([a.status, (a.json as { error?: { code?: string } }).error?.code], [status, code], `${node}: ${init.method ?? 'GET'} ${path}`)
+    }
+    t.equal(await eventsFor(node), '', `${node}: nothing stored`)
+  }
+  const view = (await call(`${stranger.url}/v1/consistency`)).json as { images: Array<{ nodes: Record<string, string> }> }
+  t.same(view.images.flatMap((i) => Object.keys(i.nodes)), [], 'the consistency view names none of them')
+  await stranger.close()
+
+  const listed = await startHead({ store, nodes: await writeNodes(join(dir, 'listed.json'), { schema: 1, defaults: { image: 'CPE-base' }, nodes: Object.fromEntries(PROTO_NAMES.map((n) => [n, {}])) }) })
+  t.teardown(() => listed.close())
+  for (const node of PROTO_NAMES) {
+    const d = await call(`${listed.url}/v1/nodes/${node}/boot?arch=x86_64`)
+    t.match([d.status, d.json], [200, { node, image: { name: 'CPE-base', sha256: sha256(ARM) } }], `${node}: a descriptor`)
+    const e = makeEvent('status', node, {}, { image: { name: 'CPE-base', sha256: sha256(ARM) } })
+    t.match(await postEvents(listed.url, node, [e]), { status: 200, json: { accepted: 1, duplicates: 0 } }, `${node}: its events are stored`)
+    t.match((await call(`${listed.url}/v1/nodes/${node}`)).json, { node, configured: true, events: 1 }, `${node}: its view`)
+  }
+  const listedView = (await call(`${listed.url}/v1/consistency`)).json as { images: Array<{ name: string; nodes: Record<string, string> }> }
+  t.same(listedView.images.find((i) => i.name === 'CPE-base')?.nodes, Object.fromEntries(PROTO_NAMES.map((n) => [n, sha256(ARM)])))
+})

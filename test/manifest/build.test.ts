@@ -8,6 +8,7 @@ import { chunkSizes, chunkingForAverage } from '../../agent/manifest/cdc.js'
 import { parseManifest } from '../../agent/manifest/schema.js'
 import { serializeManifest } from '../../agent/manifest/serialize.js'
 import { gate } from '../helpers/capability.js'
+import xxhash from 'xxhash-wasm'
 
 const seeded = (seed: string, bytes: number): Buffer => {
   const out = Buffer.allocUnsafe(bytes)
@@ -35,6 +36,21 @@ t.test('a large image: whole digest equals sha256sum, every chunk digest and cut
   t.equal(m.format, 'raw')
   t.equal(m.created, '2026-11-21T12:00:00.000Z')
   t.same(m.chunking, { algorithm: 'fastcdc-gear-v1', minSize: 16384, avgSize: 65536, maxSize: 262144 })
+})
+
+t.test('xxh64Segments: the xxh64 of each 64 MiB segment, as an independent hash of each slice says; left out on request', async (t) => {
+  const SEG = 64 * 1024 * 1024
+  const data = Buffer.alloc(SEG + 3 * 1024 * 1024) // two segments, the second short; mostly zeros (cheap), marked so they differ
+  seeded('seg-a', 4096).copy(data, 100)
+  seeded('seg-b', 4096).copy(data, SEG + 100)
+  const path = write(t, data)
+  const { h64Raw } = await xxhash()
+  const want = [data.subarray(0, SEG), data.subarray(SEG)].map((b) => h64Raw(b, 0n).toString(16).padStart(16, '0'))
+  for (const workers of [0, 2]) {
+    const m = await buildManifest(path, { name: 'seg', urls: ['seg.raw'], now, workers })
+    t.same(m.xxh64Segments, want, `workers ${workers}`)
+  }
+  t.equal((await buildManifest(path, { name: 'seg', urls: ['seg.raw'], now, xxh64Segments: false })).xxh64Segments, undefined, 'xxh64Segments: false')
 })
 
 t.test('the worker path and the single-thread path give the same manifest', async (t) => {

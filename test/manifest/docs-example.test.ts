@@ -29,4 +29,5 @@ t.test('rebuilding the documented input gives the documented digest and chunks',
   const built = await buildManifest(path, { name: 'CPE-base', urls: ['x'], chunking: chunkingForAverage(256 * 1024) })
   t.equal(built.sha256, documented.sha256)
   t.same(built.chunks, documented.chunks)
+  t.same(built.xxh64Segments, documented.xxh64Segments, 'and its segment xxh64')
 })

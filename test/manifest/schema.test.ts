@@ -40,6 +40,28 @@ t.test('a valid manifest parses into the typed form', async (t) => {
   t.equal(serializeManifest(m), JSON.stringify(valid()), 'round trip to the same canonical text')
 })
 
+t.test('xxh64Segments is optional, read when present, and written back in its canonical place', async (t) => {
+  t.equal(parseManifest(valid()).xxh64Segments, undefined, 'a manifest from before the field still parses')
+  const w = { ...valid(), xxh64Segments: ['0123456789abcdef'] }
+  const m = parseManifest(w)
+  t.same(m.xxh64Segments, ['0123456789abcdef'])
+  t.equal(serializeManifest(m), JSON.stringify(w), 'after chunks, before signature')
+})
+
+t.test('the signature covers xxh64Segments: changed, added or removed after signing, it is refused', async (t) => {
+  const kp = generateKeyPair()
+  const signed = JSON.parse(serializeManifest(signManifest(parseManifest({ ...valid(), xxh64Segments: ['0123456789abcdef'] }), kp.privateKeyPem))) as Record<string, unknown>
+  t.same(parseManifest(signed, { publicKey: kp.publicKeyPem }).xxh64Segments, ['0123456789abcdef'], 'as signed: accepted')
+  for (const [what, edit] of [
+    ['changed', { ...signed, xxh64Segments: ['fedcba9876543210'] }],
+    ['removed', (({ xxh64Segments: _drop, ...rest }) => rest)(signed)],
+  ] as const) {
+    t.throws(() => parseManifest(edit, { publicKey: kp.publicKeyPem }), { code: 'ESIGNATURE' }, what)
+  }
+  const plain = JSON.parse(serializeManifest(signManifest(parseManifest(valid()), kp.privateKeyPem))) as Record<string, unknown>
+  t.throws(() => parseManifest({ ...plain, xxh64Segments: ['0123456789abcdef'] }, { publicKey: kp.publicKeyPem }), { code: 'ESIGNATURE' }, 'added')
+})
+
 t.test('JSON text and UTF-8 bytes are accepted as input', async (t) => {
   t.equal(parseManifest(JSON.stringify(valid())).sha256, H('a'))
   t.equal(parseManifest(Buffer.from(JSON.stringify(valid()))).sha256, H('a'))
@@ -88,6 +110,12 @@ const malformed: [string, unknown, string, RegExp?][] = [
   ['an empty name', mutate((w) => (w.name = '')), '$.name', /empty/],
   ['a format that is not a token', mutate((w) => (w.format = 'Squash FS')), '$.format', /token/],
   ['a created time that is not ISO-8601', mutate((w) => (w.created = 'yesterday')), '$.created', /ISO-8601/],
+  ['xxh64Segments that is not a list', mutate((w) => (w.xxh64Segments = '0123456789abcdef')), '$.xxh64Segments', /must be an array of 1 xxh64/],
+  ['too many xxh64Segments for the size', mutate((w) => (w.xxh64Segments = ['0123456789abcdef', '0123456789abcdef'])), '$.xxh64Segments', /has 2 digest\(s\), expected 1 \(one per 64 MiB segment of 900 bytes\)/],
+  ['no xxh64Segments digest for a non-empty image', mutate((w) => (w.xxh64Segments = [])), '$.xxh64Segments', /has 0 digest\(s\), expected 1/],
+  ['a short xxh64 segment digest', mutate((w) => (w.xxh64Segments = ['0123456789abcde'])), '$.xxh64Segments[0]', /16 hex digits/],
+  ['an upper-case xxh64 segment digest', mutate((w) => (w.xxh64Segments = ['0123456789ABCDEF'])), '$.xxh64Segments[0]', /lower case/],
+  ['an xxh64 segment digest that is not a string', mutate((w) => (w.xxh64Segments = [42])), '$.xxh64Segments[0]', /must be a string/],
   ['a signature with another algorithm', mutate((w) => (w.signature = { algorithm: 'rsa', keyId: H('b'), value: 'AA==' })), '$.signature.algorithm', /ed25519/],
   ['a signature value that is not 64 bytes of base64', mutate((w) => (w.signature = { algorithm: 'ed25519', keyId: H('b'), value: 'AAAA' })), '$.signature.value', /64 bytes/],
 ]

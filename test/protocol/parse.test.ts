@@ -17,7 +17,7 @@ const SAMPLES: { [K in EventKind]: EventPayloads[K] } = {
       schema: 1, node: 'n1', server: 'http://head:8080', style: 'disked', requestedStyle: 'disked',
       fallbacks: [{ kind: 'cache-missing', reason: 'no cache partition' }],
       image: { name: 'CPE-base', sha256: SHA, size: 4096 },
-      cache: { spec: 'LABEL=cwcache', device: '/dev/sda1', mountpoint: '/run/cache', hit: true, objectPath: '/run/cache/o', inRam: false },
+      cache: { spec: 'LABEL=cwcache', device: '/dev/sda1', mountpoint: '/run/cache', hit: true, verifiedBy: 'manifest-xxh64', objectPath: '/run/cache/o', inRam: false },
       root: { spec: 'LABEL=cwroot', device: '/dev/sda2', sysroot: '/sysroot', init: '/sbin/init' },
       bytesFetched: 0, timings: { fetch: 12.5 }, result: 'ok', action: 'reboot', error: { code: 'EX', message: 'x' },
       spoolDir: '/run/cache/spool', time: '2026-11-21T13:00:00.000Z',

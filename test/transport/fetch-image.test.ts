@@ -10,6 +10,8 @@ import { IntegrityError } from '../../agent/core/errors.js'
 import { fetchImage } from '../../agent/transport/fetch-image.js'
 import { gate } from '../helpers/capability.js'
 import { flipByte, manifestFor, writeImage } from '../helpers/image.js'
+import { forgeCachedObject } from '../helpers/forge.js'
+import { xxh64Segments } from '../../agent/hash/segments.js'
 import { startNginx, type Nginx } from '../helpers/nginx.js'
 
 const MiB = 1024 * 1024
@@ -54,6 +56,40 @@ t.test('a warm fetch is a re-verified hit that requests no image bytes', gate('n
     t.equal(r.bytesDownloaded, 0)
   }
   t.same(await ng.access(), [], 'nginx saw no request')
+})
+
+/** The served image's manifest as `manifest`/publish write it: with the xxh64 of each 64 MiB segment. */
+const withSegments = async (s: { root: string; m: ReturnType<typeof manifestFor> }) => ({ ...s.m, xxh64Segments: (await xxh64Segments(join(s.root, 'img.sqfs'), { threads: 1 })).xxh64 })
+
+t.test("a hit is checked against the manifest's segments: verifiedBy says so, and no image byte is requested", gate('nginx'), async (t) => {
+  const s = await served(t, 2 * MiB, 'segs')
+  const m = await withSegments(s)
+  t.equal((await fetchImage({ manifest: m, cache: s.cache })).verifiedBy, 'download')
+  await s.ng.clearAccess()
+  t.match(await fetchImage({ manifest: m, cache: s.cache }), { hit: true, verifiedBy: 'manifest-xxh64', bytesDownloaded: 0, requests: 0 })
+  t.match(await fetchImage({ manifest: m, cache: s.cache, verify: 'strong' }), { hit: true, verifiedBy: 'manifest-sha256' })
+  const old = s.m // a manifest written before xxh64Segments existed
+  t.match(await fetchImage({ manifest: old, cache: s.cache }), { hit: true, verifiedBy: 'manifest-sha256', bytesDownloaded: 0 }, 'without segments: every chunk against the manifest')
+  t.same(await s.ng.access(), [], 'nginx saw no request')
+})
+
+t.test('an object replaced by other bytes of the same size, its metadata recomputed to match, is no hit: repaired from the manifest', gate('nginx'), async (t) => {
+  for (const variant of ['with segments', 'an older manifest without them'] as const) {
+    const s = await served(t, 4 * MiB, `forged-${variant}`)
+    const m = variant === 'with segments' ? await withSegments(s) : s.m
+    const first = await fetchImage({ manifest: m, cache: s.cache })
+    const at = 2 * MiB + 100
+    await forgeCachedObject(first.path, { at })
+    t.equal((await s.cache.verify(m.sha256)).ok, true, `${variant}: the local metadata agrees with the forged bytes (what the fix must not rely on)`)
+    await s.ng.clearAccess()
+    const r = await fetchImage({ manifest: m, cache: s.cache })
+    t.equal(r.hit, false, `${variant}: not a hit`)
+    t.equal(r.verifiedBy, 'download')
+    t.ok(r.chunksRepaired >= 1 && r.chunksRepaired <= 2, `${variant}: the forged chunk(s) re-fetched (${r.chunksRepaired})`)
+    t.ok(r.bytesDownloaded > 0 && r.bytesDownloaded < 1 * MiB, `${variant}: only them (${r.bytesDownloaded} bytes)`)
+    t.same(await readFile(r.path), s.data, `${variant}: the object is the published image again`)
+    t.match(await fetchImage({ manifest: m, cache: s.cache }), { hit: true, bytesDownloaded: 0 }, `${variant}: and a hit after`)
+  }
 })
 
 t.test('recordLater: a hit is handed back first and its use recorded after, under the object lock', gate('nginx'), async (t) => {
