@@ -177,14 +177,50 @@ export interface OpenPartitionOptions extends PartitionDeps {
   mayFormat: boolean
 }
 
+/** A spec resolved to one device, with what identifies the device however it was named. */
+export interface ResolvedPartition {
+  spec: PartitionSpec
+  resolution: Resolution
+  /** The device node's real path (a /dev/disk/by-* link followed), when found. */
+  realDevice?: string
+  /** `major:minor` of the block device, when found: one device, whatever spec or path named it. */
+  devnum?: string
+}
+
+/** A stat's st_rdev split as glibc's gnu_dev_major/gnu_dev_minor do (<sys/sysmacros.h>), for messages and comparison. */
+const devnumOf = (rdev: number): string => {
+  const major = ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff)
+  const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00)
+  return `${major}:${minor}`
+}
+
+/**
+ * Resolves one configured spec (waiting for it as {@link resolvePartition})
+ * and says which block device it is (realpath, major:minor), touching
+ * nothing: so that the cache and the root can be compared before either is
+ * mounted, let alone wiped.
+ */
+export const resolveConfigured = async (spec: PartitionSpec | null, deadlineMs: number, deps: PartitionDeps = {}): Promise<ResolvedPartition | null> => {
+  if (spec === null) return null
+  const resolution = await resolvePartition(spec, deadlineMs, deps)
+  if (resolution.state !== 'found') return { spec, resolution }
+  const realDevice = await realpath(resolution.device).catch(() => resolution.device)
+  const st = await stat(realDevice).catch(() => undefined)
+  return { spec, resolution, realDevice, ...(st?.isBlockDevice() ? { devnum: devnumOf(st.rdev) } : {}) }
+}
+
 /**
  * Resolves, (optionally formats) and mounts one configured partition, and
  * says what became of it as data for the plan. Never throws for a partition
  * that is missing or will not mount: that is a fallback, not a crash.
  */
-export const openPartition = async (spec: PartitionSpec | null, opts: OpenPartitionOptions): Promise<PartitionState> => {
-  if (spec === null) return { state: 'unset' }
-  const res = await resolvePartition(spec, opts.deadlineMs, opts)
+export const openPartition = async (spec: PartitionSpec | null, opts: OpenPartitionOptions): Promise<PartitionState> =>
+  openResolved(await resolveConfigured(spec, opts.deadlineMs, opts), opts)
+
+/** Formats (when allowed) and mounts a partition already resolved by {@link resolveConfigured}; as {@link openPartition}. */
+export const openResolved = async (resolved: ResolvedPartition | null, opts: OpenPartitionOptions): Promise<PartitionState> => {
+  if (resolved === null) return { state: 'unset' }
+  const { spec, resolution: res } = resolved
   if (res.state === 'missing') return { state: 'missing', reason: res.reason }
   if (res.state === 'ambiguous') return { state: 'unusable', device: res.devices.join(','), reason: res.reason }
   const device = res.device

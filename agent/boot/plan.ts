@@ -21,6 +21,7 @@ import type {
   VerifyMode,
 } from './cmdline.js'
 import { DEFAULT_DEVICE_TIMEOUT_MS, DEFAULT_HTTP_TIMEOUT_MS, DEFAULT_REBOOT_DELAY_MS } from './cmdline.js'
+import { ConfigError } from '../core/errors.js'
 import type { BootDescriptor } from './descriptor.js'
 
 export const DEFAULT_STYLE: BootStyle = 'disked'
@@ -234,6 +235,43 @@ export const planBoot = (intent: BootIntent, inv: Inventory): BootPlan => {
     action,
     ...(actionReason ? { actionReason } : {}),
   }
+}
+
+/** Where a partition spec was configured, for messages: the kernel argument or the descriptor's field. */
+export const partitionKey = (role: 'cache' | 'root', cmdline: Pick<BootCmdline, 'cache' | 'root'>): string =>
+  cmdline[role] !== undefined ? `rd.bootagent.${role}` : `partitions.${role} (boot descriptor)`
+
+/** A configured partition as resolved before anything is mounted (partitions.ts resolveConfigured). */
+export interface ResolvedDevice {
+  /** The spec as written (LABEL=…, UUID=…, /dev/…). */
+  spec: string
+  /** Where it was configured ({@link partitionKey}). */
+  key: string
+  /** The device node, links followed. */
+  device: string
+  /** major:minor, when the device could be stat'ed. */
+  devnum?: string
+}
+
+/**
+ * The root and the cache must be two devices, however each is named (the
+ * same label, a LABEL= and a UUID= of one filesystem, a /dev path or a
+ * /dev/disk/by-* link): a root that is the cache would be wiped at every
+ * disked boot, the cache with it, and with onfail=reboot the node would
+ * download and reboot forever. Compared by major:minor (by the real device
+ * path when either could not be stat'ed) and refused as a configuration
+ * error before either is mounted: produce the machine specified or none.
+ */
+export const refuseRootOnCache = (cache: ResolvedDevice | undefined, root: ResolvedDevice | undefined): ConfigError | undefined => {
+  if (!cache || !root) return undefined
+  const same = cache.devnum !== undefined && root.devnum !== undefined ? cache.devnum === root.devnum : cache.device === root.device
+  if (!same) return undefined
+  const dev = `${root.device}${root.devnum ? ` (${root.devnum})` : ''}`
+  return new ConfigError(
+    root.key,
+    `root partition ${root.spec} and cache partition ${cache.spec} (${cache.key}) are the same device ${dev}; refusing to use the cache as the root, which would wipe it at every boot. Nothing was mounted or changed: give the root a partition of its own`,
+    { root: root.spec, cache: cache.spec, device: root.device, ...(root.devnum ? { devnum: root.devnum } : {}) },
+  )
 }
 
 export interface CacheFullFacts {

@@ -18,8 +18,8 @@ import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'
 import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
-import { openPartition } from './partitions.js'
-import { type BootPlan, type Inventory, planBoot, planCacheFull, planRootFit, resolveIntent, type BootIntent } from './plan.js'
+import { openResolved, resolveConfigured, type ResolvedPartition } from './partitions.js'
+import { type BootPlan, type Inventory, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
 import { prepareRoot, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
 
@@ -201,14 +201,21 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
 
     // Partitions: the cache for every style, the root only for disked.
     const partDeps = { run, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.sysClassBlock ? { sysClassBlock: opts.sysClassBlock } : {}) }
-    const [cacheState, rootState] = await timer.step('partitions', () =>
-      Promise.all([
-        openPartition(it.cacheSpec, { ...partDeps, role: 'cache', mountpoint: cacheMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.cache }),
+    const [cacheState, rootState] = await timer.step('partitions', async () => {
+      // Both resolved first, compared, and only then mounted: a root that is the cache is refused untouched.
+      const [cacheDev, rootDev] = await Promise.all([
+        resolveConfigured(it.cacheSpec, it.deviceTimeoutMs, partDeps),
+        it.requestedStyle === 'disked' ? resolveConfigured(it.rootSpec, it.deviceTimeoutMs, partDeps) : Promise.resolve(null),
+      ])
+      const refused = refuseRootOnCache(asDevice(cacheDev, partitionKey('cache', opts.cmdline)), asDevice(rootDev, partitionKey('root', opts.cmdline)))
+      if (refused) throw refused
+      return Promise.all([
+        openResolved(cacheDev, { ...partDeps, role: 'cache', mountpoint: cacheMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.cache }),
         it.requestedStyle === 'disked'
-          ? openPartition(it.rootSpec, { ...partDeps, role: 'root', mountpoint: rootMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.root })
+          ? openResolved(rootDev, { ...partDeps, role: 'root', mountpoint: rootMount, deadlineMs: it.deviceTimeoutMs, mayFormat: it.format.root })
           : Promise.resolve({ state: 'unset' as const }),
-      ]),
-    )
+      ])
+    })
     rootMounted = rootState.state === 'mounted'
     inv = { cache: cacheState, root: rootState }
     let diskCache: unknown
@@ -360,3 +367,7 @@ class ClearAndReboot extends BootAgentError {
 }
 
 const intentTimeout = (c: BootCmdline): number => c.httpTimeoutMs ?? 30_000
+
+/** A resolved partition as the plan's check sees it (undefined: not configured or not found). */
+const asDevice = (r: ResolvedPartition | null, key: string): ResolvedDevice | undefined =>
+  r?.realDevice ? { spec: r.spec.text, key, device: r.realDevice, ...(r.devnum ? { devnum: r.devnum } : {}) } : undefined

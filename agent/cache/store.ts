@@ -23,6 +23,7 @@ import type { EvictionGoal } from './evict.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
 import { hashRangesParallel, type RangeHasher } from '../hash/file.js'
 import { xxh64Segments } from '../hash/segments.js'
+import { inspectCacheDir, refuseToOpen } from './cache-dir.js'
 import { DIR_MODE, SHA256_HEX, lockPath, metaPath, objectPath, objectsRoot, partPath, statePath, tmpDir } from './layout.js'
 import { acquireLock, type Lock, type LockOptions } from '../core/lock.js'
 import { META_SCHEMA, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
@@ -48,9 +49,8 @@ export interface CacheOptions {
   /** Threads computing the fast digest (xxh64 per segment), this one included; default os.availableParallelism(), at most 8. */
   verifyThreads?: number
   /**
-   * The cache's directory must exist already (ENOCACHE otherwise): for
-   * commands that only read or prune a cache, where a mistyped path must not
-   * pass as an empty cache that verified. Default false (created).
+   * A reader (`verify`, `cache ls`/`gc`, the self-check): opened as it is, nothing created, no
+   * mode changed; ENOCACHE unless `dir` is a cache or empty (cache-dir.ts). Default: a writer.
    */
   mustExist?: boolean
 }
@@ -98,17 +98,16 @@ export class Cache {
     this.verifyThreads = opts.verifyThreads
   }
 
-  /** Opens (creating when needed, unless `mustExist`) a cache on `dir`, root-only. */
+  /** Opens a cache on `dir`, root-only; a writer never takes over a directory with other files or a shared one (cache-dir.ts). */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
     const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
-    // An existing cache (every boot after the first) is checked with four lstat
-    // calls on this thread: 12 round-trips through libuv's pool (mkdir, lstat,
-    // chmod each) cost 20–50 ms of a `verify` here while workers start, and a
-    // chmod of a directory already 0700 is an inode write for nothing.
+    // An existing cache (every boot after the first): four lstat calls on this thread, not 12
+    // round-trips through libuv's pool (mkdir, lstat, chmod each: 20–50 ms of a `verify` here
+    // while workers start), and no inode write to chmod 0700 what is 0700 already.
     if (dirs.every(isPrivateDir)) return new Cache(dir, opts)
-    if (opts.mustExist && !(await lstat(dir).catch(() => undefined))) {
-      throw new BootAgentError('ENOCACHE', `no cache at ${dir}: no such directory (a cache is made by \`boot-agent fetch --cache DIR\` or by a boot; check the path)`, { path: dir })
-    }
+    const refusal = refuseToOpen(dir, await inspectCacheDir(dir), opts.mustExist === true)
+    if (refusal) throw refusal
+    if (opts.mustExist) return new Cache(dir, opts) // as it is: nothing created, no mode changed
     for (const d of dirs) {
       await mkdir(d, { recursive: true, mode: DIR_MODE })
       const st = await lstat(d)

@@ -12,7 +12,7 @@ gc  removes least recently used objects until at most N remain (default 2:
     another process is writing are never removed.
 
 options:
-  --cache DIR     cache directory (must exist: exit 1 otherwise)
+  --cache DIR     cache directory (must be a cache: exit 1 otherwise; never changed)
   --keep N        objects to keep (gc; default 2)
   --pin SHA256    never remove this object (gc; repeatable)
   --json          print one JSON object`

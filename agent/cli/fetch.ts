@@ -14,7 +14,8 @@ its verified chunks; chunks already held by other cached images are copied
 instead of downloaded.
 
 options:
-  --cache DIR        cache directory (created root-only when missing)
+  --cache DIR        cache directory (created root-only when missing; an existing
+                     directory must be a cache or empty, and not shared like /tmp)
   --pubkey FILE      ed25519 public key (PEM); refuse unsigned or wrongly signed manifests
   --strong           re-verify a cache hit with sha256 instead of xxh64
   --node ID          seed for this node's mirror order and retry jitter (default: host name)

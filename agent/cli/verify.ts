@@ -28,9 +28,9 @@ options:
   --json                print one JSON object
 
 Exit status: 0 when every object verified and nothing foreign was found;
-1 when any object is corrupt, the cache holds foreign entries or there is
-no directory at DIR (a mistyped path is not an empty cache); 2 on a usage
-error.`
+1 when any object is corrupt, the cache holds foreign entries, or DIR is
+missing or is not a cache (a mistyped path is not an empty cache; nothing
+in it is created or changed); 2 on a usage error.`
 
 export const command: Command = {
   name: 'verify',

@@ -16,6 +16,12 @@
  *  4. Still several → `ambiguous`: the event lists the candidates and the
  *     self-check re-verifies every candidate object (verification decides).
  *
+ * Time first (mappings.ts): a loop device is tied to the file it reads now
+ * only for records logged after that binding was made. A squashfs loop
+ * mounted after the record is no candidate at all; a named loop device bound
+ * after it gives no file, object or image. Nothing left → `unattributed`,
+ * with the reason (#22 finding 6: never the wrong digest).
+ *
  * An error on the unpacked root partition (the boot record's root.device)
  * is an `io-error` with the booted image's digest.
  */
@@ -26,6 +32,7 @@ import type { ClassifiedError } from './classify.js'
 import type { BootRecordView } from './boot-record.js'
 import { parseObjectPath, readObjectMeta } from './object-meta.js'
 import type { ImageRef } from '../protocol/event.js'
+import type { MappingTimes } from './mappings.js'
 
 export interface ObjectRef {
   sha256: string
@@ -37,7 +44,9 @@ export interface Correlation {
   /** Kernel device name (loop0, sda2) when known. */
   device?: string
   /** How `device` was found (see the module comment). */
-  rule: 'message' | 'dictionary' | 'single-squashfs-loop' | 'cached-squashfs-loop' | 'offset-fits' | 'ambiguous' | 'none'
+  rule: 'message' | 'dictionary' | 'single-squashfs-loop' | 'cached-squashfs-loop' | 'offset-fits' | 'ambiguous' | 'unattributed' | 'none'
+  /** Rule `unattributed`: why the record is tied to no file (it predates the binding of the device it could be). */
+  unattributed?: string
   /** Backing file when the device is a loop device. */
   backingFile?: string
   /** The cache object the device reads, when it is one. */
@@ -53,6 +62,8 @@ export interface CorrelatorOptions {
   bootRecord?: BootRecordView
   /** Cache directories whose objects are this node's (from the boot record or --cache-dir). */
   cacheDirs?: string[]
+  /** When each loop device was bound to its file; without it, no record is checked against time. */
+  mappings?: MappingTimes
 }
 
 interface MountedSquashfs {
@@ -78,9 +89,11 @@ const devName = (p: string | undefined): string | undefined => (p ? basename(p) 
 export class Correlator {
   private readonly bootRecord: BootRecordView | undefined
   private readonly cacheDirs: string[]
+  private readonly mappings: MappingTimes | undefined
 
   constructor(opts: CorrelatorOptions = {}) {
     this.bootRecord = opts.bootRecord
+    this.mappings = opts.mappings
     const dirs = [...(opts.cacheDirs ?? [])]
     if (opts.bootRecord?.cache?.mountpoint) dirs.push(opts.bootRecord.cache.mountpoint)
     const booted = opts.bootRecord?.cache?.objectPath ? parseObjectPath(opts.bootRecord.cache.objectPath) : undefined
@@ -119,9 +132,17 @@ export class Correlator {
     return name ? { name, sha256: object.sha256 } : { sha256: object.sha256 }
   }
 
-  private async describe(device: string, rule: Correlation['rule']): Promise<Correlation> {
+  /** Why a record logged at `at` (usec) is not the current binding's of loop device `device`; undefined when it may be. */
+  private predates(device: string, at: number | undefined): string | undefined {
+    if (at === undefined || !this.mappings || !/^loop\d{1,6}$/.test(device)) return undefined
+    return this.mappings.predates(device, at)
+  }
+
+  private async describe(device: string, rule: Correlation['rule'], at: number | undefined): Promise<Correlation> {
     const out: Correlation = { device, rule }
     const backing = await this.backingFile(device)
+    const before = backing ? this.predates(device, at) : undefined
+    if (before) return { device, rule: 'unattributed', unattributed: before }
     if (backing) out.backingFile = backing
     const object = this.objectAt(backing)
     if (object) {
@@ -164,13 +185,17 @@ export class Correlator {
     }
   }
 
-  /** Where `err` happened, as far as the machine can tell. Never throws. */
-  async correlate(err: ClassifiedError): Promise<Correlation> {
+  /**
+   * Where `err` happened, as far as the machine can tell. `at`: when the
+   * kernel logged it (the record's usec), checked against the bindings'
+   * times. Never throws.
+   */
+  async correlate(err: ClassifiedError, at?: number): Promise<Correlation> {
     if (err.devnum) {
       const dev = await this.fromDevnum(err.devnum)
-      if (dev) return this.describe(dev, 'dictionary')
+      if (dev) return this.describe(dev, 'dictionary', at)
     }
-    if (err.device) return this.describe(err.device, 'message')
+    if (err.device) return this.describe(err.device, 'message', at)
     if (err.source !== 'squashfs') return { rule: 'none' }
     let mounts: MountedSquashfs[] = []
     try {
@@ -179,17 +204,21 @@ export class Correlator {
       return { rule: 'none' }
     }
     if (mounts.length === 0) return { rule: 'none' }
-    if (mounts.length === 1) return this.describe(mounts[0]!.device, 'single-squashfs-loop')
+    // Only loops bound before the record was logged can have logged it.
+    const reasons = mounts.map((m) => this.predates(m.device, at))
+    if (reasons.every((r) => r !== undefined)) return { rule: 'unattributed', unattributed: reasons.length === 1 ? reasons[0]! : reasons.join('; ') }
+    mounts = mounts.filter((_, i) => reasons[i] === undefined)
+    if (mounts.length === 1) return this.describe(mounts[0]!.device, 'single-squashfs-loop', at)
     let pool = await Promise.all(mounts.map(async (m) => ({ device: m.device, backing: await this.backingFile(m.device) })))
     if (err.blockOffset !== undefined) {
       const offset = err.blockOffset
       const sized = await Promise.all(pool.map(async (d) => ({ d, size: await this.imageSize(d.device, d.backing) })))
       const fits = sized.filter((s) => s.size === undefined || s.size > offset).map((s) => s.d)
-      if (fits.length === 1) return this.describe(fits[0]!.device, 'offset-fits')
+      if (fits.length === 1) return this.describe(fits[0]!.device, 'offset-fits', at)
       if (fits.length) pool = fits
     }
     const cached = pool.filter((d) => this.objectAt(d.backing))
-    if (cached.length === 1) return this.describe(cached[0]!.device, 'cached-squashfs-loop')
+    if (cached.length === 1) return this.describe(cached[0]!.device, 'cached-squashfs-loop', at)
     if (cached.length) pool = cached
     const candidates = pool.map((d) => {
       const object = this.objectAt(d.backing)

@@ -42,6 +42,7 @@ import { Mutex } from '../events/mutex.js'
 import { readKmsg, type KmsgReaderOptions, type KmsgRecord } from './kmsg.js'
 import { classify } from './classify.js'
 import { Correlator, type ObjectRef } from './correlate.js'
+import { MappingTimes, prescanMappings } from './mappings.js'
 import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
@@ -151,7 +152,9 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   const brCache = opts.bootRecord?.cache
   const objDir = brCache?.objectPath ? parseObjectPath(brCache.objectPath)?.cacheDir : undefined
   for (const d of [brCache?.mountpoint, objDir]) if (d && !cacheDirs.includes(d)) cacheDirs.push(d)
-  const correlator = new Correlator({ bootRecord: opts.bootRecord, cacheDirs })
+  // When each loop device was bound, so that no record is tied to a file bound after it was logged (mappings.ts).
+  const mappings = new MappingTimes()
+  const correlator = new Correlator({ bootRecord: opts.bootRecord, cacheDirs, mappings })
   const result: DaemonResult = { recordsRead: 0, errorsSeen: 0, eventsSpooled: 0, kmsgLost: 0, malformed: 0, lastSeq: undefined }
 
   const bootId = await readBootId()
@@ -270,9 +273,12 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     const c = classify(record)
     if (!c) return
     result.errorsSeen++
-    const corr = await correlator.correlate(c)
-    const device = corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
-    const fields: KernelErrorData = { source: c.source, rule: corr.rule }
+    const corr = await correlator.correlate(c, record.usec)
+    // Unattributed records are kept apart from the current binding's own (the coalescing key has the device).
+    const device = corr.unattributed !== undefined ? `unattributed${corr.device ? `:${corr.device}` : ''}`
+      : corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
+    const fields: KernelErrorData & { unattributed?: string } = { source: c.source, rule: corr.rule }
+    if (corr.unattributed !== undefined) fields.unattributed = corr.unattributed
     if (corr.backingFile) fields.backingFile = corr.backingFile
     if (corr.object) fields.object = { sha256: corr.object.sha256, path: corr.object.path }
     if (corr.role) fields.role = corr.role
@@ -312,9 +318,12 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       (lastSeq - position.seq >= POSITION_EVERY_RECORDS || Date.now() - positionWrittenAt >= POSITION_EVERY_MS)) await flush()
   }
 
+  const kmsgPath = opts.kmsgPath ?? system.devKmsg
+  const prescan = await prescanMappings(mappings, { path: kmsgPath, ...(opts.openKmsg ? { openDevice: opts.openKmsg } : {}), signal })
+  log.debug({ op: 'prescan', records: prescan.records }, 'read the ring once for the loop devices\' binding times')
   try {
     for await (const item of readKmsg({
-      path: opts.kmsgPath ?? system.devKmsg,
+      path: kmsgPath,
       ...(afterSeq !== undefined ? { afterSeq } : {}),
       reportInitialGap: true,
       ...(opts.openKmsg ? { openDevice: opts.openKmsg } : {}),
@@ -325,6 +334,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
         switch (item.type) {
           case 'record':
             result.recordsRead++
+            mappings.note(item.record)
             await handle(item.record)
             lastSeq = item.record.seq
             break

@@ -57,7 +57,8 @@ export interface SelfCheckResult {
  */
 export const verifyObject = async (object: ObjectRef, opts: { log?: Logger; signal?: AbortSignal } = {}): Promise<{ cache: Cache; ok: boolean; reason?: string; bad: BadChunk[]; checked: number; name?: string }> => {
   // hashRangesInline, verifyThreads 1: one thread. A background check must not take both cores from the node's work.
-  const cache = await Cache.open(object.cacheDir, { hasher: hashRangesInline, verifyThreads: 1, ...(opts.log ? { log: opts.log } : {}) })
+  // mustExist: the object's own cache, read as it is (nothing made, no mode changed).
+  const cache = await Cache.open(object.cacheDir, { mustExist: true, hasher: hashRangesInline, verifyThreads: 1, ...(opts.log ? { log: opts.log } : {}) })
   const v = await cache.verify(object.sha256, { mode: 'fast', ...(opts.signal ? { signal: opts.signal } : {}) })
   await cache.recordVerdict(object.sha256, v) // a recorded xxh64 the bytes disprove is corrected
   const byIndex = new Map((v.chunks ?? []).map((c) => [c.index, c]))

@@ -6,9 +6,11 @@ import {
   type PartitionState,
   CACHE_SLACK_BYTES,
   decideCacheFull,
+  partitionKey,
   planBoot,
   planCacheFull,
   planRootFit,
+  refuseRootOnCache,
   resolveIntent,
 } from '../../agent/boot/plan.js'
 
@@ -187,4 +189,16 @@ t.test('root too small for the unpacked image → ram style before anything is w
   t.equal(ro.style, 'roram')
   const ram = planBoot(intent({ style: 'rwram' }), inv(CACHE, ROOT))
   t.equal(planRootFit(ram, { neededBytes: 1e12, capacityBytes: 1 }), ram, 'RAM styles have no root partition to check')
+})
+
+t.test('refuseRootOnCache: one device under two names is refused naming both specs and the device; two devices pass', async (t) => {
+  const cache = { spec: 'LABEL=cache', key: 'partitions.cache (boot descriptor)', device: '/dev/sdb1', devnum: '8:17' }
+  t.equal(refuseRootOnCache(cache, { spec: 'LABEL=root', key: 'rd.bootagent.root', device: '/dev/sdb2', devnum: '8:18' }), undefined)
+  t.equal(refuseRootOnCache(cache, undefined), undefined, 'no root configured or found')
+  const e = refuseRootOnCache(cache, { spec: 'UUID=1234', key: 'rd.bootagent.root', device: '/dev/sdb1', devnum: '8:17' })
+  t.match(e, { code: 'ECONFIG', key: 'rd.bootagent.root', context: { root: 'UUID=1234', cache: 'LABEL=cache', device: '/dev/sdb1', devnum: '8:17' } })
+  t.match(e?.message, /^rd\.bootagent\.root: root partition UUID=1234 and cache partition LABEL=cache \(partitions\.cache \(boot descriptor\)\) are the same device \/dev\/sdb1 \(8:17\)/)
+  t.ok(refuseRootOnCache({ ...cache, devnum: undefined }, { spec: '/dev/sdb1', key: 'k', device: '/dev/sdb1' }), 'without major:minor the real paths are compared')
+  t.equal(partitionKey('root', { root: undefined }), 'partitions.root (boot descriptor)')
+  t.equal(partitionKey('cache', { cache: null }), 'rd.bootagent.cache', 'rd.bootagent.cache=none is the command line too')
 })

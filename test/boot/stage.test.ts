@@ -374,3 +374,51 @@ t.test('a manifest that is not the digest the descriptor pinned fails the boot a
   t.same(evs.map((e) => e.kind), ['integrity', 'boot-failed'])
   t.match(evs[0]?.data, { expected: 'f'.repeat(64), found: pub.sha256 })
 })
+
+t.test('a root spec that resolves to the cache device is refused before anything is touched: no wipe, no download, no reboot', realGate, async (t) => {
+  const env = await setup(t)
+  const { img } = await image(env, 'os')
+  const cacheSpec = `LABEL=${env.cacheLabel}`
+  const pub = await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: { cache: cacheSpec, root: `LABEL=${env.rootLabel}` } })
+  const first = await env.boot(line(env))
+  t.equal(first.exitCode, 0, first.record.error?.message ?? 'the cache holds the image')
+  await env.reboot()
+  const cacheDev = (await realRun('blkid', ['-c', '/dev/null', '-o', 'device', '-t', cacheSpec])).stdout.trim()
+  const cacheUuid = (await realRun('blkid', ['-c', '/dev/null', '-o', 'value', '-s', 'UUID', cacheDev])).stdout.trim()
+  t.ok(cacheDev.startsWith('/dev/loop') && cacheUuid, `the cache is ${cacheDev} (UUID ${cacheUuid})`)
+
+  /** What is on the cache device: every path with its type, size and, for files, its sha256. */
+  const look = join(env.s.dir, 'look')
+  const cacheContents = async (): Promise<Record<string, string>> => {
+    await realRun('mkdir', ['-p', look])
+    await realRun('mount', ['-o', 'ro', cacheDev, look])
+    try {
+      return await hashTree(look, [])
+    } finally {
+      await realRun('umount', [look])
+    }
+  }
+  const before = await cacheContents()
+  t.ok(Object.keys(before).some((p) => p.startsWith('objects/sha256/') && p.endsWith(pub.sha256.slice(2))), 'the object is on the cache')
+
+  const cases = [
+    { name: 'root LABEL= of the cache (descriptor)', parts: { cache: cacheSpec, root: cacheSpec }, extra: '', rootSpec: cacheSpec, key: 'partitions.root' },
+    { name: 'root UUID= of the cache while cache is LABEL= (descriptor)', parts: { cache: cacheSpec, root: `UUID=${cacheUuid}` }, extra: '', rootSpec: `UUID=${cacheUuid}`, key: 'partitions.root' },
+    { name: 'root the cache\'s /dev path (command line)', parts: { cache: cacheSpec, root: `LABEL=${env.rootLabel}` }, extra: `rd.bootagent.root=${cacheDev}`, rootSpec: cacheDev, key: 'rd.bootagent.root' },
+  ]
+  for (const c of cases) {
+    await publishStatic({ root: env.www, server: env.nginx.url, node: 'n1', image: img, name: 'os', style: 'disked', partitions: c.parts, policies: { onfail: 'reboot' } })
+    await env.nginx.clearAccess()
+    const r = await env.boot(line(env, c.extra))
+    t.equal(r.exitCode, 2, `${c.name}: a configuration error (exit 2), not a failed boot`)
+    t.match(r.record, { result: 'failed', error: { code: 'ECONFIG' } }, c.name)
+    const msg = r.record.error?.message ?? ''
+    for (const part of [c.key, c.rootSpec, cacheSpec, cacheDev]) t.ok(msg.includes(part), `${c.name}: the message names ${part}: ${msg}`)
+    t.same(env.reboots, [], `${c.name}: no reboot although onfail=reboot`)
+    t.equal(await imageBytesServed(env, pub.imageUrlPath), 0, `${c.name}: nothing downloaded`)
+    const { stdout } = await realRun('findmnt', ['-rn', '-o', 'TARGET'])
+    t.notOk(stdout.split('\n').some((m) => m.startsWith(env.runDir) || m === env.sysroot), `${c.name}: nothing left mounted`)
+    await env.reboot()
+    t.same(await cacheContents(), before, `${c.name}: the cache is exactly as it was`)
+  }
+})

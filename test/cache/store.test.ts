@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { chmod, lstat, mkdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, readFile, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
 import xxhash from 'xxhash-wasm'
@@ -55,7 +55,39 @@ t.test('mustExist: a missing directory is ENOCACHE and is not created; an existi
   await mkdir(empty)
   const cache = await Cache.open(empty, { mustExist: true })
   t.same((await cache.list()).objects, [])
-  t.ok((await lstat(join(empty, 'tmp'))).isDirectory(), 'its directories made')
+  t.same(await readdir(empty), [], 'read as it is: nothing made (#22 finding 5)')
+})
+
+t.test('open never takes over a directory that is not a cache: a reader changes nothing, a writer refuses foreign or shared ones', async (t) => {
+  const dir = join(t.testdir(), 'someones')
+  await mkdir(dir)
+  await writeFile(join(dir, 'notes.txt'), 'mine')
+  await chmod(dir, 0o755)
+  await t.rejects(Cache.open(dir, { mustExist: true }), { code: 'ENOCACHE', message: `no cache at ${dir}: it is not a boot-agent cache (no objects/ directory, and it holds 1 other entry: notes.txt); nothing was changed (check the path)` })
+  await t.rejects(Cache.open(dir), { code: 'ECACHE', message: new RegExp(`^${dir} is not a boot-agent cache .*\\(it holds 1 other entry: notes.txt\\): refusing to make it one`) })
+  t.same(await readdir(dir), ['notes.txt'])
+  t.equal((await stat(dir)).mode & 0o7777, 0o755, 'mode unchanged')
+
+  const shared = join(t.testdir(), 'shared')
+  await mkdir(shared)
+  await chmod(shared, 0o1777)
+  await t.rejects(Cache.open(shared), { code: 'ECACHE', message: /is a shared directory \(mode 1777\)/ })
+  t.equal((await stat(shared)).mode & 0o7777, 0o1777, 'a shared directory keeps its mode')
+  t.same(await readdir(shared), [])
+
+  // A freshly made filesystem (lost+found only, 0755) is the boot stage's own: it becomes the cache.
+  const fresh = join(t.testdir(), 'fresh-fs')
+  await mkdir(join(fresh, 'lost+found'), { recursive: true })
+  await chmod(fresh, 0o755)
+  await Cache.open(fresh)
+  t.equal((await stat(fresh)).mode & 0o7777, 0o700)
+  t.same((await readdir(fresh)).sort(), ['lost+found', 'objects', 'tmp'])
+  // A cache opened by a reader is left as it is, a loosened mode included.
+  await chmod(fresh, 0o755)
+  await rm(join(fresh, 'tmp'), { recursive: true })
+  await Cache.open(fresh, { mustExist: true })
+  t.equal((await stat(fresh)).mode & 0o7777, 0o755, 'a reader changes no mode')
+  t.same((await readdir(fresh)).sort(), ['lost+found', 'objects'], 'and makes nothing')
 })
 
 t.test('reopening a cache keeps it private: a loosened mode is tightened, a symlinked directory refused', async (t) => {

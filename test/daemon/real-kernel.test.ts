@@ -34,6 +34,7 @@ import { gate } from '../helpers/capability.js'
 import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
 import { startTestHead } from '../helpers/real-head.js'
+import { Spool } from '../../agent/events/spool.js'
 import { CHUNK_BYTES, bootId, buildCorruptImage, bundleAgent, readRing, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
 
 t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
@@ -201,4 +202,37 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   t.ok(kernelEvents().length > deliveredBeforeKill, 'the restarted daemon delivered the rest')
   t.comment(JSON.stringify(kernelEvents().map((e) => [e.data.class, (e.data.kmsg as { firstSeq: number }).firstSeq, (e.data.kmsg as { lastSeq: number }).lastSeq, e.data.count])))
   t.comment(`${expected.length} error records, ${kernelEvents().length} events, ${head.received().length - head.events().length} resent duplicate(s) dropped by id at the head`)
+})
+
+t.test('a daemon with no saved position blames no old record on the image mounted now: errors of an image since unmounted are reported without an image (#22 finding 6)', gate('root', 'loop', 'kmsg', 'squashfs-tools'), async (t) => {
+  const a = await buildCorruptImage('gone')
+  t.teardown(() => removeImage(a))
+  const b = await buildCorruptImage('now')
+  t.teardown(() => removeImage(b))
+  const startSeq = await lastKmsgSeq()
+  // Image A: mounted, read (genuine SQUASHFS errors), unmounted and detached.
+  const ma = await mountImage(a)
+  t.teardown(() => ma.detach())
+  t.ok((await readEverything(ma.mountpoint)) >= 1, 'reading image A failed')
+  await ma.detach()
+  const errorsOfA = (await readRing()).filter((r) => r.seq > startSeq && classify(r)?.kind === 'squashfs-error').map((r) => r.seq)
+  t.ok(errorsOfA.length >= 1, `image A made ${errorsOfA.length} squashfs error record(s)`)
+  // Image B mounted afterwards (never read: it logs nothing), then a daemon starts fresh.
+  const mb = await mountImage(b)
+  t.teardown(() => mb.detach())
+  const stateDir = join(a.dir, 'state')
+  const res = await runDaemon({
+    node: 'node-fresh', stateDir, cacheDirs: [a.cacheDir, b.cacheDir], once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal,
+  })
+  t.ok(res.errorsSeen >= errorsOfA.length, `the daemon read the whole ring (${res.recordsRead} records, ${res.errorsSeen} errors)`)
+  const spool = new Spool(join(stateDir, 'spool'))
+  const events = (await spool.peekFiles(await spool.files())).map((x) => ({ image: x.event.image, data: x.event.data as Record<string, unknown> }))
+  t.same(events.filter((e) => e.image?.sha256 === b.sha256).map((e) => e.data.class), [], 'no event blames image B, mounted after the errors were logged')
+  const ofA = events.filter((e) => (e.data.kmsg as { seqs?: [number, number][] } | undefined)?.seqs?.some(([x, y]) => errorsOfA.some((s) => s >= x && s <= y)))
+  t.ok(ofA.length >= 1, `image A's records are reported (${ofA.length} event(s))`)
+  for (const e of ofA) {
+    t.equal(e.image, undefined, `${String(e.data.class)}: without an image`)
+    t.equal(e.data.rule, 'unattributed', `${String(e.data.class)}: rule unattributed`)
+    t.match(e.data.unattributed, /before .*(bound|mapped)/, `${String(e.data.class)}: with the reason: ${String(e.data.unattributed)}`)
+  }
 })
