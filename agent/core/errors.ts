@@ -51,7 +51,7 @@ export const ERROR_CODES = {
   EMEDIATYPE: 'an event batch sent to the head is not application/json',
   EMETHOD: 'a request to the head used a method its path does not take',
   ENETWORK: 'a request failed below HTTP and the error carried no code of its own (the cause says more)',
-  ENOCACHE: 'no cache directory where one must already exist',
+  ENOCACHE: 'no cache where one must already exist (a missing directory, or one that is not a cache)',
   ENOIMAGE: 'the head has no such image (name or digest never published, or none configured)',
   ENOINIT: 'the image has no init program',
   ENOMIRROR: 'every URL of the image failed; none is left to try',

@@ -277,7 +277,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     // Unattributed records are kept apart from the current binding's own (the coalescing key has the device).
     const device = corr.unattributed !== undefined ? `unattributed${corr.device ? `:${corr.device}` : ''}`
       : corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
-    const fields: KernelErrorData & { unattributed?: string } = { source: c.source, rule: corr.rule }
+    const fields: KernelErrorData = { source: c.source, rule: corr.rule }
     if (corr.unattributed !== undefined) fields.unattributed = corr.unattributed
     if (corr.backingFile) fields.backingFile = corr.backingFile
     if (corr.object) fields.object = { sha256: corr.object.sha256, path: corr.object.path }

@@ -206,6 +206,8 @@ export type KernelErrorData = {
   message?: string
   source?: string
   rule?: string
+  /** Rule `unattributed`: why no image is named (the record predates the device's current binding). */
+  unattributed?: string
   backingFile?: string
   object?: ObjectData
   role?: string
@@ -227,6 +229,7 @@ const KERNEL_ERROR: Shape<KernelErrorData> = {
   message: string(),
   source: string(32),
   rule: string(32),
+  unattributed: string(),
   backingFile: string(),
   object: objectData,
   role: string(32),

@@ -42,7 +42,7 @@ const SAMPLES: { [K in EventKind]: EventPayloads[K] } = {
   },
   'squashfs-error': {
     class: 'decompression-failed', device: 'loop0', message: 'SQUASHFS error: xz decompression failed', source: 'squashfs',
-    rule: 'single-squashfs-loop', backingFile: '/c/o', object: { sha256: SHA, path: '/c/o' }, role: 'image',
+    rule: 'single-squashfs-loop', unattributed: 'logged before loop0 was bound to its file', backingFile: '/c/o', object: { sha256: SHA, path: '/c/o' }, role: 'image',
     candidates: [{ device: 'loop0', object: SHA }], compressor: 'xz', errno: -5, subsystem: 'block', count: 2,
     firstTime: '2026-11-21T13:00:00.000Z', lastTime: '2026-11-21T13:00:01.000Z', kmsg: { bootId: 'b', firstSeq: 3, lastSeq: 4, seqs },
     blocks: [{ offset: 4096, size: 512 }], blocksNotListed: 0,
