@@ -12,6 +12,11 @@
  * Here: open, lookup, publish, the metadata records. Elsewhere, behind thin
  * methods: verify.ts (verdicts only), walk.ts (the one walk), space.ts
  * (eviction, free space), donors.ts, partial.ts (downloads in progress).
+ *
+ * Over 400 lines: one room, the Cache class every caller holds. What is left
+ * here is its lifecycle (open), lookup and publish under the object lock, and
+ * the metadata records those two write; each other job is a thin method over
+ * its own file.
  */
 import { lstatSync } from 'node:fs'
 import { chmod, link, lstat, mkdir, readFile, rm, open } from 'node:fs/promises'

@@ -16,6 +16,11 @@
  * (verified chunks only) once every chunk in it has its verdict. Only bytes
  * that were not next in order (parallel ranges, resumed or reused chunks) are
  * read back — from the page cache — to extend the whole-image digests.
+ *
+ * Over 400 lines: one room, the Download's scheduling — the range queue, the
+ * mirror choice, the retries and the per-task receive loop share one state
+ * (queue, cursor, live mirrors, first fatal error) that splitting would only
+ * pass around.
  */
 import { BootAgentError, CacheFullError, IntegrityError, SizeError } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
