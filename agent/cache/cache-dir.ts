@@ -18,9 +18,10 @@ import { BootAgentError, isErrno } from '../core/errors.js'
 /**
  * Entries a directory may hold and still become a cache: a fresh ext4's
  * lost+found, and the agent's own names on a cache partition (tmp/ of a
- * half-made cache, the boot stage's spool/).
+ * half-made cache, the boot stage's spool/). An objects/ that is not a
+ * directory is not among them: it is someone else's.
  */
-export const ADOPTABLE_ENTRIES: ReadonlySet<string> = new Set(['lost+found', 'objects', 'tmp', 'spool'])
+export const ADOPTABLE_ENTRIES: ReadonlySet<string> = new Set(['lost+found', 'tmp', 'spool'])
 
 export type CacheDirState =
   | { kind: 'missing' }
@@ -45,7 +46,7 @@ export const inspectCacheDir = async (dir: string): Promise<CacheDirState> => {
   const objects = await lstat(join(dir, 'objects')).catch(() => undefined)
   if (objects?.isDirectory()) return { kind: 'cache' }
   const names = (await readdir(dir)).sort()
-  const others = names.filter((e) => !ADOPTABLE_ENTRIES.has(e) || e === 'objects')
+  const others = names.filter((e) => !ADOPTABLE_ENTRIES.has(e))
   if (others.length) return { kind: 'foreign', entries: others.slice(0, 3), count: others.length }
   // Shared: anyone may write there (o+w), or the sticky bit says it is everybody's (/tmp is 1777).
   const mode = st.mode & 0o7777
