@@ -39,6 +39,8 @@ export const system = {
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
+  /** This node's bearer token for the head (root-only; carried in the initramfs by the dracut module; docs/security.md). */
+  tokenFile: env('TOKEN_FILE', '/etc/boot-agent/token'),
 } as const
 
 export const commands = {
