@@ -51,7 +51,6 @@ const setup = async (t: Test) => {
 
 t.test('with the boot stage\'s token copy the daemon delivers; without it the head refuses; a readable token file is refused by name', gate('kmsg'), async (t) => {
   const s = await setup(t)
-
   const none = await s.daemon()
   t.equal(none.code, 1, 'no token: delivery failed (401), events stay spooled')
   t.equal(s.stored(), 0)
