@@ -99,8 +99,9 @@ const refuse = (message: string): HttpProblem => new HttpProblem(403, 'EIDENTITY
 export const authorize = (config: NodesConfig, who: Principal, call: RouteCall, site: string | undefined): void => {
   const claim = call.node !== undefined && call.name !== 'node' ? call.node : undefined
   if (claim === undefined) {
-    // With a site token, a node credential reaches only what a boot fetches: the operator views need the site token.
-    if (who.kind === 'node' && site !== undefined && !NODE_FETCH_ROUTES.has(call.name)) {
+    // With a site token, a node credential reaches only what a boot fetches and its own view: the operator views need the site token.
+    const ownView = who.kind === 'node' && call.name === 'node' && call.node === who.node
+    if (who.kind === 'node' && site !== undefined && !NODE_FETCH_ROUTES.has(call.name) && !ownView) {
       throw refuse(`a node credential (node ${who.node}) may fetch images and speak for its own node only; route ${call.name} needs the site token`)
     }
     return

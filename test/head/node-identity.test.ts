@@ -161,6 +161,8 @@ t.test('bound by credential: another node\'s credential, no credential, or the s
   t.equal((await ask(head, { path: `/v1/images/by-digest/${published.sha256}/image`, token: TOKEN_N3 })).status, 200)
   t.equal((await ask(head, { path: '/v1/consistency', token: TOKEN_N3 })).status, 403, 'a node credential does not read the fleet view')
   t.equal((await ask(head, { path: '/v1/consistency', token: SITE })).status, 200)
+  t.equal((await ask(head, { path: '/v1/nodes/n3', token: TOKEN_N3 })).status, 200, 'a node reads its own view')
+  t.equal((await ask(head, { path: '/v1/nodes/n4', token: TOKEN_N3 })).status, 403, "but not another node's")
   // No token, digest or token fragment in any answer or log line.
   const text = log()
   for (const secret of [SITE, TOKEN_N3, TOKEN_N4, tokenSha256(TOKEN_N3), tokenSha256(TOKEN_N4)]) t.notOk(text.includes(secret), 'the head log holds no token or digest')
