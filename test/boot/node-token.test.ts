@@ -29,7 +29,7 @@ const TOKEN_N1 = 'n1-4c2a9e7f1b3d5c8a0e6f2b4d9c1a7e3f'
 const realGate = gate('root', 'squashfs-tools')
 
 /** A head requiring auth, with image `os` published, and a boot of n1 against it. */
-const setup = async (t: Test) => {
+const setup = async (t: Test, opts: { siteOnly?: boolean } = {}) => {
   const s = await scratch(t, 'ba-token-')
   const store = join(s.dir, 'store')
   const img = await mksquashfs(await makeOsTree(join(s.dir, 'tree')), join(s.dir, 'os.sqfs'))
@@ -37,7 +37,7 @@ const setup = async (t: Test) => {
   const nodes = await writeNodes(join(s.dir, 'nodes.json'), {
     schema: 1,
     defaults: { image: 'os', style: 'rwram' },
-    nodes: { n1: { tokenSha256: tokenSha256(TOKEN_N1) } },
+    nodes: { n1: opts.siteOnly ? {} : { tokenSha256: tokenSha256(TOKEN_N1) } },
   })
   const head = await startHead({ store, nodes, token: SITE })
   t.teardown(() => head.close({ abort: true }))
@@ -116,4 +116,14 @@ t.test('a token on the kernel command line is refused, without repeating it', as
     t.match(e, { code: 'ECONFIG', key, message: /readable by every user.*\/etc\/boot-agent\/token/ }, key)
     t.notOk(e?.message.includes(TOKEN_N1) || JSON.stringify(e).includes(TOKEN_N1), `${key}: the value is not repeated`)
   }
+})
+
+t.test('finding 7 as filed: a head started with only the site-wide --token serves a node whose initramfs carries that token', realGate, async (t) => {
+  const env = await setup(t, { siteOnly: true })
+  const tokenFile = join(env.dir, 'token')
+  await writeFile(tokenFile, `${SITE}\n`, { mode: 0o600 })
+  const r = await env.boot(tokenFile)
+  t.equal(r.exitCode, 0, r.record.error?.message ?? 'booted')
+  t.same(env.stored().map((e) => e.kind), ['boot'])
+  t.notOk(env.log().includes(SITE), 'the token is not in the log')
 })
