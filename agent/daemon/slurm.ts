@@ -64,6 +64,8 @@ interface Recorded {
 
 export class SlurmGuard implements DaemonObserver {
   readonly counters: SlurmCounters = { drains: 0, resumes: 0, failures: 0, dryRuns: 0 }
+  /** Every decision taken, in order (what the log says; tests read it). */
+  readonly decisions: SlurmDecision[] = []
   private ctx: ObserverContext | undefined
   private drainedThisBoot = false
   private trouble = false
@@ -128,6 +130,7 @@ export class SlurmGuard implements DaemonObserver {
   }
 
   private async carryOut(d: SlurmDecision): Promise<void> {
+    this.decisions.push(d)
     if (d.action === 'none') {
       this.log.info({ op: 'slurm' }, `slurm: nothing to do (${d.why})`)
       if (d.why.startsWith('already drained')) this.drainedThisBoot = true
