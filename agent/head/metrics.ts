@@ -27,37 +27,28 @@ export class HeadMetrics {
   private readonly eventsTotal: Counter<'kind'>
   private readonly latency: Histogram<'route' | 'method' | 'code'>
 
-  constructor(src: HeadMetricsSources) {
+  private readonly nodes: Gauge<'sha256' | 'name'>
+  private readonly inconsistent: Gauge
+  private readonly perName: Gauge<'name'>
+
+  constructor(private readonly src: HeadMetricsSources) {
     const registers = [this.registry]
-    new Gauge({
+    this.nodes = new Gauge({
       name: 'boot_agent_head_nodes',
       help: 'Nodes running each image digest now (their last status heartbeat or last successful boot)',
       labelNames: ['sha256', 'name'],
       registers,
-      collect() {
-        this.reset()
-        for (const v of src.nodes()) {
-          const img = runningImage(v)
-          this.inc({ sha256: img?.sha256 ?? 'none', name: img?.name ?? '' }, 1)
-        }
-      },
     })
-    const perName = new Gauge({
+    this.inconsistent = new Gauge({
+      name: 'boot_agent_head_inconsistent_names',
+      help: 'Image names with at least one consistency flag (mixed digests, unpublished digest, served bytes differ, store object modified)',
+      registers,
+    })
+    this.perName = new Gauge({
       name: 'boot_agent_head_image_consistent',
       help: 'Whether every node runs the current digest of this image name with no integrity flag (1) or not (0)',
       labelNames: ['name'],
       registers,
-    })
-    new Gauge({
-      name: 'boot_agent_head_inconsistent_names',
-      help: 'Image names with at least one consistency flag (mixed digests, unpublished digest, served bytes differ, store object modified)',
-      registers,
-      async collect() {
-        const view = await src.consistency()
-        this.set(view.inconsistent.length)
-        perName.reset()
-        for (const img of view.images) perName.set({ name: img.name }, img.consistent ? 1 : 0)
-      },
     })
     this.eventsTotal = new Counter({
       name: 'boot_agent_head_events_total',
@@ -84,8 +75,22 @@ export class HeadMetrics {
     this.latency.observe({ route, method, code: String(code) }, seconds)
   }
 
+  /** Sets the gauges from the head's state now (one consistency view per scrape). */
+  async refresh(): Promise<void> {
+    this.nodes.reset()
+    for (const v of this.src.nodes()) {
+      const img = runningImage(v)
+      this.nodes.inc({ sha256: img?.sha256 ?? 'none', name: img?.name ?? '' }, 1)
+    }
+    const view = await this.src.consistency()
+    this.inconsistent.set(view.inconsistent.length)
+    this.perName.reset()
+    for (const img of view.images) this.perName.set({ name: img.name }, img.consistent ? 1 : 0)
+  }
+
   /** Answers a scrape (`head`: headers only). Returns the body bytes sent. */
   async send(res: ServerResponse, head: boolean): Promise<number> {
+    await this.refresh()
     const body = await this.registry.metrics()
     res.writeHead(200, { 'content-type': this.registry.contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
     res.end(head ? undefined : body)
