@@ -170,8 +170,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, sameBoot, recoveredFlush: recovered },  afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
 
   const observers = new Observers(opts.observers ?? [], log)
-  await observers.start({ node, bootId, stateDir, ...(opts.bootRecord ? { bootRecord: opts.bootRecord } : {}),
-    stats: async () => ({ kmsgLost, spooled: (await spool.files()).length, lostEvents: await spool.lostCount(), errorsByKind: { ...observers.errorsByKind } }) })
+  await observers.start({ node, bootId, stateDir, ...(opts.bootRecord ? { bootRecord: opts.bootRecord } : {}), stats: async () => ({ kmsgLost, spooled: (await spool.files()).length, lostEvents: await spool.lostCount(), errorsByKind: { ...observers.errorsByKind } }) })
   let position: KmsgPosition = { bootId, seq: afterSeq ?? -1, lost: kmsgLost, time: new Date().toISOString() }
   let positionWrittenAt = Date.now()
   let lastSeq = afterSeq
@@ -365,8 +364,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
             break
         }
         await maybeFlush(item.type === 'idle' && opts.once === true)
-        // Every record read so far is in a spooled event: observers may now judge this boot.
-        if (item.type === 'idle' && coalescer.pending === 0) observers.caughtUp()
+        if (item.type === 'idle' && coalescer.pending === 0) observers.caughtUp() // all read so far is spooled: observers may judge this boot
       } catch (e) {
         // Never die on one record: log, keep reading.
         log.error({ err: messageOf(e), item: item.type }, 'failed to handle a kernel log item')
