@@ -145,7 +145,7 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   })
   const startDaemon = (): ChildProcess => {
     const child = spawn(process.execPath, [cli, 'daemon', '--node', 'node-restart', '--server', head.url, '--state-dir', stateDir,
-      '--cache-dir', image.cacheDir, '--heartbeat-interval', '0'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
+      '--cache-dir', image.cacheDir, '--heartbeat-interval', '0', '--no-metrics'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
     child.stderr?.resume()
     children.add(child)
     child.on('exit', () => children.delete(child))

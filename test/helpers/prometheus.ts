@@ -8,6 +8,7 @@ import { spawn, execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { freePort } from './nginx.js'
 import { waitUntil } from './wait.js'
+import { stopChild } from './stop-child.js'
 
 const execFileP = promisify(execFile)
 
@@ -43,12 +44,7 @@ export const startNodeExporter = async (dir: string): Promise<NodeExporter> => {
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()))
   const url = `http://127.0.0.1:${port}`
   const scrape = async (): Promise<string> => (await execFileP('curl', ['-fsS', `${url}/metrics`], { timeout: 10_000 })).stdout
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const gone = new Promise((r) => child.once('exit', r))
-    child.kill('SIGTERM')
-    await gone
-  }
+  const stop = (): Promise<void> => stopChild(child)
   try {
     await waitUntil('node_exporter answering', async () => {
       if (child.exitCode !== null) throw new Error(`node_exporter exited ${child.exitCode}: ${log}`)

@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { freePort } from './nginx.js'
 import { waitUntil } from './wait.js'
+import { stopChild } from './stop-child.js'
 
 const execFileP = promisify(execFile)
 
@@ -35,15 +36,7 @@ export const startSlurm = async (nodeName = 'banode1'): Promise<SlurmCluster> =>
   await chmod(dir, 0o755)
   const children: ChildProcess[] = []
   const stop = async (): Promise<void> => {
-    for (const c of children.reverse()) {
-      if (c.exitCode === null && c.signalCode === null) {
-        const gone = new Promise((r) => c.once('exit', r))
-        c.kill('SIGTERM')
-        const hard = setTimeout(() => c.kill('SIGKILL'), 5_000)
-        await gone
-        clearTimeout(hard)
-      }
-    }
+    for (const c of children.reverse()) await stopChild(c)
     await rm(dir, { recursive: true, force: true })
   }
   try {
