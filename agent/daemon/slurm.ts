@@ -69,6 +69,8 @@ export class SlurmGuard implements DaemonObserver {
   private ctx: ObserverContext | undefined
   private drainedThisBoot = false
   private trouble = false
+  /** A drain is queued or running: more trouble meanwhile adds nothing (a flood with slurmctld down must not queue a drain per event). */
+  private draining = false
   /** Every scontrol action runs on this chain, one at a time, in order. */
   private chain: Promise<void> = Promise.resolve()
   private readonly log: Logger
@@ -108,11 +110,15 @@ export class SlurmGuard implements DaemonObserver {
     const hit = events.find((e) => (DRAIN_KINDS as readonly string[]).includes(e.kind))
     if (!hit || this.opts.mode === 'off') return
     this.trouble = true
-    if (this.drainedThisBoot) return
+    if (this.drainedThisBoot || this.draining) return
     const sha256 = hit.image?.sha256 ?? this.ctx?.bootRecord?.image?.sha256
+    this.draining = true
     this.enqueue(async () => {
-      if (this.drainedThisBoot) return
-      await this.carryOut(decideOnEvent(this.opts.mode, hit.kind, sha256, false, await this.show()))
+      try {
+        if (!this.drainedThisBoot) await this.carryOut(decideOnEvent(this.opts.mode, hit.kind, sha256, false, await this.show()))
+      } finally {
+        this.draining = false
+      }
     })
   }
 
