@@ -37,6 +37,8 @@ export interface FetchedImage {
    */
   verifiedBy?: string
   bytesDownloaded: number
+  /** Bytes taken from older cached versions (delta reuse); absent from fetchers that do not reuse. */
+  bytesReused?: number
   chunksRepaired: number
   /**
    * A hit's use being recorded in the cache (metadata rewritten, lock
@@ -179,6 +181,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         ...(init ? { init } : {}),
       },
       bytesFetched: fetched?.bytesDownloaded ?? 0,
+      bytesReused: fetched?.bytesReused ?? 0,
       timings: timer.timings,
       result,
       spoolDir,
