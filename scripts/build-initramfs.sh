@@ -10,6 +10,8 @@
 # usage: npm run initramfs -- --kver K --out FILE [--bundle dist/boot-agent.mjs]
 #        [--node /usr/bin/node] [--compress zstd|lz4|xz] [--pubkey F] [--ca F]
 #   (--bundle names the entry; the chunks/ directory beside it goes in with it)
+#        [--token F]  this node's token file for the head (mode 0600, root; docs/security.md);
+#   without it the image carries no token, whatever the build host has in /etc/boot-agent/token
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -20,7 +22,8 @@ node_bin="$(command -v node || true)"
 compress=zstd   # zstd keeps node-carrying images under 60 MB; lz4 unpacks faster but ~70 MB
 pubkey=""
 ca=""
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+token=""
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver="$2"; shift 2 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --compress) compress="$2"; shift 2 ;;
     --pubkey) pubkey="$2"; shift 2 ;;
     --ca) ca="$2"; shift 2 ;;
+    --token) token="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "build-initramfs: unknown argument: $1" >&2; usage ;;
   esac
@@ -54,6 +58,9 @@ export BOOT_AGENT_BUNDLE="$(readlink -f "$bundle")"
 export BOOT_AGENT_NODE="$(readlink -f "$node_bin")"
 [ -n "$pubkey" ] && export BOOT_AGENT_PUBKEY="$(readlink -f "$pubkey")"
 [ -n "$ca" ] && export BOOT_AGENT_CA="$(readlink -f "$ca")"
+# A generic image never picks up the build host's own token: only the one asked for.
+export BOOT_AGENT_TOKEN="${token:+$(readlink -f "$token")}"
+export BOOT_AGENT_TOKEN="${BOOT_AGENT_TOKEN:-$work/no-token}"
 
 dracutbasedir="$work/dracut" dracut \
   --conf /dev/null --confdir "$work/confdir" --tmpdir "$work/tmp" \

@@ -300,6 +300,14 @@ const setKey = (cfg: BootCmdline, key: KnownKey, full: string, value: string): v
   }
 }
 
+/**
+ * Key names that would carry a secret. Refused, not ignored: /proc/cmdline is
+ * readable by every user of the node and the boot loader's config by whoever
+ * serves it, so the secret is already exposed and must be rotated
+ * (docs/security.md). The message never repeats the value.
+ */
+const SECRET_KEY = /token|secret|passw|credential/i
+
 export interface ParseOptions {
   /** Called once per unknown `rd.bootagent.*` key. */
   warn?: (key: string) => void
@@ -315,6 +323,9 @@ export const parseBootCmdline = (text: string, opts: ParseOptions = {}): BootCmd
   for (const [k, v] of parseParams(text)) {
     if (!k.startsWith(KEY_PREFIX)) continue
     const name = k.slice(KEY_PREFIX.length)
+    if (SECRET_KEY.test(name)) {
+      throw new ConfigError(k, 'a token on the kernel command line is readable by every user of the node (/proc/cmdline): refused; put it in /etc/boot-agent/token (mode 0600, root), rebuild the initramfs, and rotate the exposed token (docs/security.md)')
+    }
     if ((KNOWN_KEYS as readonly string[]).includes(name)) {
       last.delete(name as KnownKey) // keep insertion order = order of the winning value
       last.set(name as KnownKey, v)

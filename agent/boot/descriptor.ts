@@ -149,6 +149,8 @@ export interface FetchDescriptorOptions {
   random?: () => number
   /** Injectable for tests: waits `ms` (default the real sleep, abortable). */
   sleep?: Sleep
+  /** This node's bearer token for the head (agent/core/head-token.ts); never logged. */
+  token?: string
 }
 
 /** Attempts in all by default: a boot should not wait minutes for its head node before its fallbacks. */
@@ -192,7 +194,8 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
     let body: Buffer
     try {
       const signals = [AbortSignal.timeout(opts.timeoutMs), ...(opts.signal ? [opts.signal] : [])]
-      const res = await fetch(url, { signal: AbortSignal.any(signals), headers: { accept: 'application/json' }, agent: agentFor })
+      const headers = { accept: 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) }
+      const res = await fetch(url, { signal: AbortSignal.any(signals), headers, agent: agentFor })
       if (!res.ok) {
         const ra = parseRetryAfter(res.headers.get('retry-after'))
         await res.arrayBuffer().catch(() => undefined)

@@ -104,7 +104,7 @@ export const deliverBootEvents = async (
   spoolDir: string,
   server: string,
   node: string,
-  opts: { log?: Logger; deadlineMs?: number; fetch?: PostFetch } = {},
+  opts: { log?: Logger; deadlineMs?: number; fetch?: PostFetch; token?: string } = {},
 ): Promise<number> => {
   if (!server || !node) return 0
   const deadlineMs = opts.deadlineMs ?? BOOT_DELIVERY_DEADLINE_MS
@@ -116,6 +116,7 @@ export const deliverBootEvents = async (
       requestTimeoutMs: deadlineMs,
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.token ? { token: opts.token } : {}),
     })
     const r = await sender.flushOnce(AbortSignal.timeout(deadlineMs))
     opts.log?.info({ sent: r.sent, duplicates: r.duplicates }, 'boot events delivered to the head node')

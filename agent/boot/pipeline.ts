@@ -68,6 +68,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       pinned: opts.pinned,
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.bearer ? { bearer: opts.bearer } : {}),
     }),
 
   async fetchImage(opts) {
@@ -79,6 +80,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       verify: opts.verify,
       recordLater: true,
       ...(opts.digest ? { digest: opts.digest } : {}),
+      ...(opts.bearer ? { bearer: opts.bearer } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
     return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, verifiedBy: r.verifiedBy, bytesDownloaded: r.bytesDownloaded, bytesReused: r.bytesReused, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}) }

@@ -16,6 +16,8 @@ import { logOp, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'
+import { headBearer, type HeadBearer } from '../core/head-token.js'
+import { readNodeToken } from './node-token.js'
 import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
 import { openResolved, resolveConfigured, type ResolvedPartition } from './partitions.js'
@@ -71,8 +73,8 @@ export interface ImagePipeline<C = unknown> {
    * signature with `publicKey`, and that it describes the `pinned` image
    * (IntegrityError / SizeError otherwise).
    */
-  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; pinned: { sha256: string; size: number; by: string } }): Promise<Manifest>
-  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest> }): Promise<FetchedImage>
+  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; pinned: { sha256: string; size: number; by: string }; bearer?: HeadBearer }): Promise<Manifest>
+  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest>; bearer?: HeadBearer }): Promise<FetchedImage>
 }
 
 export interface StageOptions {
@@ -99,6 +101,11 @@ export interface StageOptions {
   deliveryDeadlineMs?: number
   /** Process start-up before the stage began (recorded as `timings.startup`). */
   startupMs?: number
+  /**
+   * This node's token file for the head (docs/security.md); read when present,
+   * refused when not root-only. `boot-agent boot` passes system.tokenFile.
+   */
+  tokenFile?: string
 }
 
 export interface StageOutcome {
@@ -136,6 +143,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const extraEvents: AgentEvent[] = []
   let node = opts.cmdline.node ?? 'unknown'
   let server = opts.cmdline.server ?? ''
+  // Never in the record, an event or a log line: only in Authorization headers to the head's origin.
+  let token: string | undefined
   let intent: BootIntent | undefined
   let plan: BootPlan | undefined
   let inv: Inventory | undefined
@@ -185,7 +194,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     // Independent files (the spool on the cache partition or in the run dir, the record in the run dir): written at once.
     const [, recordPath] = await Promise.all([spoolEvents(rec.spoolDir, bootEvents(rec, extraEvents, opts.now?.()), log), writeBootRecord(opts.runDir, rec)])
     // Tell the head now (bounded); a failed node may never start the daemon that would.
-    await deliverBootEvents(rec.spoolDir, server, node, { log, ...(opts.deliveryDeadlineMs !== undefined ? { deadlineMs: opts.deliveryDeadlineMs } : {}) })
+    await deliverBootEvents(rec.spoolDir, server, node, { log, ...(opts.deliveryDeadlineMs !== undefined ? { deadlineMs: opts.deliveryDeadlineMs } : {}), ...(token ? { token } : {}) })
     return { recordPath }
   }
 
@@ -193,11 +202,13 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
     if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
     server = opts.cmdline.server
+    if (opts.tokenFile) token = await readNodeToken(opts.tokenFile, opts.runDir)
+    const bearer = headBearer(server, token)
     pipeline.warmUp?.(opts.cmdline.verify ?? 'fast')
     node = (await timer.step('node', () => resolveNodeId({ ...opts.nodeIdSources, ...(opts.cmdline.node ? { fromCmdline: opts.cmdline.node } : {}) }))).node
     const httpTimeoutMs = intentTimeout(opts.cmdline)
     const descriptor: BootDescriptor = await timer.step('descriptor', () =>
-      logOp(log, 'descriptor', { server, node }, () => fetchDescriptor(server, node, { timeoutMs: httpTimeoutMs, log, ...(opts.signal ? { signal: opts.signal } : {}) })),
+      logOp(log, 'descriptor', { server, node }, () => fetchDescriptor(server, node, { timeoutMs: httpTimeoutMs, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(token ? { token } : {}) })),
     )
     intent = resolveIntent(opts.cmdline, descriptor, node, server)
     const it = intent
@@ -254,6 +265,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
           pinned: { sha256: it.image.sha256, size: it.image.size, by: 'the boot descriptor' },
           ...(pubkey ? { publicKey: pubkey } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
+          ...(bearer ? { bearer } : {}),
         }),
       ),
     )
@@ -262,7 +274,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const pin = [it.image.sha256, ...(previous ? [previous] : [])]
     const fetchInto = async (cache: unknown): Promise<FetchedImage> =>
       logOp(log, 'fetch', { sha256: it.image.sha256, inRam: cache !== diskCache }, () =>
-        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(cache === diskCache && early ? { digest: early.digest } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }),
+        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(cache === diskCache && early ? { digest: early.digest } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(bearer ? { bearer } : {}) }),
       )
     const ramCache = async (): Promise<unknown> => {
       const dir = join(opts.runDir, 'ram-cache')

@@ -27,6 +27,9 @@ options:
   --run-dir DIR        record, spool and work mounts (default ${system.runDir});
                        the cache partition is mounted at DIR/cache
   --json               print the boot record as JSON instead of a summary
+  --token-file FILE    this node's bearer token for the head (default ${system.tokenFile},
+                       used when present; must be mode 0600 and owned by root;
+                       never on the kernel command line: docs/security.md)
 
 exit codes: 0 root ready; 1 failed (onfail=emergency); 2 bad configuration;
             3 failed (onfail=shell); 4 reboot (onfail=reboot, or cache cleared).
@@ -68,6 +71,7 @@ export const command: Command = {
       sysroot: { type: 'string' },
       'run-dir': { type: 'string' },
       json: { type: 'boolean' },
+      'token-file': { type: 'string' },
     })
     const runDir = values['run-dir'] ?? system.runDir
     const cmdline = await readBootCmdline(values['cmdline-file'] !== undefined ? { file: values['cmdline-file'] } : {}, {
@@ -85,6 +89,7 @@ export const command: Command = {
       log: ctx.log,
       signal: ctx.signal,
       startupMs,
+      tokenFile: values['token-file'] ?? system.tokenFile,
       // Outside an initramfs a failed boot never reboots the machine it runs on (exit 4 says so).
       mayReboot: existsSync(system.initrdRelease) || process.env.BOOT_AGENT_ALLOW_REBOOT === '1',
     })

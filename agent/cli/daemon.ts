@@ -2,7 +2,9 @@
  * `boot-agent daemon`: the node daemon under systemd (SPEC §9). Defaults come
  * from the boot record the boot stage left in /run/boot-agent.
  */
-import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { readTokenFile } from '../core/head-token.js'
+import { RUN_TOKEN_FILE } from '../boot/node-token.js'
 import { ConfigError } from '../core/errors.js'
 import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
@@ -20,7 +22,9 @@ ${system.runDir}/boot-record.json.
 options:
   --server URL          head node base URL (default: the boot record's server)
   --node ID             this node's id (default: the boot record's node)
-  --token-file FILE     bearer token for the head node (first line of FILE)
+  --token-file FILE     bearer token for the head node (first line of FILE; mode 0600,
+                        owned by root); default: ${system.runDir}/token (left by the boot
+                        stage) or ${system.tokenFile}, when present (docs/security.md)
   --state-dir DIR       kmsg position, heartbeat and spool (default ${system.stateDir})
   --cache-dir DIR       a cache directory whose objects are this node's (repeatable;
                         default: the boot record's cache mountpoint)
@@ -71,15 +75,11 @@ export const command: Command = {
       'metrics-interval': { type: 'string' },
       'no-metrics': { type: 'boolean' },
     })
-    let token: string | undefined
-    if (values['token-file']) {
-      try {
-        token = (await readFile(values['token-file'], 'utf8')).split('\n')[0]?.trim()
-      } catch (e) {
-        throw new ConfigError('--token-file', `cannot read ${values['token-file']}: ${e instanceof Error ? e.message : String(e)}`)
-      }
-      if (!token) throw new ConfigError('--token-file', `${values['token-file']} is empty`)
-    }
+    // Given: must be there. Default: the boot stage's hand-off copy, else the system's file, when present.
+    const token = values['token-file']
+      ? await readTokenFile(values['token-file'], { key: '--token-file' })
+      : ((await readTokenFile(join(system.runDir, RUN_TOKEN_FILE), { key: 'token file', optional: true })) ??
+        (await readTokenFile(system.tokenFile, { key: 'token file', optional: true })))
     const br = await readBootRecord(values['boot-record'])
     if (br?.problems.length) ctx.log.warn({ problems: br.problems }, 'boot record has malformed fields; they are ignored')
     const node = values.node ?? br?.node

@@ -17,7 +17,9 @@ options:
   --nodes FILE         nodes file (JSON; see README "Head node"); SIGHUP reloads it
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; :PORT for all)
   --token T            require "Authorization: Bearer T" on every request
-                       (or BOOT_AGENT_HEAD_TOKEN, which keeps it out of ps)
+                       (or BOOT_AGENT_HEAD_TOKEN, which keeps it out of ps); a node
+                       with its own tokenSha256 in the nodes file uses its own token
+                       instead, and nodes may be bound to addresses (docs/security.md)
   --events DIR         event store (default STORE/events)
   --redirect-to-mirrors  answer image-byte requests with 302 to the manifest's mirror
   --max-body BYTES     largest request body (default 1048576)

@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   EFSTYPE: 'a partition holds a filesystem the agent does not mount',
   EHASHIO: 'a file could not be read while hashing it',
   EHTTP: 'an HTTP answer the agent cannot use: a final status (or retries used up), or a response that breaks HTTP/1.1',
+  EIDENTITY: "the head refused a request speaking as a node the caller may not speak for (wrong address, or not that node's credential)",
   EIDLE: 'the network went silent: no response, or no bytes, within the deadline (retried)',
   EINCOMPLETE: 'a download ended with chunks of the image still missing',
   EINSTALL: "the agent's installation is incomplete (a file of its bundle is missing)",

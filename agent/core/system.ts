@@ -41,6 +41,8 @@ export const system = {
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
   /** node_exporter's textfile-collector directory (Debian's prometheus-node-exporter default); the daemon writes boot-agent.prom there. */
   promTextfileDir: env('PROM_TEXTFILE_DIR', '/var/lib/prometheus/node-exporter'),
+  /** This node's bearer token for the head (root-only; carried in the initramfs by the dracut module; docs/security.md). */
+  tokenFile: env('TOKEN_FILE', '/etc/boot-agent/token'),
 } as const
 
 export const commands = {

@@ -24,6 +24,7 @@
  */
 import { ConfigError } from '../core/errors.js'
 import { type Architecture, ARCHITECTURES, isSha256, nameProblem, normaliseArch, ownEntry } from './names.js'
+import { checkDistinctCredentials, parseAddresses, parseTokenSha256 } from './node-identity.js'
 
 export const BOOT_STYLES = ['disked', 'rwram', 'roram'] as const
 export type BootStyle = (typeof BOOT_STYLES)[number]
@@ -58,13 +59,22 @@ export interface Settings {
 export interface NodeEntry extends Settings {
   group?: string
   arch?: Architecture
+  /** Addresses/CIDRs this node may speak from (node-identity.ts); replaces its group's. */
+  addresses?: string[]
+  /** sha256 (hex) of this node's own bearer token (node-identity.ts). */
+  tokenSha256?: string
+}
+
+/** A group's settings, and the addresses its nodes may speak from (node-identity.ts). */
+export interface GroupEntry extends Settings {
+  addresses?: string[]
 }
 
 export interface NodesConfig {
   schema: 1
   defaults: Settings
   architectures: Partial<Record<Architecture, Settings>>
-  groups: Record<string, Settings>
+  groups: Record<string, GroupEntry>
   nodes: Record<string, NodeEntry>
   /** Per image name: overrides of what the store says (today: its architecture). */
   images: Record<string, { arch?: Architecture }>
@@ -175,22 +185,28 @@ export const parseNodesConfig = (v: unknown): NodesConfig => {
     if (!isRecord(v.groups)) throw new ConfigError('groups', 'must be an object keyed by group name')
     for (const [k, s] of Object.entries(v.groups)) {
       checkKey(`groups.${k}`, k)
-      groups[k] = parseSettings(`groups.${k}`, s)
+      const group: GroupEntry = parseSettings(`groups.${k}`, s, ['addresses'])
+      const addresses = (s as Record<string, unknown>).addresses
+      if (addresses !== undefined) group.addresses = parseAddresses(`groups.${k}.addresses`, addresses)
+      groups[k] = group
     }
   }
   if (!isRecord(v.nodes)) throw new ConfigError('nodes', 'must be an object keyed by node id')
   const nodes: NodesConfig['nodes'] = {}
   for (const [k, s] of Object.entries(v.nodes)) {
     checkKey(`nodes.${k}`, k)
-    const entry: NodeEntry = parseSettings(`nodes.${k}`, s ?? {}, ['group', 'arch'])
+    const entry: NodeEntry = parseSettings(`nodes.${k}`, s ?? {}, ['group', 'arch', 'addresses', 'tokenSha256'])
     const raw = s as Record<string, unknown>
     if (raw.group !== undefined) {
       if (typeof raw.group !== 'string' || !Object.hasOwn(groups, raw.group)) throw new ConfigError(`nodes.${k}.group`, `no group ${JSON.stringify(raw.group)} under groups`)
       entry.group = raw.group
     }
     if (raw.arch !== undefined) entry.arch = parseArch(`nodes.${k}.arch`, raw.arch)
+    if (raw.addresses !== undefined) entry.addresses = parseAddresses(`nodes.${k}.addresses`, raw.addresses)
+    if (raw.tokenSha256 !== undefined) entry.tokenSha256 = parseTokenSha256(`nodes.${k}.tokenSha256`, raw.tokenSha256)
     nodes[k] = entry
   }
+  checkDistinctCredentials(nodes)
   const images: NodesConfig['images'] = {}
   if (v.images !== undefined) {
     if (!isRecord(v.images)) throw new ConfigError('images', 'must be an object keyed by image name')

@@ -14,7 +14,7 @@ import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { ConfigError, messageOf } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
-import { checkBearer } from './auth.js'
+import { authenticate, authorize } from './auth.js'
 import { type Clock, systemClock } from '../core/clock.js'
 import { describeNode } from './descriptor.js'
 import { EventLog } from './event-log.js'
@@ -48,7 +48,10 @@ export interface HeadOptions {
   listen?: string
   /** Directory of the event store; default `<store>/events`. */
   eventsDir?: string
-  /** Bearer token every request must carry; none when omitted. */
+  /**
+   * Site-wide bearer token every request must carry (or a node's own
+   * credential, docs/security.md); none when omitted.
+   */
   token?: string
   log?: Logger
   /** Largest request body (bytes). Default {@link DEFAULT_MAX_BODY_BYTES}. */
@@ -189,10 +192,12 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   /** Routes and answers one request; returns the route's name for the stats. */
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<string> => {
     const target = parseTarget(req.url ?? '/', UNVERSIONED_PATHS)
-    if (opts.token !== undefined) checkBearer(req.headers.authorization, opts.token)
+    // Who is asking, before routing (a 401 tells nothing of which paths exist); what they may claim, after.
+    const who = authenticate(req.headers.authorization, opts.token, nodes.config)
     const method = req.method ?? 'GET'
     const { route, params, query } = router.match(method, target)
     routeOf.set(res, route.name)
+    authorize(nodes.config, who, { name: route.name, ...(params.node !== undefined ? { node: params.node } : {}), ...(req.socket.remoteAddress ? { remote: req.socket.remoteAddress } : {}) }, opts.token)
     await route.handler({ req, res, params, query, head: method === 'HEAD' })
     return route.name
   }

@@ -31,6 +31,7 @@ import { ChunkWriter, WRITE_BUFFER_BYTES, receiveChunks, type WriterEntry, type 
 import { DigestFeed } from './digest-feed.js'
 import { DiskWriter, LocalIoError, local } from './disk-writer.js'
 import { openBody, pieceReader, type BodyMeta } from './http.js'
+import type { HeadBearer } from '../core/head-token.js'
 import { directGet } from './direct-http.js'
 import { planRanges, type RangeTask } from './plan.js'
 import { Progress, type ProgressInfo } from './progress.js'
@@ -71,6 +72,8 @@ export interface DownloadOptions {
   onProgress?: (p: ProgressInfo) => void
   headersTimeoutMs?: number
   idleTimeoutMs?: number
+  /** This node's token for the head (sent to the head's own origin only). */
+  bearer?: HeadBearer
 }
 
 export interface DownloadResult {
@@ -384,6 +387,7 @@ export class Download {
       signal: this.signal,
       ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
       ...(this.o.idleTimeoutMs ? { idleTimeoutMs: this.o.idleTimeoutMs } : {}),
+      ...(this.o.bearer ? { bearer: this.o.bearer } : {}),
     }
     if (!mirror.general) {
       const d = await directGet(mirror.url, range, opts)

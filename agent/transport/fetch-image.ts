@@ -24,6 +24,7 @@ import { retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
 import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
 import { hostname } from 'node:os'
+import type { HeadBearer } from '../core/head-token.js'
 
 /** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -42,12 +43,18 @@ export interface FetchManifestOptions {
   headersTimeoutMs?: number
   /** The image the manifest must describe (the boot descriptor's pin): checked by parseManifest, the one gate. */
   pinned?: ParseManifestOptions['pinned']
+  /** This node's token for the head (sent to the head's own origin only). */
+  bearer?: HeadBearer
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
 export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}): Promise<Manifest> => {
   const log = opts.log ?? silentLogger()
-  const req: RequestOptions = { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) }
+  const req: RequestOptions = {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
+    ...(opts.bearer ? { bearer: opts.bearer } : {}),
+  }
   return logOp(log, 'fetch-manifest', { url }, async () => {
     const bytes = await retrying(() => getBytes(url, MAX_MANIFEST_BYTES, req), {
       ...(opts.retry ? { policy: opts.retry } : {}),
@@ -104,6 +111,8 @@ export interface FetchImageOptions {
   reuse?: boolean
   headersTimeoutMs?: number
   idleTimeoutMs?: number
+  /** This node's token for the head (sent to the head's own origin only, never to a mirror). */
+  bearer?: HeadBearer
 }
 
 export interface FetchImageResult {
@@ -216,6 +225,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
           ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
           ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+          ...(opts.bearer ? { bearer: opts.bearer } : {}),
         })
         const r = await dl.run()
         if (r.sha256 !== m.sha256) {

@@ -7,6 +7,7 @@ import fetch, { type Response } from 'node-fetch'
 import { BootAgentError, HttpError, foreignCode } from '../core/errors.js'
 import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
+import { authHeaders, type HeadBearer } from '../core/head-token.js'
 
 /** Longest wait for response headers. */
 export const HEADERS_TIMEOUT_MS = 30_000
@@ -17,6 +18,8 @@ export interface RequestOptions {
   signal?: AbortSignal
   headersTimeoutMs?: number
   idleTimeoutMs?: number
+  /** This node's token for the head: sent only to the head's own origin (authHeaders), never to a mirror. */
+  bearer?: HeadBearer
 }
 
 /** What a response says about its body. */
@@ -102,7 +105,8 @@ export const openBody = async (url: string, range: { start: number; end: number 
       signal: ctl.signal,
       agent: agentFor(u),
       compress: false, // byte ranges of the file itself, never a transfer encoding of it
-      headers: range ? { range: `bytes=${range.start}-${range.end - 1}`, 'accept-encoding': 'identity' } : { 'accept-encoding': 'identity' },
+      // node-fetch drops Authorization on a redirect to another host (a head's 302 to a mirror).
+      headers: { ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}), 'accept-encoding': 'identity', ...authHeaders(url, opts.bearer) },
     })
   } catch (e) {
     done()

@@ -9,6 +9,8 @@
 #   BOOT_AGENT_NODE    the Node.js binary to copy (default: node on PATH)
 #   BOOT_AGENT_PUBKEY  manifest-signing public key to trust (optional)
 #   BOOT_AGENT_CA      site CA bundle for https head nodes (optional)
+#   BOOT_AGENT_TOKEN   this node's bearer token file for the head (default /etc/boot-agent/token,
+#                      carried when present; must be mode 0600 and owned by root; docs/security.md)
 
 # The agent bundle to install (a dracut.conf may set bootagent_bundle instead).
 _ba_bundle() { echo "${bootagent_bundle:-${BOOT_AGENT_BUNDLE:-/usr/lib/boot-agent/boot-agent.mjs}}"; }
@@ -89,6 +91,19 @@ install() {
     local _pub="${bootagent_pubkey:-$BOOT_AGENT_PUBKEY}" _ca="${bootagent_ca:-$BOOT_AGENT_CA}"
     [[ -n $_pub ]] && inst_simple "$_pub" /etc/boot-agent/manifest.pub
     [[ -n $_ca ]] && inst_simple "$_ca" /etc/boot-agent/ca.pem
+    # The node's token for the head, when there is one: root-only here and in the image,
+    # never on the kernel command line (docs/security.md). A readable one is refused,
+    # as the agent would refuse it at boot.
+    local _token="${bootagent_token:-${BOOT_AGENT_TOKEN:-/etc/boot-agent/token}}" _mode
+    if [[ -e $_token ]]; then
+        _mode=$(stat -L -c %a "$_token")
+        if [[ $(stat -L -c %u "$_token") != 0 || $((8#$_mode & 8#077)) != 0 ]]; then
+            derror "boot-agent: $_token is mode $_mode or not owned by root; fix: chown root: $_token && chmod 600 $_token"
+            return 1
+        fi
+        inst_simple "$_token" /etc/boot-agent/token
+        chmod 0600 "$initdir/etc/boot-agent/token"
+    fi
     # cmdline 20: after 99base's parse-root-opts (10) has read root=, before
     # network-legacy's parse-ip-opts (98) reads the ip= we may default.
     inst_hook cmdline 20 "$moddir/parse-boot-agent.sh"

@@ -11,6 +11,11 @@ command -v getarg >/dev/null || . /lib/dracut-lib.sh
 # The head node is required: without it there is nothing to boot.
 [ -n "$(getarg rd.bootagent.server=)" ] || die "boot-agent: rd.bootagent.server= is required with root=bootagent"
 
+# A token on the command line is readable by every user (/proc/cmdline): the agent
+# refuses it too; it belongs in /etc/boot-agent/token (docs/security.md). Never echo it.
+[ -z "$(getarg rd.bootagent.token=)" ] \
+    || die "boot-agent: rd.bootagent.token on the kernel command line is refused (every user can read /proc/cmdline); use /etc/boot-agent/token and rotate it"
+
 # style, when given, must be one the agent knows (SPEC §2).
 case "$(getarg rd.bootagent.style=)" in
     "" | disked | rwram | roram) ;;
