@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto'
 import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { BootAgentError, foreignCode, isErrno, messageOf } from './errors.js'
+import { faultPoint, faultsActive } from './fault.js'
 
 /** Mode of files written durably unless told otherwise: the agent's state is root's alone. */
 export const DURABLE_FILE_MODE = 0o600
@@ -57,12 +58,14 @@ export const writeFileDurable = async (path: string, data: string | Uint8Array, 
     throw e
   }
   await fh.close()
+  faultPoint('durable.write.synced')
   try {
     await rename(tmp, path)
   } catch (e) {
     await rm(tmp, { force: true })
     throw e
   }
+  faultPoint('durable.write.renamed')
   await fsyncPath(dir)
 }
 
@@ -164,9 +167,18 @@ export const appendDurable = async (path: string, data: string | Uint8Array, opt
       await fh.datasync()
     }
     start = clean
-    const written = await writeAll(fh, data)
+    let written = 0
+    if (faultsActive) {
+      // A campaign can kill between the halves: a torn line, as a crash mid-write leaves.
+      const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+      written = await writeAll(fh, buf.subarray(0, buf.length >> 1))
+      faultPoint('durable.append.torn')
+      written += await writeAll(fh, buf.subarray(buf.length >> 1))
+    } else written = await writeAll(fh, data)
+    faultPoint('durable.append.written')
     await fh.datasync()
     if (created) await fsyncPath(dirname(path))
+    faultPoint('durable.append.synced')
     return { start, end: start + written, cut: size - clean, created }
   } catch (e) {
     if (start < 0) throw e
