@@ -49,9 +49,12 @@ import { writeNodes } from '../helpers/head-fixtures.js'
 
 const KILL_SEED = process.env.KILL_SEED ?? 'kill-points-v1'
 /** Kills drawn per (scenario, point) at most. */
-const QUOTA = Number(process.env.KILL_QUOTA ?? 3)
+const QUOTA = Number(process.env.KILL_QUOTA ?? 6)
+/** Scenarios run side by side (each its own directories), kills within one in turn. */
+const PARALLEL = 3
 const MIN_KILLS = 100
-const IMAGE_BYTES = 1024 * 1024
+/** Four of the download's 4 MiB write buffers: four chunk-written passes. */
+const IMAGE_BYTES = 16 * 1024 * 1024
 const CHILD_TIMEOUT_MS = 60_000
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
@@ -102,14 +105,17 @@ interface Scenario {
 }
 
 // ---- the cache: objects are their names; a recorded verified chunk is on disk ----
-const cacheProblems = async (cache: string, m: Manifest): Promise<string[]> => {
+const OBJECT_NAME = /^[0-9a-f]{2}\/[0-9a-f]{62}$/
+
+/** `damaged`: bytes the scenario itself left at the object's path before the run (the repair's input), allowed until repaired. */
+const cacheProblems = async (cache: string, m: Manifest, damaged?: string): Promise<string[]> => {
   const problems: string[] = []
   const objects = join(cache, 'objects', 'sha256')
-  for (const f of await filesUnder(objects)) {
-    if (f.endsWith('.meta.json')) continue
+  // Only object names: a durable write's temp file (`.name.pid.rand.tmp`) left by a kill is ignored by the cache (walk.ts).
+  for (const f of (await filesUnder(objects)).filter((f) => OBJECT_NAME.test(f))) {
     const name = f.replace('/', '')
     const got = await fileSha(join(objects, f))
-    if (got !== name) problems.push(`cache object ${f} holds bytes of sha256 ${got}: a corrupt object is published`)
+    if (got !== name && got !== damaged) problems.push(`cache object ${f} holds bytes of sha256 ${got}: neither the image nor the damaged copy the run started from (half-written)`)
   }
   const state = join(cache, 'tmp', `${m.sha256}.state.json`)
   if (existsSync(state)) {
@@ -132,13 +138,13 @@ const cacheProblems = async (cache: string, m: Manifest): Promise<string[]> => {
   return problems
 }
 
-const fetchScenario = (name: string, agent: string, cache: string, url: string, m: Manifest, prepare: () => Promise<void>): Scenario => {
-  const args = [agent, 'fetch', url, '--cache', cache, '--json', '--streams', '1']
+const fetchScenario = (name: string, agent: string, cache: string, url: string, m: Manifest, prepare: () => Promise<void>, damaged?: string): Scenario => {
+  const args = [agent, 'fetch', url, '--cache', cache, '--json', '--streams', '4']
   return {
     name,
     reset: prepare,
     run: (env) => runNode(args, env).done,
-    afterKill: () => cacheProblems(cache, m),
+    afterKill: () => cacheProblems(cache, m, damaged),
     async restart() {
       const r = await runNode(args).done
       if (r.code !== 0) return [`restart exited ${r.code}: ${r.err.slice(0, 400)}`]
@@ -154,8 +160,7 @@ const fetchScenario = (name: string, agent: string, cache: string, url: string, 
 const storeProblems = async (store: string, name: string, image: Buffer): Promise<string[]> => {
   const problems: string[] = []
   const objects = join(store, 'objects', 'sha256')
-  for (const f of await filesUnder(objects)) {
-    if (f.endsWith('.json')) continue
+  for (const f of (await filesUnder(objects)).filter((f) => OBJECT_NAME.test(f))) {
     const got = await fileSha(join(objects, f))
     if (got !== f.replace('/', '')) problems.push(`store object ${f} holds bytes of sha256 ${got}`)
   }
@@ -206,23 +211,32 @@ t.test(`kill -9 at ≥ ${MIN_KILLS} seeded points of download, repair, publish, 
   })
   await writeFile(join(dir, 'www', 'img.json'), serializeManifest(m))
   const url = `${ng.url}/img.json`
-  const cache = join(dir, 'cache')
 
   // A clean cached copy, for the repair scenario to damage.
   const golden = join(dir, 'golden')
   t.equal((await runNode([agent, 'fetch', url, '--cache', golden, '--json']).done).code, 0, 'a clean fetch for the repair scenario')
   const objRel = join('objects', 'sha256', m.sha256.slice(0, 2), m.sha256.slice(2))
 
+  // The golden copy damaged: six chunks overwritten in place (same size); lookup finds them, the fetch repairs only them.
+  const damagedDir = join(dir, 'damaged')
+  await cp(golden, damagedDir, { recursive: true })
+  const dfh = await open(join(damagedDir, objRel), 'r+')
+  for (let k = 0; k < 6; k++) await dfh.write(Buffer.alloc(64, 0xee), 0, 64, m.chunks[Math.floor((k * m.chunks.length) / 6)]!.offset + 7)
+  await dfh.close()
+  const damagedSha = await fileSha(join(damagedDir, objRel))
+  // A download killed half-way (its verified chunks recorded): what the resume scenario starts from.
+  const halfDir = join(dir, 'half')
+  const half = await runNode([agent, 'fetch', url, '--cache', halfDir, '--json', '--streams', '4'], { BOOT_AGENT_FAULT: 'download.progress-recorded:2' }).done
+  t.equal(half.signal, 'SIGKILL', 'a download killed half-way, for the resume scenario')
+  const fresh = (name: string, from?: string) => async () => {
+    const cache = join(dir, `cache-${name}`)
+    await rm(cache, { recursive: true, force: true })
+    if (from) await cp(from, cache, { recursive: true })
+  }
   const scenarios: Scenario[] = [
-    fetchScenario('download', agent, cache, url, m, () => rm(cache, { recursive: true, force: true })),
-    fetchScenario('repair', agent, cache, url, m, async () => {
-      await rm(cache, { recursive: true, force: true })
-      await cp(golden, cache, { recursive: true })
-      // Three chunks damaged in place (same size): lookup finds them, the fetch repairs only them.
-      const fh = await open(join(cache, objRel), 'r+')
-      for (const i of [1, Math.floor(m.chunks.length / 2), m.chunks.length - 1]) await fh.write(Buffer.alloc(64, 0xee), m.chunks[i]!.offset + 7)
-      await fh.close()
-    }),
+    fetchScenario('download', agent, join(dir, 'cache-download'), url, m, fresh('download')),
+    fetchScenario('resume', agent, join(dir, 'cache-resume'), url, m, fresh('resume', halfDir)),
+    fetchScenario('repair', agent, join(dir, 'cache-repair'), url, m, fresh('repair', damagedDir), damagedSha),
   ]
 
   // Publish into a head-node store.
@@ -292,7 +306,7 @@ t.test(`kill -9 at ≥ ${MIN_KILLS} seeded points of download, repair, publish, 
     async reset() {
       const spool = new Spool(spoolDir)
       await spool.init()
-      const batch: AgentEvent[] = Array.from({ length: 9 }, (_, i) =>
+      const batch: AgentEvent[] = Array.from({ length: 15 }, (_, i) =>
         makeEvent('fallback', 'n1', { kind: 'root-missing', reason: `event ${made.length + i} ${'x'.repeat(200)}`, requestedStyle: 'disked', style: null }))
       await spool.append(...batch)
       made.push(...batch.map((e) => e.id))
@@ -315,9 +329,10 @@ t.test(`kill -9 at ≥ ${MIN_KILLS} seeded points of download, repair, publish, 
 
   // A disked root's unpack (real mksquashfs, real unsquashfs).
   const tree = join(dir, 'tree')
-  await mkdir(join(tree, 'sbin'), { recursive: true })
-  await mkdir(join(tree, 'etc'), { recursive: true })
-  await mkdir(join(tree, 'usr', 'lib'), { recursive: true })
+  // Eight top-level entries: the unpack moves each up on its own (unpack.moved).
+  for (const d of ['sbin', 'etc', join('usr', 'lib'), 'var', 'opt', 'srv', 'home', 'root']) await mkdir(join(tree, d), { recursive: true })
+  await writeFile(join(tree, 'var', 'v'), 'v\n')
+  await writeFile(join(tree, 'opt', 'o'), 'o\n')
   await writeFile(join(tree, 'sbin', 'init'), '#!/bin/sh\n')
   await chmod(join(tree, 'sbin', 'init'), 0o755)
   for (let i = 0; i < 6; i++) await writeFile(join(tree, i % 2 ? 'etc' : join('usr', 'lib'), `f${i}`), `file ${i}\n`.repeat(100 * (i + 1)))
@@ -393,17 +408,23 @@ t.test(`kill -9 at ≥ ${MIN_KILLS} seeded points of download, repair, publish, 
   let landed = 0
   let failed = 0
   const t0 = Date.now()
-  for (const k of kills) {
-    await k.s.reset()
-    const r = await k.s.run({ BOOT_AGENT_FAULT: `${k.point}:${k.n}` })
-    const killed = r.signal === 'SIGKILL'
-    if (killed) landed++
-    const left = await k.s.afterKill()
-    const after = await k.s.restart()
-    const problems = [...left.map((p) => `after the kill: ${p}`), ...after.map((p) => `after the restart: ${p}`)]
-    if (problems.length) failed++
-    if (problems.length) t.fail(`${k.s.name} ${k.point}:${k.n} (${killed ? 'killed' : `not killed: exit ${r.code}`}): ${problems.join('; ')}`)
+  const queue = [...scenarios]
+  const worker = async (): Promise<void> => {
+    for (let s = queue.shift(); s; s = queue.shift()) {
+      for (const k of kills.filter((k) => k.s === s)) {
+        await k.s.reset()
+        const r = await k.s.run({ BOOT_AGENT_FAULT: `${k.point}:${k.n}` })
+        const killed = r.signal === 'SIGKILL'
+        if (killed) landed++
+        const left = await k.s.afterKill()
+        const after = await k.s.restart()
+        const problems = [...left.map((p) => `after the kill: ${p}`), ...after.map((p) => `after the restart: ${p}`)]
+        if (problems.length) failed++
+        if (problems.length) t.fail(`${k.s.name} ${k.point}:${k.n} (${killed ? 'killed' : `not killed: exit ${r.code}`}): ${problems.join('; ')}`)
+      }
+    }
   }
+  await Promise.all(Array.from({ length: PARALLEL }, worker))
   const perScenario = scenarios.map((s) => `${s.name} ${kills.filter((k) => k.s === s).length}`).join(', ')
   t.comment(`${landed} of ${kills.length} kills landed (${perScenario}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
   t.ok(landed >= MIN_KILLS, `at least ${MIN_KILLS} kills landed on a named point (${landed})`)
