@@ -146,8 +146,9 @@ const NODES_DOCS = [
 
 // ---- kernel command line (agent/boot/cmdline.ts) ----
 {
-  const KEYS = ['server', 'node', 'style', 'cache', 'root', 'verify', 'onfail', 'cachefull', 'timeout', 'format', 'http_timeout', 'reboot_delay', 'ca', 'token', 'nosuch']
-  const VALUES = ['http://head:8080', 'https://h/x', 'n1', 'disked', 'rwram', 'LABEL=cwcache', 'UUID=1234-abcd', 'PARTUUID=x', '/dev/sda1', 'fast', 'strong', 'reboot', 'ram', '30', '0.5', 'cache,root', 'none', '/etc/ca.pem', '']
+  // The keys of boot/cmdline.ts KNOWN_KEYS, and one it does not know.
+  const KEYS = ['server', 'node', 'style', 'cache', 'root', 'verify', 'pubkey', 'onfail', 'format', 'cachefull', 'ramstyle', 'devtimeout', 'timeout', 'rebootdelay', 'nosuch']
+  const VALUES = ['http://head:8080', 'https://h/x', 'n1', 'disked', 'rwram', 'LABEL=cwcache', 'UUID=1234-abcd', 'PARTUUID=x', '/dev/sda1', 'fast', 'strong', 'reboot', 'ram', '30', '0.5', 'cache,root', 'none', '/etc/boot-agent/key.pem', 'roram', 'clear-reboot', '']
   const param = fc.tuple(
     fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...KEYS).map((k) => KEY_PREFIX + k) }, { weight: 1, arbitrary: fc.string({ maxLength: 16 }) }),
     fc.oneof(fc.constantFrom(...VALUES), fc.string({ maxLength: 20 }), fc.string({ unit: 'binary', maxLength: 10 })),
