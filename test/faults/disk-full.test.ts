@@ -22,11 +22,10 @@
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import { Cache } from '../../agent/cache/store.js'
 import { fetchImage } from '../../agent/transport/fetch-image.js'
 import { Spool, parseSpooledEvent } from '../../agent/events/spool.js'
@@ -38,26 +37,13 @@ import { parseManifest } from '../../agent/manifest/schema.js'
 import type { Manifest } from '../../agent/manifest/types.js'
 import { makeEvent, type AgentEvent } from '../../agent/protocol/event.js'
 import { gate } from '../helpers/capability.js'
+import { filesUnder, OBJECT_NAME, sha256 } from './files.js'
 import { writeImage } from '../helpers/image.js'
 import { startNginx } from '../helpers/nginx.js'
 import { PAGE_BYTES, tinyFs, type TinyFs } from '../helpers/tiny-fs.js'
 import { writeNodes } from '../helpers/head-fixtures.js'
 
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
-const OBJECT_NAME = /^[0-9a-f]{2}\/[0-9a-f]{62}$/
 
-const filesUnder = async (dir: string): Promise<string[]> => {
-  const out: string[] = []
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = join(d, e.name)
-      if (e.isDirectory()) await walk(p)
-      else out.push(relative(dir, p))
-    }
-  }
-  await walk(dir)
-  return out.sort()
-}
 
 /** The error names a path on `fs` and keeps a code. */
 const clearError = (e: unknown, under: string): string | undefined => {

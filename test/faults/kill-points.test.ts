@@ -28,10 +28,9 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, cp, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { chmod, cp, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { build } from 'esbuild'
 import { FAULT_POINTS } from '../../agent/core/fault.js'
 import { buildManifest, serializeManifest } from '../../agent/manifest/index.js'
@@ -43,6 +42,7 @@ import { Spool } from '../../agent/events/spool.js'
 import { Sender } from '../../agent/events/sender.js'
 import { bundleAgent } from '../helpers/bundle.js'
 import { gate } from '../helpers/capability.js'
+import { filesUnder, OBJECT_NAME, sha256 } from './files.js'
 import { writeImage } from '../helpers/image.js'
 import { freePort, startNginx } from '../helpers/nginx.js'
 import { writeNodes } from '../helpers/head-fixtures.js'
@@ -57,7 +57,6 @@ const MIN_KILLS = 100
 const IMAGE_BYTES = 16 * 1024 * 1024
 const CHILD_TIMEOUT_MS = 60_000
 
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 const fileSha = async (p: string): Promise<string> => sha256(await readFile(p))
 
 interface Ran { code: number | null; signal: string | null; out: string; err: string }
@@ -77,19 +76,6 @@ const runNode = (argv: string[], env: Record<string, string> = {}): { done: Prom
   return { done, kill: () => child.kill('SIGKILL') }
 }
 
-/** Every regular file under `dir` (relative paths), sorted. */
-const filesUnder = async (dir: string): Promise<string[]> => {
-  const out: string[] = []
-  const walk = async (d: string): Promise<void> => {
-    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
-      const p = join(d, e.name)
-      if (e.isDirectory()) await walk(p)
-      else out.push(relative(dir, p))
-    }
-  }
-  await walk(dir)
-  return out.sort()
-}
 
 /** One scenario: how to set it up fresh, run it, judge what a kill left, and judge the restart. */
 interface Scenario {
@@ -105,7 +91,6 @@ interface Scenario {
 }
 
 // ---- the cache: objects are their names; a recorded verified chunk is on disk ----
-const OBJECT_NAME = /^[0-9a-f]{2}\/[0-9a-f]{62}$/
 
 /** `damaged`: bytes the scenario itself left at the object's path before the run (the repair's input), allowed until repaired. */
 const cacheProblems = async (cache: string, m: Manifest, damaged?: string): Promise<string[]> => {
