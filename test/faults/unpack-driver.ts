@@ -14,13 +14,20 @@ import type { BootPlan } from '../../agent/boot/plan.js'
 import { run, type Runner } from '../../agent/core/exec.js'
 import { commands } from '../../agent/core/system.js'
 
-const [image, root, sha256, size] = process.argv.slice(2) as [string, string, string, string]
-const plan = {
-  style: 'disked',
-  image: { name: 'img', sha256, size: Number(size), manifest: 'http://head/m' },
-  root: { mode: 'partition', spec: 'LABEL=root', device: '/dev/null', mountpoint: root },
-} as unknown as BootPlan
-const noMounts: Runner = (cmd, args, opts) =>
-  cmd === commands.mount || cmd === commands.umount ? Promise.resolve({ exitCode: 0, signal: null, stdout: '', stderr: '' }) : run(cmd, args, opts)
-const r = await prepareDisked(plan, image, { run: noMounts, runDir: `${root}.run`, sysroot: `${root}.sysroot` })
-process.stdout.write(JSON.stringify(r) + '\n')
+const args = process.argv.slice(2)
+// Run without its arguments (tap given the whole directory): say so and do nothing.
+if (args.length !== 4) {
+  process.stdout.write('# unpack-driver.ts is run by kill-points.test.ts, not alone\n')
+} else await unpack(args as [string, string, string, string])
+
+async function unpack([image, root, sha256, size]: [string, string, string, string]): Promise<void> {
+  const plan = {
+    style: 'disked',
+    image: { name: 'img', sha256, size: Number(size), manifest: 'http://head/m' },
+    root: { mode: 'partition', spec: 'LABEL=root', device: '/dev/null', mountpoint: root },
+  } as unknown as BootPlan
+  const noMounts: Runner = (cmd, args, opts) =>
+    cmd === commands.mount || cmd === commands.umount ? Promise.resolve({ exitCode: 0, signal: null, stdout: '', stderr: '' }) : run(cmd, args, opts)
+  const r = await prepareDisked(plan, image, { run: noMounts, runDir: `${root}.run`, sysroot: `${root}.sysroot` })
+  process.stdout.write(JSON.stringify(r) + '\n')
+}
