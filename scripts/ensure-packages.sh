@@ -18,6 +18,12 @@ pkgs=(
   curl             # benchmark baseline
   openssl          # benchmark baseline; test certificates (site CA)
   time             # GNU time: peak RSS in benchmarks
+  slurmctld        # Slurm drain/resume test: a real one-node cluster (test/helpers/slurm.ts)
+  slurmd           #   its node daemon
+  slurm-client     #   scontrol and sinfo (the daemon drains with scontrol)
+  munge            #   Slurm's authentication (munged, mungekey)
+  prometheus-node-exporter  # textfile-collector test: node_exporter serves boot-agent.prom
+  prometheus       # promtool check metrics (in the package itself: --no-install-recommends keeps it)
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

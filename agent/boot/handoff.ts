@@ -48,6 +48,8 @@ export interface BootRecord {
   cache: { spec: string | null; device?: string; mountpoint?: string; hit: boolean; verifiedBy?: string; objectPath?: string; inRam: boolean }
   root: { spec: string | null; device?: string; sysroot?: string; init?: string }
   bytesFetched: number
+  /** Bytes taken from older cached versions instead of downloaded (delta reuse). */
+  bytesReused?: number
   timings: Record<string, number>
   result: 'ok' | 'failed'
   /** What the stage asked for after a failure (or after clearing a full cache). */

@@ -81,6 +81,6 @@ export const cachePipeline: ImagePipeline<Cache> = {
       ...(opts.digest ? { digest: opts.digest } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
-    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, verifiedBy: r.verifiedBy, bytesDownloaded: r.bytesDownloaded, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}) }
+    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, verifiedBy: r.verifiedBy, bytesDownloaded: r.bytesDownloaded, bytesReused: r.bytesReused, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}) }
   },
 }

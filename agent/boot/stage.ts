@@ -35,6 +35,8 @@ export interface FetchedImage {
    */
   verifiedBy?: string
   bytesDownloaded: number
+  /** Bytes taken from older cached versions (delta reuse); absent from fetchers that do not reuse. */
+  bytesReused?: number
   chunksRepaired: number
   /**
    * A hit's use being recorded in the cache (metadata rewritten, lock
@@ -170,6 +172,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         ...(init ? { init } : {}),
       },
       bytesFetched: fetched?.bytesDownloaded ?? 0,
+      bytesReused: fetched?.bytesReused ?? 0,
       timings: timer.timings,
       result,
       spoolDir,

@@ -8,6 +8,7 @@ import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 import { readBootRecord } from '../daemon/boot-record.js'
 import { runDaemon } from '../daemon/daemon.js'
+import { daemonObservers } from '../daemon/observers-config.js'
 
 const usage = `usage: boot-agent daemon [options]
 
@@ -27,6 +28,16 @@ options:
   --heartbeat-interval S  seconds between status heartbeats; 0 = off (default 300)
   --no-self-check       do not re-verify cached images after squashfs errors
   --spool-max N         most events kept in the spool (default 10000)
+  --slurm MODE          drain this node in Slurm on squashfs/io/integrity trouble:
+                        off | drain | drain+resume (default off; resume clears only
+                        a reason starting "boot-agent:", after a verified boot)
+  --slurm-node PATTERN  Slurm node name; {short} {hostname} {node} are replaced
+                        (default {short}: the hostname up to its first dot)
+  --slurm-dry-run       log the scontrol update commands instead of running them
+  --metrics-file FILE   Prometheus textfile written atomically (default
+                        ${system.promTextfileDir}/boot-agent.prom, when that directory exists)
+  --metrics-interval S  seconds between rewrites of the metrics file (default 30)
+  --no-metrics          do not write the metrics file
   --once                read what the kernel log holds, report, deliver once, exit
                         (exit 1 when delivery failed; events stay spooled)
   -h, --help            this text`
@@ -53,6 +64,12 @@ export const command: Command = {
       'spool-max': { type: 'string' },
       once: { type: 'boolean' },
       'token-file': { type: 'string' },
+      slurm: { type: 'string' },
+      'slurm-node': { type: 'string' },
+      'slurm-dry-run': { type: 'boolean' },
+      'metrics-file': { type: 'string' },
+      'metrics-interval': { type: 'string' },
+      'no-metrics': { type: 'boolean' },
     })
     let token: string | undefined
     if (values['token-file']) {
@@ -70,7 +87,17 @@ export const command: Command = {
     const server = values.server ?? br?.server
     if (server !== undefined && !/^https?:\/\/[^\s]+$/.test(server)) throw new ConfigError('--server', `not an http(s) URL: ${JSON.stringify(server)}`)
     if (!server) ctx.log.warn('no head node (--server or boot record): events stay spooled')
+    const observers = await daemonObservers({
+      node,
+      slurm: values.slurm,
+      slurmNode: values['slurm-node'],
+      slurmDryRun: values['slurm-dry-run'] === true,
+      metricsFile: values['no-metrics'] ? null : values['metrics-file'],
+      metricsIntervalMs: Math.max(1, positiveInt('--metrics-interval', values['metrics-interval'], 30)) * 1000,
+      log: ctx.log,
+    })
     const res = await runDaemon({
+      observers,
       node,
       ...(server ? { server } : {}),
       ...(token ? { token } : {}),

@@ -39,6 +39,8 @@ export const system = {
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
+  /** node_exporter's textfile-collector directory (Debian's prometheus-node-exporter default); the daemon writes boot-agent.prom there. */
+  promTextfileDir: env('PROM_TEXTFILE_DIR', '/var/lib/prometheus/node-exporter'),
 } as const
 
 export const commands = {
@@ -52,4 +54,6 @@ export const commands = {
   lsblk: env('CMD_LSBLK', 'lsblk'),
   reboot: env('CMD_REBOOT', 'reboot'),
   findmnt: env('CMD_FINDMNT', 'findmnt'),
+  /** Slurm's client: the daemon drains and resumes this node with it (agent/daemon/slurm.ts). */
+  scontrol: env('CMD_SCONTROL', 'scontrol'),
 } as const

@@ -20,6 +20,11 @@ export interface BootRecordView {
   root?: { spec?: string; device?: string }
   result?: string
   spoolDir?: string
+  /** Image bytes downloaded, and bytes taken from older cached versions (delta), during the boot. */
+  bytesFetched?: number
+  bytesReused?: number
+  /** Milliseconds per boot step, and `total` (the stage's timer). */
+  timings?: Record<string, number>
   /** Fields that were present but malformed (ignored). */
   problems: string[]
 }
@@ -67,6 +72,13 @@ export const parseBootRecord = (text: string): BootRecordView => {
     }
     if (typeof image.size === 'number' && Number.isSafeInteger(image.size)) out.image.size = image.size
   }
+  for (const k of ['bytesFetched', 'bytesReused'] as const) {
+    const v = o[k]
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) out[k] = v
+    else if (v !== undefined && v !== null) problems.push(`${k} is not a byte count`)
+  }
+  const timings = obj(o.timings)
+  if (timings) out.timings = Object.fromEntries(Object.entries(timings).filter((e): e is [string, number] => typeof e[1] === 'number' && Number.isFinite(e[1]) && e[1] >= 0))
   const cache = obj(o.cache)
   if (cache) {
     out.cache = {}

@@ -47,6 +47,7 @@ import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
 import type { BootRecordView } from './boot-record.js'
+import { type DaemonObserver, Observers } from './observer.js'
 import { clearFlushIntent, readFlushIntent, readPosition, writeFlushIntent, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
 
 export const COALESCE_WINDOW_MS = 1_000
@@ -95,6 +96,8 @@ export interface DaemonOptions {
   senderOptions?: { minBackoffMs?: number; maxBackoffMs?: number; batchSize?: number; requestTimeoutMs?: number }
   /** Interval of the sender's flush when nothing wakes it. Default 5 s. */
   sendIntervalMs?: number
+  /** Told of the boot, the spooled events and the end (the Slurm drain, the metrics textfile). */
+  observers?: DaemonObserver[]
   log?: Logger
   signal: AbortSignal
 }
@@ -166,6 +169,8 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   let kmsgLost = sameBoot ? saved.lost : 0
   log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, sameBoot, recoveredFlush: recovered },  afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
 
+  const observers = new Observers(opts.observers ?? [], log)
+  await observers.start({ node, bootId, stateDir, ...(opts.bootRecord ? { bootRecord: opts.bootRecord } : {}), stats: async () => ({ kmsgLost, spooled: (await spool.files()).length, lostEvents: await spool.lostCount(), errorsByKind: { ...observers.errorsByKind } }) })
   let position: KmsgPosition = { bootId, seq: afterSeq ?? -1, lost: kmsgLost, time: new Date().toISOString() }
   let positionWrittenAt = Date.now()
   let lastSeq = afterSeq
@@ -178,6 +183,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     if (!events.length) return
     await spool.append(...events)
     result.eventsSpooled += events.length
+    observers.events(events)
     sender?.wake()
   }
 
@@ -203,6 +209,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       if (events.length) await clearFlushIntent(stateDir)
     })
     if (events.length) {
+      observers.events(events)
       log.info({ op: 'flush', events: events.length, kinds: [...new Set(events.map((e) => e.kind))], seq: lastSeq }, `spooled ${events.length} event(s)`)
       sender?.wake()
     }
@@ -357,6 +364,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
             break
         }
         await maybeFlush(item.type === 'idle' && opts.once === true)
+        if (item.type === 'idle' && coalescer.pending === 0) observers.caughtUp() // all read so far is spooled: observers may judge this boot
       } catch (e) {
         // Never die on one record: log, keep reading.
         log.error({ err: messageOf(e), item: item.type }, 'failed to handle a kernel log item')
@@ -368,6 +376,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     await flush().catch((e: unknown) => log.error({ err: messageOf(e) }, 'final flush failed'))
     result.lastSeq = lastSeq
     await firstHeartbeat
+    await observers.stop()
     if (opts.once) {
       await selfChecker?.idle()
       if (sender) {

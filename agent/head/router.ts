@@ -69,9 +69,10 @@ export const API_VERSION = 'v1'
  * Splits a request target (`req.url`). Segments come from the raw path: the
  * URL parser would resolve `..` away, and a client sending `..` must be told
  * no, not routed elsewhere. A bad %-escape is 400 EBADPATH; a path outside
- * `/v1` is 404 (both before authentication, as the head has always answered).
+ * `/v1` is 404 (both before authentication, as the head has always answered),
+ * except the exact paths in `unversioned` (`/metrics`).
  */
-export const parseTarget = (rawUrl: string): Target => {
+export const parseTarget = (rawUrl: string, unversioned: readonly string[] = []): Target => {
   // Appended, not resolved: `//x/...` is a path here, never a host (resolving it threw on `//%00`, a 500).
   let url: URL
   try {
@@ -86,7 +87,7 @@ export const parseTarget = (rawUrl: string): Target => {
   } catch {
     throw new HttpProblem(400, 'EBADPATH', `path ${JSON.stringify(pathname)} has a malformed %-escape`)
   }
-  if (segments[0] !== API_VERSION) throw new HttpProblem(404, 'ENOTFOUND', `no such endpoint ${url.pathname} (this server speaks /${API_VERSION})`)
+  if (segments[0] !== API_VERSION && !unversioned.includes(pathname)) throw new HttpProblem(404, 'ENOTFOUND', `no such endpoint ${url.pathname} (this server speaks /${API_VERSION})`)
   return { pathname: url.pathname, segments, query: url.searchParams }
 }
 

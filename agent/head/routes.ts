@@ -25,7 +25,12 @@ export interface HeadHandlers<H> {
   manifestByName: H
   manifestByDigest: H
   imageBytes: H
+  /** `GET /metrics`: Prometheus exposition (agent/head/metrics.ts); outside /v1, where scrapers look. */
+  metrics?: H
 }
+
+/** Paths answered outside the versioned API (parseTarget lets exactly these through). */
+export const UNVERSIONED_PATHS: readonly string[] = ['/metrics']
 
 /** A name that becomes part of a store path, refused (400) unless safe; never cleaned up. */
 const checkName =
@@ -64,5 +69,6 @@ export const headRoutes = <H>(h: HeadHandlers<H>): RouteTable<H> => ({
     { name: 'image', methods: READ_METHODS, path: '/v1/images/by-digest/:digest/image', handler: h.imageBytes },
     { name: 'image-name', methods: READ_METHODS, path: '/v1/images/:image', handler: h.imageName },
     { name: 'manifest', methods: READ_METHODS, path: '/v1/images/:image/manifest', handler: h.manifestByName },
+    ...(h.metrics ? [{ name: 'metrics', methods: READ_METHODS, path: '/metrics', handler: h.metrics }] : []),
   ],
 })

@@ -26,7 +26,8 @@ import type { NodesConfig } from './nodes-config.js'
 import { NodesSource } from './nodes-file.js'
 import { DEFAULT_RATE_LIMIT, LogThrottle, RateLimiter, type RateLimitOptions } from './rate-limit.js'
 import { parseTarget, Router } from './router.js'
-import { headRoutes } from './routes.js'
+import { headRoutes, UNVERSIONED_PATHS } from './routes.js'
+import { HeadMetrics } from './metrics.js'
 import { ImageStore } from './store.js'
 import { DEFAULT_EVENT_LIMITS, type EventLimits } from './validate-events.js'
 import { consistencyView, imageHistory, imageList, nodeView } from './views.js'
@@ -119,8 +120,13 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const limiter = new RateLimiter({ ...DEFAULT_RATE_LIMIT, now: () => clock.now(), ...opts.rateLimit })
   const states = new NodeStates()
   const events = new EventLog(opts.eventsDir ?? join(opts.store, 'events'), { log })
+  const driftHashes = new Map<string, string>()
+  const metrics = new HeadMetrics({ nodes: () => states.all(), consistency: () => consistencyView(store, states, driftHashes, clock) })
+  /** The route each answer came from, for the latency histogram. */
+  const routeOf = new WeakMap<ServerResponse, string>()
   // The events are stored by now; a bug in summarising one must not turn their acknowledgement into an error.
   const applyState = (e: StoredEvent): void => {
+    metrics.countEvent(e.kind)
     try {
       states.apply(e)
     } catch (err) {
@@ -147,7 +153,6 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     stats.metadataBytes += sendJson(res, status, body, headers)
   }
   const param = (call: Call, name: string): string => call.params[name] as string
-  const driftHashes = new Map<string, string>()
 
   const router = new Router<Handler>(
     headRoutes<Handler>({
@@ -175,15 +180,19 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
           onCut: (e) => log.debug({ sha256, err: e }, 'image stream ended early (client went away?)'),
         })
       },
+      metrics: async (call) => {
+        stats.metadataBytes += await metrics.send(call.res, call.head)
+      },
     }),
   )
 
   /** Routes and answers one request; returns the route's name for the stats. */
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<string> => {
-    const target = parseTarget(req.url ?? '/')
+    const target = parseTarget(req.url ?? '/', UNVERSIONED_PATHS)
     if (opts.token !== undefined) checkBearer(req.headers.authorization, opts.token)
     const method = req.method ?? 'GET'
     const { route, params, query } = router.match(method, target)
+    routeOf.set(res, route.name)
     await route.handler({ req, res, params, query, head: method === 'HEAD' })
     return route.name
   }
@@ -195,6 +204,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     inFlight++
     const started = clock.now()
     res.once('close', () => {
+      metrics.observeRequest(routeOf.get(res) ?? 'none', req.method ?? '', res.statusCode, (clock.now() - started) / 1000)
       inFlight--
       if (inFlight === 0) drained?.()
     })

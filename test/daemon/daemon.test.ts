@@ -11,6 +11,7 @@ import { runDaemon } from '../../agent/daemon/daemon.js'
 import { readFlushIntent, readPosition, writeFlushIntent, writePosition } from '../../agent/daemon/state.js'
 import { Spool } from '../../agent/events/spool.js'
 import { makeEvent, type AgentEvent } from '../../agent/protocol/event.js'
+import type { DaemonObserver, DaemonStats } from '../../agent/daemon/observer.js'
 
 const bootId = async (): Promise<string> => (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim()
 
@@ -105,4 +106,42 @@ t.test('a position from another boot is not used (seq restarts every boot)', asy
   })
   t.equal(res.errorsSeen, 2)
   t.match(await readPosition(dir), { bootId: await bootId(), seq: 1, lost: 0 })
+})
+
+// The observer seam (the Slurm drain and the metrics textfile hang on it): observers hear the start,
+// the spooled events, the moment the log is caught up (after those events) and the stop; an observer that throws stops nothing.
+t.test('observers hear start, the spooled kernel errors, caught-up after them, and stop; errors are counted by kind', async (t) => {
+  const heard: string[] = []
+  let stats: DaemonStats | undefined
+  const watcher: DaemonObserver = {
+    start: async (ctx) => {
+      heard.push(`start:${ctx.node}`)
+    },
+    events: (evs) => {
+      heard.push(...evs.map((e) => `event:${e.kind}`))
+    },
+    caughtUp: () => {
+      heard.push('caught-up')
+    },
+    stop: async () => {
+      heard.push('stop')
+    },
+  }
+  let ctxStats: (() => Promise<DaemonStats>) | undefined
+  const grab: DaemonObserver = { start: async (ctx) => void (ctxStats = ctx.stats), stop: async () => void (stats = await ctxStats?.()) }
+  const broken: DaemonObserver = {
+    start: async () => {
+      throw new Error('observer bug')
+    },
+    events: () => {
+      throw new Error('observer bug')
+    },
+  }
+  const res = await runDaemon({
+    node: 'n1', stateDir: t.testdir(), once: true, heartbeatIntervalMs: 0, selfCheck: false, signal: new AbortController().signal,
+    openKmsg: ring([sq(0), sq(1), sq(2)]), observers: [broken, watcher, grab],
+  })
+  t.match(res, { recordsRead: 3, errorsSeen: 3 }, 'a throwing observer stopped nothing')
+  t.same(heard, ['start:n1', 'event:squashfs-error', 'caught-up', 'stop'])
+  t.match(stats, { errorsByKind: { 'squashfs-error': 3, 'io-error': 0, integrity: 0 }, spooled: 1 }, 'three records counted, one event spooled')
 })

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import { parseKmsgRecord, type KmsgRecord } from '../../agent/daemon/kmsg.js'
 import { xxh64Segments } from '../../agent/hash/segments.js'
 import type { Chunk } from '../../agent/manifest/types.js'
+import { acquireLock } from '../../agent/core/lock.js'
 
 export const CHUNK_BYTES = 64 * 1024
 
@@ -165,3 +166,15 @@ export const removeImage = async (image: CorruptImage): Promise<void> => {
 }
 
 export { waitFor } from '../helpers/wait.js'
+
+/**
+ * Held by every test that makes genuine squashfs errors, for its whole run:
+ * squashfs errors name no device, so errors made by one test file while
+ * another's daemon reads the kernel log would be taken for the other's image
+ * (tap runs files two at a time). Released at teardown; a killed holder's
+ * lock is stale and taken over (agent/core/lock.ts).
+ */
+export const holdKernelErrors = async (): Promise<() => Promise<void>> => {
+  const lock = await acquireLock('/var/tmp/ba-test-kernel-errors.lock', { timeoutMs: 10 * 60_000 })
+  return () => lock.release()
+}

@@ -35,9 +35,10 @@ import { runDaemon } from '../../agent/daemon/daemon.js'
 import { writePosition } from '../../agent/daemon/state.js'
 import { startTestHead } from '../helpers/real-head.js'
 import { Spool } from '../../agent/events/spool.js'
-import { CHUNK_BYTES, bootId, buildCorruptImage, bundleAgent, readRing, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
+import { CHUNK_BYTES, bootId, buildCorruptImage, holdKernelErrors, bundleAgent, readRing, lastKmsgSeq, mountImage, readEverything, removeImage, waitFor } from './fixtures.js'
 
 t.test('squashfs errors from a corrupted cached image reach the head node with digest, name and device, the bad chunks get marked, and the next fetch re-downloads only them', gate('root', 'loop', 'kmsg', 'squashfs-tools', 'nginx'), async (t) => {
+  t.teardown(await holdKernelErrors())
   const image = await buildCorruptImage('real')
   t.teardown(() => removeImage(image))
   const mounted = await mountImage(image)
@@ -125,6 +126,7 @@ const ROUNDS = 9
 const KILL_AFTER_ROUNDS = [3, 6]
 
 t.test('a daemon killed in the middle of an error flood and restarted leaves no duplicates and no gaps at the head node', gate('root', 'loop', 'kmsg', 'squashfs-tools'), async (t) => {
+  t.teardown(await holdKernelErrors())
   const image = await buildCorruptImage('restart')
   t.teardown(() => removeImage(image))
   const mounted = await mountImage(image)
@@ -143,7 +145,7 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
   })
   const startDaemon = (): ChildProcess => {
     const child = spawn(process.execPath, [cli, 'daemon', '--node', 'node-restart', '--server', head.url, '--state-dir', stateDir,
-      '--cache-dir', image.cacheDir, '--heartbeat-interval', '0'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
+      '--cache-dir', image.cacheDir, '--heartbeat-interval', '0', '--no-metrics'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BOOT_AGENT_LOG_LEVEL: 'info' } })
     child.stderr?.resume()
     children.add(child)
     child.on('exit', () => children.delete(child))
@@ -205,6 +207,7 @@ t.test('a daemon killed in the middle of an error flood and restarted leaves no 
 })
 
 t.test('a daemon with no saved position blames no old record on the image mounted now: errors of an image since unmounted are reported without an image (#22 finding 6)', gate('root', 'loop', 'kmsg', 'squashfs-tools'), async (t) => {
+  t.teardown(await holdKernelErrors())
   const a = await buildCorruptImage('gone')
   t.teardown(() => removeImage(a))
   const b = await buildCorruptImage('now')

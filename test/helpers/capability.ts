@@ -9,7 +9,7 @@ import t from 'tap'
 import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
-export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm'
+export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm' | 'slurm' | 'node-exporter' | 'promtool'
 
 const which = (cmd: string): boolean => {
   try {
@@ -37,6 +37,9 @@ const probes: Record<Capability, () => string | undefined> = {
   casync: () => (which('casync') ? undefined : 'needs casync'),
   xxhsum: () => (which('xxhsum') ? undefined : 'needs xxhsum (xxhash)'),
   openssl: () => (which('openssl') ? undefined : 'needs the openssl command (Debian package openssl)'),
+  slurm: () => (['slurmctld', 'slurmd', 'scontrol', 'sinfo', 'munged'].every((c) => which(c) || existsSync(`/usr/sbin/${c}`)) ? undefined : 'needs slurmctld, slurmd, slurm-client and munge (Debian packages)'),
+  'node-exporter': () => (which('prometheus-node-exporter') ? undefined : 'needs prometheus-node-exporter (Debian package)'),
+  promtool: () => (which('promtool') ? undefined : 'needs promtool (Debian package prometheus)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
 }
 

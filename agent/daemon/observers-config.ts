@@ -1,0 +1,58 @@
+/**
+ * Turns the daemon's `--slurm*` and `--metrics*` options into observers,
+ * validated at the edge: a bad mode or node-name pattern is a ConfigError
+ * naming the value before the daemon starts, never a failure at the first
+ * kernel error.
+ */
+import { stat } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { ConfigError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import { DEFAULT_METRICS_INTERVAL_MS, defaultMetricsFile, MetricsTextfile } from './metrics-file.js'
+import type { DaemonObserver } from './observer.js'
+import { parseSlurmMode, slurmNodeName } from './slurm-decide.js'
+import { SlurmGuard } from './slurm.js'
+
+export interface ObserverSettings {
+  /** boot-agent's node id (for `{node}` in the Slurm name pattern). */
+  node: string
+  /** `--slurm`: off | drain | drain+resume; default off. */
+  slurm?: string | undefined
+  /** `--slurm-node`: pattern; default `{short}`. */
+  slurmNode?: string | undefined
+  slurmDryRun?: boolean
+  /** `--metrics-file`: a path; undefined: the default, used only when its directory exists; null: off. */
+  metricsFile?: string | null | undefined
+  metricsIntervalMs?: number
+  log: Logger
+}
+
+/** The Slurm guard (when on) and the metrics textfile (when wanted), in that order. */
+export const daemonObservers = async (s: ObserverSettings): Promise<DaemonObserver[]> => {
+  const out: DaemonObserver[] = []
+  const mode = parseSlurmMode(s.slurm ?? 'off')
+  let guard: SlurmGuard | undefined
+  if (mode !== 'off') {
+    const nodeName = slurmNodeName(s.slurmNode ?? '{short}', { node: s.node })
+    guard = new SlurmGuard({ mode, nodeName, dryRun: s.slurmDryRun === true, log: s.log })
+    out.push(guard)
+    s.log.info({ slurm: mode, slurmNode: nodeName, dryRun: s.slurmDryRun === true }, `slurm: ${mode} as node ${nodeName}`)
+  } else if (s.slurmNode !== undefined || s.slurmDryRun) {
+    throw new ConfigError('--slurm', '--slurm-node and --slurm-dry-run need --slurm drain or --slurm drain+resume')
+  }
+  if (s.metricsFile !== null) {
+    const path = s.metricsFile ?? defaultMetricsFile()
+    const dirThere = await stat(dirname(path)).then((st) => st.isDirectory(), () => false)
+    if (dirThere) {
+      out.push(new MetricsTextfile({
+        path, intervalMs: s.metricsIntervalMs ?? DEFAULT_METRICS_INTERVAL_MS, log: s.log,
+        ...(guard ? { slurm: () => ({ ...(guard as SlurmGuard).counters }) } : {}),
+      }))
+    } else if (s.metricsFile !== undefined) {
+      throw new ConfigError('--metrics-file', `directory ${dirname(path)} does not exist (node_exporter's --collector.textfile.directory)`)
+    } else {
+      s.log.info({ dir: dirname(path) }, 'no textfile-collector directory: metrics file off (--metrics-file to choose one)')
+    }
+  }
+  return out
+}
