@@ -18,6 +18,7 @@ import { join, posix } from 'node:path'
 import { BootAgentError, messageOf } from '../core/errors.js'
 import { run as defaultRun, type Runner } from '../core/exec.js'
 import { commands } from '../core/system.js'
+import { faultPoint } from '../core/fault.js'
 
 const LIST_TIMEOUT_MS = 5 * 60_000
 const UNPACK_TIMEOUT_MS = 60 * 60_000
@@ -119,8 +120,10 @@ export const unpackImage = async (image: string, dir: string, opts: UnpackOption
     // -st: any error is fatal (a short read must not leave a file half-written and go on).
     const args = ['-st', '-no-progress', '-q', ...UNPACK_QUEUE_ARGS, ...(opts.processors ? ['-p', String(opts.processors)] : []), '-d', tmp, image]
     await step('unsquashfs', () => run(commands.unsquashfs, args, { timeoutMs: UNPACK_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) }))
+    faultPoint('unpack.unpacked')
     await step('moveUp', async () => {
       for (const name of await readdir(tmp)) {
+        faultPoint('unpack.moved')
         if (name === 'lost+found') {
           await rm(join(tmp, name), { recursive: true, force: true })
           continue
@@ -133,6 +136,7 @@ export const unpackImage = async (image: string, dir: string, opts: UnpackOption
       await chown(dir, st.uid, st.gid)
       await rmdir(tmp)
     })
+    faultPoint('unpack.done')
   } catch (e) {
     await wipeRoot(dir).catch(() => undefined)
     throw new BootAgentError('EUNPACK', `unpacking the image failed; the root was emptied: ${messageOf(e)}`, { image, dir }, { cause: e })

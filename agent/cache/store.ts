@@ -26,6 +26,7 @@ import { silentLogger, type Logger } from '../core/log.js'
 import type { Chunk } from '../manifest/types.js'
 import type { EvictionGoal } from './evict.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
+import { faultPoint } from '../core/fault.js'
 import { hashRangesParallel, type RangeHasher } from '../hash/file.js'
 import { xxh64Segments } from '../hash/segments.js'
 import { inspectCacheDir, refuseToOpen } from './cache-dir.js'
@@ -354,6 +355,7 @@ export class Cache {
     // Metadata first: a crash between the two leaves metadata without an
     // object (a miss, cleaned up later), never an object without metadata.
     await writeFileDurable(this.metaPath(sha), serializeObjectMeta(meta))
+    faultPoint('cache.publish.meta')
     try {
       await link(input.from, obj)
     } catch (e) {
@@ -363,6 +365,7 @@ export class Cache {
       await rm(obj, { force: true, recursive: false })
       await link(input.from, obj)
     }
+    faultPoint('cache.publish.linked')
     await rm(input.from, { force: true })
     await rm(this.statePath(sha), { force: true })
     await fsyncPath(shard)

@@ -19,6 +19,22 @@ import { randomBytes } from 'node:crypto'
 import { type FileHandle, open, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { BootAgentError, foreignCode, isErrno, messageOf } from './errors.js'
+import { faultPoint, faultsActive } from './fault.js'
+
+/**
+ * Adds the path to a file-system error whose message lacks it (a failed
+ * write(2) or fsync says only "ENOSPC: no space left on device, write"), in
+ * place: its class, code and errno stay, so callers decide as before, and an
+ * operator reads which file could not be written.
+ */
+export const namePath = (e: unknown, path: string): unknown => {
+  if (e instanceof Error && !e.message.includes(path)) {
+    e.message = `${e.message} (writing ${path})`
+    const errno = e as NodeJS.ErrnoException
+    if (errno.path === undefined && typeof errno.code === 'string') errno.path = path
+  }
+  return e
+}
 
 /** Mode of files written durably unless told otherwise: the agent's state is root's alone. */
 export const DURABLE_FILE_MODE = 0o600
@@ -47,23 +63,25 @@ export interface DurableWriteOptions {
 export const writeFileDurable = async (path: string, data: string | Uint8Array, opts: DurableWriteOptions = {}): Promise<void> => {
   const dir = dirname(path)
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
-  const fh = await open(tmp, 'wx', opts.mode ?? DURABLE_FILE_MODE)
+  const fh = await open(tmp, 'wx', opts.mode ?? DURABLE_FILE_MODE).catch((e: unknown) => Promise.reject(namePath(e, path)))
   try {
     await fh.writeFile(data)
     await fh.sync()
   } catch (e) {
     await fh.close().catch(() => undefined)
     await rm(tmp, { force: true })
-    throw e
+    throw namePath(e, path)
   }
   await fh.close()
+  faultPoint('durable.write.synced')
   try {
     await rename(tmp, path)
   } catch (e) {
     await rm(tmp, { force: true })
-    throw e
+    throw namePath(e, path)
   }
-  await fsyncPath(dir)
+  faultPoint('durable.write.renamed')
+  await fsyncPath(dir).catch((e: unknown) => Promise.reject(namePath(e, path)))
 }
 
 /**
@@ -149,7 +167,7 @@ export const appendDurable = async (path: string, data: string | Uint8Array, opt
   try {
     fh = await open(path, 'ax+', opts.mode ?? DURABLE_FILE_MODE)
   } catch (e) {
-    if (!isErrno(e, 'EEXIST')) throw e
+    if (!isErrno(e, 'EEXIST')) throw namePath(e, path)
     created = false
     fh = await open(path, 'a+')
   }
@@ -164,11 +182,21 @@ export const appendDurable = async (path: string, data: string | Uint8Array, opt
       await fh.datasync()
     }
     start = clean
-    const written = await writeAll(fh, data)
+    let written = 0
+    if (faultsActive) {
+      // A campaign can kill between the halves: a torn line, as a crash mid-write leaves.
+      const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data
+      written = await writeAll(fh, buf.subarray(0, buf.length >> 1))
+      faultPoint('durable.append.torn')
+      written += await writeAll(fh, buf.subarray(buf.length >> 1))
+    } else written = await writeAll(fh, data)
+    faultPoint('durable.append.written')
     await fh.datasync()
     if (created) await fsyncPath(dirname(path))
+    faultPoint('durable.append.synced')
     return { start, end: start + written, cut: size - clean, created }
   } catch (e) {
+    namePath(e, path)
     if (start < 0) throw e
     // Nothing stored half: cut back to where this append began.
     try {

@@ -27,6 +27,7 @@ import { basename, dirname, join } from 'node:path'
 import { BootAgentError, isErrno } from './errors.js'
 import { system } from './system.js'
 import { type Clock, type Sleep, sleep as realSleep, systemClock } from './clock.js'
+import { namePath } from './durable.js'
 
 /** How often a waiting process looks at the lock again. */
 export const LOCK_POLL_MS = 100
@@ -159,7 +160,7 @@ const tryCreate = async (path: string): Promise<boolean> => {
     return true
   } catch (e) {
     if (isErrno(e, 'EEXIST')) return false
-    throw e // e.g. ENOSPC: the caller may act on it (the cache's eviction does)
+    throw namePath(e, path) // e.g. ENOSPC: the caller may act on it (the cache's eviction does)
   } finally {
     await rm(tmp, { force: true })
   }

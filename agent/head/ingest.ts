@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { messageOf } from '../core/errors.js'
+import { faultPoint } from '../core/fault.js'
 import type { Logger } from '../core/log.js'
 import type { AppendResult, EventLog } from './event-log.js'
 import { HttpProblem, parseJsonBody, readBody } from './http-util.js'
@@ -68,6 +69,7 @@ export const ingestEvents = async (req: IncomingMessage, config: NodesConfig, no
     deps.log.error({ node, err: e }, 'storing events failed')
     throw new HttpProblem(503, 'ESTORE', `events were not stored: ${messageOf(e)}; retry later`, { headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } })
   }
+  faultPoint('head.ingest.stored')
   if (result.duplicates) deps.limiter.refund(node, result.duplicates)
   for (const e of result.accepted) deps.apply(e)
   return { accepted: result.accepted.length, duplicates: result.duplicates }

@@ -167,11 +167,14 @@ const checkKey = (field: string, key: string): void => {
   if (problem) throw new ConfigError(field, `${JSON.stringify(key)} ${problem}`)
 }
 
+const TOP_KEYS = ['schema', 'defaults', 'architectures', 'groups', 'nodes', 'images']
+
 /** Turns the parsed JSON of a nodes file into a config, or throws a ConfigError naming the field. */
 export const parseNodesConfig = (v: unknown): NodesConfig => {
   if (!isRecord(v)) throw new ConfigError('nodes file', 'must be a JSON object')
   for (const k of Object.keys(v)) {
-    if (!['schema', 'defaults', 'architectures', 'groups', 'nodes', 'images'].includes(k)) throw new ConfigError(k, 'unknown top-level key')
+    // Quoted: an empty or odd key must still show in the message.
+    if (!TOP_KEYS.includes(k)) throw new ConfigError(JSON.stringify(k), `unknown top-level key (expected ${TOP_KEYS.join(', ')})`)
   }
   if (v.schema !== 1) throw new ConfigError('schema', `must be 1 (got ${JSON.stringify(v.schema)})`)
   const defaults = v.defaults === undefined ? {} : parseSettings('defaults', v.defaults)
@@ -195,8 +198,9 @@ export const parseNodesConfig = (v: unknown): NodesConfig => {
   const nodes: NodesConfig['nodes'] = {}
   for (const [k, s] of Object.entries(v.nodes)) {
     checkKey(`nodes.${k}`, k)
-    const entry: NodeEntry = parseSettings(`nodes.${k}`, s ?? {}, ['group', 'arch', 'addresses', 'tokenSha256'])
-    const raw = s as Record<string, unknown>
+    // null: a node with no settings of its own (read as {}, for the group and arch checks too).
+    const raw = (s ?? {}) as Record<string, unknown>
+    const entry: NodeEntry = parseSettings(`nodes.${k}`, raw, ['group', 'arch', 'addresses', 'tokenSha256'])
     if (raw.group !== undefined) {
       if (typeof raw.group !== 'string' || !Object.hasOwn(groups, raw.group)) throw new ConfigError(`nodes.${k}.group`, `no group ${JSON.stringify(raw.group)} under groups`)
       entry.group = raw.group

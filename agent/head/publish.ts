@@ -11,6 +11,7 @@ import { type Logger, logOp, silentLogger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, nameProblem } from './names.js'
 import { ImageStore, type NameEntry } from './store.js'
+import { faultPoint } from '../core/fault.js'
 
 /** Builds the manifest of an image file (agent/manifest's buildManifest, adapted). */
 export type ManifestBuilder = (imagePath: string, opts: { name: string; urls: string[]; signal?: AbortSignal }) => Promise<Manifest>
@@ -72,6 +73,7 @@ export const publishImage = async (opts: PublishOptions): Promise<PublishResult>
   const store = new ImageStore(opts.store)
   return logOp(log, 'publish', { name: opts.name, image: opts.image }, async () => {
     const obj = await store.storeObject(opts.image, { arch: opts.arch, ...(opts.format ? { format: opts.format } : {}), signal: opts.signal })
+    faultPoint('head.publish.stored')
     const stored = store.objectPath(obj.sha256)
     // Mirrors first: large sites serve bytes from their object store (SPEC §10).
     // Without mirrors the manifest names the head's own endpoint, relative to
@@ -84,6 +86,7 @@ export const publishImage = async (opts: PublishOptions): Promise<PublishResult>
     }
     const manifest: Manifest = { ...built, name: opts.name, urls }
     await store.writeManifest(manifest, await opts.writeManifest(manifest))
+    faultPoint('head.publish.manifest')
     const entry = await store.moveName(opts.name, { sha256: obj.sha256, size: obj.size, arch: opts.arch }, opts.now?.() ?? new Date())
     log.info({ name: opts.name, sha256: obj.sha256, size: obj.size, previous: entry.previous, stored: obj.created }, 'name moved')
     return {

@@ -73,7 +73,13 @@ export const API_VERSION = 'v1'
  * except the exact paths in `unversioned` (`/metrics`).
  */
 export const parseTarget = (rawUrl: string, unversioned: readonly string[] = []): Target => {
-  const url = new URL(rawUrl, 'http://head.invalid')
+  // Appended, not resolved: `//x/...` is a path here, never a host (resolving it threw on `//%00`, a 500).
+  let url: URL
+  try {
+    url = new URL(rawUrl.startsWith('/') ? `http://head.invalid${rawUrl}` : rawUrl, 'http://head.invalid')
+  } catch {
+    throw new HttpProblem(400, 'EBADPATH', `request target ${JSON.stringify(rawUrl.slice(0, 200))} is not a path`)
+  }
   const pathname = rawUrl.split('?')[0] ?? '/'
   let segments: string[]
   try {

@@ -21,7 +21,7 @@ import { createReadStream } from 'node:fs'
 import { chmod, link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { isErrno, ManifestError, ConfigError } from '../core/errors.js'
-import { appendDurable, fsyncPath, writeAll, writeFileDurable } from '../core/durable.js'
+import { appendDurable, fsyncPath, namePath, writeAll, writeFileDurable } from '../core/durable.js'
 import { LockedError, withLock } from '../core/lock.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, isSafeName, isSha256, nameProblem, normaliseArch } from './names.js'
@@ -164,9 +164,9 @@ export class ImageStore {
           if (size === 0 && format === undefined) format = buf.subarray(0, 4).toString('latin1') === 'hsqs' ? 'squashfs' : 'raw'
           hash.update(buf)
           size += buf.length
-          await writeAll(out, buf)
+          await writeAll(out, buf).catch((e: unknown) => Promise.reject(namePath(e, tmp)))
         }
-        await out.sync()
+        await out.sync().catch((e: unknown) => Promise.reject(namePath(e, tmp)))
       } finally {
         await out.close()
       }

@@ -38,6 +38,7 @@ import { Progress, type ProgressInfo } from './progress.js'
 import { reuseChunks } from './reuse.js'
 import { DEFAULT_RETRY_POLICY, isRetryable, retryDelayMs, type RetryPolicy } from '../core/retry.js'
 import { sleep, type Sleep } from '../core/clock.js'
+import { faultPoint } from '../core/fault.js'
 
 /** Longest single Range request. */
 export const MAX_RANGE_BYTES = 16 * 1024 * 1024
@@ -223,7 +224,11 @@ export class Download {
     return this.writers.pop() ?? new ChunkWriter(this.bufBytes, {
       verify: (sab, entries) => this.verifyChunks(sab, entries),
       write: (b, p) => local(`writing ${this.o.partial.path}`, () => this.disk.write(b, p)),
-      onWritten: (idx) => local(`recording progress in ${this.o.partial.statePath}`, () => this.o.partial.record(idx)),
+      onWritten: async (idx) => {
+        faultPoint('download.chunk-written')
+        await local(`recording progress in ${this.o.partial.statePath}`, () => this.o.partial.record(idx))
+        faultPoint('download.progress-recorded')
+      },
     })
   }
 

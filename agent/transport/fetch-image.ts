@@ -25,6 +25,7 @@ import type { Sleep } from '../core/clock.js'
 import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
 import { hostname } from 'node:os'
 import type { HeadBearer } from '../core/head-token.js'
+import { faultPoint } from '../core/fault.js'
 
 /** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
 export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -199,6 +200,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           chunksRepaired = bad.size
           log.warn({ badChunks: look.badChunks.slice(0, 20), count: bad.size, reason: look.reason }, 'cached object is damaged: repairing its bad chunks')
           await demoteToPartial(cache, m.sha256, trusted)
+          faultPoint('repair.demoted')
         } else {
           log.warn({ reason: look.reason }, 'cached object unusable: removing it')
           await cache.remove(m.sha256)
@@ -234,6 +236,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           throw new IntegrityError({ algorithm: 'sha256', expected: m.sha256, found: r.sha256, url: urls[0], what: `image ${m.name} (chunks match, whole differs: inconsistent manifest)` })
         }
         await partial.close()
+        faultPoint('fetch.verified')
         const path = await cache.publish({ from: partial.path, sha256: m.sha256, computedSha256: r.sha256, size: m.size, xxh64: r.xxh64, chunks: m.chunks, name: m.name, urls })
         published = true
         return {

@@ -92,3 +92,14 @@ t.test('image overrides are looked up by own name only', async (t) => {
   t.same(imageOverrides(c, 'valueOf'), { arch: 'aarch64' })
   for (const name of ['constructor', 'toString', 'hasOwnProperty']) t.equal(imageOverrides(c, name), undefined, name)
 })
+
+t.test('a node listed as null is a node with no settings of its own, not a crash (found by the fuzz campaign, #22)', async (t) => {
+  const c = parseNodesConfig({ schema: 1, defaults: { image: 'base' }, nodes: { n1: null, n2: {} } })
+  t.same(configuredNode(c, 'n1'), {}, 'n1 is configured, with nothing of its own')
+  t.match(resolvePlan(c, 'n1'), { ok: true, plan: { image: { name: 'base' }, imageFrom: 'defaults' } })
+})
+
+t.test('an unknown top-level key is named even when it is empty (found by the fuzz campaign, #22)', async (t) => {
+  t.throws(() => parseNodesConfig({ schema: 1, nodes: {}, '': 1 }), { code: 'ECONFIG', message: /^"": unknown top-level key/ })
+  t.throws(() => parseNodesConfig({ schema: 1, nodes: {}, node: {} }), { code: 'ECONFIG', message: /"node": unknown top-level key \(expected schema, defaults/ })
+})

@@ -113,3 +113,10 @@ t.test('a literal segment wins over a parameter; ** matches any rest, * one segm
   t.equal(problem(() => r.route('POST', '/v1/locked/a/b')).status, 405)
   t.throws(() => new Router({ params: {}, guards: [], routes: [{ name: 'n', methods: ['GET'], path: '/v1/:unchecked', handler: 0 }] }), /:unchecked has no check/)
 })
+
+t.test('a path starting with // is a path, not a host: 404 or 400, never a crash (found by the HTTP fuzz campaign, #22)', async (t) => {
+  t.match(problem(() => parseTarget('//%00/?x')), { status: 404, code: 'ENOTFOUND', message: 'no such endpoint //%00/ (this server speaks /v1)' })
+  t.match(problem(() => parseTarget('//v1/nodes/n1/boot')), { status: 404, code: 'ENOTFOUND' }, 'not read as host "v1"')
+  t.match(problem(() => parseTarget('///')), { status: 404, code: 'ENOTFOUND' })
+  t.same(parseTarget('/v1/nodes/n1/boot?arch=x86_64').query.get('arch'), 'x86_64', 'the query is still read')
+})
