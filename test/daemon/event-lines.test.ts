@@ -33,3 +33,9 @@ t.test('fallbacks and losses are warnings; heartbeats and good self-checks are n
   t.equal(eventLine(makeEvent('status', 'n01', {} as never)), undefined)
   t.equal(eventLine(makeEvent('cache', 'n01', { action: 'verified' } as never)), undefined)
 })
+
+t.test('a loss says how many records of what were lost, and why', async (t) => {
+  const line = eventLine(makeEvent('lost', 'n01', { source: 'kmsg', count: 9434, reason: 'overwritten before the daemon first read' }))!
+  t.equal(line.msg, 'lost 9434 kmsg record(s) (node n01): overwritten before the daemon first read')
+  t.match(line.fields, { kind: 'lost', count: 9434, source: 'kmsg' })
+})
