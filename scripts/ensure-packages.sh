@@ -24,6 +24,13 @@ pkgs=(
   munge            #   Slurm's authentication (munged, mungekey)
   prometheus-node-exporter  # textfile-collector test: node_exporter serves boot-agent.prom
   prometheus       # promtool check metrics (in the package itself: --no-install-recommends keeps it)
+  dpkg-dev         # dpkg-shlibdeps: the .deb's Depends (npm run package)
+  binutils         # strip: the runtime the .deb carries
+  lintian          # the .deb's checks (test/package)
+  rpm              # rpmbuild: the EL9 spec (test/package)
+  man-db           # man --warnings: the man pages (test/package)
+  systemd          # systemd-notify (the daemon's Type=notify), systemd-analyze
+  python3          # the stand-in notify socket (test/daemon/notify.test.ts)
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

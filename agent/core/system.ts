@@ -58,4 +58,6 @@ export const commands = {
   findmnt: env('CMD_FINDMNT', 'findmnt'),
   /** Slurm's client: the daemon drains and resumes this node with it (agent/daemon/slurm.ts). */
   scontrol: env('CMD_SCONTROL', 'scontrol'),
+  /** sd_notify(3) for the daemon (agent/daemon/notify.ts). */
+  systemdNotify: env('CMD_SYSTEMD_NOTIFY', 'systemd-notify'),
 } as const

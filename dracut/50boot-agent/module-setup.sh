@@ -6,7 +6,8 @@
 # Build-time inputs (environment, or the same lower-case names in a dracut.conf):
 #   BOOT_AGENT_BUNDLE  the agent's entry file (default /usr/lib/boot-agent/boot-agent.mjs);
 #                      the chunks/ directory beside it is installed with it
-#   BOOT_AGENT_NODE    the Node.js binary to copy (default: node on PATH)
+#   BOOT_AGENT_NODE    the Node.js binary to copy (default: the package's own runtime,
+#                      /usr/lib/boot-agent/node, else node on PATH)
 #   BOOT_AGENT_PUBKEY  manifest-signing public key to trust (optional)
 #   BOOT_AGENT_CA      site CA bundle for https head nodes (optional)
 #   BOOT_AGENT_TOKEN   this node's bearer token file for the head (default /etc/boot-agent/token,
@@ -23,8 +24,13 @@ _ba_chunk_refs() {
     cat "$(_ba_bundle)" "$_dir"/chunks/*.mjs 2>/dev/null \
         | grep -o '"\./[A-Za-z0-9_./-]*\.[mc]js"' | tr -d '"' | sed 's|^\./||; s|^\([^/]*\)$|chunks/\1|' | sort -u
 }
-# The Node.js binary to copy into the image.
-_ba_node() { echo "${bootagent_node:-${BOOT_AGENT_NODE:-$(command -v node)}}"; }
+# The Node.js binary to copy into the image: the one the package brings (the distribution's
+# may be older than the agent needs: Debian 12 has 18), else node on PATH.
+_ba_node() {
+    local _pkg=/usr/lib/boot-agent/node
+    [[ -x $_pkg ]] || _pkg=$(command -v node)
+    echo "${bootagent_node:-${BOOT_AGENT_NODE:-$_pkg}}"
+}
 
 # called by dracut: may this module be used on this host?
 check() {
