@@ -17,6 +17,7 @@ const COMMANDS: Record<string, [string, () => Promise<Command>]> = {
   keygen: ['make an ed25519 key pair for signing manifests', async () => (await import('./keygen.js')).command],
   publish: ['publish an image into a head-node store under a name', async () => (await import('./publish.js')).command],
   head: ['run the reference head node', async () => (await import('./head.js')).command],
+  nodes: ['list the nodes a head node knows: image, running digest, last boot, errors', async () => (await import('./nodes.js')).command],
   daemon: ['run the node daemon (kernel-log watcher, reports, status)', async () => (await import('./daemon.js')).command],
   status: ['print this node\'s boot-agent state', async () => (await import('./status.js')).command],
   demo: ['run the local demo: loop disks, head node, two disked boots', async () => (await import('./demo.js')).command],

@@ -8,6 +8,7 @@ const HANDLERS: HeadHandlers<string> = {
   root: 'root',
   consistency: 'consistency',
   node: 'node',
+  nodes: 'nodes',
   descriptor: 'descriptor',
   events: 'events',
   images: 'images',
