@@ -33,7 +33,8 @@ export const helpText = (): string => {
     'commands:',
     ...Object.entries(COMMANDS).map(([name, [summary]]) => `  ${name.padEnd(width)}  ${summary}`),
     '',
-    'Run `boot-agent COMMAND --help` for a command\'s options.',
+    'Run `boot-agent COMMAND --help` for a command\'s options;',
+    '`boot-agent --version` prints the version.',
     'Logs are JSON lines on standard error (BOOT_AGENT_LOG_LEVEL=debug for more).',
   ].join('\n')
 }

@@ -246,14 +246,35 @@ const parseSignature = (v: unknown, path: string): ManifestSignature => {
   return { algorithm: 'ed25519', keyId, value }
 }
 
+/** Control characters other than tab/newline/CR, and U+FFFD (what invalid UTF-8 decodes to). */
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffd]/g
+
+const printable = (s: string): string => s.replace(UNPRINTABLE, '?')
+
+/**
+ * Why `text` is binary rather than a manifest (an image given by mistake:
+ * `manifest --check IMAGE`, a manifest URL that serves the image), or
+ * undefined. Said plainly instead of JSON.parse quoting the bytes.
+ */
+const binaryProblem = (text: string): string | undefined => {
+  const head = text.slice(0, 4096)
+  if (head.search(UNPRINTABLE) < 0) return undefined
+  const kind = head.startsWith('hsqs') ? 'a squashfs image' : 'binary data'
+  return `is not a manifest: it is ${kind} (starts with ${JSON.stringify(printable(head.slice(0, 4)))}), not JSON text; give the manifest (JSON) of the image, e.g. the file \`boot-agent manifest IMAGE --out FILE\` writes`
+}
+
 const toJson = (input: unknown): unknown => {
   const text = typeof input === 'string' ? input : input instanceof Uint8Array ? Buffer.from(input).toString('utf8') : undefined
   if (text === undefined) return input
   if (text.length > MAX_MANIFEST_CHARS) throw new ManifestError('$', `is ${text.length} characters, more than ${MAX_MANIFEST_CHARS}`)
+  const binary = binaryProblem(text)
+  if (binary) throw new ManifestError('$', binary)
   try {
     return JSON.parse(text) as unknown
   } catch (e) {
-    throw new ManifestError('$', `is not JSON: ${e instanceof Error ? e.message : String(e)}`)
+    // JSON.parse quotes the input it choked on: keep the message printable.
+    throw new ManifestError('$', `is not JSON: ${printable(e instanceof Error ? e.message : String(e))}`)
   }
 }
 

@@ -11,7 +11,7 @@
  * chunks; an interrupted download resumes from its verified chunks; chunks
  * present in other cached objects are copied instead of downloaded.
  */
-import { IntegrityError } from '../core/errors.js'
+import { IntegrityError, messageOf } from '../core/errors.js'
 import { logOp, silentLogger, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
@@ -20,7 +20,7 @@ import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
-import { retrying, type RetryPolicy } from '../core/retry.js'
+import { DEFAULT_RETRY_POLICY, errorCodes, retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
 import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
 import { hostname } from 'node:os'
@@ -54,7 +54,12 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
       ...(opts.random ? { random: opts.random } : {}),
       ...(opts.sleep ? { sleep: opts.sleep } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
-      onRetry: (r) => log.warn({ url, attempt: r.attempt, waitMs: r.waitMs, err: r.error }, 'manifest fetch failed; retrying'),
+      // One line per retry an operator at the prompt sees (info), naming why and how long until the next try, no stack.
+      onRetry: (r) =>
+        log.info(
+          { url, attempt: r.attempt, of: opts.retry?.maxAttempts ?? DEFAULT_RETRY_POLICY.maxAttempts, waitMs: r.waitMs, code: errorCodes(r.error)[0] },
+          `manifest fetch failed (${messageOf(r.error)}); retrying in ${(r.waitMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${opts.retry?.maxAttempts ?? DEFAULT_RETRY_POLICY.maxAttempts})`,
+        ),
     })
     return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
   })

@@ -7,7 +7,6 @@
  * node with the digest it booted. Without the CA the same head is refused.
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { fetchDescriptor } from '../../agent/boot/descriptor.js'
@@ -25,15 +24,8 @@ import { gate } from '../helpers/capability.js'
 import { writeNodes } from '../helpers/head-fixtures.js'
 import { makeOsTree, mksquashfs, scratch, uniqueLabel } from '../helpers/loop.js'
 import { makeCa } from '../helpers/pki.js'
-import { BUNDLE } from '../helpers/run-cli.js'
+import { runCliAsync } from '../helpers/run-cli.js'
 
-/** The bundled CLI in a child process, without blocking this one (the head answers from here). */
-const cli = (args: string[], env: Record<string, string | undefined>): Promise<{ status: number; stdout: string; stderr: string }> =>
-  new Promise((resolve) => {
-    const merged = Object.fromEntries(Object.entries({ ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn', ...env }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv
-    execFile(process.execPath, [BUNDLE, ...args], { env: merged, timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve({ status: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }))
-  })
 
 /** A logger that keeps every line's message (the head's boot lines are asserted). */
 const recordingLog = (lines: string[]): Logger => {
@@ -97,16 +89,16 @@ t.test('a head on https with a site CA serves a whole disked boot, takes its eve
   t.same(await new Spool(out.record.spoolDir!).peek(10), [], 'nothing left in the spool')
   t.ok(lines.some((l) => /^info node n1 booted \(os@[0-9a-f]{12}, disked, cache miss\)$/.test(l)), `one info line for the boot: ${lines.filter((l) => l.includes('n1')).join(' | ')}`)
 
-  const listed = await cli(['nodes', '--head', head.url, '--json'], { [SITE_CA_ENV]: pki.ca, NODE_EXTRA_CA_CERTS: undefined })
+  const listed = await runCliAsync(['nodes', '--head', head.url, '--json'], { env: { [SITE_CA_ENV]: pki.ca, NODE_EXTRA_CA_CERTS: undefined } })
   t.equal(listed.status, 0, listed.stderr)
   const row = (JSON.parse(listed.stdout) as { nodes: Array<Record<string, unknown>> }).nodes.find((r) => r.node === 'n1')
   t.match(row, { node: 'n1', configured: true, image: 'os', running: pub.sha256, lastBoot: { result: 'ok', style: 'disked', cacheHit: false }, fallbacks: [], errors: { integrity: 0, squashfs: 0, io: 0 } })
-  const table = await cli(['nodes', '--head', head.url], { [SITE_CA_ENV]: pki.ca, NODE_EXTRA_CA_CERTS: undefined })
+  const table = await runCliAsync(['nodes', '--head', head.url], { env: { [SITE_CA_ENV]: pki.ca, NODE_EXTRA_CA_CERTS: undefined } })
   t.match(table.stdout, /^NODE\s+IMAGE\s+RUNNING\s+LAST BOOT\s+RESULT/)
   t.match(table.stdout, new RegExp(`\\nn1\\s+os\\s+${pub.sha256.slice(0, 12)}\\s+\\S+Z\\s+ok/disked\\s+-\\s+0/0/0`))
 
   // Without the CA, the node refuses the head at once, naming what to do.
-  const refused = await cli(['nodes', '--head', head.url], { [SITE_CA_ENV]: undefined, NODE_EXTRA_CA_CERTS: undefined })
+  const refused = await runCliAsync(['nodes', '--head', head.url], { env: { [SITE_CA_ENV]: undefined, NODE_EXTRA_CA_CERTS: undefined } })
   t.equal(refused.status, 1)
   t.match(refused.stderr, /BOOT_AGENT_CA=FILE/)
   delete process.env[SITE_CA_ENV]
