@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, messageOf } from '../core/errors.js'
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../core/retry.js'
 import { Cache } from '../cache/store.js'
+import { ARCH_RE, machineArch } from '../manifest/arch.js'
 import { fetchImage, fetchManifest } from '../transport/fetch-image.js'
 import { type Command, EXIT_USAGE, parseCommandArgs } from './command.js'
 
@@ -28,6 +29,9 @@ options:
   --streams N        parallel Range requests (default 1; more for links that cap
                      one connection below the disk's rate)
   --pin SHA256       keep this object when evicting to make room (repeatable)
+  --arch ARCH        fetch an image built for ARCH (uname -m spelling: x86_64,
+                     aarch64, …); default this machine's, and a manifest whose
+                     arch differs is refused (EARCH) before any byte is fetched
   --json             print one JSON object instead of text; on failure too:
                      {"error": {"code", "message"}} (and the exit status below)
 
@@ -75,6 +79,7 @@ const run: Command['run'] = async (argv, ctx) => {
     streams: { type: 'string' },
     pin: { type: 'string', multiple: true },
     json: { type: 'boolean' },
+    arch: { type: 'string' },
   })
   if (positionals.length !== 1) {
     if (values.json) throw new ConfigError('MANIFEST_URL', `expected one, got ${positionals.length}`)
@@ -89,12 +94,13 @@ const run: Command['run'] = async (argv, ctx) => {
     streams = Number(values.streams)
     if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new ConfigError('--streams', `not an integer in 1..64: ${values.streams}`)
   }
+  if (values.arch !== undefined && !ARCH_RE.test(values.arch)) throw new ConfigError('--arch', `not an architecture as uname -m spells it (x86_64, aarch64, …): ${JSON.stringify(values.arch)}`)
   for (const p of values.pin ?? []) if (!/^[0-9a-f]{64}$/.test(p)) throw new ConfigError('--pin', `not a sha256: ${p}`)
   const publicKey = values.pubkey ? await readFile(values.pubkey, 'utf8').catch((e: Error) => {
     throw new ConfigError('--pubkey', `cannot read ${values.pubkey}: ${e.message}`)
   }) : undefined
   const cache = await Cache.open(values.cache, { log: ctx.log })
-  const manifest = await fetchManifest(url, { log: ctx.log, signal: ctx.signal, retry: interactiveRetry, ...(publicKey ? { publicKey } : {}) })
+  const manifest = await fetchManifest(url, { log: ctx.log, signal: ctx.signal, retry: interactiveRetry, arch: values.arch ?? machineArch(), ...(publicKey ? { publicKey } : {}) })
   const r = await fetchImage({
     manifest,
     cache,

@@ -23,7 +23,10 @@ options:
   --sign KEY      sign the manifest with this ed25519 private key (PEM, from boot-agent keygen)
   --url MIRROR    a mirror URL serving the same bytes (repeatable); the manifest then lists
                   the mirrors instead of the head node's own image endpoint
-  --arch ARCH     architecture the image runs on (${ARCHITECTURES.join(', ')}); default this machine's
+  --arch ARCH     architecture the image runs on (${ARCHITECTURES.join(', ')}); default this machine's;
+                  recorded in the manifest as arch (nodes of another one refuse it)
+  --without-arch  leave arch out of the manifest (nodes whose agent predates the
+                  field refuse it); the store and the head still know it
   --format FMT    image format recorded in the manifest (default: detected, squashfs or raw)
   --json          print the result as one JSON line (what publish prints anyway;
                   accepted like every command's --json)
@@ -79,6 +82,7 @@ export const command: Command = {
       arch: { type: 'string' },
       format: { type: 'string' },
       json: { type: 'boolean' },
+      'without-arch': { type: 'boolean' },
     })
     const [image, ...extra] = positionals
     if (!image) throw new ConfigError('IMAGE', 'is required (the image file to publish)')
@@ -108,6 +112,7 @@ export const command: Command = {
       buildManifest: (path, o) => buildManifest(path, { ...o, ...(format ? { format } : {}) }),
       writeManifest: (m) => serializeManifest(key ? signManifest(m, key) : m),
       signs: key !== undefined,
+      ...(values['without-arch'] ? { withoutManifestArch: true } : {}),
       onProgress: progressLines((l) => process.stderr.write(`${l}\n`)),
       log: ctx.log,
       signal: ctx.signal,

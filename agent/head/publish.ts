@@ -16,7 +16,7 @@ import { ImageStore, type NameEntry } from './store.js'
 /** Builds the manifest of an image file (agent/manifest's buildManifest, adapted). */
 export type ManifestBuilder = (
   imagePath: string,
-  opts: { name: string; urls: string[]; signal?: AbortSignal; onProgress?: (p: { bytesDone: number; bytesTotal: number }) => void },
+  opts: { name: string; urls: string[]; arch?: string; signal?: AbortSignal; onProgress?: (p: { bytesDone: number; bytesTotal: number }) => void },
 ) => Promise<Manifest>
 /** Serialises (and, when a key was given, signs) a manifest into the text to serve. */
 export type ManifestWriter = (manifest: Manifest) => Promise<string> | string
@@ -40,6 +40,8 @@ export interface PublishOptions {
   format?: string
   buildManifest: ManifestBuilder
   writeManifest: ManifestWriter
+  /** Leave `arch` out of the manifest (for nodes whose agent predates the field: docs/manifest.md). Default false: it is written. */
+  withoutManifestArch?: boolean
   /** True when `writeManifest` signs (`publish --sign`): decides what happens to a manifest already stored for the digest. */
   signs?: boolean
   /** Progress of the two reads of the image: `copy` into the store, then `manifest` (chunking and hashing the stored copy). */
@@ -155,6 +157,7 @@ export const publishImage = async (opts: PublishOptions): Promise<PublishResult>
       const built = await opts.buildManifest(stored, {
         name: decision.name,
         urls,
+        ...(opts.withoutManifestArch ? {} : { arch: opts.arch }),
         signal: opts.signal,
         ...(opts.onProgress ? { onProgress: (p: { bytesDone: number; bytesTotal: number }) => opts.onProgress?.({ phase: 'manifest', ...p }) } : {}),
       })

@@ -18,6 +18,7 @@
  *   - `xxh64Segments` (optional: older manifests lack it) must hold exactly
  *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`.
  */
+import { ARCH_RE } from './arch.js'
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
@@ -306,8 +307,8 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     // Checked before the other keys: a newer schema may legitimately have fields we do not know.
     throw new ManifestError('$.schema', `unsupported schema version ${JSON.stringify(json.schema)} (this agent reads ${MANIFEST_SCHEMA})`)
   }
-  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'signature'] as const
-  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments'))
+  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'signature'] as const
+  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch'))
   const size = expectSize(o.size, '$.size', 1)
   const chunking = parseChunking(o.chunking, '$.chunking')
   const urls = parseUrls(o.urls, '$.urls', base)
@@ -327,6 +328,11 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     urls: urls.raw,
   }
   if (o.xxh64Segments !== undefined) m.xxh64Segments = parseSegments(o.xxh64Segments, '$.xxh64Segments', size)
+  if (o.arch !== undefined) {
+    const a = expectString(o.arch, '$.arch')
+    if (!ARCH_RE.test(a)) throw new ManifestError('$.arch', `must be an architecture as uname -m spells it (x86_64, aarch64, …), got ${JSON.stringify(printable(a.slice(0, 40)))}`)
+    m.arch = a
+  }
   if (o.signature !== undefined) m.signature = parseSignature(o.signature, '$.signature')
 
   if (opts.publicKey !== undefined) {

@@ -23,6 +23,7 @@ import type { ProgressInfo } from './progress.js'
 import { DEFAULT_RETRY_POLICY, errorCodes, retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
 import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
+import { checkArch } from '../manifest/arch.js'
 import { hostname } from 'node:os'
 
 /** Manifests larger than this are refused (a 2 GiB image at 64 KiB chunks is ~3 MB). */
@@ -42,6 +43,8 @@ export interface FetchManifestOptions {
   headersTimeoutMs?: number
   /** The image the manifest must describe (the boot descriptor's pin): checked by parseManifest, the one gate. */
   pinned?: ParseManifestOptions['pinned']
+  /** This machine's architecture: a manifest whose `arch` differs is refused (EARCH) before any image byte is fetched. Unchecked when omitted. */
+  arch?: string
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
@@ -61,7 +64,9 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
           `manifest fetch failed (${messageOf(r.error)}); retrying in ${(r.waitMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${opts.retry?.maxAttempts ?? DEFAULT_RETRY_POLICY.maxAttempts})`,
         ),
     })
-    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
+    const m = parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
+    if (opts.arch !== undefined) checkArch(m, opts.arch, url)
+    return m
   })
 }
 
