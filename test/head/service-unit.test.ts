@@ -7,10 +7,10 @@
  */
 import t from 'tap'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { inCI } from '../helpers/capability.js'
+import { analyzeVerify, uncommentedDirectives } from '../helpers/unit-file.js'
 import { BUNDLE, runCli } from '../helpers/run-cli.js'
 
 const UNIT = join(import.meta.dirname, '../../systemd/boot-agent-head.service')
@@ -32,18 +32,10 @@ const directives = async (): Promise<string[]> =>
 
 t.test('systemd-analyze verify finds nothing wrong with the unit', analyzeGate, async (t) => {
   if (!hasAnalyze) return t.fail('systemd-analyze is missing under CI=true')
-  // verify insists the ExecStart binary exists: the copy checked runs /bin/true instead, the only change.
-  const text = await readFile(UNIT, 'utf8')
-  const dir = t.testdir()
-  const copy = join(dir, 'boot-agent-head.service')
-  await writeFile(copy, text.replace(/^ExecStart=\/usr\/bin\/boot-agent /m, `ExecStart=${existsSync('/bin/true') ? '/bin/true' : '/usr/bin/true'} `))
-  let out = ''
-  try {
-    out = execFileSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  } catch (e) {
-    const err = e as { stderr?: string; stdout?: string }
-    t.fail(`systemd-analyze verify failed: ${err.stderr ?? ''}${err.stdout ?? ''}`)
-  }
+  const out = await analyzeVerify(await readFile(UNIT, 'utf8'), '/usr/bin/boot-agent', t.testdir(), 'boot-agent-head.service').catch((e: Error) => {
+    t.fail(e.message)
+    return ''
+  })
   t.equal(out.trim(), '', 'no warnings')
 })
 
@@ -58,16 +50,7 @@ t.test('the unit runs `boot-agent head` from an environment file, restarts on fa
 })
 
 t.test('every group of directives has a comment saying why', async (t) => {
-  const lines = (await readFile(UNIT, 'utf8')).split('\n').map((l) => l.trim())
-  const bare: string[] = []
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i]!
-    if (!l || l.startsWith('#') || l.startsWith('[')) continue
-    let j = i - 1
-    while (j >= 0 && lines[j] && !lines[j]!.startsWith('#') && !lines[j]!.startsWith('[')) j--
-    if (!(j >= 0 && lines[j]!.startsWith('#')) && !/^(Description|Documentation)=/.test(l)) bare.push(l)
-  }
-  t.same(bare, [], 'no directive without a comment above its group')
+  t.same(uncommentedDirectives(await readFile(UNIT, 'utf8')), [], 'no directive without a comment above its group')
 })
 
 /** systemd's expansion of ExecStart: `${VAR}` one argument, `$VAR` split on whitespace. */
