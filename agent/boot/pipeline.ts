@@ -6,6 +6,7 @@
  * start-up (`timings.startup`) should not pay for the downloader (node-fetch)
  * and the cache's hashing before it has asked the head node anything.
  */
+import { machineArch } from '../manifest/arch.js'
 import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Cache, FastDigest } from '../cache/store.js'
@@ -66,6 +67,8 @@ export const cachePipeline: ImagePipeline<Cache> = {
       log: opts.log,
       headersTimeoutMs: opts.timeoutMs,
       pinned: opts.pinned,
+      // An image for another architecture is refused before a byte of it is fetched (issue #21).
+      arch: machineArch(),
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.bearer ? { bearer: opts.bearer } : {}),

@@ -32,6 +32,8 @@ export type CacheDirState =
   | { kind: 'empty'; mode: number; shared: boolean }
   /** Not a cache, and other entries are there (the first few names). */
   | { kind: 'foreign'; entries: string[]; count: number }
+  /** This user may not look inside (a root-only cache read by another user): `owner` and `mode` of the directory, `reader` this process's uid. */
+  | { kind: 'unreadable'; owner: number; mode: number; reader: number | undefined }
 
 /** Looks at `dir` without following a symlink or changing anything. */
 export const inspectCacheDir = async (dir: string): Promise<CacheDirState> => {
@@ -43,9 +45,21 @@ export const inspectCacheDir = async (dir: string): Promise<CacheDirState> => {
     throw e
   }
   if (!st.isDirectory()) return { kind: 'not-a-directory' }
-  const objects = await lstat(join(dir, 'objects')).catch(() => undefined)
+  const unreadable = { kind: 'unreadable', owner: st.uid, mode: st.mode & 0o7777, reader: process.getuid?.() } as const
+  let denied = false
+  const objects = await lstat(join(dir, 'objects')).catch((e: unknown) => {
+    denied = isErrno(e, 'EACCES', 'EPERM')
+    return undefined
+  })
   if (objects?.isDirectory()) return { kind: 'cache' }
-  const names = (await readdir(dir)).sort()
+  if (denied) return unreadable
+  let names: string[]
+  try {
+    names = (await readdir(dir)).sort()
+  } catch (e) {
+    if (isErrno(e, 'EACCES', 'EPERM')) return unreadable
+    throw e
+  }
   const others = names.filter((e) => !ADOPTABLE_ENTRIES.has(e))
   if (others.length) return { kind: 'foreign', entries: others.slice(0, 3), count: others.length }
   // Shared: anyone may write there (o+w), or the sticky bit says it is everybody's (/tmp is 1777).
@@ -59,6 +73,10 @@ const holding = (s: { entries: string[]; count: number }): string =>
 /** Why `dir` must not be opened as a cache in this mode, or undefined when it may (pure). */
 export const refuseToOpen = (dir: string, s: CacheDirState, mustExist: boolean): BootAgentError | undefined => {
   if (s.kind === 'cache') return undefined
+  if (s.kind === 'unreadable') {
+    // A cache is root-only (0700) on purpose (SPEC §12): say so, instead of a bare EACCES from deep inside.
+    return new BootAgentError('ECACHE', `cannot read the cache at ${dir} as uid ${s.reader ?? '?'}: the directory belongs to uid ${s.owner} with mode ${s.mode.toString(8).padStart(4, '0')} (a cache is root-only by design); run the command as root (sudo boot-agent …)`, { path: dir })
+  }
   if (mustExist) {
     switch (s.kind) {
       case 'missing':

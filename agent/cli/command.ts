@@ -27,6 +27,18 @@ export interface Command {
 export const EXIT_USAGE = 2
 
 /**
+ * What `util.parseArgs` refused, said for an operator: an unknown option by
+ * its name (Node's own text is about positional arguments starting with
+ * `-`), with the command's options when the name is close to none of them.
+ */
+export const parseArgsProblem = (e: unknown, known: readonly string[]): string => {
+  const msg = e instanceof Error ? e.message : String(e)
+  if ((e as { code?: unknown }).code !== 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return msg
+  const name = /^Unknown option '([^']+)'/.exec(msg)?.[1] ?? msg
+  return `unknown option ${name}; options: ${known.map((k) => `--${k}`).join(' ')}`
+}
+
+/**
  * `util.parseArgs` with strict checking, turning its errors into ConfigErrors
  * that name the bad option.
  */
@@ -38,7 +50,6 @@ export const parseCommandArgs = <T extends NonNullable<ParseArgsConfig['options'
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true })
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e)
-    throw new ConfigError(`boot-agent ${command}`, `${msg} (see boot-agent ${command} --help)`)
+    throw new ConfigError(`boot-agent ${command}`, `${parseArgsProblem(e, Object.keys(options))} (see boot-agent ${command} --help)`)
   }
 }

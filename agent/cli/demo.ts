@@ -117,7 +117,12 @@ const makeTree = async (tree: string): Promise<void> => {
 const deliverEvents = async (head: Head, spoolDir: string): Promise<string> => {
   const spool = new Spool(spoolDir)
   const batch = await spool.peek(1000)
-  if (batch.length === 0) return 'no events spooled'
+  if (batch.length === 0) {
+    // The boot stage delivers its own events before it ends (boot/handoff.ts): say what the head holds.
+    const res = await fetch(`${head.url}/v1/nodes/${NODE}`, { signal: AbortSignal.timeout(10_000) })
+    const view = (await res.json()) as { events?: number; lastBoot?: { result?: string } | null }
+    return `delivered by the boot stage itself: the head node holds ${view.events ?? 0} event(s) for ${NODE} (last boot: ${view.lastBoot?.result ?? 'none'}); nothing left in the spool`
+  }
   const res = await fetch(`${head.url}/v1/nodes/${NODE}/events`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

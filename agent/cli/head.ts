@@ -2,18 +2,21 @@
  * `boot-agent head`: runs the reference head node until SIGTERM/SIGINT.
  * SIGHUP re-reads the nodes file (an invalid one is refused and the old kept).
  */
-import { ConfigError } from '../core/errors.js'
+import { stat } from 'node:fs/promises'
+import { ConfigError, isErrno } from '../core/errors.js'
 import { startHead } from '../head/server.js'
 import { type Command, parseCommandArgs } from './command.js'
 
-const USAGE = `usage: boot-agent head --store DIR --nodes FILE [--listen HOST:PORT] [options]
+const USAGE = `usage: boot-agent head --store DIR --nodes FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE] [options]
 
 Runs the reference head node (protocol: docs/protocol.md): boot descriptors,
 manifests and image bytes (with Range) from the store written by
 \`boot-agent publish\`, durable event storage, and GET /v1/consistency.
 
 options:
-  --store DIR          image store (see boot-agent publish)
+  --store DIR          image store (see boot-agent publish); it must exist (a
+                       mistyped path is refused, not served empty)
+  --init               create the store when it does not exist (a new, empty head)
   --nodes FILE         nodes file (JSON; see README "Head node"); SIGHUP reloads it
   --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; :PORT for all)
   --token T            require "Authorization: Bearer T" on every request
@@ -24,7 +27,29 @@ options:
   --redirect-to-mirrors  answer image-byte requests with 302 to the manifest's mirror
   --max-body BYTES     largest request body (default 1048576)
   --rate EVENTS/S      per-node event rate (default 200; burst 10x)
+  --tls-cert FILE      serve https with this certificate chain (PEM); SIGHUP re-reads it
+  --tls-key FILE       and its private key (PEM); nodes trust the head's CA through
+                       the dracut module's --ca FILE or BOOT_AGENT_CA=FILE
+
+Logs one line per boot (info) and per failed boot (warn), and a warning for
+each image the nodes file names that the store has not published.
+Prints {"url": ...} on standard output once listening. As a service:
+systemd/boot-agent-head.service (docs/operations.md, "Head node service").
 `
+
+/**
+ * A store that is not there is refused unless `init`: a mistyped --store
+ * used to be created empty and served, every node then refused its image.
+ */
+const checkStore = async (dir: string, init: boolean): Promise<void> => {
+  try {
+    if (!(await stat(dir)).isDirectory()) throw new ConfigError('--store', `${dir} is not a directory`)
+  } catch (e) {
+    if (!isErrno(e, 'ENOENT')) throw e
+    if (init) return // startHead creates it
+    throw new ConfigError('--store', `no store at ${dir} (no such directory): check the path; a store is made by \`boot-agent publish IMAGE --name NAME --store ${dir}\`, or start an empty one with --init`)
+  }
+}
 
 export const command: Command = {
   name: 'head',
@@ -40,10 +65,17 @@ export const command: Command = {
       'redirect-to-mirrors': { type: 'boolean' },
       'max-body': { type: 'string' },
       rate: { type: 'string' },
+      init: { type: 'boolean' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
     })
     if (positionals.length) throw new ConfigError('boot-agent head', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.store) throw new ConfigError('--store', 'is required')
     if (!values.nodes) throw new ConfigError('--nodes', 'is required')
+    if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) {
+      throw new ConfigError(values['tls-cert'] === undefined ? '--tls-cert' : '--tls-key', 'goes with --tls-cert FILE --tls-key FILE: give both or neither')
+    }
+    await checkStore(values.store, values.init === true)
     const positive = (key: string, v: string | undefined): number | undefined => {
       if (v === undefined) return undefined
       const n = Number(v)
@@ -63,6 +95,7 @@ export const command: Command = {
       ...(values['redirect-to-mirrors'] ? { redirectToMirrors: true } : {}),
       ...(maxBody ? { maxBodyBytes: maxBody } : {}),
       ...(rate ? { rateLimit: { eventsPerSecond: rate, burstEvents: rate * 10 } } : {}),
+      ...(values['tls-cert'] && values['tls-key'] ? { tls: { certFile: values['tls-cert'], keyFile: values['tls-key'] } } : {}),
     })
     ctx.out(JSON.stringify({ url: head.url }))
     const onHup = (): void => {

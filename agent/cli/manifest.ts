@@ -11,13 +11,14 @@ import { buildManifest } from '../manifest/build.js'
 import { DEFAULT_CHUNKING, chunkingForAverage } from '../manifest/cdc.js'
 import { parseManifest } from '../manifest/schema.js'
 import { serializeManifest } from '../manifest/serialize.js'
+import { ARCH_RE, machineArch } from '../manifest/arch.js'
 import { keyIdOf, signManifest, toPrivateKey, toPublicKey } from '../manifest/sign.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const USAGE = `usage: boot-agent manifest IMAGE [--name N] [--url U]... [--chunk-size AVG]
                            [--format F] [--sign KEYFILE] [--out FILE] [--json]
-                           [--without-segments]
+                           [--without-segments] [--arch ARCH | --without-arch]
        boot-agent manifest --check FILE [--pubkey PUBFILE] [--base-url URL] [--json]
 
 Writes the manifest of an image file: its size and sha256 (its identity), the
@@ -42,6 +43,11 @@ where nodes fetch it. The format is documented in docs/manifest.md.
   --out FILE         write the manifest to FILE (atomically) and print a summary
                      line; without it the manifest goes to standard output
   --json             with --out or --check: print the summary as JSON
+  --arch ARCH        the architecture the image runs on, recorded as \`arch\`
+                     (uname -m spelling: x86_64, aarch64, …); default this
+                     machine's (${machineArch()}). Nodes of another one refuse it
+  --without-arch     leave out arch: only for nodes whose agent is older than
+                     the field (they refuse it)
   --without-segments leave out xxh64Segments: only for nodes whose agent is
                      older than the field (they refuse it); newer nodes then
                      check a cache hit by the sha256 of every chunk (slower)
@@ -107,6 +113,7 @@ const summary = (m: Manifest, extra: Record<string, unknown>): Record<string, un
   chunks: m.chunks.length,
   xxh64Segments: m.xxh64Segments?.length ?? 0,
   format: m.format,
+  arch: m.arch ?? null,
   urls: m.urls,
   signed: m.signature ? m.signature.keyId : false,
   ...extra,
@@ -129,6 +136,8 @@ export const command: Command = {
       pubkey: { type: 'string' },
       'base-url': { type: 'string' },
       'without-segments': { type: 'boolean', default: false },
+      arch: { type: 'string' },
+      'without-arch': { type: 'boolean', default: false },
     })
 
     if (values.check !== undefined) {
@@ -162,6 +171,9 @@ export const command: Command = {
     const image = positionals[0]!
     const chunking = values['chunk-size'] !== undefined ? chunkingForAverage(parseChunkSize(values['chunk-size'])) : { ...DEFAULT_CHUNKING }
     const privateKey = values.sign !== undefined ? toPrivateKey(await readKeyFile(values.sign, '--sign')) : undefined
+    if (values.arch !== undefined && values['without-arch']) throw new ConfigError('--arch', 'and --without-arch exclude each other')
+    if (values.arch !== undefined && !ARCH_RE.test(values.arch)) throw new ConfigError('--arch', `not an architecture as uname -m spells it (x86_64, aarch64, …): ${JSON.stringify(values.arch)}`)
+    const arch = values['without-arch'] ? undefined : (values.arch ?? machineArch())
     const name = values.name ?? basename(image)
     const urls = values.url ?? [basename(image)]
 
@@ -173,6 +185,7 @@ export const command: Command = {
         chunking,
         ...(values.format !== undefined ? { format: values.format } : {}),
         ...(values['without-segments'] ? { xxh64Segments: false } : {}),
+        ...(arch !== undefined ? { arch } : {}),
         signal: ctx.signal,
         onProgress: (p) => {
           const t = performance.now()

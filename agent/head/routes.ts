@@ -15,6 +15,8 @@ export interface HeadHandlers<H> {
   consistency: H
   /** `GET /v1/nodes/:node`: what the head knows of a node. */
   node: H
+  /** `GET /v1/nodes`: every node, one row each (`boot-agent nodes`). */
+  nodes: H
   /** `GET /v1/nodes/:node/boot`: the boot descriptor. */
   descriptor: H
   /** `POST /v1/nodes/:node/events`. */
@@ -62,6 +64,7 @@ export const headRoutes = <H>(h: HeadHandlers<H>): RouteTable<H> => ({
     { name: 'root', methods: READ_METHODS, path: '/v1/', handler: h.root },
     { name: 'consistency', methods: READ_METHODS, path: '/v1/consistency', handler: h.consistency },
     { name: 'node', methods: READ_METHODS, path: '/v1/nodes/:node', handler: h.node },
+    { name: 'nodes', methods: READ_METHODS, path: '/v1/nodes', handler: h.nodes },
     { name: 'descriptor', methods: READ_METHODS, path: '/v1/nodes/:node/boot', handler: h.descriptor },
     { name: 'events', methods: ['POST'], path: '/v1/nodes/:node/events', handler: h.events },
     { name: 'images', methods: READ_METHODS, path: '/v1/images', handler: h.images },

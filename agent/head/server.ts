@@ -9,7 +9,9 @@
  * the read-only views (views.ts), authentication (auth.ts) and the nodes
  * file (nodes-file.ts).
  */
+import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { ConfigError, messageOf } from '../core/errors.js'
@@ -30,7 +32,9 @@ import { headRoutes, UNVERSIONED_PATHS } from './routes.js'
 import { HeadMetrics } from './metrics.js'
 import { ImageStore } from './store.js'
 import { DEFAULT_EVENT_LIMITS, type EventLimits } from './validate-events.js'
-import { consistencyView, imageHistory, imageList, nodeView } from './views.js'
+import { consistencyView, imageHistory, imageList, nodesView, nodeView } from './views.js'
+import { bootLogLine } from './boot-log.js'
+import { unpublishedImages } from './unpublished.js'
 
 /** Largest request body accepted (bytes); an event batch is the only body. */
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -65,6 +69,24 @@ export interface HeadOptions {
   shutdownGraceMs?: number
   /** Where the head reads the time (rate limits, the consistency view, logged durations). Default: the wall clock. */
   clock?: Clock
+  /**
+   * Serve https with this certificate chain and key (PEM files, read at start
+   * and again by reload()/SIGHUP, so a renewed certificate needs no restart).
+   * Nodes trust it through the site CA (agent/transport/trust.ts).
+   */
+  tls?: { certFile: string; keyFile: string }
+}
+
+/** The certificate and key of {@link HeadOptions.tls}, read; ConfigError naming the unreadable file. */
+const readTls = async (tls: { certFile: string; keyFile: string }): Promise<{ cert: string; key: string }> => {
+  const read = async (file: string, flag: string): Promise<string> => {
+    try {
+      return await readFile(file, 'utf8')
+    } catch (e) {
+      throw new ConfigError(flag, `cannot read ${file}: ${messageOf(e)}`, { file })
+    }
+  }
+  return { cert: await read(tls.certFile, '--tls-cert'), key: await read(tls.keyFile, '--tls-key') }
 }
 
 export interface HeadStats {
@@ -120,6 +142,13 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const store = new ImageStore(opts.store)
   await store.init()
   const nodes = await NodesSource.open(opts.nodes, log)
+  // A name not (yet) published loads, but its nodes would be refused: say so at load and each reload.
+  const warnUnpublished = async (): Promise<void> => {
+    for (const u of await unpublishedImages(nodes.config, store)) {
+      log.warn({ where: u.where, image: u.image }, `nodes file: ${u.where} names image ${u.image}, which is not published in ${opts.store}: its nodes get no boot descriptor until \`boot-agent publish IMAGE --name ${u.image} --store ${opts.store}\``)
+    }
+  }
+  await warnUnpublished()
   const limiter = new RateLimiter({ ...DEFAULT_RATE_LIMIT, now: () => clock.now(), ...opts.rateLimit })
   const states = new NodeStates()
   const events = new EventLog(opts.eventsDir ?? join(opts.store, 'events'), { log })
@@ -144,7 +173,11 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     eventLimits: { ...DEFAULT_EVENT_LIMITS, ...opts.eventLimits },
     log,
-    apply: applyState,
+    apply: (e) => {
+      applyState(e)
+      const line = bootLogLine(e, states.get(e.node)?.lastBoot)
+      if (line) log[line.level](line.fields, line.message)
+    },
   }
 
   const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {} }
@@ -162,6 +195,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       root: async ({ res }) => json(res, 200, { protocol: 'boot-agent', version: 1 }),
       consistency: async ({ res }) => json(res, 200, await consistencyView(store, states, driftHashes, clock)),
       node: async (call) => json(call.res, 200, nodeView(nodes.config, states, param(call, 'node'), events.count(param(call, 'node')))),
+      nodes: async ({ res }) => json(res, 200, nodesView(nodes.config, states, (n) => events.count(n))),
       descriptor: async (call) => json(call.res, 200, await describeNode(nodes.config, store, param(call, 'node'), call.query.get('arch'))),
       events: async (call) => json(call.res, 200, await ingestEvents(call.req, nodes.config, param(call, 'node'), ingest)),
       images: async ({ res }) => json(res, 200, await imageList(store)),
@@ -204,7 +238,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
 
   const rateWarnings = new LogThrottle(RATE_WARN_INTERVAL_MS, () => clock.now())
 
-  const server: Server = createServer({ keepAliveTimeout: 5_000, requestTimeout: 60_000 }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     stats.requests++
     inFlight++
     const started = clock.now()
@@ -233,7 +267,11 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
         if (!req.complete) req.resume()
       },
     )
-  })
+  }
+  const serverOptions = { keepAliveTimeout: 5_000, requestTimeout: 60_000 }
+  const server: Server | TlsServer = opts.tls
+    ? createTlsServer({ ...serverOptions, ...(await readTls(opts.tls)) }, onRequest)
+    : createServer(serverOptions, onRequest)
   server.on('connection', (s: Socket) => {
     sockets.add(s)
     s.once('close', () => {
@@ -258,14 +296,26 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const addr = server.address()
   const boundPort = typeof addr === 'object' && addr ? addr.port : port
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host
-  const url = `http://${urlHost}:${boundPort}`
-  log.info({ url, store: opts.store, nodes: Object.keys(nodes.config.nodes).length, auth: opts.token !== undefined }, 'head node listening')
+  const url = `${opts.tls ? 'https' : 'http'}://${urlHost}:${boundPort}`
+  log.info({ url, store: opts.store, nodes: Object.keys(nodes.config.nodes).length, auth: opts.token !== undefined, tls: Boolean(opts.tls) }, 'head node listening')
 
   let closing: Promise<void> | undefined
   return {
     url,
     port: boundPort,
-    reload: () => nodes.reload(),
+    async reload() {
+      if (opts.tls && 'setSecureContext' in server) {
+        try {
+          server.setSecureContext(await readTls(opts.tls))
+          log.info({ cert: opts.tls.certFile }, 'TLS certificate reloaded')
+        } catch (e) {
+          log.error({ err: e }, `TLS certificate not reloaded, keeping the previous one: ${messageOf(e)}`)
+        }
+      }
+      const loaded = await nodes.reload()
+      if (loaded) await warnUnpublished()
+      return loaded
+    },
     stats() {
       let live = 0
       for (const s of sockets) live += s.bytesWritten

@@ -149,7 +149,7 @@ export class ImageStore {
    * moved to `quarantine/` and the good copy linked in its place — never
    * written into.
    */
-  async storeObject(imagePath: string, opts: { arch: Architecture; format?: string; signal?: AbortSignal }): Promise<StoreObjectResult> {
+  async storeObject(imagePath: string, opts: { arch: Architecture; format?: string; signal?: AbortSignal; onProgress?: (bytesDone: number) => void }): Promise<StoreObjectResult> {
     await this.init()
     const tmp = join(this.dir, 'tmp', `publish-${process.pid}-${randomBytes(6).toString('hex')}`)
     const hash = createHash('sha256')
@@ -165,6 +165,7 @@ export class ImageStore {
           hash.update(buf)
           size += buf.length
           await writeAll(out, buf).catch((e: unknown) => Promise.reject(namePath(e, tmp)))
+          opts.onProgress?.(size)
         }
         await out.sync().catch((e: unknown) => Promise.reject(namePath(e, tmp)))
       } finally {
@@ -226,15 +227,17 @@ export class ImageStore {
    * Points `name` at `sha256`: appends to the name's history (fsynced), then
    * replaces `current.json` atomically. Returns the new entry.
    */
-  async moveName(name: string, target: { sha256: string; size: number; arch: Architecture }, now = new Date()): Promise<NameEntry> {
+  async moveName(name: string, target: { sha256: string; size: number; arch: Architecture }, now = new Date()): Promise<NameEntry & { unchanged?: true }> {
     const dir = this.nameDir(name)
     await mkdir(dir, { recursive: true })
     // Two publishers of one name must not interleave (history order = move order).
     return withNameLock(dir, () => this.moveNameLocked(dir, name, target, now))
   }
 
-  private async moveNameLocked(dir: string, name: string, target: { sha256: string; size: number; arch: Architecture }, now: Date): Promise<NameEntry> {
+  private async moveNameLocked(dir: string, name: string, target: { sha256: string; size: number; arch: Architecture }, now: Date): Promise<NameEntry & { unchanged?: true }> {
     const prev = await this.current(name)
+    // Already there (a re-publish of the same bytes): no history line whose `previous` is itself.
+    if (prev?.sha256 === target.sha256) return { ...prev, unchanged: true }
     const entry: NameEntry = {
       name,
       sha256: target.sha256,

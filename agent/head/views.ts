@@ -89,3 +89,45 @@ export const consistencyView = async (store: ImageStore, states: Pick<NodeStates
   const published = await publishedNames(store, hashed)
   return computeConsistency(published, states.all(), new Date(clock.now()))
 }
+
+/** One row of `GET /v1/nodes`: what an operator scans a cluster for. */
+export interface NodeRow {
+  node: string
+  /** Listed in the nodes file (a node that is not has still sent events). */
+  configured: boolean
+  /** The image the nodes file gives it (`NAME` or `NAME@sha256:HEX`), when its plan resolves. */
+  image: string | null
+  /** The digest it runs now (its last status or successful boot), or null. */
+  running: string | null
+  lastBoot: { time: string; result: 'ok' | 'failed'; style: string | null; cacheHit: boolean | null; error: string | null } | null
+  /** Fallbacks of its last boot, as `kind: reason`. */
+  fallbacks: string[]
+  errors: { integrity: number; squashfs: number; io: number; lost: number }
+  lastEventAt: string | null
+  events: number
+}
+
+/**
+ * Every node the head knows (`GET /v1/nodes`): those in the nodes file and
+ * those that sent events, sorted by id. `events(node)` is how many it stored.
+ */
+export const nodesView = (config: NodesConfig, states: Pick<NodeStates, 'get' | 'all'>, events: (node: string) => number): { schema: 1; nodes: NodeRow[] } => {
+  const ids = new Set([...Object.keys(config.nodes), ...states.all().map((v) => v.node)])
+  const rows = [...ids].sort().map((node): NodeRow => {
+    const v = states.get(node)
+    const plan = resolvePlan(config, node)
+    const boot = v?.lastBoot
+    return {
+      node,
+      configured: Boolean(configuredNode(config, node)),
+      image: plan.ok ? plan.plan.image.name + (plan.plan.image.sha256 ? `@sha256:${plan.plan.image.sha256}` : '') : null,
+      running: (v && runningImage(v)?.sha256) ?? null,
+      lastBoot: boot ? { time: boot.time, result: boot.result, style: boot.style ?? null, cacheHit: boot.cacheHit ?? null, error: boot.error ?? null } : null,
+      fallbacks: (boot?.fallbacks ?? []).map((f) => `${f.kind}: ${f.reason}`),
+      errors: { integrity: v?.integrityCount ?? 0, squashfs: v?.squashfsErrors.count ?? 0, io: v?.ioErrors.count ?? 0, lost: v?.lost ?? 0 },
+      lastEventAt: v?.lastEventAt ?? null,
+      events: events(node),
+    }
+  })
+  return { schema: 1, nodes: rows }
+}

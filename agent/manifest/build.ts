@@ -50,6 +50,12 @@ export interface BuildManifestOptions {
    * chunk (docs/manifest.md, "Rolling out xxh64Segments").
    */
   xxh64Segments?: boolean
+  /**
+   * The architecture the image runs on (`uname -m` spelling), written as
+   * `arch`; none when omitted (nodes then cannot refuse it for another
+   * architecture). docs/manifest.md, "Rolling out `arch`".
+   */
+  arch?: string
   /** Progress: `phase` is `cut` (chunking + whole-image hash) then `hash` (chunk digests). */
   onProgress?: (p: { phase: 'cut' | 'hash'; bytesDone: number; bytesTotal: number }) => void
 }
@@ -213,6 +219,7 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
     chunks,
     urls: [...opts.urls],
     ...(segments ? { xxh64Segments: segments } : {}),
+    ...(opts.arch !== undefined ? { arch: opts.arch } : {}),
   }
   // Same rules as every node applies; relative URLs stay relative (no baseUrl).
   return parseManifest(toWire(m))

@@ -18,6 +18,7 @@
  *   - `xxh64Segments` (optional: older manifests lack it) must hold exactly
  *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`.
  */
+import { ARCH_RE } from './arch.js'
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
@@ -246,14 +247,35 @@ const parseSignature = (v: unknown, path: string): ManifestSignature => {
   return { algorithm: 'ed25519', keyId, value }
 }
 
+/** Control characters other than tab/newline/CR, and U+FFFD (what invalid UTF-8 decodes to). */
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffd]/g
+
+const printable = (s: string): string => s.replace(UNPRINTABLE, '?')
+
+/**
+ * Why `text` is binary rather than a manifest (an image given by mistake:
+ * `manifest --check IMAGE`, a manifest URL that serves the image), or
+ * undefined. Said plainly instead of JSON.parse quoting the bytes.
+ */
+const binaryProblem = (text: string): string | undefined => {
+  const head = text.slice(0, 4096)
+  if (head.search(UNPRINTABLE) < 0) return undefined
+  const kind = head.startsWith('hsqs') ? 'a squashfs image' : 'binary data'
+  return `is not a manifest: it is ${kind} (starts with ${JSON.stringify(printable(head.slice(0, 4)))}), not JSON text; give the manifest (JSON) of the image, e.g. the file \`boot-agent manifest IMAGE --out FILE\` writes`
+}
+
 const toJson = (input: unknown): unknown => {
   const text = typeof input === 'string' ? input : input instanceof Uint8Array ? Buffer.from(input).toString('utf8') : undefined
   if (text === undefined) return input
   if (text.length > MAX_MANIFEST_CHARS) throw new ManifestError('$', `is ${text.length} characters, more than ${MAX_MANIFEST_CHARS}`)
+  const binary = binaryProblem(text)
+  if (binary) throw new ManifestError('$', binary)
   try {
     return JSON.parse(text) as unknown
   } catch (e) {
-    throw new ManifestError('$', `is not JSON: ${e instanceof Error ? e.message : String(e)}`)
+    // JSON.parse quotes the input it choked on: keep the message printable.
+    throw new ManifestError('$', `is not JSON: ${printable(e instanceof Error ? e.message : String(e))}`)
   }
 }
 
@@ -285,8 +307,8 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     // Checked before the other keys: a newer schema may legitimately have fields we do not know.
     throw new ManifestError('$.schema', `unsupported schema version ${JSON.stringify(json.schema)} (this agent reads ${MANIFEST_SCHEMA})`)
   }
-  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'signature'] as const
-  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments'))
+  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'signature'] as const
+  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch'))
   const size = expectSize(o.size, '$.size', 1)
   const chunking = parseChunking(o.chunking, '$.chunking')
   const urls = parseUrls(o.urls, '$.urls', base)
@@ -306,6 +328,11 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     urls: urls.raw,
   }
   if (o.xxh64Segments !== undefined) m.xxh64Segments = parseSegments(o.xxh64Segments, '$.xxh64Segments', size)
+  if (o.arch !== undefined) {
+    const a = expectString(o.arch, '$.arch')
+    if (!ARCH_RE.test(a)) throw new ManifestError('$.arch', `must be an architecture as uname -m spells it (x86_64, aarch64, …), got ${JSON.stringify(printable(a.slice(0, 40)))}`)
+    m.arch = a
+  }
   if (o.signature !== undefined) m.signature = parseSignature(o.signature, '$.signature')
 
   if (opts.publicKey !== undefined) {

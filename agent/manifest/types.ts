@@ -58,6 +58,13 @@ export interface Manifest {
    * such a hit is checked by the sha256 of every chunk instead.
    */
   xxh64Segments?: string[]
+  /**
+   * The architecture the image runs on, `uname -m` spelling (`x86_64`,
+   * `aarch64`): a node of another one refuses it (EARCH) before fetching.
+   * Absent in manifests written before it existed (docs/manifest.md,
+   * "Rolling out `arch`").
+   */
+  arch?: string
   /** Absolute http(s) URLs of the image, in preference order (relative ones resolved against the manifest's URL). */
   urls: string[]
   signature?: ManifestSignature

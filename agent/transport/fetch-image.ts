@@ -11,7 +11,7 @@
  * chunks; an interrupted download resumes from its verified chunks; chunks
  * present in other cached objects are copied instead of downloaded.
  */
-import { IntegrityError } from '../core/errors.js'
+import { IntegrityError, messageOf } from '../core/errors.js'
 import { logOp, silentLogger, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
@@ -20,9 +20,10 @@ import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { orderMirrors, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
-import { retrying, type RetryPolicy } from '../core/retry.js'
+import { DEFAULT_RETRY_POLICY, errorCodes, retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
 import { parseManifest, type ParseManifestOptions } from '../manifest/schema.js'
+import { checkArch } from '../manifest/arch.js'
 import { hostname } from 'node:os'
 import type { HeadBearer } from '../core/head-token.js'
 import { faultPoint } from '../core/fault.js'
@@ -46,6 +47,8 @@ export interface FetchManifestOptions {
   pinned?: ParseManifestOptions['pinned']
   /** This node's token for the head (sent to the head's own origin only). */
   bearer?: HeadBearer
+  /** This machine's architecture: a manifest whose `arch` differs is refused (EARCH) before any image byte is fetched. Unchecked when omitted. */
+  arch?: string
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
@@ -62,9 +65,16 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
       ...(opts.random ? { random: opts.random } : {}),
       ...(opts.sleep ? { sleep: opts.sleep } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
-      onRetry: (r) => log.warn({ url, attempt: r.attempt, waitMs: r.waitMs, err: r.error }, 'manifest fetch failed; retrying'),
+      // One line per retry an operator at the prompt sees (info), naming why and how long until the next try, no stack.
+      onRetry: (r) =>
+        log.info(
+          { url, attempt: r.attempt, of: opts.retry?.maxAttempts ?? DEFAULT_RETRY_POLICY.maxAttempts, waitMs: r.waitMs, code: errorCodes(r.error)[0] },
+          `manifest fetch failed (${messageOf(r.error)}); retrying in ${(r.waitMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${opts.retry?.maxAttempts ?? DEFAULT_RETRY_POLICY.maxAttempts})`,
+        ),
     })
-    return parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
+    const m = parseManifest(bytes, { baseUrl: url, ...(opts.publicKey ? { publicKey: opts.publicKey } : {}), ...(opts.pinned ? { pinned: opts.pinned } : {}) })
+    if (opts.arch !== undefined) checkArch(m, opts.arch, url)
+    return m
   })
 }
 

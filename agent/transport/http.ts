@@ -45,10 +45,57 @@ export interface BodyStream extends BodyMeta {
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+|\*)$/
 
-/** The error for an answer other than 200/206, carrying the server's `Retry-After`. */
-export const statusError = (status: number, retryAfter: string | null | undefined, url: string): HttpError => {
+/**
+ * The error for an answer other than 200/206, carrying the server's
+ * `Retry-After` and, when the server said why (`said`: see
+ * {@link problemText}), its words: `HTTP 404 from URL: no manifest for image doc`.
+ */
+export const statusError = (status: number, retryAfter: string | null | undefined, url: string, said?: string): HttpError => {
   const retryAfterMs = parseRetryAfter(retryAfter ?? null)
-  return new HttpError({ status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) })
+  return new HttpError({ status, url, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}), ...(said ? { message: `HTTP ${status} from ${url}: ${said}` } : {}) })
+}
+
+/** The most of an error body read for its message. */
+const PROBLEM_BODY_BYTES = 4096
+/** The longest server message carried into an error. */
+const PROBLEM_MESSAGE_CHARS = 300
+
+/**
+ * The reason an error answer gives, for the error message: the head's
+ * `{"error": {"message"}}` (docs/protocol.md), or a short plain-text body,
+ * on one printable line; undefined for anything else (an HTML error page).
+ */
+export const problemText = (contentType: string | null, body: string): string | undefined => {
+  let text: string | undefined
+  if (/^application\/(problem\+)?json\b/i.test(contentType ?? '')) {
+    try {
+      const v = JSON.parse(body) as { error?: { message?: unknown } | string; message?: unknown }
+      const m = typeof v.error === 'object' ? v.error?.message : v.error ?? v.message
+      if (typeof m === 'string') text = m
+    } catch {
+      text = undefined
+    }
+  } else if (/^text\/plain\b/i.test(contentType ?? '')) text = body
+  if (!text) return undefined
+  // eslint-disable-next-line no-control-regex
+  const line = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim()
+  return line ? (line.length > PROBLEM_MESSAGE_CHARS ? `${line.slice(0, PROBLEM_MESSAGE_CHARS)}…` : line) : undefined
+}
+
+/** Up to {@link PROBLEM_BODY_BYTES} of an error answer's body, then the rest dropped; '' when it cannot be read. */
+const readProblemBody = async (res: Response): Promise<string> => {
+  const parts: Buffer[] = []
+  let n = 0
+  try {
+    for await (const p of (res.body ?? []) as AsyncIterable<Buffer>) {
+      parts.push(p)
+      n += p.length
+      if (n >= PROBLEM_BODY_BYTES) break
+    }
+  } catch {
+    // a body cut short says nothing more
+  }
+  return Buffer.concat(parts).subarray(0, PROBLEM_BODY_BYTES).toString('utf8')
 }
 
 /**
@@ -113,9 +160,11 @@ export const openBody = async (url: string, range: { start: number; end: number 
     throw translate(e)
   }
   if (res.status !== 200 && res.status !== 206) {
+    // Read while the headers deadline still runs: a server that stalls in its error body is cut off.
+    const said = problemText(res.headers.get('content-type'), await readProblemBody(res))
     done()
     res.body?.resume?.()
-    throw statusError(res.status, res.headers.get('retry-after'), url)
+    throw statusError(res.status, res.headers.get('retry-after'), url, said)
   }
   let start = 0
   let total: number | undefined

@@ -18,7 +18,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { rootCertificates } from 'node:tls'
 import { ConfigError, isErrno, messageOf } from '../core/errors.js'
-import { networkReason, tlsFailureCode } from '../core/retry.js'
+import { errorCodes, networkReason, tlsFailureCode } from '../core/retry.js'
 
 /** Where the dracut module installs the site CA (`--ca FILE`, module-setup.sh); used when present. */
 export const SITE_CA_FILE = '/etc/boot-agent/ca.pem'
@@ -62,12 +62,33 @@ export const readSiteCa = (env: NodeJS.ProcessEnv = process.env): { file: string
 const TLS_HINT = `if the server's certificate is signed by a site CA, give it to the agent: the dracut module's --ca FILE (installed as ${SITE_CA_FILE}), or ${SITE_CA_ENV}=FILE`
 
 /**
+ * What to check when nothing answered at `url` (issue #21: a head that is
+ * down or a wrong port was a bare ECONNREFUSED), by the error's code; or
+ * undefined for other failures.
+ */
+export const connectHint = (url: string, e: unknown): string | undefined => {
+  let origin: string
+  try {
+    origin = new URL(url).host
+  } catch {
+    origin = url
+  }
+  const codes = errorCodes(e)
+  if (codes.includes('ECONNREFUSED')) return `nothing is listening at ${origin}: is the head node (or mirror) running at ${origin}, and is the port right?`
+  if (codes.includes('ENOTFOUND') || codes.includes('EAI_AGAIN')) return `the host name in ${origin} does not resolve: check the spelling and DNS`
+  if (codes.some((c) => c === 'EHOSTUNREACH' || c === 'ENETUNREACH' || c === 'EHOSTDOWN' || c === 'ENETDOWN')) return `no route to ${origin}: is that machine up, and this one's network?`
+  return undefined
+}
+
+/**
  * "URL: why" for a request that failed: the URL once (node-fetch's own
  * "request to URL failed, reason:" dropped), and for a certificate nobody
- * trusted, what to do about it.
+ * trusted or a server nobody answered for, what to do about it.
  */
-export const failedRequestMessage = (url: string, e: unknown): string =>
-  `${url}: ${networkReason(e)}${tlsFailureCode(e) ? ` (${TLS_HINT})` : ''}`
+export const failedRequestMessage = (url: string, e: unknown): string => {
+  const hint = tlsFailureCode(e) ? TLS_HINT : connectHint(url, e)
+  return `${url}: ${networkReason(e)}${hint ? ` (${hint})` : ''}`
+}
 
 const keepAlive = { keepAlive: true, maxSockets: 16 }
 const httpAgent = new http.Agent(keepAlive)

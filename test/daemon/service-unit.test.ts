@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { analyzeVerify, uncommentedDirectives } from '../helpers/unit-file.js'
 
 const UNIT = join(import.meta.dirname, '../../systemd/boot-agent.service')
 const which = (cmd: string): boolean => {
@@ -22,17 +23,10 @@ const which = (cmd: string): boolean => {
 t.test('systemd-analyze verify finds nothing wrong with the unit', { skip: which('systemd-analyze') ? false : 'needs systemd-analyze (systemd)' }, async (t) => {
   // ExecStart points at the installed /usr/bin/boot-agent; verify insists the
   // binary exists, so the copy checked here runs /bin/true instead — the only change.
-  const text = await readFile(UNIT, 'utf8')
-  const dir = t.testdir()
-  const copy = join(dir, 'boot-agent.service')
-  await writeFile(copy, text.replace('ExecStart=/usr/bin/boot-agent daemon', `ExecStart=${existsSync('/bin/true') ? '/bin/true' : '/usr/bin/true'}`))
-  let out = ''
-  try {
-    out = execFileSync('systemd-analyze', ['verify', copy], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  } catch (e) {
-    const err = e as { stderr?: string; stdout?: string }
-    t.fail(`systemd-analyze verify failed: ${err.stderr ?? ''}${err.stdout ?? ''}`)
-  }
+  const out = await analyzeVerify(await readFile(UNIT, 'utf8'), '/usr/bin/boot-agent daemon', t.testdir(), 'boot-agent.service').catch((e: Error) => {
+    t.fail(e.message)
+    return ''
+  })
   t.equal(out.trim(), '', 'no warnings')
 })
 
@@ -49,17 +43,7 @@ t.test('the unit keeps /dev/kmsg readable and W^X off, and restarts on failure',
 })
 
 t.test('every group of directives has a comment saying why', async (t) => {
-  const lines = (await readFile(UNIT, 'utf8')).split('\n').map((l) => l.trim())
-  const bare: string[] = []
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i]!
-    if (!l || l.startsWith('#') || l.startsWith('[')) continue
-    // Walk up through the directive group to its head; the line above it must be a comment.
-    let j = i - 1
-    while (j >= 0 && lines[j] && !lines[j]!.startsWith('#') && !lines[j]!.startsWith('[')) j--
-    if (!(j >= 0 && lines[j]!.startsWith('#')) && !/^(Description|Documentation)=/.test(l)) bare.push(l)
-  }
-  t.same(bare, [], 'no directive without a comment above its group')
+  t.same(uncommentedDirectives(await readFile(UNIT, 'utf8')), [], 'no directive without a comment above its group')
 })
 
 t.test('the unit waits for READY=1 from a child (systemd-notify), has a watchdog, and scores 2.4 or better', async (t) => {

@@ -8,6 +8,7 @@ const HANDLERS: HeadHandlers<string> = {
   root: 'root',
   consistency: 'consistency',
   node: 'node',
+  nodes: 'nodes',
   descriptor: 'descriptor',
   events: 'events',
   images: 'images',
@@ -70,8 +71,14 @@ t.test('the image tree is read-only: any other method is 405 anywhere under it, 
   }
 })
 
+t.test('GET /v1/nodes lists every node (issue #21); it is read-only', async (t) => {
+  t.equal(router.match('GET', parseTarget('/v1/nodes')).route.handler, 'nodes')
+  t.equal(router.match('HEAD', parseTarget('/v1/nodes')).route.handler, 'nodes')
+  t.match(refusal('POST', '/v1/nodes'), { status: 405 })
+})
+
 t.test('unknown endpoints are 404 naming the path', async (t) => {
-  for (const path of ['/v1//', '/v1/nodes', '/v1/consistency/x', '/v1/nodes/n1/other', '/v1/images/CPE-base/x', '/v1/images/by-digest', `/v1/images/by-digest/${SHA}`, `/v1/images/by-digest/${SHA}/other`, '/v1/images/by-digest/ABC']) {
+  for (const path of ['/v1//', '/v1/consistency/x', '/v1/nodes/n1/other', '/v1/images/CPE-base/x', '/v1/images/by-digest', `/v1/images/by-digest/${SHA}`, `/v1/images/by-digest/${SHA}/other`, '/v1/images/by-digest/ABC']) {
     t.match(refusal('GET', path), { status: 404, code: 'ENOTFOUND', message: `no such endpoint ${path}` }, path)
   }
   t.match(refusal('GET', '/v2/nodes/n1/boot'), { status: 404, message: 'no such endpoint /v2/nodes/n1/boot (this server speaks /v1)' })

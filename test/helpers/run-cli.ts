@@ -3,7 +3,7 @@
  * bundles first; when a test file is run alone and the bundle is missing, it
  * is built here.
  */
-import { spawnSync } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
@@ -29,3 +29,15 @@ export const runCli = (args: string[], opts: { cwd?: string; env?: Record<string
   })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
+
+/**
+ * {@link runCli} without blocking this process: for a CLI that talks to a
+ * server this test runs in-process (a real head node started with startHead).
+ */
+export const runCliAsync = (args: string[], opts: { env?: Record<string, string | undefined>; timeoutMs?: number } = {}): Promise<CliResult> =>
+  new Promise((resolve) => {
+    if (!existsSync(BUNDLE)) spawnSync(process.execPath, [join(ROOT, 'scripts', 'bundle.mjs')], { cwd: ROOT, stdio: 'inherit' })
+    const env = Object.fromEntries(Object.entries({ ...process.env, BOOT_AGENT_LOG_LEVEL: 'warn', ...opts.env }).filter(([, v]) => v !== undefined)) as NodeJS.ProcessEnv
+    execFile(process.execPath, [BUNDLE, ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
+      resolve({ status: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }))
+  })

@@ -7,7 +7,6 @@
  * CA file is refused naming it.
  */
 import t, { type Test } from 'tap'
-import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -16,21 +15,11 @@ import { readSiteCa, SITE_CA_ENV, SITE_CA_FILE } from '../../agent/transport/tru
 import { gate } from '../helpers/capability.js'
 import { sha256Hex, writeImage } from '../helpers/image.js'
 import { startNginx } from '../helpers/nginx.js'
+import { makeCa } from '../helpers/pki.js'
 import { runCli } from '../helpers/run-cli.js'
 import { publishStatic } from '../helpers/static-head.js'
 
 const NODE = 'n0001'
-
-/** A CA, and a server certificate for IP 127.0.0.1 signed by it, in `dir`. */
-const makeCa = (dir: string): { ca: string; cert: string; key: string } => {
-  const p = (f: string) => join(dir, f)
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
-  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=boot-agent test site CA')
-  ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=127.0.0.1')
-  execFileSync('sh', ['-c', 'printf "subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n" > server.ext'], { cwd: dir })
-  ssl('x509', '-req', '-in', p('server.csr'), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('server.ext'))
-  return { ca: p('ca.pem'), cert: p('server.pem'), key: p('server.key') }
-}
 
 /** An https head node (static files) with one published image. */
 const serveHttps = async (t: Test) => {

@@ -1,0 +1,75 @@
+/**
+ * What a new user hit on main (issue #21, "Tried as a new user would"), each
+ * as they hit it: the bundled CLI in its own process against a real head
+ * node (startHead, in this process) or no head at all.
+ */
+import t from 'tap'
+import { createServer } from 'node:net'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { startHead } from '../../agent/head/server.js'
+import { imageBytes } from '../helpers/head-fixtures.js'
+import { runCli, runCliAsync } from '../helpers/run-cli.js'
+
+/** A loopback port nothing listens on (bound, then released). */
+const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffd]/
+
+t.test('an unknown option is named, not explained as a positional argument', async (t) => {
+  const r = runCli(['fetch', '--bogus', 'http://x/m', '--cache', '/nonexistent'])
+  t.equal(r.status, 2)
+  t.match(r.stderr, /unknown option --bogus; options: .*--cache/)
+  t.notMatch(r.stderr, /positional/)
+})
+
+t.test('--help mentions --version', async (t) => {
+  const r = runCli(['--help'])
+  t.match(r.stdout, /--version/)
+  t.match(runCli(['--version']).stdout, /^\d+\.\d+\.\d+/)
+})
+
+t.test('manifest --check given an image refuses it plainly, with no binary bytes in the message', async (t) => {
+  const dir = t.testdir()
+  const img = join(dir, 'image.sqfs')
+  await writeFile(img, Buffer.concat([Buffer.from('hsqs'), imageBytes(8192, 5)]))
+  const r = runCli(['manifest', '--check', img])
+  t.equal(r.status, 1)
+  t.match(r.stderr, /is not a manifest: it is a squashfs image \(starts with "hsqs"\), not JSON text; give the manifest/)
+  t.notOk(CONTROL.test(r.stderr), 'nothing unprintable on the terminal')
+})
+
+t.test('a head that is not running: a prompt, bounded answer naming what to check, retries logged at info', async (t) => {
+  const port = await freePort()
+  const dir = t.testdir()
+  const started = performance.now()
+  const r = await runCliAsync(['fetch', `http://127.0.0.1:${port}/v1/images/doc/manifest`, '--cache', join(dir, 'cache')], { env: { BOOT_AGENT_LOG_LEVEL: 'info' } })
+  const ms = Math.round(performance.now() - started)
+  t.equal(r.status, 1)
+  t.match(r.stderr, new RegExp(`boot-agent fetch: http://127\\.0\\.0\\.1:${port}/v1/images/doc/manifest: connect ECONNREFUSED .*is the head node \\(or mirror\\) running at 127\\.0\\.0\\.1:${port}, and is the port right\\?`))
+  const retries = r.stderr.split('\n').filter((l) => l.includes('"level":"info"') && /manifest fetch failed \(.*ECONNREFUSED.*\); retrying in \d+\.\d s \(attempt \d of 4\)/.test(l))
+  t.equal(retries.length, 3, `each retry said once at info (${ms} ms in all)`)
+})
+
+t.test('fetch --json on failure prints {error: {code, message}} and exits non-zero; a 404 keeps the head\'s words', async (t) => {
+  const dir = t.testdir()
+  const head = await startHead({ store: join(dir, 'store'), nodes: { schema: 1, defaults: {}, architectures: {}, groups: {}, nodes: {}, images: {} } })
+  t.teardown(() => head.close())
+  const url = `${head.url}/v1/images/doc/manifest`
+  const j = await runCliAsync(['fetch', url, '--cache', join(dir, 'cache'), '--json'])
+  t.equal(j.status, 1)
+  t.match(JSON.parse(j.stdout), { error: { code: 'EHTTP', message: `HTTP 404 from ${url}: no manifest for image doc` } })
+  const plain = await runCliAsync(['fetch', url, '--cache', join(dir, 'cache')])
+  t.equal(plain.status, 1)
+  t.match(plain.stderr, `boot-agent fetch: HTTP 404 from ${url}: no manifest for image doc`)
+  const usage = await runCliAsync(['fetch', '--json', '--cache', join(dir, 'cache')])
+  t.equal(usage.status, 2, 'a usage error is exit 2, in JSON too')
+  t.match(JSON.parse(usage.stdout), { error: { code: 'ECONFIG' } })
+})
