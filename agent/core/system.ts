@@ -52,4 +52,7 @@ export const commands = {
   lsblk: env('CMD_LSBLK', 'lsblk'),
   reboot: env('CMD_REBOOT', 'reboot'),
   findmnt: env('CMD_FINDMNT', 'findmnt'),
+  /** Runs the trash deletion in the idle I/O class (util-linux). */
+  ionice: env('CMD_IONICE', 'ionice'),
+  rm: env('CMD_RM', 'rm'),
 } as const
