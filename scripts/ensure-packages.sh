@@ -18,6 +18,7 @@ pkgs=(
   curl             # benchmark baseline
   openssl          # benchmark baseline; test certificates (site CA)
   time             # GNU time: peak RSS in benchmarks
+  fsverity         # fsverity digest: the reference the manifest's fsverityDigest is tested against
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

@@ -9,7 +9,7 @@ import t from 'tap'
 import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
-export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm'
+export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm' | 'fsverity'
 
 const which = (cmd: string): boolean => {
   try {
@@ -38,6 +38,7 @@ const probes: Record<Capability, () => string | undefined> = {
   xxhsum: () => (which('xxhsum') ? undefined : 'needs xxhsum (xxhash)'),
   openssl: () => (which('openssl') ? undefined : 'needs the openssl command (Debian package openssl)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
+  fsverity: () => (which('fsverity') ? undefined : 'needs the fsverity command (Debian package fsverity)'),
 }
 
 export const inCI = (): boolean => process.env.CI === 'true'
