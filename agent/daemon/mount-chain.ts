@@ -6,9 +6,9 @@
  * files), so it shows what is mounted, not what the boot record meant.
  */
 import { readFile } from 'node:fs/promises'
-import { basename } from 'node:path'
 import { readLoopBackings, type LoopBacking } from '../cache/pin.js'
 import { system } from '../core/system.js'
+import { parseObjectPath } from './object-meta.js'
 
 export interface MountInfoEntry {
   mountpoint: string
@@ -25,7 +25,7 @@ export interface MountChain {
   /** `/dev/loopN`. */
   loop?: string
   object?: string
-  /** The object's sha256 when its name is one (a cache object). */
+  /** The object's sha256 when its path is a cache object's (objects/sha256/ab/cdef…). */
   digest?: string
 }
 
@@ -72,8 +72,8 @@ export const mountChain = (mounts: readonly MountInfoEntry[], loops: readonly Lo
     const backing = loops.find((l) => `/dev/${l.device}` === lowerMount.source)
     if (backing) {
       chain.object = backing.backingFile
-      const name = basename(backing.backingFile)
-      if (/^[0-9a-f]{64}$/.test(name)) chain.digest = name
+      const digest = parseObjectPath(backing.backingFile)?.sha256
+      if (digest) chain.digest = digest
     }
     return chain
   }

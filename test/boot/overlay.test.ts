@@ -5,13 +5,17 @@
  * mount of the test undone, the run directory emptied).
  */
 import t, { type Test } from 'tap'
-import { chmod, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, readdir, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { cachePipeline } from '../../agent/boot/pipeline.js'
 import { runBootStage, type StageOutcome } from '../../agent/boot/stage.js'
 import { LAYERS_DIR, TRASH_DIR } from '../../agent/boot/overlay.js'
 import { emptyTrash } from '../../agent/daemon/trash.js'
+import { formatMountChain, readMountChain } from '../../agent/daemon/mount-chain.js'
+import { Cache } from '../../agent/cache/store.js'
+import { demoteToPartial } from '../../agent/cache/partial.js'
+import { runCli } from '../helpers/run-cli.js'
 import { run as realRun } from '../../agent/core/exec.js'
 import { silentLogger } from '../../agent/core/log.js'
 import { gate } from '../helpers/capability.js'
@@ -39,6 +43,7 @@ const node = async (t: Test) => {
   const line = `rd.bootagent.server=${nginx.url} rd.bootagent.node=n1 rd.bootagent.devtimeout=1 rd.bootagent.rebootdelay=0`
   return {
     s,
+    cacheLabel,
     runDir,
     sysroot,
     tree,
@@ -130,3 +135,104 @@ t.test('twenty overlay boots in a row: each root is the image alone, and once th
   t.same(await readdir(join(n.sysroot, 'etc')).then((l) => l.filter((x) => x.startsWith('boot-'))), ['boot-19'], 'the running root has only its own change')
   await n.reboot()
 })
+
+t.test('the object under a running overlay root is pinned: eviction, cache gc, removal and repair refuse it, saying why; status shows the mount chain', realGate, async (t) => {
+  const n = await node(t)
+  const r = await n.boot('rd.bootagent.rootmode=overlay')
+  const cacheDir = join(n.runDir, 'cache')
+  const object = r.record.cache.objectPath ?? ''
+  const cache = await Cache.open(cacheDir, { log: silentLogger() })
+  t.same(await cache.evict({ keep: 0 }), [], 'eviction to zero objects removes nothing')
+  await t.rejects(cache.remove(n.pub.sha256), { code: 'EPINNED', message: /mounted under a running root \(loop device \/dev\/loop\d+/ }, 'removal refused, naming the loop device')
+  await t.rejects(demoteToPartial(cache, n.pub.sha256, []), { code: 'EPINNED', message: /not repaired in place/ }, 'an in-place repair refused')
+  t.ok((await lstat(object)).isFile(), 'the object is still there')
+  const gc = runCli(['cache', 'gc', '--cache', cacheDir, '--keep', '0'])
+  t.equal(gc.status, 0)
+  t.match(gc.stdout, new RegExp(`kept ${n.pub.sha256}: it is mounted under a running root \\(loop device /dev/loop\\d+ is backed by it\\)`), 'cache gc says what it kept and why')
+  t.match(gc.stdout, /0 object\(s\) removed/)
+
+  const chain = await readMountChain([n.sysroot])
+  t.match(chain, { root: n.sysroot, upper: r.record.root.upper, lower: r.record.root.lower, loop: /^\/dev\/loop\d+$/, object, digest: n.pub.sha256 }, 'root → overlay → loop → object → digest, from the kernel')
+  t.match(formatMountChain(chain!), new RegExp(`^${n.sysroot} → overlay \\(upper .+\\) → .+ → /dev/loop\\d+ → ${object} → sha256:${n.pub.sha256}$`))
+
+  await n.reboot()
+  await mkdir(cacheDir, { recursive: true })
+  await realRun('mount', ['-L', n.cacheLabel, cacheDir])
+  t.teardown(() => unmountUnder(cacheDir).then(() => undefined))
+  const after = await Cache.open(cacheDir, { log: silentLogger() })
+  t.equal((await after.evict({ keep: 0 })).length, 1, 'once the root is gone (a reboot), the object is an ordinary one again')
+})
+
+t.test('kill -9 of the trash deletion at seeded points: the next boot shows nothing of the old uppers, the next run deletes the rest', realGate, async (t) => {
+  const n = await node(t)
+  const FILES = 4000
+  for (let b = 0; b < 2; b++) {
+    await n.boot('rd.bootagent.rootmode=overlay')
+    const d = join(n.sysroot, 'var', `junk-${b}`)
+    await mkdir(d)
+    for (let i = 0; i < FILES; i++) await writeFile(join(d, `f${i}`), 'x')
+    await n.reboot()
+  }
+  const r = await n.boot('rd.bootagent.rootmode=overlay')
+  const trash = r.record.root.trash ?? ''
+  const seed = Number(process.env.BOOT_AGENT_TEST_SEED ?? Date.now() % 100_000)
+  t.comment(`seed ${seed} (BOOT_AGENT_TEST_SEED=${seed} repeats this run)`)
+  let state = seed
+  const next = (): number => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+  let kills = 0
+  for (let round = 0; round < 3; round++) {
+    const left = await countFiles(trash)
+    if (left === 0) break
+    const delayMs = Math.floor(40 * next()) // how long after it is seen the deleting process is killed
+    const stop = new AbortController()
+    const killed = killTrashRm(trash, delayMs, stop.signal)
+    const res = await emptyTrash(trash, { log: silentLogger() })
+    stop.abort()
+    const k = await killed
+    if (k) kills++
+    t.ok(k === undefined || res.failed >= 1, `round ${round}: ${k ? `rm ${k} killed ${delayMs} ms after it was seen, ${left} files in the trash before; the run went on and said so` : 'finished before the kill point'}`)
+    // The "next boot": its root is the image alone, whatever the trash still holds.
+    await n.reboot()
+    await n.boot('rd.bootagent.rootmode=overlay')
+    t.same(await hashTree(n.sysroot), await hashTree(n.tree), `round ${round}: nothing of an old upper in the new root`)
+  }
+  t.ok(kills >= 1, `the deletion was really killed (${kills} time(s))`)
+  const last = await emptyTrash(trash, { log: silentLogger() })
+  t.equal(last.left, 0, 'a run to the end leaves the trash empty')
+  t.equal(await countFiles(trash), 0)
+  await n.reboot()
+})
+
+/** Regular files under `dir` (find: counting must not be slower than the deletion it watches). */
+const countFiles = async (dir: string): Promise<number> => {
+  const r = await realRun('sh', ['-c', 'find "$0" -type f | wc -l', dir])
+  return Number(r.stdout.trim())
+}
+
+/** Watches for the `rm` deleting in `trash` and SIGKILLs it `delayMs` after it is seen; resolves with its pid, or undefined. */
+const killTrashRm = async (trash: string, delayMs: number, signal: AbortSignal): Promise<number | undefined> => {
+  for (let i = 0; i < 6000 && !signal.aborted; i++) {
+    const pid = await rmPid(trash)
+    if (pid !== undefined) {
+      await new Promise((r) => setTimeout(r, delayMs))
+      try {
+        process.kill(pid, 'SIGKILL')
+        return pid
+      } catch {
+        return undefined // it finished first
+      }
+    }
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  return undefined
+}
+
+const rmPid = async (trash: string): Promise<number | undefined> => {
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue
+    const argv = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')
+    const [cmd, ...args] = argv.split('\0')
+    if (cmd?.endsWith('rm') && args.some((a) => a.startsWith(trash + '/'))) return Number(p)
+  }
+  return undefined
+}
