@@ -16,7 +16,8 @@
  *     against `baseUrl` (the manifest's own URL) after the signature check,
  *     since the signature covers the URLs as written;
  *   - `xxh64Segments` (optional: older manifests lack it) must hold exactly
- *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`.
+ *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`;
+ *   - `fsverityDigest` (optional: issue #19) is 64 lower-case hex digits.
  */
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
 import { chunkingProblem } from './cdc.js'
@@ -285,8 +286,8 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     // Checked before the other keys: a newer schema may legitimately have fields we do not know.
     throw new ManifestError('$.schema', `unsupported schema version ${JSON.stringify(json.schema)} (this agent reads ${MANIFEST_SCHEMA})`)
   }
-  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'signature'] as const
-  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments'))
+  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'fsverityDigest', 'signature'] as const
+  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'fsverityDigest'))
   const size = expectSize(o.size, '$.size', 1)
   const chunking = parseChunking(o.chunking, '$.chunking')
   const urls = parseUrls(o.urls, '$.urls', base)
@@ -306,6 +307,7 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     urls: urls.raw,
   }
   if (o.xxh64Segments !== undefined) m.xxh64Segments = parseSegments(o.xxh64Segments, '$.xxh64Segments', size)
+  if (o.fsverityDigest !== undefined) m.fsverityDigest = expectHex64(o.fsverityDigest, '$.fsverityDigest')
   if (o.signature !== undefined) m.signature = parseSignature(o.signature, '$.signature')
 
   if (opts.publicKey !== undefined) {

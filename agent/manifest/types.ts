@@ -58,6 +58,13 @@ export interface Manifest {
    * such a hit is checked by the sha256 of every chunk instead.
    */
   xxh64Segments?: string[]
+  /**
+   * The image's fs-verity digest (sha256, 4096-byte blocks, no salt: what
+   * `fsverity digest` prints and the kernel measures of a sealed file,
+   * hash/fsverity.ts), 64 lower-case hex digits. Optional (issue #19): absent
+   * in manifests written before it, or with `--without-fsverity`.
+   */
+  fsverityDigest?: string
   /** Absolute http(s) URLs of the image, in preference order (relative ones resolved against the manifest's URL). */
   urls: string[]
   signature?: ManifestSignature

@@ -45,3 +45,18 @@ t.test('one changed byte anywhere changes the digest', async (t) => {
 t.test('an empty file has the all-zero root hash', async (t) => {
   t.same(rootHashOf(Buffer.alloc(0)), Buffer.alloc(32))
 })
+
+t.test('boot-agent manifest writes the image fsverityDigest, equal to `fsverity digest`; --without-fsverity leaves it out; a bad one is refused', gate('fsverity'), async (t) => {
+  const { buildManifest } = await import('../../agent/manifest/build.js')
+  const { parseManifest } = await import('../../agent/manifest/schema.js')
+  const { serializeManifest } = await import('../../agent/manifest/serialize.js')
+  const image = join(t.testdir(), 'image.raw')
+  await writeFile(image, randomBytes(300 * 1024 + 3))
+  const m = await buildManifest(image, { name: 'img', urls: ['http://h/img'], workers: 0 })
+  const { stdout } = await exec('fsverity', ['digest', image])
+  t.equal(`sha256:${m.fsverityDigest}`, stdout.trim().split(' ')[0])
+  t.notOk('fsverityDigest' in (await buildManifest(image, { name: 'img', urls: ['http://h/img'], workers: 0, fsverity: false })))
+  const text = serializeManifest(m)
+  t.equal(parseManifest(text).fsverityDigest, m.fsverityDigest, 'read back')
+  t.throws(() => parseManifest(text.replace(m.fsverityDigest ?? '', 'F'.repeat(64))), { code: 'EMANIFEST', message: /\$\.fsverityDigest/ })
+})

@@ -22,9 +22,12 @@ t.test('the canonical text has the documented keys in the documented order, what
   const text = serializeManifest(reversed(manifest()))
   t.equal(text, serializeManifest(manifest()))
   // xxh64Segments is optional: written only when present, after the chunks.
-  t.same(Object.keys(JSON.parse(text) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'xxh64Segments'))
+  t.same(Object.keys(JSON.parse(text) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'fsverityDigest'))
   const withSegments = serializeManifest(reversed({ ...manifest(), xxh64Segments: ['0123456789abcdef'] }))
-  t.same(Object.keys(JSON.parse(withSegments) as object), WIRE_KEYS.filter((k) => k !== 'signature'))
+  t.same(Object.keys(JSON.parse(withSegments) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'fsverityDigest'))
+  // fsverityDigest (issue #19) likewise, after xxh64Segments.
+  const withVerity = serializeManifest(reversed({ ...manifest(), xxh64Segments: ['0123456789abcdef'], fsverityDigest: 'f'.repeat(64) }))
+  t.same(Object.keys(JSON.parse(withVerity) as object), WIRE_KEYS.filter((k) => k !== 'signature'))
   t.same(Object.keys((JSON.parse(text) as { chunking: object }).chunking), ['algorithm', 'minSize', 'avgSize', 'maxSize'])
   t.notMatch(text, /\s/, 'no whitespace anywhere')
 })
@@ -37,11 +40,11 @@ t.test('chunks are written compactly as [offset, size, sha256], without their in
 })
 
 t.test('a signature is written last, its keys in order; the signed bytes leave it out', async (t) => {
-  const signed = { ...manifest(), xxh64Segments: ['0123456789abcdef'], signature: { value: 'c2ln', keyId: 'k1', algorithm: 'ed25519' as const } }
+  const signed = { ...manifest(), xxh64Segments: ['0123456789abcdef'], fsverityDigest: 'f'.repeat(64), signature: { value: 'c2ln', keyId: 'k1', algorithm: 'ed25519' as const } }
   const text = serializeManifest(signed)
   t.same(Object.keys(JSON.parse(text) as object), [...WIRE_KEYS])
   t.ok(text.endsWith(`"signature":{"algorithm":"ed25519","keyId":"k1","value":"c2ln"}}`))
-  t.equal(canonicalBytes(signed).toString('utf8'), serializeManifest({ ...manifest(), xxh64Segments: ['0123456789abcdef'] }))
+  t.equal(canonicalBytes(signed).toString('utf8'), serializeManifest({ ...manifest(), xxh64Segments: ['0123456789abcdef'], fsverityDigest: 'f'.repeat(64) }))
   t.notOk(toWire(signed, { withSignature: false }).signature)
 })
 
