@@ -20,6 +20,7 @@
  */
 import { createHash } from 'node:crypto'
 import { open } from 'node:fs/promises'
+import { BootAgentError } from '../core/errors.js'
 
 export const FSVERITY_BLOCK_BYTES = 4096
 const HASH_BYTES = 32
@@ -94,7 +95,7 @@ export const fsverityDigestOfFile = async (path: string, opts: { signal?: AbortS
       let got = 0
       while (got < want) {
         const { bytesRead } = await fh.read(buf, got, want - got, pos + got)
-        if (bytesRead === 0) throw new Error(`${path} ended at ${pos + got} bytes, expected ${size} (changed while hashed)`)
+        if (bytesRead === 0) throw new BootAgentError('EHASHIO', `${path} ended at ${pos + got} bytes, expected ${size} (changed while hashed)`, { path })
         got += bytesRead
       }
       if (got < READ_BYTES) buf.fill(0, got, Math.ceil(got / FSVERITY_BLOCK_BYTES) * FSVERITY_BLOCK_BYTES)
