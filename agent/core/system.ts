@@ -39,6 +39,8 @@ export const system = {
   sysBlock: env('SYS_BLOCK', '/sys/block'),
   dmiProductUuid: env('DMI_PRODUCT_UUID', '/sys/class/dmi/id/product_uuid'),
   sysClassNet: env('SYS_CLASS_NET', '/sys/class/net'),
+  /** ext4's optional features this kernel has (`verity`: fs-verity on ext4). */
+  sysFsExt4Features: env('SYS_FS_EXT4_FEATURES', '/sys/fs/ext4/features'),
 } as const
 
 export const commands = {
