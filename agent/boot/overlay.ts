@@ -22,7 +22,7 @@
  * holds it; in the initramfs /run is carried into the real root), and so does
  * the cache partition holding the lower layer's object.
  */
-import { chmod, chown, lstat, mkdir, readdir, rename, stat } from 'node:fs/promises'
+import { chmod, chown, mkdir, readdir, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { BootAgentError, isErrno, messageOf } from '../core/errors.js'
@@ -189,6 +189,3 @@ export const mountOverlayRoot = async (
     throw new BootAgentError('EOVERLAY', `mounting the image as the root under an overlay failed: ${messageOf(e)}`, { image, rootDir, target }, { cause: e })
   }
 }
-
-/** Whether `path` exists (lstat: a dangling link counts). */
-export const exists = (path: string): Promise<boolean> => lstat(path).then(() => true, () => false)

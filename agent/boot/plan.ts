@@ -33,8 +33,9 @@ export const DEFAULT_CACHE_FULL: CacheFullPolicy = 'ram'
 export const DEFAULT_RAM_STYLE: RamStyle = 'rwram'
 /**
  * disked's default root mode. overlay: a cache-hit boot's root step took
- * 0.9 % of unsquashfs's time on a 1.9 GB /usr and a cold full read through it
- * as fast as from an unpacked copy (docs/performance.md, "Root modes").
+ * 0.3–0.4 % of unsquashfs's time on a 2 GB OS tree, and a cold full read
+ * through it 0.99–1.35× as fast as from the unpacked copy
+ * (docs/performance.md, "Root modes").
  */
 export const DEFAULT_ROOT_MODE: RootMode = 'overlay'
 /** Room kept free on the cache beyond the image (metadata, spool, temp names). */

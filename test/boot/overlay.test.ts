@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { parseBootCmdline } from '../../agent/boot/cmdline.js'
 import { cachePipeline } from '../../agent/boot/pipeline.js'
 import { runBootStage, type StageOutcome } from '../../agent/boot/stage.js'
-import { LAYERS_DIR, TRASH_DIR } from '../../agent/boot/overlay.js'
+import { LAYERS_DIR, newLayerId, planTrash, TRASH_DIR } from '../../agent/boot/overlay.js'
 import { emptyTrash } from '../../agent/daemon/trash.js'
 import { formatMountChain, readMountChain } from '../../agent/daemon/mount-chain.js'
 import { Cache } from '../../agent/cache/store.js'
@@ -74,6 +74,20 @@ const changeEverything = async (root: string): Promise<void> => {
   await unlink(join(root, 'etc', 'os-release'))
   await symlink('/etc/passwd', join(root, 'etc', 'os-release'))
 }
+
+t.test('what goes to the trash: every other upper and work, and a tree an unpack boot left, never lost+found or this boot', async (t) => {
+  const id = newLayerId(new Date('2026-12-07T19:00:00.123Z'))
+  t.match(id, /^20261207T190000Z-[0-9a-f]{8}$/, 'sortable by time, unique by its random part')
+  t.not(newLayerId(), newLayerId())
+  const p = planTrash(['upper-a', 'work-a', `upper-${id}`, `work-${id}`, 'trash', 'other'], ['lost+found', '.boot-agent', 'usr', '.boot-agent-image'], id)
+  t.same(p.moves, [
+    { dir: 'layers', from: 'upper-a', to: 'upper-a' },
+    { dir: 'layers', from: 'work-a', to: 'work-a' },
+    { dir: 'top', from: '.boot-agent-image', to: `tree-${id}/.boot-agent-image` },
+    { dir: 'top', from: 'usr', to: `tree-${id}/usr` },
+  ])
+  t.same(planTrash([], ['lost+found', '.boot-agent'], id), { moves: [] }, 'a clean partition: nothing to move')
+})
 
 for (const mode of ['overlay', 'unpack'] as const) {
   t.test(`rootmode=${mode}: a file written, one deleted, one chmod-ed, a directory renamed, a file replaced by a symlink in boot N → all pristine in boot N+1`, realGate, async (t) => {
