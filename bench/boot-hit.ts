@@ -23,8 +23,18 @@
  *    boot record: ms from process start to the boot command's first line),
  *    next to a bare `node -e ''`. Goal ≤ 150 ms.
  *
+ * 3. `--root-modes` (issue #19), instead of 1 and 2: on a real OS tree
+ *    (`--os-dirs`, default /usr/bin, /usr/share, /usr/lib/x86_64-linux-gnu:
+ *    ≥ 1.5 GB, zstd squashfs), in one run: a cache-hit disked boot in
+ *    `unpack` mode, one in `overlay` mode, `unsquashfs` by hand into the
+ *    same root partition, and a cold full-tree read (caches dropped:
+ *    echo 3 > /proc/sys/vm/drop_caches) through the overlay root and through
+ *    the unpacked root. Goals: overlay's root step ≤ 5 % of unsquashfs,
+ *    cold read through the overlay ≥ 0.9× the unpacked root's speed.
+ *
  * usage: npm run bench -- boot-hit [--size-mib N] [--runs N] [--settle-ms N] [--agent PATH] [--vs-agent PATH]
  *        [--hand-order verify-first|wipe-first]
+ *        npm run bench -- boot-hit --root-modes [--runs N] [--os-dirs DIR,DIR…] [--zstd-level N]
  * Needs root, loop devices, squashfs-tools, xxhash, nginx. Files live in
  * /var/tmp/ba-boot-bench-* and are removed at the end.
  */
@@ -111,7 +121,8 @@ const main = async (): Promise<void> => {
       const pub = await publishStatic({ root: www, server: nginx.url, node: 'bench', image, name: 'bench-os', style: 'disked', partitions: { cache: `LABEL=${cacheLabel}`, root: `LABEL=${rootLabel}` } })
       await rm(image)
       const cmdline = join(dir, 'cmdline')
-      await writeFile(cmdline, `rd.bootagent.server=${nginx.url} rd.bootagent.node=bench rd.bootagent.devtimeout=5\n`)
+      // rootmode=unpack: this part measures the unpacking boot against unpacking by hand (--root-modes: both modes).
+      await writeFile(cmdline, `rd.bootagent.server=${nginx.url} rd.bootagent.node=bench rd.bootagent.devtimeout=5 rd.bootagent.rootmode=unpack\n`)
       const runDir = join(dir, 'run')
       const sysroot = join(dir, 'sysroot')
       const reboot = async (settle = false): Promise<void> => {
@@ -284,4 +295,123 @@ const main = async (): Promise<void> => {
   })
 }
 
-await main()
+/** Reads every regular file under `dir` (find + cat, no tar: GNU tar skips the data when writing to /dev/null); seconds. */
+const readTree = async (dir: string): Promise<number> => {
+  const t = await timeCommand('sh', ['-c', 'cd "$0" && find . -xdev -type f -print0 | xargs -0 -n 256 cat > /dev/null', dir])
+  return t.seconds
+}
+const dropCaches = async (): Promise<void> => {
+  await exec('sync', [])
+  await writeFile('/proc/sys/vm/drop_caches', '3\n')
+}
+
+const rootModes = async (): Promise<void> => {
+  const dirs = (argText('os-dirs') ?? '/usr/bin,/usr/share,/usr/lib/x86_64-linux-gnu').split(',')
+  const level = arg('zstd-level', 3)
+  await withTempDir('ba-boot-bench-', async (dir) => {
+    const disks: LoopDisk[] = []
+    let stopNginx: (() => Promise<void>) | undefined
+    try {
+      const unpackedBytes = Number((await exec('du', ['-scb', ...dirs])).stdout.trim().split('\n').at(-1)?.split(/\s+/)[0])
+      const files = Number((await exec('sh', ['-c', `find ${dirs.join(' ')} -xdev -type f | wc -l`])).stdout.trim())
+      const image = join(dir, 'os.sqfs')
+      process.stderr.write(`mksquashfs ${dirs.join(' ')} (${(unpackedBytes / 1e9).toFixed(2)} GB, ${files} files), zstd level ${level}…\n`)
+      // An init, so the stage accepts the tree as a root (pseudo file: nothing is added to the host).
+      await exec('mksquashfs', [...dirs, image, '-noappend', '-quiet', '-no-progress', '-comp', 'zstd', '-Xcompression-level', String(level), '-p', 'init f 755 0 0 echo "#!/bin/sh"'], { maxBuffer: 1 << 24 })
+      const imageBytes = Number((await exec('stat', ['-c', '%s', image])).stdout.trim())
+      const cacheLabel = uniqueLabel('bbc')
+      const rootLabel = uniqueLabel('bbr')
+      disks.push(await makeLoopDisk({ dir: join(dir, 'disks'), sizeMiB: Math.ceil(imageBytes / 2 ** 20 * 1.2) + 128, label: cacheLabel }))
+      disks.push(await makeLoopDisk({ dir: join(dir, 'disks'), sizeMiB: Math.ceil(unpackedBytes / 2 ** 20 * 1.5) + 512, label: rootLabel }))
+      const www = join(dir, 'www')
+      const nginx = await startNginx(www)
+      stopNginx = nginx.stop
+      const pub = await publishStatic({ root: www, server: nginx.url, node: 'bench', image, name: 'bench-os', style: 'disked', partitions: { cache: `LABEL=${cacheLabel}`, root: `LABEL=${rootLabel}` } })
+      const runDir = join(dir, 'run')
+      const sysroot = join(dir, 'sysroot')
+      const reboot = async (): Promise<void> => {
+        await unmountUnder(sysroot)
+        await unmountUnder(runDir)
+        await rm(runDir, { recursive: true, force: true })
+        await exec('sync', [])
+        if (SETTLE_MS > 0) await new Promise((r) => setTimeout(r, SETTLE_MS))
+      }
+      const boot = async (mode: 'overlay' | 'unpack'): Promise<Record<string, number>> => {
+        await reboot()
+        const cmdline = join(dir, `cmdline-${mode}`)
+        await writeFile(cmdline, `rd.bootagent.server=${nginx.url} rd.bootagent.node=bench rd.bootagent.devtimeout=5 rd.bootagent.rootmode=${mode}\n`)
+        const t = await timeCommand('node', [AGENT, 'boot', '--cmdline-file', cmdline, '--run-dir', runDir, '--sysroot', sysroot, '--json'], { env: agentEnv() })
+        const record = JSON.parse(t.stdout) as { result: string; cache: { hit: boolean; objectPath: string }; root: { mode?: string }; timings: Record<string, number> }
+        if (record.result !== 'ok' || record.root.mode !== mode) throw new Error(`agent boot (${mode}) failed: ${t.stdout}`)
+        object = record.cache.objectPath
+        return { ...record.timings, wall: Math.round(t.seconds * 1000), hit: record.cache.hit ? 1 : 0 }
+      }
+      let object = ''
+      const handDir = join(dir, 'hand-root')
+      await mkdir(handDir, { recursive: true })
+      const byHand = async (): Promise<number> => {
+        await reboot()
+        await mkdir(join(runDir, 'cache'), { recursive: true })
+        await exec('mount', [disks[0]?.device ?? '', join(runDir, 'cache')])
+        await exec('mount', [disks[1]?.device ?? '', handDir])
+        for (const e of await readdir(handDir)) if (e !== 'lost+found') await rm(join(handDir, e), { recursive: true, force: true })
+        await exec('sync', [])
+        const t = await timeCommand('unsquashfs', ['-f', '-no-progress', '-q', '-d', join(handDir, 'tree'), object])
+        await rm(join(handDir, 'tree'), { recursive: true, force: true })
+        await exec('umount', [handDir])
+        return Math.round(t.seconds * 1000)
+      }
+      await boot('overlay') // cold: fills the cache (not measured)
+      const loadBefore = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
+      const ov: Array<Record<string, number>> = []
+      const up: Array<Record<string, number>> = []
+      const hand: number[] = []
+      const coldOv: number[] = []
+      const coldUp: number[] = []
+      for (let i = 0; i < RUNS; i++) {
+        up.push(await boot('unpack'))
+        await dropCaches()
+        coldUp.push(await readTree(sysroot))
+        hand.push(await byHand())
+        ov.push(await boot('overlay'))
+        await dropCaches()
+        coldOv.push(await readTree(sysroot))
+      }
+      await reboot()
+      const load = (await readFile('/proc/loadavg', 'utf8')).split(' ').slice(0, 3).join(' ')
+      const med = (xs: number[]): number => Math.round(median(xs))
+      const at = (rs: Array<Record<string, number>>, k: string): number => med(rs.map((r) => r[k] ?? 0))
+      // The root step as the issue defines it: the hit's verification (open cache + manifest + fetch, overlapped) and the mounts.
+      const verify = (rs: Array<Record<string, number>>): number => med(rs.map((r) => (r.cache ?? 0) + (r.manifest ?? 0) + (r.fetch ?? 0)))
+      const u = med(hand)
+      const out = [
+        `Root modes (issue #19): ${dirs.join(' ')} — ${(unpackedBytes / 1e9).toFixed(2)} GB, ${files} files — as a zstd (level ${level}) squashfs of ${(imageBytes / 1e6).toFixed(0)} MB; medians of ${RUNS} round(s), load average ${loadBefore} before, ${load} after:`,
+        '',
+        '| what | ms |',
+        '|---|---|',
+        `| \`unsquashfs\` by hand into the root partition | ${u} |`,
+        `| unpack mode: the stage's root step (wipe + unsquashfs + move up + check + bind) | ${at(up, 'root')} |`,
+        `| unpack mode: measure (\`unsquashfs -lln\`) | ${at(up, 'measure')} |`,
+        `| unpack mode: whole boot (wall) | ${at(up, 'wall')} |`,
+        `| overlay mode: the stage's root step (loop mount + init check + trash + overlay mount) | ${at(ov, 'root')} |`,
+        `| overlay mode: hit verification (open cache + manifest + fast re-verify, overlapped) | ${verify(ov)} |`,
+        `| overlay mode: whole boot (wall) | ${at(ov, 'wall')} |`,
+        `| **overlay root step / unsquashfs** (goal ≤ 5 %) | **${((100 * at(ov, 'root')) / u).toFixed(1)} %** |`,
+        `| overlay root step + verification / unsquashfs | ${((100 * (at(ov, 'root') + verify(ov))) / u).toFixed(1)} % |`,
+        `| cold full-tree read, unpacked root (s) | ${(median(coldUp)).toFixed(2)} |`,
+        `| cold full-tree read, overlay root (s) | ${(median(coldOv)).toFixed(2)} |`,
+        `| **overlay read speed / unpacked** (goal ≥ 0.9) | **${(median(coldUp) / median(coldOv)).toFixed(2)}** |`,
+        '',
+        `overlay parts (ms): loop ${at(ov, 'root.loop')}, check ${at(ov, 'root.check')}, trash ${at(ov, 'root.trash')}, overlay ${at(ov, 'root.overlay')}; runs: unsquashfs ${hand.join(' ')}; overlay root ${ov.map((r) => r.root).join(' ')}; unpack root ${up.map((r) => r.root).join(' ')}; cold reads unpacked ${coldUp.map((x) => x.toFixed(2)).join(' ')} s, overlay ${coldOv.map((x) => x.toFixed(2)).join(' ')} s`,
+      ]
+      process.stdout.write(out.join('\n') + '\n')
+    } finally {
+      await unmountUnder(dir)
+      for (const d of disks) await d.detach()
+      await stopNginx?.()
+    }
+  })
+}
+
+if (process.argv.includes('--root-modes')) await rootModes()
+else await main()

@@ -31,6 +31,7 @@ pkgs=(
   man-db           # man --warnings: the man pages (test/package)
   systemd          # systemd-notify (the daemon's Type=notify), systemd-analyze
   python3          # the stand-in notify socket (test/daemon/notify.test.ts)
+  fsverity         # fsverity digest: the reference the manifest's fsverityDigest is tested against
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

@@ -25,6 +25,9 @@ export type VerifyMode = (typeof VERIFY_MODES)[number]
 /** Style used when the root partition cannot be used (SPEC §2: rwram, or roram when configured). */
 export const RAM_STYLES = ['rwram', 'roram'] as const
 export type RamStyle = (typeof RAM_STYLES)[number]
+/** How `disked` makes the root (`rd.bootagent.rootmode`): mount the verified image under an overlay, or unpack it (ClusterWare's way). */
+export const ROOT_MODES = ['overlay', 'unpack'] as const
+export type RootMode = (typeof ROOT_MODES)[number]
 
 /** A partition named the way `mount` accepts it. */
 export type PartitionSpec =
@@ -52,6 +55,8 @@ export interface BootCmdline {
   format?: FormatPolicy
   cacheFull?: CacheFullPolicy
   ramStyle?: RamStyle
+  /** `disked` only: overlay (image mounted, changes on the root partition) or unpack. */
+  rootMode?: RootMode
   /** How long to wait for a partition's device to appear. */
   deviceTimeoutMs?: number
   /** Deadline of each HTTP request (descriptor, manifest). */
@@ -80,6 +85,7 @@ const KNOWN_KEYS = [
   'format',
   'cachefull',
   'ramstyle',
+  'rootmode',
   'devtimeout',
   'timeout',
   'rebootdelay',
@@ -289,6 +295,9 @@ const setKey = (cfg: BootCmdline, key: KnownKey, full: string, value: string): v
       return
     case 'ramstyle':
       cfg.ramStyle = oneOf(full, value, RAM_STYLES)
+      return
+    case 'rootmode':
+      cfg.rootMode = oneOf(full, value, ROOT_MODES)
       return
     case 'devtimeout':
       cfg.deviceTimeoutMs = parseSeconds(full, value)

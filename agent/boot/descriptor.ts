@@ -24,6 +24,8 @@ import {
   type OnFail,
   type PartitionSpec,
   parseNodeId,
+  ROOT_MODES,
+  type RootMode,
   parsePartitionSpec,
   VERIFY_MODES,
   type VerifyMode,
@@ -44,7 +46,7 @@ export interface BootDescriptor {
     arch?: string
   }
   partitions: { cache?: PartitionSpec | null; root?: PartitionSpec | null }
-  policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail }
+  policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail; rootMode?: RootMode }
 }
 
 /** A descriptor that does not follow the protocol; `field` is its JSON path. */
@@ -128,6 +130,8 @@ export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
   if (verify) policies.verify = verify
   const onfail = optionalEnum(pol, 'onfail', 'policies.onfail', ONFAIL_ACTIONS)
   if (onfail) policies.onfail = onfail
+  const rootMode = optionalEnum(pol, 'rootMode', 'policies.rootMode', ROOT_MODES)
+  if (rootMode) policies.rootMode = rootMode
   return {
     schema: 1,
     node: v.node,

@@ -46,7 +46,13 @@ export interface BootRecord {
   image: { name: string; sha256: string; size: number } | null
   /** `verifiedBy`: what the image's bytes were checked against (FetchedImage.verifiedBy). */
   cache: { spec: string | null; device?: string; mountpoint?: string; hit: boolean; verifiedBy?: string; objectPath?: string; inRam: boolean }
-  root: { spec: string | null; device?: string; sysroot?: string; init?: string }
+  /**
+   * `mode`: how a disked root was made (overlay or unpack). An overlay root
+   * also names the root partition's `mountpoint` (it stays mounted), the
+   * loop-mounted image (`lower`), this boot's `upper`, the `trash` the daemon
+   * empties, and how many old layers this boot `trashed`.
+   */
+  root: { spec: string | null; device?: string; sysroot?: string; init?: string; mode?: 'overlay' | 'unpack'; mountpoint?: string; lower?: string; upper?: string; trash?: string; trashed?: number }
   bytesFetched: number
   /** Bytes taken from older cached versions instead of downloaded (delta reuse). */
   bytesReused?: number

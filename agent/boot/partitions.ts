@@ -8,7 +8,7 @@
  * and xfs are mounted. A filesystem is created only when `rd.bootagent.format`
  * allows it for that partition, and never on a removable or USB device.
  */
-import { mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
+import { lstat, mkdir, readFile, realpath, stat, statfs } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { BootAgentError, CommandError, isErrno, messageOf } from '../core/errors.js'
 import { sleep as realSleep } from '../core/clock.js'
@@ -141,12 +141,28 @@ export const assertFormattable = async (device: string, deps: PartitionDeps = {}
   }
 }
 
-/** Creates an ext4 filesystem (with the spec's label when it names one). */
-export const formatPartition = async (device: string, spec: PartitionSpec, deps: PartitionDeps = {}): Promise<void> => {
+/**
+ * mkfs.ext4's arguments (pure): the spec's label when it names one, and the
+ * `verity` feature when asked (the cache, on a kernel that has ext4 fs-verity:
+ * issue #19). Only then: `verity` is a read-only-compatible feature, so a
+ * kernel without it would mount the cache read-only.
+ */
+export const mkfsArgs = (device: string, spec: PartitionSpec, opts: { verity?: boolean } = {}): string[] => [
+  '-q',
+  '-F',
+  ...(spec.kind === 'label' ? ['-L', spec.value] : []),
+  ...(opts.verity ? ['-O', 'verity'] : []),
+  device,
+]
+
+/** Whether this kernel's ext4 supports fs-verity (Documentation/ABI/testing/sysfs-fs-ext4: /sys/fs/ext4/features/verity). */
+export const kernelHasExt4Verity = (): Promise<boolean> => lstat(join(system.sysFsExt4Features, 'verity')).then(() => true, () => false)
+
+/** Creates an ext4 filesystem (with the spec's label when it names one; `verity`: see {@link mkfsArgs}). */
+export const formatPartition = async (device: string, spec: PartitionSpec, deps: PartitionDeps = {}, opts: { verity?: boolean } = {}): Promise<void> => {
   await assertFormattable(device, deps)
   const run = deps.run ?? defaultRun
-  const label = spec.kind === 'label' ? ['-L', spec.value] : []
-  await run(commands.mkfsExt4, ['-q', '-F', ...label, device], { timeoutMs: MKFS_TIMEOUT_MS })
+  await run(commands.mkfsExt4, mkfsArgs(device, spec, opts), { timeoutMs: MKFS_TIMEOUT_MS })
 }
 
 /** Mounts `device` (ext4 or xfs) at `mountpoint`. */
@@ -243,7 +259,8 @@ export const openResolved = async (resolved: ResolvedPartition | null, opts: Ope
       }
     }
     opts.log?.warn({ device, role: opts.role, fstype, err: mountErr ? messageOf(mountErr) : undefined }, `formatting ${opts.role} partition`)
-    await formatPartition(device, spec, opts)
+    // The cache gets fs-verity where the kernel has it, so its objects can be sealed (issue #19).
+    await formatPartition(device, spec, opts, { verity: opts.role === 'cache' && (await kernelHasExt4Verity()) })
     fstype = 'ext4'
     await mountFs(device, opts.mountpoint, fstype, opts)
     return { state: 'mounted', device, mountpoint: opts.mountpoint, fstype, ...(await fsSpace(opts.mountpoint)) }

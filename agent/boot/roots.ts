@@ -3,8 +3,12 @@
  * image and a decided plan and leaves a bootable tree mounted at the sysroot,
  * or throws having undone its own mounts and emptied what it unpacked.
  *
- * - `disked`: wipe the root partition (keeping lost+found), unpack into it,
- *   check an init, write the marker, bind-mount it at the sysroot.
+ * - `disked`, root mode `unpack`: wipe the root partition (keeping
+ *   lost+found), unpack into it, check an init, write the marker, bind-mount
+ *   it at the sysroot.
+ * - `disked`, root mode `overlay` (overlay.ts): loop-mount the image
+ *   read-only, check an init, trash the previous boot's layers, overlay a
+ *   fresh upper directory on the root partition at the sysroot.
  * - `rwram`: the same into a fresh tmpfs.
  * - `roram`: loop-mount the image read-only, put a tmpfs overlay on top.
  *
@@ -18,6 +22,7 @@ import { run as defaultRun, type Runner } from '../core/exec.js'
 import type { Logger } from '../core/log.js'
 import { commands } from '../core/system.js'
 import type { BootPlan } from './plan.js'
+import { mountOverlayRoot, type OverlayRoot } from './overlay.js'
 import { findInit, type StepTimer, unpackImage, untimed, wipeRoot, writeMarker } from './unpack.js'
 
 const MOUNT_TIMEOUT_MS = 60_000
@@ -31,8 +36,10 @@ export interface RootDeps {
   /** Where the new root must end up mounted. */
   sysroot: string
   now?: () => Date
-  /** Times sub-steps (wipe, unsquashfs, moveUp, check, bind) for the boot record. */
+  /** Times sub-steps (wipe, unsquashfs, moveUp, check, bind; loop, trash, overlay) for the boot record. */
   step?: StepTimer
+  /** Names this boot's overlay layers (overlay.ts newLayerId by default). */
+  layerId?: string
 }
 
 export interface RootResult {
@@ -40,6 +47,8 @@ export interface RootResult {
   init: string
   /** Mount points made for this root that stay (innermost last). */
   mounts: string[]
+  /** disked in overlay mode: where its layers are. */
+  overlay?: OverlayRoot
 }
 
 const mount = (run: Runner, args: string[]): Promise<unknown> => run(commands.mount, args, { timeoutMs: MOUNT_TIMEOUT_MS })
@@ -81,6 +90,7 @@ const fillTree = async (plan: BootPlan, image: string, dir: string, deps: RootDe
 
 export const prepareDisked = async (plan: BootPlan, image: string, deps: RootDeps): Promise<RootResult> => {
   if (plan.root.mode !== 'partition') throw new BootAgentError('EPLAN', 'disked needs a root partition in the plan')
+  if (plan.policies.rootMode === 'overlay') return prepareDiskedOverlay(plan, plan.root.mountpoint, image, deps)
   const run = deps.run ?? defaultRun
   const step = deps.step ?? untimed
   const dir = plan.root.mountpoint
@@ -97,6 +107,31 @@ export const prepareDisked = async (plan: BootPlan, image: string, deps: RootDep
     await unmount(run, dir)
   })
   return { init, mounts: [deps.sysroot] }
+}
+
+/** disked, root mode overlay: the root partition (mounted at `rootDir`) keeps only this boot's changes. */
+const prepareDiskedOverlay = async (plan: BootPlan, rootDir: string, image: string, deps: RootDeps): Promise<RootResult> => {
+  const run = deps.run ?? defaultRun
+  let init = ''
+  const overlay = await mountOverlayRoot(image, rootDir, join(deps.runDir, 'mnt', 'overlay-lower'), deps.sysroot, {
+    run,
+    unmount: (target) => unmount(run, target),
+    ...(deps.log ? { log: deps.log } : {}),
+    ...(deps.step ? { step: deps.step } : {}),
+    ...(deps.layerId ? { layerId: deps.layerId } : {}),
+    checkLower: async (lower) => {
+      const found = await findInit(lower)
+      if (!found) throw noInit(plan.image.name)
+      init = found
+    },
+  })
+  try {
+    await writeMarker(deps.sysroot, marker(plan, deps.now?.() ?? new Date()))
+  } catch (e) {
+    for (const m of [deps.sysroot, overlay.lower]) await unmount(run, m).catch(() => undefined)
+    throw e
+  }
+  return { init, mounts: [overlay.lower, deps.sysroot], overlay }
 }
 
 export const prepareRwram = async (plan: BootPlan, image: string, deps: RootDeps): Promise<RootResult> => {

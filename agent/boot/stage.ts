@@ -21,8 +21,8 @@ import { readNodeToken } from './node-token.js'
 import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
 import { openResolved, resolveConfigured, type ResolvedPartition } from './partitions.js'
-import { type BootPlan, type Inventory, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
-import { prepareRoot, unmount } from './roots.js'
+import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
+import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
@@ -150,6 +150,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   let inv: Inventory | undefined
   let fetched: FetchedImage | undefined
   let init: string | undefined
+  let overlay: RootResult['overlay']
   let rootMounted = false
   // The cached object's fast digest, read while the cache is listed and the manifest fetched.
   let early: { digest: Promise<FastDigest>; stop: AbortController } | undefined
@@ -176,9 +177,10 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       },
       root: {
         spec: intent?.rootSpec?.text ?? null,
-        ...(plan?.root.mode === 'partition' ? { device: plan.root.device } : {}),
+        ...(plan?.root.mode === 'partition' ? { device: plan.root.device, mode: plan.policies.rootMode } : {}),
         ...(result === 'ok' ? { sysroot: opts.sysroot } : {}),
         ...(init ? { init } : {}),
+        ...(overlay ? { mountpoint: rootMount, lower: overlay.lower, upper: overlay.upper, trash: overlay.trash, trashed: overlay.trashed } : {}),
       },
       bytesFetched: fetched?.bytesDownloaded ?? 0,
       bytesReused: fetched?.bytesReused ?? 0,
@@ -305,10 +307,10 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       )
     }
 
-    // Root fit from the image's own inode table, before anything is wiped.
+    // Root fit from the image's own inode table, before anything is wiped (an overlay root holds only changes: not asked).
     const image = fetched.path
-    const measure = await timer.step('measure', () => measureImage(image, run, opts.signal))
-    if (plan.root.mode === 'partition' && rootState.state === 'mounted') {
+    const measure = needsUnpackedSize(plan) ? await timer.step('measure', () => measureImage(image, run, opts.signal)) : undefined
+    if (measure && plan.root.mode === 'partition' && rootState.state === 'mounted') {
       plan = planRootFit(plan, { neededBytes: measure.neededBytes, capacityBytes: rootState.capacityBytes })
       if (plan.root.mode !== 'partition') log.warn({ kind: 'root-too-small' }, `fallback: ${plan.fallbacks.at(-1)?.reason}`)
     }
@@ -323,7 +325,9 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       ),
     )
     init = res.init
-    rootMounted = false // now mounted at the sysroot, the work mount is gone
+    overlay = res.overlay
+    // Now mounted at the sysroot; the work mount is gone (unpack) or holds the overlay's layers and stays (overlay).
+    rootMounted = false
     // An image held in RAM only to be unpacked is not needed any more (roram still reads it).
     if (plan.cache.mode === 'ram' && plan.style !== 'roram') {
       await rm(join(opts.runDir, 'ram-cache'), { recursive: true, force: true })

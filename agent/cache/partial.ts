@@ -13,6 +13,7 @@ import type { Logger } from '../core/log.js'
 import type { Chunk } from '../manifest/types.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
 import { FILE_MODE } from './layout.js'
+import { refuseIfMounted } from './pin.js'
 import type { Cache } from './store.js'
 
 /** How often the verified-chunk state is made durable during a download. */
@@ -198,6 +199,8 @@ export class PartialObject {
  */
 export const demoteToPartial = async (cache: Cache, sha: string, goodChunks: readonly number[]): Promise<void> => {
   const obj = cache.objectPath(sha)
+  // The repair writes into this very file (renamed): never under a running root.
+  await refuseIfMounted(obj, sha, 'repaired in place')
   const part = cache.partPath(sha)
   await rm(part, { force: true })
   await rm(cache.statePath(sha), { force: true })

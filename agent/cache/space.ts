@@ -9,6 +9,7 @@ import { lstat, statfs } from 'node:fs/promises'
 import { CacheFullError, isErrno } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import { planEviction, type EvictionGoal } from './evict.js'
+import { mountedObjects, pinReason } from './pin.js'
 import { lockPath } from './layout.js'
 import type { Lock, LockOptions } from '../core/lock.js'
 import type { CachedObject, CacheProblem } from './walk.js'
@@ -75,13 +76,16 @@ export const reserveSpace = async (cache: SpaceCache, bytes: number, opts: Reser
 
 /**
  * Removes least-recently-used objects (never pinned ones, never one
- * another process is writing) until the goal is met. Returns what was removed.
+ * another process is writing, never one mounted under a running root:
+ * pin.ts) until the goal is met. Returns what was removed.
  */
 export const evictObjects = async (cache: SpaceCache, goal: EvictionGoal): Promise<CachedObject[]> => {
   const { objects } = await cache.list()
+  const mounted = await mountedObjects(objects)
+  for (const [sha, loops] of mounted) cache.log.info({ sha256: sha, loops: loops.map((l) => l.device) }, `cache: not evicting ${sha}: ${pinReason(loops)}`)
   const plan = planEviction(
     objects.map((o) => ({ sha256: o.sha256, size: o.meta.size, lastUsedAt: Date.parse(o.meta.lastUsedAt) })),
-    goal,
+    { ...goal, pinned: [...(goal.pinned ?? []), ...mounted.keys()] },
   )
   const removed: CachedObject[] = []
   for (const victim of plan) {

@@ -34,6 +34,7 @@ import { DIR_MODE, SHA256_HEX, lockPath, metaPath, objectPath, objectsRoot, part
 import { acquireLock, type Lock, type LockOptions } from '../core/lock.js'
 import { META_SCHEMA, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
 import { evictObjects, freeBytesAt, reserveSpace, type ReserveOptions } from './space.js'
+import { refuseIfMounted } from './pin.js'
 import { verifyObject, type FastDigest, type PublishedDigests, type VerifiedBy, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
 import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
 
@@ -405,9 +406,10 @@ export class Cache {
     return reserveSpace(this, bytes, opts)
   }
 
-  /** Removes one object and its metadata (object first: never an object without metadata). */
+  /** Removes one object and its metadata (object first: never an object without metadata). EPINNED while it is mounted (pin.ts). */
   async remove(sha: string): Promise<void> {
     assertSha(sha)
+    await refuseIfMounted(this.objectPath(sha), sha, 'removed')
     await rm(this.objectPath(sha), { force: true })
     await rm(this.metaPath(sha), { force: true })
     await fsyncPath(join(this.objectPath(sha), '..')).catch(() => undefined)

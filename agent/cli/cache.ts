@@ -1,5 +1,6 @@
 import { ConfigError } from '../core/errors.js'
 import { Cache } from '../cache/store.js'
+import { mountedObjects, pinReason } from '../cache/pin.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const usage = `usage: boot-agent cache ls --cache DIR [--json]
@@ -8,8 +9,10 @@ const usage = `usage: boot-agent cache ls --cache DIR [--json]
 ls  lists the cached objects, most recently used first (sha256, size, last
     use, last verification, names), and any foreign entries found.
 gc  removes least recently used objects until at most N remain (default 2:
-    the image booted and the previous one). Pinned objects and objects
-    another process is writing are never removed.
+    the image booted and the previous one). Pinned objects, objects
+    another process is writing, and an object mounted under a running root
+    (an overlay boot's lower layer: printed as kept, with the loop device)
+    are never removed.
 
 options:
   --cache DIR     cache directory (must be a cache: exit 1 otherwise; never changed)
@@ -55,10 +58,13 @@ export const command: Command = {
       }
       return 0
     }
+    // Objects under a running root (an overlay boot's lower layer) are kept whatever --keep says; said here, with why.
+    const mounted = await mountedObjects((await cache.list()).objects)
     const removed = await cache.evict({ keep, pinned: values.pin ?? [] })
     const freed = removed.reduce((n, o) => n + o.meta.size, 0)
-    if (values.json) ctx.out(JSON.stringify({ removed: removed.map((o) => ({ sha256: o.sha256, size: o.meta.size })), freedBytes: freed }))
+    if (values.json) ctx.out(JSON.stringify({ removed: removed.map((o) => ({ sha256: o.sha256, size: o.meta.size })), freedBytes: freed, mounted: [...mounted].map(([sha256, loops]) => ({ sha256, loops: loops.map((l) => `/dev/${l.device}`), reason: pinReason(loops) })) }))
     else {
+      for (const [sha, loops] of mounted) ctx.out(`kept ${sha}: ${pinReason(loops)}`)
       for (const o of removed) ctx.out(`removed ${o.sha256}  ${o.meta.size}`)
       ctx.out(`${removed.length} object(s) removed, ${freed} bytes freed`)
     }

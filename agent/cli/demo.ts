@@ -206,8 +206,9 @@ export const command: Command = {
       await writeFile(join(sysroot, 'etc', 'local-change'), 'made after boot 1\n')
       say('')
       say('(wrote /etc/local-change into the running root, then "rebooted": unmounted the root and the cache, emptied the run directory)')
-      for (const m of await mountsUnder(runDir)) await exec(commands.umount, [m])
+      // The sysroot first: an overlay root holds the root partition and the image mounted under the run directory.
       for (const m of await mountsUnder(sysroot)) await exec(commands.umount, [m])
+      for (const m of await mountsUnder(runDir)) await exec(commands.umount, [m])
       await rm(runDir, { recursive: true, force: true })
       ctx.signal.throwIfAborted()
 

@@ -18,7 +18,8 @@ import { type Command, parseCommandArgs } from './command.js'
 
 const USAGE = `usage: boot-agent manifest IMAGE [--name N] [--url U]... [--chunk-size AVG]
                            [--format F] [--sign KEYFILE] [--out FILE] [--json]
-                           [--without-segments] [--arch ARCH | --without-arch]
+                           [--without-segments] [--without-fsverity]
+                           [--arch ARCH | --without-arch]
        boot-agent manifest --check FILE [--pubkey PUBFILE] [--base-url URL] [--json]
 
 Writes the manifest of an image file: its size and sha256 (its identity), the
@@ -51,6 +52,8 @@ where nodes fetch it. The format is documented in docs/manifest.md.
   --without-segments leave out xxh64Segments: only for nodes whose agent is
                      older than the field (they refuse it); newer nodes then
                      check a cache hit by the sha256 of every chunk (slower)
+  --without-fsverity leave out fsverityDigest (the image's fs-verity digest):
+                     only for nodes whose agent is older than the field
 
   --check FILE       validate the manifest FILE as a node would; exit 0 if it
                      is valid, 1 (naming the field) if not
@@ -112,6 +115,7 @@ const summary = (m: Manifest, extra: Record<string, unknown>): Record<string, un
   size: m.size,
   chunks: m.chunks.length,
   xxh64Segments: m.xxh64Segments?.length ?? 0,
+  ...(m.fsverityDigest ? { fsverityDigest: m.fsverityDigest } : {}),
   format: m.format,
   arch: m.arch ?? null,
   urls: m.urls,
@@ -138,6 +142,7 @@ export const command: Command = {
       'without-segments': { type: 'boolean', default: false },
       arch: { type: 'string' },
       'without-arch': { type: 'boolean', default: false },
+      'without-fsverity': { type: 'boolean', default: false },
     })
 
     if (values.check !== undefined) {
@@ -186,6 +191,7 @@ export const command: Command = {
         ...(values.format !== undefined ? { format: values.format } : {}),
         ...(values['without-segments'] ? { xxh64Segments: false } : {}),
         ...(arch !== undefined ? { arch } : {}),
+        ...(values['without-fsverity'] ? { fsverity: false } : {}),
         signal: ctx.signal,
         onProgress: (p) => {
           const t = performance.now()

@@ -60,6 +60,8 @@ export const ERROR_CODES = {
   ENOTBLK: 'a device the configuration names is not a block device',
   ENOTFOUND: 'the head has no such endpoint (from Node, also: a host name DNS does not know)',
   ENOURL: 'a manifest lists no URL but chunks of the image are missing',
+  EOVERLAY: 'the image could not be mounted as an overlay root (loop mount, trashing the old layers, or the overlay)',
+  EPINNED: 'a cache object is mounted under a running root: it is not removed or rewritten until that root is gone',
   EPLAN: 'the boot plan lacks what its boot style needs',
   ERANGE: 'a byte range that does not fit: outside the image (head), or answered with another range than asked (node)',
   ERATE: 'a node sends events faster than the head allows',

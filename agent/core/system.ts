@@ -43,6 +43,8 @@ export const system = {
   promTextfileDir: env('PROM_TEXTFILE_DIR', '/var/lib/prometheus/node-exporter'),
   /** This node's bearer token for the head (root-only; carried in the initramfs by the dracut module; docs/security.md). */
   tokenFile: env('TOKEN_FILE', '/etc/boot-agent/token'),
+  /** ext4's optional features this kernel has (`verity`: fs-verity on ext4). */
+  sysFsExt4Features: env('SYS_FS_EXT4_FEATURES', '/sys/fs/ext4/features'),
 } as const
 
 export const commands = {
@@ -60,4 +62,7 @@ export const commands = {
   scontrol: env('CMD_SCONTROL', 'scontrol'),
   /** sd_notify(3) for the daemon (agent/daemon/notify.ts). */
   systemdNotify: env('CMD_SYSTEMD_NOTIFY', 'systemd-notify'),
+  /** Runs the trash deletion in the idle I/O class (util-linux). */
+  ionice: env('CMD_IONICE', 'ionice'),
+  rm: env('CMD_RM', 'rm'),
 } as const

@@ -17,7 +17,8 @@ export interface BootRecordView {
   fallbacks: { kind: string; reason: string }[]
   image?: { name?: string; sha256?: string; size?: number }
   cache?: { spec?: string; device?: string; mountpoint?: string; hit?: boolean; objectPath?: string }
-  root?: { spec?: string; device?: string }
+  /** `mode` overlay: `mountpoint` (the root partition), `lower`, `upper`, `trash` (agent/boot/overlay.ts). */
+  root?: { spec?: string; device?: string; sysroot?: string; mode?: string; mountpoint?: string; lower?: string; upper?: string; trash?: string }
   result?: string
   spoolDir?: string
   /** Image bytes downloaded, and bytes taken from older cached versions (delta), during the boot. */
@@ -91,7 +92,7 @@ export const parseBootRecord = (text: string): BootRecordView => {
   const root = obj(o.root)
   if (root) {
     out.root = {}
-    for (const k of ['spec', 'device'] as const) {
+    for (const k of ['spec', 'device', 'sysroot', 'mode', 'mountpoint', 'lower', 'upper', 'trash'] as const) {
       const v = str(root, k, problems, 'root.')
       if (v !== undefined) out.root[k] = v
     }

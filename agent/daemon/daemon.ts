@@ -47,6 +47,8 @@ import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
 import { logEvents } from './event-lines.js'
+import { emptyBootTrash } from './trash.js'
+import { formatMountChain, readMountChain } from './mount-chain.js'
 import type { BootRecordView } from './boot-record.js'
 import { type DaemonObserver, Observers } from './observer.js'
 import { clearFlushIntent, readFlushIntent, readPosition, writeFlushIntent, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
@@ -93,6 +95,8 @@ export interface DaemonOptions {
   once?: boolean
   /** Called once the daemon has resumed its position and reads the kernel log (READY=1, notify.ts). */
   onReady?: () => void
+  /** Empty an overlay boot's trash (the boot record's root.trash) in the background. Default true. */
+  emptyTrash?: boolean
   /** Bearer token for the head node, when it wants one. */
   token?: string
   /** Sender tuning (tests). */
@@ -331,6 +335,10 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       (lastSeq - position.seq >= POSITION_EVERY_RECORDS || Date.now() - positionWrittenAt >= POSITION_EVERY_MS)) await flush()
   }
 
+  // An overlay boot's old layers, renamed into the trash by the boot stage: deleted beside the reader, at idle I/O priority.
+  const trashDone = opts.emptyTrash === false ? undefined : emptyBootTrash(opts.bootRecord, { log, signal })
+  void readMountChain(opts.bootRecord?.root?.sysroot ? [opts.bootRecord.root.sysroot] : []).then((c) => c && log.info({ op: 'root', ...c }, `root: ${formatMountChain(c)}`), () => undefined)
+
   const kmsgPath = opts.kmsgPath ?? system.devKmsg
   const prescan = await prescanMappings(mappings, { path: kmsgPath, ...(opts.openKmsg ? { openDevice: opts.openKmsg } : {}), signal })
   log.debug({ op: 'prescan', records: prescan.records }, 'read the ring once for the loop devices\' binding times')
@@ -385,6 +393,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     await observers.stop()
     if (opts.once) {
       await selfChecker?.idle()
+      await trashDone
       if (sender) {
         try {
           const r = await sender.flushOnce(signal)
@@ -398,6 +407,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
       // One last delivery attempt with a short deadline, then stop.
       stopSender.abort()
       await senderLoop
+      await trashDone // stopped by the same signal (the entry being deleted stays for the next run)
     }
   }
   return result

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { Spool } from '../events/spool.js'
 import { readBootRecord, type BootRecordView } from './boot-record.js'
 import { cacheUsage, type CacheUsage } from './cache-usage.js'
+import { formatMountChain, readMountChain, type MountChain } from './mount-chain.js'
 import { readHeartbeat, readPosition, SPOOL_SUBDIR, type HeartbeatState, type KmsgPosition } from './state.js'
 
 export interface SpoolStatus {
@@ -26,6 +27,8 @@ export interface NodeStatus {
   lastHeartbeat: { time: string; eventId: string } | null
   spools: SpoolStatus[]
   caches: CacheUsage[]
+  /** An overlay root's mounts, as the kernel has them (mount-chain.ts); null when the root is not one. */
+  mountChain: MountChain | null
 }
 
 const spoolStatus = async (dir: string): Promise<SpoolStatus> => {
@@ -56,6 +59,7 @@ export const gatherStatus = async (opts: { bootRecordPath: string; stateDir: str
     lastHeartbeat: hb ? { time: hb.time, eventId: hb.eventId } : null,
     spools: await Promise.all(spoolDirs.map(spoolStatus)),
     caches: await Promise.all(cacheDirs.map(cacheUsage)),
+    mountChain: (await readMountChain(bootRecord?.root?.sysroot ? [bootRecord.root.sysroot] : [])) ?? null,
   }
 }
 
@@ -83,6 +87,7 @@ export const formatStatus = (s: NodeStatus): string[] => {
     lines.push(`boot:      ${br.result ?? '?'}, style ${style}, cache ${br.cache?.hit === undefined ? '?' : br.cache.hit ? 'hit' : 'miss'}`)
     for (const f of br.fallbacks) lines.push(`fallback:  ${f.kind}: ${f.reason}`)
   }
+  if (s.mountChain) lines.push(`root:      ${formatMountChain(s.mountChain)}`)
   lines.push(s.kmsg ? `kmsg:      seq ${s.kmsg.seq} (boot ${s.kmsg.bootId.slice(0, 8)}), ${s.kmsg.lost} record(s) lost, at ${s.kmsg.time}` : 'kmsg:      not read yet (daemon not started)')
   lines.push(s.lastHeartbeat ? `heartbeat: ${s.lastHeartbeat.time}` : 'heartbeat: none yet')
   for (const sp of s.spools) lines.push(`spool:     ${sp.events} event(s) waiting, ${sp.lost} lost unreported (${sp.lostTotal} ever)${sp.oldest ? `, oldest ${sp.oldest}` : ''}  [${sp.dir}]`)

@@ -8,7 +8,7 @@
  *   "schema": 1,
  *   "defaults": { "image": "CPE-base", "style": "disked",
  *                 "partitions": { "cache": "LABEL=cwcache", "root": "LABEL=cwroot" },
- *                 "policies": { "cacheFull": "ram", "verify": "fast", "onfail": "reboot" } },
+ *                 "policies": { "cacheFull": "ram", "verify": "fast", "onfail": "reboot", "rootMode": "overlay" } },
  *   "architectures": { "aarch64": { "image": "CPE-base-arm" } },
  *   "groups": { "gpu": { "image": "CPE-gpu", "style": "rwram" } },
  *   "nodes": { "n0001": {}, "n0002": { "group": "gpu" },
@@ -31,6 +31,8 @@ export type BootStyle = (typeof BOOT_STYLES)[number]
 export const CACHE_FULL_POLICIES = ['ram', 'clear-reboot'] as const
 export const VERIFY_POLICIES = ['fast', 'strong'] as const
 export const ONFAIL_POLICIES = ['reboot', 'emergency', 'shell'] as const
+/** How a disked node makes its root (the node's `rd.bootagent.rootmode`). */
+export const ROOT_MODE_POLICIES = ['overlay', 'unpack'] as const
 
 export interface Partitions {
   cache?: string
@@ -41,6 +43,7 @@ export interface Policies {
   cacheFull?: (typeof CACHE_FULL_POLICIES)[number]
   verify?: (typeof VERIFY_POLICIES)[number]
   onfail?: (typeof ONFAIL_POLICIES)[number]
+  rootMode?: (typeof ROOT_MODE_POLICIES)[number]
 }
 
 /** An image by name (follows the name) or pinned to one digest (`NAME@sha256:HEX`). */
@@ -110,9 +113,9 @@ const parsePartitions = (field: string, v: unknown): Partitions | undefined => {
 
 const parsePolicies = (field: string, v: unknown): Policies | undefined => {
   if (v === undefined) return undefined
-  if (!isRecord(v)) throw new ConfigError(field, 'must be an object {cacheFull?, verify?, onfail?}')
+  if (!isRecord(v)) throw new ConfigError(field, 'must be an object {cacheFull?, verify?, onfail?, rootMode?}')
   for (const k of Object.keys(v)) {
-    if (!['cacheFull', 'verify', 'onfail'].includes(k)) throw new ConfigError(`${field}.${k}`, 'unknown policy (expected cacheFull, verify or onfail)')
+    if (!['cacheFull', 'verify', 'onfail', 'rootMode'].includes(k)) throw new ConfigError(`${field}.${k}`, 'unknown policy (expected cacheFull, verify, onfail or rootMode)')
   }
   const out: Policies = {}
   const cacheFull = oneOf(`${field}.cacheFull`, v.cacheFull, CACHE_FULL_POLICIES)
@@ -121,6 +124,8 @@ const parsePolicies = (field: string, v: unknown): Policies | undefined => {
   if (cacheFull) out.cacheFull = cacheFull
   if (verify) out.verify = verify
   if (onfail) out.onfail = onfail
+  const rootMode = oneOf(`${field}.rootMode`, v.rootMode, ROOT_MODE_POLICIES)
+  if (rootMode) out.rootMode = rootMode
   return out
 }
 

@@ -22,6 +22,7 @@ import { BootAgentError, ConfigError } from '../core/errors.js'
 import { Chunker, DEFAULT_CHUNKING, assertChunkingParams } from './cdc.js'
 import { hashFile, hashRanges } from '../hash/ranges.js'
 import { xxh64Segments } from '../hash/segments.js'
+import { fsverityDigestOfFile } from '../hash/fsverity.js'
 import { parseManifest } from './schema.js'
 import { toWire } from './serialize.js'
 import type { Chunk, ChunkingParams, Manifest } from './types.js'
@@ -56,6 +57,12 @@ export interface BuildManifestOptions {
    * architecture). docs/manifest.md, "Rolling out `arch`".
    */
   arch?: string
+  /**
+   * Write `fsverityDigest` (default true; hash/fsverity.ts). False only to
+   * publish for nodes whose agent predates the field (they refuse it as an
+   * unknown field; docs/manifest.md, "Rolling out fsverityDigest").
+   */
+  fsverity?: boolean
   /** Progress: `phase` is `cut` (chunking + whole-image hash) then `hash` (chunk digests). */
   onProgress?: (p: { phase: 'cut' | 'hash'; bytesDone: number; bytesTotal: number }) => void
 }
@@ -208,6 +215,9 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
     segments = seg.xxh64
   }
 
+  // One more read of the image (sha256 per 4 KiB block): the digest a node's kernel measures of the sealed object.
+  const fsverityDigest = (opts.fsverity ?? true) ? await fsverityDigestOfFile(imagePath, signal ? { signal } : {}) : undefined
+
   const m: Manifest = {
     schema: 1,
     name: opts.name,
@@ -220,6 +230,7 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
     urls: [...opts.urls],
     ...(segments ? { xxh64Segments: segments } : {}),
     ...(opts.arch !== undefined ? { arch: opts.arch } : {}),
+    ...(fsverityDigest ? { fsverityDigest } : {}),
   }
   // Same rules as every node applies; relative URLs stay relative (no baseUrl).
   return parseManifest(toWire(m))

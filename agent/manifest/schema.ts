@@ -16,7 +16,8 @@
  *     against `baseUrl` (the manifest's own URL) after the signature check,
  *     since the signature covers the URLs as written;
  *   - `xxh64Segments` (optional: older manifests lack it) must hold exactly
- *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`.
+ *     one 16-digit lower-case hex xxh64 per 64 MiB segment of `size`;
+ *   - `fsverityDigest` (optional: issue #19) is 64 lower-case hex digits.
  */
 import { ARCH_RE } from './arch.js'
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
@@ -307,8 +308,8 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     // Checked before the other keys: a newer schema may legitimately have fields we do not know.
     throw new ManifestError('$.schema', `unsupported schema version ${JSON.stringify(json.schema)} (this agent reads ${MANIFEST_SCHEMA})`)
   }
-  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'signature'] as const
-  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch'))
+  const top = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'fsverityDigest', 'signature'] as const
+  const o = expectObject(json, '$', top, top.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch' && k !== 'fsverityDigest'))
   const size = expectSize(o.size, '$.size', 1)
   const chunking = parseChunking(o.chunking, '$.chunking')
   const urls = parseUrls(o.urls, '$.urls', base)
@@ -333,6 +334,7 @@ export const parseManifest = (input: unknown, opts: ParseManifestOptions = {}): 
     if (!ARCH_RE.test(a)) throw new ManifestError('$.arch', `must be an architecture as uname -m spells it (x86_64, aarch64, …), got ${JSON.stringify(printable(a.slice(0, 40)))}`)
     m.arch = a
   }
+  if (o.fsverityDigest !== undefined) m.fsverityDigest = expectHex64(o.fsverityDigest, '$.fsverityDigest')
   if (o.signature !== undefined) m.signature = parseSignature(o.signature, '$.signature')
 
   if (opts.publicKey !== undefined) {

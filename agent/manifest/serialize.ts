@@ -8,6 +8,7 @@
  *   schema, name, format, created, size, sha256,
  *   chunking {algorithm, minSize, avgSize, maxSize},
  *   urls, chunks, xxh64Segments (only when present), arch (only when present),
+ *   fsverityDigest (only when present),
  *   signature {algorithm, keyId, value} (only when signed)
  *
  * and each chunk written compactly as `[offset, size, "sha256"]`. The bytes
@@ -32,11 +33,12 @@ export interface WireManifest {
   chunks: WireChunk[]
   xxh64Segments?: string[]
   arch?: string
+  fsverityDigest?: string
   signature?: { algorithm: 'ed25519'; keyId: string; value: string }
 }
 
 /** The top-level keys of the wire form, in canonical order. */
-export const WIRE_KEYS = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'signature'] as const
+export const WIRE_KEYS = ['schema', 'name', 'format', 'created', 'size', 'sha256', 'chunking', 'urls', 'chunks', 'xxh64Segments', 'arch', 'fsverityDigest', 'signature'] as const
 
 export const toWireChunk = (c: Chunk): WireChunk => [c.offset, c.size, c.sha256]
 
@@ -61,6 +63,7 @@ export const toWire = (m: Manifest, opts: { withSignature?: boolean } = {}): Wir
   // Written only when present, so that a manifest without it keeps its canonical form (and signature).
   if (m.xxh64Segments) w.xxh64Segments = [...m.xxh64Segments]
   if (m.arch !== undefined) w.arch = m.arch
+  if (m.fsverityDigest) w.fsverityDigest = m.fsverityDigest
   if ((opts.withSignature ?? true) && m.signature) {
     w.signature = { algorithm: m.signature.algorithm, keyId: m.signature.keyId, value: m.signature.value }
   }

@@ -65,6 +65,13 @@ export interface Manifest {
    * "Rolling out `arch`").
    */
   arch?: string
+  /**
+   * The image's fs-verity digest (sha256, 4096-byte blocks, no salt: what
+   * `fsverity digest` prints and the kernel measures of a sealed file,
+   * hash/fsverity.ts), 64 lower-case hex digits. Optional (issue #19): absent
+   * in manifests written before it, or with `--without-fsverity`.
+   */
+  fsverityDigest?: string
   /** Absolute http(s) URLs of the image, in preference order (relative ones resolved against the manifest's URL). */
   urls: string[]
   signature?: ManifestSignature

@@ -60,7 +60,8 @@ export type BootRecordData = {
   fallbacks?: FallbackEntry[]
   image?: { name?: string; sha256?: string; size?: number } | null
   cache?: { spec?: string | null; device?: string; mountpoint?: string; hit?: boolean; verifiedBy?: string; objectPath?: string; inRam?: boolean }
-  root?: { spec?: string | null; device?: string; sysroot?: string; init?: string }
+  /** `mode` and the overlay's fields: issue #19 (agent/boot/handoff.ts BootRecord). */
+  root?: { spec?: string | null; device?: string; sysroot?: string; init?: string; mode?: string; mountpoint?: string; lower?: string; upper?: string; trash?: string; trashed?: number }
   bytesFetched?: number
   timings?: Record<string, number>
   result?: 'ok' | 'failed'
@@ -82,7 +83,9 @@ export const BOOT_RECORD: Shape<BootRecordData> = {
   cache: object<NonNullable<BootRecordData['cache']>>({
     spec: nullable(string()), device: string(), mountpoint: string(), hit: boolean, verifiedBy: string(32), objectPath: string(), inRam: boolean,
   }),
-  root: object<NonNullable<BootRecordData['root']>>({ spec: nullable(string()), device: string(), sysroot: string(), init: string() }),
+  root: object<NonNullable<BootRecordData['root']>>({
+    spec: nullable(string()), device: string(), sysroot: string(), init: string(), mode: string(32), mountpoint: string(), lower: string(), upper: string(), trash: string(), trashed: count,
+  }),
   bytesFetched: count,
   timings: mapOf(number),
   result: oneOf('ok', 'failed'),

@@ -16,7 +16,8 @@ const desc = (style: BootDescriptor['style'], root: string | null): BootDescript
   style,
   image: { name: 'test-os', sha256: 'd'.repeat(64), size: 1, manifest: 'http://h/m' },
   partitions: { root: root ? parsePartitionSpec('root', root) : null, cache: null },
-  policies: {},
+  // rootMode unpack: this file holds the unpacking executors; overlay mode is test/boot/overlay.test.ts.
+  policies: { rootMode: 'unpack' },
 })
 
 const fixture = async (t: { teardown(fn: () => Promise<void>): void }) => {

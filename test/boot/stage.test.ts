@@ -88,8 +88,9 @@ const image = async (env: Env, name: string, opts: { extraBytes?: number; marker
   return { tree, img }
 }
 
+// rootmode=unpack: these tests hold the unpack path to ClusterWare's behaviour; overlay mode has test/boot/overlay.test.ts.
 const line = (env: Env, extra = '') =>
-  `rd.bootagent.server=${env.nginx.url} rd.bootagent.node=n1 rd.bootagent.devtimeout=1 rd.bootagent.rebootdelay=0 ${extra}`
+  `rd.bootagent.server=${env.nginx.url} rd.bootagent.node=n1 rd.bootagent.devtimeout=1 rd.bootagent.rebootdelay=0 rd.bootagent.rootmode=unpack ${extra}`
 
 const spooled = async (dir: string) => (await new Spool(dir).peek(100)).map((e) => e.event)
 const imageBytesServed = async (env: Env, path: string) =>

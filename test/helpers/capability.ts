@@ -10,7 +10,7 @@ import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
 export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm' | 'slurm' | 'node-exporter' | 'promtool'
-  | 'dpkg-deb' | 'lintian' | 'man' | 'rpmbuild' | 'systemd-notify'
+  | 'dpkg-deb' | 'lintian' | 'man' | 'rpmbuild' | 'systemd-notify' | 'fsverity'
 
 const which = (cmd: string): boolean => {
   try {
@@ -47,6 +47,7 @@ const probes: Record<Capability, () => string | undefined> = {
   man: () => (which('man') ? undefined : 'needs man (man-db)'),
   rpmbuild: () => (which('rpmbuild') ? undefined : 'needs rpmbuild (Debian package rpm)'),
   'systemd-notify': () => (which('systemd-notify') && which('python3') ? undefined : 'needs systemd-notify (systemd) and python3 (the stand-in notify socket)'),
+  fsverity: () => (which('fsverity') ? undefined : 'needs the fsverity command (Debian package fsverity)'),
 }
 
 export const inCI = (): boolean => process.env.CI === 'true'

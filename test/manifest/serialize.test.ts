@@ -22,12 +22,15 @@ t.test('the canonical text has the documented keys in the documented order, what
   const text = serializeManifest(reversed(manifest()))
   t.equal(text, serializeManifest(manifest()))
   // xxh64Segments is optional: written only when present, after the chunks.
-  t.same(Object.keys(JSON.parse(text) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch'))
+  t.same(Object.keys(JSON.parse(text) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'xxh64Segments' && k !== 'arch' && k !== 'fsverityDigest'))
   const withSegments = serializeManifest(reversed({ ...manifest(), xxh64Segments: ['0123456789abcdef'] }))
-  t.same(Object.keys(JSON.parse(withSegments) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'arch'))
+  t.same(Object.keys(JSON.parse(withSegments) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'arch' && k !== 'fsverityDigest'))
   // arch (issue #21) likewise: only when present, after xxh64Segments.
   const withArch = serializeManifest(reversed({ ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64' }))
-  t.same(Object.keys(JSON.parse(withArch) as object), WIRE_KEYS.filter((k) => k !== 'signature'))
+  t.same(Object.keys(JSON.parse(withArch) as object), WIRE_KEYS.filter((k) => k !== 'signature' && k !== 'fsverityDigest'))
+  // fsverityDigest (issue #19) likewise, after arch.
+  const withVerity = serializeManifest(reversed({ ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64', fsverityDigest: 'f'.repeat(64) }))
+  t.same(Object.keys(JSON.parse(withVerity) as object), WIRE_KEYS.filter((k) => k !== 'signature'))
   t.same(Object.keys((JSON.parse(text) as { chunking: object }).chunking), ['algorithm', 'minSize', 'avgSize', 'maxSize'])
   t.notMatch(text, /\s/, 'no whitespace anywhere')
 })
@@ -40,11 +43,11 @@ t.test('chunks are written compactly as [offset, size, sha256], without their in
 })
 
 t.test('a signature is written last, its keys in order; the signed bytes leave it out', async (t) => {
-  const signed = { ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64', signature: { value: 'c2ln', keyId: 'k1', algorithm: 'ed25519' as const } }
+  const signed = { ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64', fsverityDigest: 'f'.repeat(64), signature: { value: 'c2ln', keyId: 'k1', algorithm: 'ed25519' as const } }
   const text = serializeManifest(signed)
   t.same(Object.keys(JSON.parse(text) as object), [...WIRE_KEYS])
   t.ok(text.endsWith(`"signature":{"algorithm":"ed25519","keyId":"k1","value":"c2ln"}}`))
-  t.equal(canonicalBytes(signed).toString('utf8'), serializeManifest({ ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64' }))
+  t.equal(canonicalBytes(signed).toString('utf8'), serializeManifest({ ...manifest(), xxh64Segments: ['0123456789abcdef'], arch: 'x86_64', fsverityDigest: 'f'.repeat(64) }))
   t.notOk(toWire(signed, { withSignature: false }).signature)
 })
 

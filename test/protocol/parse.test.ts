@@ -18,7 +18,7 @@ const SAMPLES: { [K in EventKind]: EventPayloads[K] } = {
       fallbacks: [{ kind: 'cache-missing', reason: 'no cache partition' }],
       image: { name: 'CPE-base', sha256: SHA, size: 4096 },
       cache: { spec: 'LABEL=cwcache', device: '/dev/sda1', mountpoint: '/run/cache', hit: true, verifiedBy: 'manifest-xxh64', objectPath: '/run/cache/o', inRam: false },
-      root: { spec: 'LABEL=cwroot', device: '/dev/sda2', sysroot: '/sysroot', init: '/sbin/init' },
+      root: { spec: 'LABEL=cwroot', device: '/dev/sda2', sysroot: '/sysroot', init: '/sbin/init', mode: 'overlay', mountpoint: '/run/boot-agent/mnt/root', lower: '/run/boot-agent/mnt/overlay-lower', upper: '/run/boot-agent/mnt/root/.boot-agent/upper-20261207T190000Z-0a1b2c3d', trash: '/run/boot-agent/mnt/root/.boot-agent/trash', trashed: 2 },
       bytesFetched: 0, timings: { fetch: 12.5 }, result: 'ok', action: 'reboot', error: { code: 'EX', message: 'x' },
       spoolDir: '/run/cache/spool', time: '2026-11-21T13:00:00.000Z',
     },

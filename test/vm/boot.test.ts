@@ -112,7 +112,8 @@ t.before(async () => {
       image: 'vm-base',
       style: 'disked',
       partitions: { cache: 'LABEL=cwcache', root: 'LABEL=cwroot' },
-      policies: { cacheFull: 'ram', verify: 'fast', onfail: 'reboot' },
+      // rootMode unpack: these scenarios check the unpacked root (BA-ROOTFS is the ext4 partition); overlay has its own.
+      policies: { cacheFull: 'ram', verify: 'fast', onfail: 'reboot', rootMode: 'unpack' },
     },
     nodes: { 'vm-disked': {}, 'vm-changed': { image: 'vm-daemon' }, 'vm-nocache': { image: 'vm-daemon' }, 'vm-rwram': {} },
   }
