@@ -34,13 +34,14 @@ import { silentLogger } from '../core/log.js'
 import { messageOf } from '../core/errors.js'
 import { system } from '../core/system.js'
 import { makeEvent, type AgentEvent } from '../protocol/event.js'
-import type { KernelErrorData, SelfCheckData } from '../protocol/payloads.js'
+import type { SelfCheckData } from '../protocol/payloads.js'
 import { Spool } from '../events/spool.js'
 import { Coalescer, stableId } from '../events/coalesce.js'
 import { Sender } from '../events/sender.js'
 import { Mutex } from '../events/mutex.js'
 import { readKmsg, type KmsgReaderOptions, type KmsgRecord } from './kmsg.js'
 import { classify } from './classify.js'
+import { kernelErrorEntry } from './kernel-entry.js'
 import { Correlator, type ObjectRef } from './correlate.js'
 import { MappingTimes, prescanMappings } from './mappings.js'
 import { parseObjectPath } from './object-meta.js'
@@ -291,33 +292,8 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     if (!c) return
     result.errorsSeen++
     const corr = await correlator.correlate(c, record.usec)
-    // Unattributed records are kept apart from the current binding's own (the coalescing key has the device).
-    const device = corr.unattributed !== undefined ? `unattributed${corr.device ? `:${corr.device}` : ''}`
-      : corr.device ?? (corr.candidates ? `ambiguous:${corr.candidates.map((x) => x.device).join(',')}` : undefined)
-    const fields: KernelErrorData = { source: c.source, rule: corr.rule }
-    if (corr.unattributed !== undefined) fields.unattributed = corr.unattributed
-    if (corr.backingFile) fields.backingFile = corr.backingFile
-    if (corr.object) fields.object = { sha256: corr.object.sha256, path: corr.object.path }
-    if (corr.role) fields.role = corr.role
-    if (corr.candidates) fields.candidates = corr.candidates.map((x) => ({ device: x.device, ...(x.object ? { object: x.object.sha256 } : {}) }))
-    if (c.compressor) fields.compressor = c.compressor
-    if (c.errno !== undefined) fields.errno = c.errno
-    if (record.dict.SUBSYSTEM) fields.subsystem = record.dict.SUBSYSTEM
-    const block = c.blockOffset !== undefined
-      ? { offset: c.blockOffset, ...(c.blockSize !== undefined ? { size: c.blockSize } : {}) }
-      : c.sector !== undefined ? { offset: c.sector * 512 } : c.logicalBlock !== undefined ? { offset: c.logicalBlock } : undefined
     windowStart ??= Date.now()
-    coalescer.add({
-      kind: c.kind,
-      class: c.class,
-      ...(device ? { device } : {}),
-      seq: record.seq,
-      time: new Date(bootEpochMs + record.usec / 1000),
-      message: record.message.slice(0, 512),
-      ...(corr.image ? { image: corr.image } : {}),
-      fields,
-      ...(block ? { block } : {}),
-    })
+    coalescer.add(kernelErrorEntry(c, corr, record, bootEpochMs))
     if (selfChecker && c.kind === 'squashfs-error') {
       const objects: ObjectRef[] = corr.object ? [corr.object] : (corr.candidates ?? []).flatMap((x) => (x.object ? [x.object] : []))
       for (const o of objects) if (selfChecker.request(o)) log.info({ sha256: o.sha256, path: o.path }, 'squashfs errors on a cached image: re-verifying it in the background')
