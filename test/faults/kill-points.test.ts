@@ -251,7 +251,7 @@ t.test(`kill -9 at ≥ ${MIN_KILLS} seeded points of download, repair, publish, 
   let headPort = 0
   const startHeadChild = async (env: Record<string, string>) => {
     headPort = await freePort()
-    const h = runNode([agent, 'head', '--store', headDir, '--nodes', nodesFile, '--listen', `127.0.0.1:${headPort}`, '--rate', '100000'], env)
+    const h = runNode([agent, 'head', '--store', headDir, '--init', '--nodes', nodesFile, '--listen', `127.0.0.1:${headPort}`, '--rate', '100000'], env)
     for (let i = 0; i < 200; i++) {
       const up = await fetch(`http://127.0.0.1:${headPort}/v1/nodes/n1/boot`).then(() => true, () => false)
       if (up) break

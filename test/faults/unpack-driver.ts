@@ -25,6 +25,8 @@ async function unpack([image, root, sha256, size]: [string, string, string, stri
     style: 'disked',
     image: { name: 'img', sha256, size: Number(size), manifest: 'http://head/m' },
     root: { mode: 'partition', spec: 'LABEL=root', device: '/dev/null', mountpoint: root },
+    // The unpack root mode is the one whose kill points this campaign covers (overlay: test/boot/overlay.test.ts).
+    policies: { rootMode: 'unpack' },
   } as unknown as BootPlan
   const noMounts: Runner = (cmd, args, opts) =>
     cmd === commands.mount || cmd === commands.umount ? Promise.resolve({ exitCode: 0, signal: null, stdout: '', stderr: '' }) : run(cmd, args, opts)
