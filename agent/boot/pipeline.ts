@@ -10,6 +10,7 @@ import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Cache, FastDigest } from '../cache/store.js'
 import type { ImagePipeline } from './stage.js'
+import { seededRandom } from '../transport/mirrors.js'
 
 const store = () => import('../cache/store.js')
 const transport = () => import('../transport/fetch-image.js')
@@ -66,6 +67,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       log: opts.log,
       headersTimeoutMs: opts.timeoutMs,
       pinned: opts.pinned,
+      random: seededRandom(`${opts.node}:manifest`),
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     }),
@@ -78,6 +80,9 @@ export const cachePipeline: ImagePipeline<Cache> = {
       pin: opts.pin,
       verify: opts.verify,
       recordLater: true,
+      nodeId: opts.node,
+      streams: opts.streams,
+      ...(opts.mirrors ? { mirrors: opts.mirrors } : {}),
       ...(opts.digest ? { digest: opts.digest } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })

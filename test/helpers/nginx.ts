@@ -21,6 +21,8 @@ export interface AccessRecord {
   bytes: number
   /** The request's Range header, or '' when none. */
   range: string
+  /** nginx's connection serial number: requests on different connections at once were in parallel. */
+  connection: number
 }
 
 export interface Nginx {
@@ -117,7 +119,7 @@ http {
   default_type application/octet-stream;
   sendfile on;
   keepalive_requests 100000;
-  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range';
+  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range\t$connection';
   access_log ${accessLog} ba;
   client_body_temp_path ${prefix}/body;
   proxy_temp_path ${prefix}/proxy;
@@ -154,8 +156,8 @@ http {
       .split('\n')
       .filter(Boolean)
       .map((line) => {
-        const [method = '', path = '', status = '0', bytes = '0', range = ''] = line.split('\t')
-        return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range }
+        const [method = '', path = '', status = '0', bytes = '0', range = '', connection = '0'] = line.split('\t')
+        return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range, connection: Number(connection) }
       })
   const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`
   let markers = 0
