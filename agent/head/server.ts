@@ -20,6 +20,7 @@ import { describeNode } from './descriptor.js'
 import { EventLog } from './event-log.js'
 import { HttpProblem, sendJson, sendProblem } from './http-util.js'
 import { sendImage, sendManifest } from './image-answers.js'
+import { GzipCache } from './immutable.js'
 import { type IngestDeps, ingestEvents, type StoredEvent } from './ingest.js'
 import { NodeStates } from './node-state.js'
 import type { NodesConfig } from './nodes-config.js'
@@ -148,6 +149,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   }
   const param = (call: Call, name: string): string => call.params[name] as string
   const driftHashes = new Map<string, string>()
+  const gzipCache = new GzipCache()
 
   const router = new Router<Handler>(
     headRoutes<Handler>({
@@ -160,11 +162,11 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       imageName: async (call) => json(call.res, 200, await imageHistory(store, param(call, 'image'))),
       manifestByName: async (call) => {
         const name = param(call, 'image')
-        stats.metadataBytes += await sendManifest(call.res, store, (await store.current(name))?.sha256, `image ${name}`, call.head)
+        stats.metadataBytes += await sendManifest(call.res, store, (await store.current(name))?.sha256, `image ${name}`, call.head, { req: call.req, gzip: gzipCache })
       },
       manifestByDigest: async (call) => {
         const sha = param(call, 'digest')
-        stats.metadataBytes += await sendManifest(call.res, store, sha, `digest ${sha}`, call.head)
+        stats.metadataBytes += await sendManifest(call.res, store, sha, `digest ${sha}`, call.head, { req: call.req, immutable: true, gzip: gzipCache })
       },
       imageBytes: async (call) => {
         const sha256 = param(call, 'digest')

@@ -47,7 +47,7 @@ export interface FetchManifestOptions {
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
 export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}): Promise<Manifest> => {
   const log = opts.log ?? silentLogger()
-  const req: RequestOptions = { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) }
+  const req: RequestOptions = { acceptGzip: true, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) }
   return logOp(log, 'fetch-manifest', { url }, async () => {
     const bytes = await retrying(() => getBytes(url, MAX_MANIFEST_BYTES, req), {
       ...(opts.retry ? { policy: opts.retry } : {}),
