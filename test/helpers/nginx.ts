@@ -102,7 +102,27 @@ const SETPRIV = '/usr/bin/setpriv'
  * key (PEM files; the URL is then https://127.0.0.1:PORT). Always pair with
  * `stop()` (e.g. in t.teardown).
  */
-export const startNginx = async (root: string, opts: { tls?: { cert: string; key: string } } = {}): Promise<Nginx> => {
+export const startNginx = async (root: string, opts: { tls?: { cert: string; key: string } } = {}): Promise<Nginx> =>
+  startNginxWith(
+    (prefix, port) => `
+    listen 127.0.0.1:${port}${opts.tls ? ` ssl;\n    ssl_certificate ${opts.tls.cert};\n    ssl_certificate_key ${opts.tls.key}` : ''};
+    root ${root};
+    location / { autoindex off; }
+`,
+    { root, ...(opts.tls ? { scheme: 'https' as const } : {}) },
+  )
+
+/**
+ * Starts nginx with the same process, log and temp-path set-up as
+ * {@link startNginx}, the inside of its one `server {}` block written by
+ * `server(prefix, port)` (none without it: `httpExtra` then has its own,
+ * listening on `port`), and `http` lines of the caller's (`httpExtra`, e.g.
+ * a proxy cache) before it.
+ */
+export const startNginxWith = async (
+  server: ((prefix: string, port: number) => string) | undefined,
+  opts: { root?: string; scheme?: 'http' | 'https'; httpExtra?: (prefix: string, port: number) => string } = {},
+): Promise<Nginx> => {
   const prefix = await mkdtemp(join(tmpdir(), 'ba-nginx-'))
   await mkdir(join(prefix, 'logs'), { recursive: true })
   const port = await freePort()
@@ -119,18 +139,15 @@ http {
   default_type application/octet-stream;
   sendfile on;
   keepalive_requests 100000;
-  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range\t$connection';
+  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range\\t$connection';
   access_log ${accessLog} ba;
   client_body_temp_path ${prefix}/body;
   proxy_temp_path ${prefix}/proxy;
   fastcgi_temp_path ${prefix}/fastcgi;
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
-  server {
-    listen 127.0.0.1:${port}${opts.tls ? ` ssl;\n    ssl_certificate ${opts.tls.cert};\n    ssl_certificate_key ${opts.tls.key}` : ''};
-    root ${root};
-    location / { autoindex off; }
-  }
+${opts.httpExtra?.(prefix, port) ?? ''}
+${server ? `  server {\n${server(prefix, port)}\n  }` : ''}
 }
 `
   await writeFile(join(prefix, 'nginx.conf'), conf)
@@ -159,7 +176,7 @@ http {
         const [method = '', path = '', status = '0', bytes = '0', range = '', connection = '0'] = line.split('\t')
         return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range, connection: Number(connection) }
       })
-  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`
+  const url = `${opts.scheme ?? 'http'}://127.0.0.1:${port}`
   let markers = 0
   /** The whole log, once a fresh marker's line is in it. */
   const settled = async (): Promise<AccessRecord[]> => {
@@ -177,7 +194,7 @@ http {
   return {
     url,
     port,
-    root,
+    root: opts.root ?? prefix,
     access: async () => (await settled()).filter((a) => !a.path.startsWith(MARKER_PATH)),
     clearAccess: async () => {
       await settled()
