@@ -21,6 +21,8 @@ import { EventLog } from './event-log.js'
 import { HttpProblem, sendJson, sendProblem } from './http-util.js'
 import { sendImage, sendManifest } from './image-answers.js'
 import { GzipCache } from './immutable.js'
+import { Admission, type AdmissionLimits, type AdmissionStats, DEFAULT_ADMISSION } from './admission.js'
+import { isSafeName } from './names.js'
 import { type IngestDeps, ingestEvents, type StoredEvent } from './ingest.js'
 import { NodeStates } from './node-state.js'
 import type { NodesConfig } from './nodes-config.js'
@@ -62,7 +64,14 @@ export interface HeadOptions {
   shutdownGraceMs?: number
   /** Where the head reads the time (rate limits, the consistency view, logged durations). Default: the wall clock. */
   clock?: Clock
+  /** Caps on requests and image streams in flight, and the Retry-After of a shed request. Default {@link DEFAULT_ADMISSION}. */
+  admission?: Partial<AdmissionLimits>
+  /** Most open connections (file descriptors) at once; more are refused by the kernel's accept. Default {@link DEFAULT_MAX_CONNECTIONS}. */
+  maxConnections?: number
 }
+
+/** Most open client connections by default: each is a descriptor and socket buffers; far under a head's fd limit. */
+export const DEFAULT_MAX_CONNECTIONS = 4096
 
 export interface HeadStats {
   /** Every byte the server wrote to sockets (headers and bodies). */
@@ -73,6 +82,8 @@ export interface HeadStats {
   metadataBytes: number
   requests: number
   byRoute: Record<string, number>
+  /** Requests answered 503 EBUSY (over a cap), and the most requests / image streams in flight at once. */
+  admission: AdmissionStats
 }
 
 export interface Head {
@@ -88,6 +99,12 @@ export interface Head {
    * connection at once (what a crash looks like to clients).
    */
   close(opts?: { abort?: boolean }): Promise<void>
+}
+
+/** The node a request says it is from (`X-Boot-Agent-Node`), when it says and the name is acceptable. */
+const nodeHeader = (req: IncomingMessage): string | undefined => {
+  const v = req.headers['x-boot-agent-node']
+  return typeof v === 'string' && isSafeName(v) ? v : undefined
 }
 
 export const parseListen = (listen: string): { host: string; port: number } => {
@@ -139,7 +156,8 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     apply: applyState,
   }
 
-  const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {} }
+  const admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission })
+  const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {}, admission: admission.stats }
   const sockets = new Set<Socket>()
   let inFlight = 0
   let drained: (() => void) | undefined
@@ -186,6 +204,9 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     if (opts.token !== undefined) checkBearer(req.headers.authorization, opts.token)
     const method = req.method ?? 'GET'
     const { route, params, query } = router.match(method, target)
+    // Over a cap: 503 now, with a Retry-After spread by node (its id, else its connection), not a queue that times out.
+    const release = admission.admit(params.node ?? nodeHeader(req) ?? `${req.socket.remoteAddress}:${req.socket.remotePort}`, route.name === 'image' && method !== 'HEAD')
+    res.once('close', release)
     await route.handler({ req, res, params, query, head: method === 'HEAD' })
     return route.name
   }
@@ -221,6 +242,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       },
     )
   })
+  server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
   server.on('connection', (s: Socket) => {
     sockets.add(s)
     s.once('close', () => {
@@ -256,7 +278,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     stats() {
       let live = 0
       for (const s of sockets) live += s.bytesWritten
-      return { ...stats, bytesWritten: stats.bytesWritten + live, byRoute: { ...stats.byRoute } }
+      return { ...stats, bytesWritten: stats.bytesWritten + live, byRoute: { ...stats.byRoute }, admission: { ...stats.admission } }
     },
     close({ abort = false } = {}) {
       closing ??= (async () => {
