@@ -27,8 +27,33 @@ export const renderRackCache = (text: string, o: { dir: string; maxSize: string;
   return out
 }
 
-/** Starts the shipped rack cache before `upstream`; pair with `stop()`. */
-export const startRackCache = async (upstream: string, opts: { maxSize?: string } = {}): Promise<Nginx> => {
+export interface RackCache extends Nginx {
+  /** Bytes received from upstream so far (headers included; every slice subrequest), with `upstreamLog`. */
+  upstreamBytes(): Promise<number>
+}
+
+/**
+ * Starts the shipped rack cache before `upstream`; pair with `stop()`. With
+ * `upstreamLog`, every request that went upstream (slice subrequests too) is
+ * logged with its `$upstream_bytes_received` (the access log then has the
+ * subrequests' lines as well).
+ */
+export const startRackCache = async (upstream: string, opts: { maxSize?: string; upstreamLog?: boolean } = {}): Promise<RackCache> => {
   const text = await readFile(RACK_CACHE_CONF, 'utf8')
-  return startNginxWith(undefined, { httpExtra: (prefix, port) => renderRackCache(text, { dir: join(prefix, 'cache'), maxSize: opts.maxSize ?? '256m', upstream, port }) })
+  let upLog = ''
+  const ng = await startNginxWith(undefined, {
+    httpExtra: (prefix, port) => {
+      upLog = join(prefix, 'logs', 'upstream.log')
+      const extra = opts.upstreamLog ? `  log_subrequest on;\n  log_format ba_up '$upstream_bytes_received';\n  access_log ${upLog} ba_up if=$upstream_bytes_received;\n` : ''
+      return extra + renderRackCache(text, { dir: join(prefix, 'cache'), maxSize: opts.maxSize ?? '256m', upstream, port })
+    },
+  })
+  return {
+    ...ng,
+    upstreamBytes: async () =>
+      (await readFile(upLog, 'utf8').catch(() => ''))
+        .split('\n')
+        .flatMap((l) => l.split(/[, :]+/))
+        .reduce((n, x) => n + (/^\d+$/.test(x) ? Number(x) : 0), 0),
+  }
 }
