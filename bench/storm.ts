@@ -21,6 +21,7 @@
  *
  * usage: npm run bench -- storm [--nodes 1000] [--caches 8] [--image-mib 32]
  *          [--miss-percent 100] [--procs 4] [--inflight 24] [--streams 1]
+ *          [--node-dir /dev/shm]   (where the nodes' caches go: RAM, as an rwram node's)
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     procs: { type: 'string', default: '4' },
     inflight: { type: 'string', default: '24' },
     streams: { type: 'string', default: '1' },
+    'node-dir': { type: 'string' },
     worker: { type: 'string' },
   },
   allowPositionals: true,
@@ -230,7 +232,7 @@ const runStorm = async (): Promise<void> => {
         const spec: WorkerSpec = {
           server,
           nodes: ids.flatMap((id, i) => (i % PROCS === p ? [{ id, miss: isMiss(i) }] : [])),
-          dir: join(dir, `nodes-${p}`),
+          dir: join(values['node-dir'] ?? dir, `ba-storm-nodes-${process.pid}-${p}`),
           inflight: Number(values.inflight),
           template,
           sha256: sha,

@@ -10,6 +10,7 @@ import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
 export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm'
+  | 'apache2' | 'lighttpd'
 
 const which = (cmd: string): boolean => {
   try {
@@ -37,6 +38,8 @@ const probes: Record<Capability, () => string | undefined> = {
   casync: () => (which('casync') ? undefined : 'needs casync'),
   xxhsum: () => (which('xxhsum') ? undefined : 'needs xxhsum (xxhash)'),
   openssl: () => (which('openssl') ? undefined : 'needs the openssl command (Debian package openssl)'),
+  apache2: () => (existsSync('/usr/sbin/apache2') ? undefined : 'needs Apache httpd (Debian package apache2)'),
+  lighttpd: () => (existsSync('/usr/sbin/lighttpd') ? undefined : 'needs lighttpd (Debian package lighttpd)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
 }
 

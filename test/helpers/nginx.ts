@@ -68,10 +68,11 @@ export const canConnect = (port: number): Promise<boolean> =>
     s.once('close', () => resolve(false))
   })
 
-const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
+/** Waits until `child` (a server just spawned) accepts connections on `port`; throws if it exits first. */
+export const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
   const until = Date.now() + deadlineMs
   while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode} at start`)
+    if (child.exitCode !== null) throw new Error(`${child.spawnfile} exited ${child.exitCode} at start`)
     if (await canConnect(port)) return
     await new Promise((r) => setTimeout(r, 50))
   }
