@@ -40,6 +40,7 @@ const { values } = parseArgs({
     inflight: { type: 'string', default: '24' },
     streams: { type: 'string', default: '1' },
     'node-dir': { type: 'string' },
+    'head-max-image-streams': { type: 'string' },
     worker: { type: 'string' },
   },
   allowPositionals: true,
@@ -66,8 +67,10 @@ interface NodeResult {
   miss: boolean
   /** From the common start to a verified image. */
   ms: number
-  /** Waits between attempts (shed or failed requests) and the longest. */
+  /** Waits between attempts (shed or failed requests). */
   waits: number
+  /** Why attempts failed, by error code (HTTP status for answers), counted. */
+  causes?: Record<string, number>
   error?: string
 }
 
@@ -108,8 +111,19 @@ const runWorker = async (specPath: string): Promise<void> => {
     if (next) next()
     else slots++
   }
+  const { default: pino } = await import('pino')
   const one = async (node: { id: string; miss: boolean }): Promise<NodeResult> => {
     let waits = 0
+    const causes: Record<string, number> = {}
+    // The real code logs each retry with its error: counted by code (EHTTP 503 = shed, EIDLE = a timeout).
+    const log = pino({ level: 'warn' }, {
+      write: (line: string) => {
+        const o = JSON.parse(line) as { err?: { code?: string; status?: number } | string }
+        const err = o.err
+        const key = typeof err === 'object' ? `${err.code ?? 'E?'}${err.status ? ` ${err.status}` : ''}` : typeof err === 'string' ? err.slice(0, 40) : 'other'
+        causes[key] = (causes[key] ?? 0) + 1
+      },
+    })
     const counted = (ms: number, signal?: AbortSignal) => {
       waits++
       return sleep(ms, signal)
@@ -124,12 +138,12 @@ const runWorker = async (specPath: string): Promise<void> => {
         await link(objectPath(spec.template, spec.sha256), objectPath(cacheDir, spec.sha256))
         await copyFile(metaPath(spec.template, spec.sha256), metaPath(cacheDir, spec.sha256))
       }
-      const d = await fetchDescriptor(spec.server, node.id, { timeoutMs: 60_000, attempts: 30, random: seededRandom(`${node.id}:descriptor`), sleep: counted })
-      const manifest = await fetchManifest(d.image.manifest, { pinned: { sha256: d.image.sha256, size: d.image.size, by: 'the descriptor' }, random: seededRandom(`${node.id}:manifest`), retry, sleep: counted })
+      const d = await fetchDescriptor(spec.server, node.id, { timeoutMs: 60_000, attempts: 30, log, random: seededRandom(`${node.id}:descriptor`), sleep: counted })
+      const manifest = await fetchManifest(d.image.manifest, { pinned: { sha256: d.image.sha256, size: d.image.size, by: 'the descriptor' }, random: seededRandom(`${node.id}:manifest`), retry, sleep: counted, log })
       if (node.miss) await acquire()
       let r
       try {
-        r = await fetchImage({ manifest, cache, nodeId: node.id, retry, sleep: counted, ...(d.image.mirrors ? { mirrors: d.image.mirrors } : {}), streams: d.policies.streams ?? 1 })
+        r = await fetchImage({ manifest, cache, log, nodeId: node.id, retry, sleep: counted, ...(d.image.mirrors ? { mirrors: d.image.mirrors } : {}), streams: d.policies.streams ?? 1 })
       } finally {
         if (node.miss) release()
       }
@@ -144,11 +158,13 @@ const runWorker = async (specPath: string): Promise<void> => {
         const f = await sender.flushOnce().catch((e: unknown) => e)
         if (!(f instanceof Error)) break
         if (attempt >= 30) throw f
+        const code = `${(f as { code?: string }).code ?? 'E?'}${(f as { status?: number }).status ? ` ${(f as { status?: number }).status}` : ''} (events)`
+        causes[code] = (causes[code] ?? 0) + 1
         await counted(1000 + Math.floor(seededRandom(`${node.id}:${attempt}`)() * 4000))
       }
-      return { id: node.id, ok: true, miss: node.miss, ms, waits }
+      return { id: node.id, ok: true, miss: node.miss, ms, waits, causes }
     } catch (e) {
-      return { id: node.id, ok: false, miss: node.miss, ms: performance.now() - t0, waits, error: e instanceof Error ? `${(e as { code?: string }).code ?? ''} ${e.message}`.slice(0, 300) : String(e) }
+      return { id: node.id, ok: false, miss: node.miss, ms: performance.now() - t0, waits, causes, error: e instanceof Error ? `${(e as { code?: string }).code ?? ''} ${e.message}`.slice(0, 300) : String(e) }
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
@@ -190,6 +206,7 @@ const runStorm = async (): Promise<void> => {
     await timeCommand(process.execPath, [CLI, 'publish', image, '--name', 'os', '--store', store, '--arch', 'x86_64'], { env: agentEnv() })
     const headPort = await freePort()
     const server = `http://127.0.0.1:${headPort}`
+    const cleanups: Array<() => Promise<unknown>> = []
     const caches = await Promise.all(Array.from({ length: R }, () => startRackCache(server, { maxSize: `${Math.ceil((IMAGE_BYTES * 2) / 1048576)}m`, upstreamLog: true })))
     try {
       const ids = Array.from({ length: N }, (_, i) => `n${String(i).padStart(5, '0')}`)
@@ -204,7 +221,8 @@ const runStorm = async (): Promise<void> => {
           nodes: Object.fromEntries(ids.map((n, i) => [n, R ? { group: `rack${rackOf(i)}` } : {}])),
         }),
       )
-      const head = spawn(process.execPath, [CLI, 'head', '--store', store, '--nodes', nodesFile, '--listen', `127.0.0.1:${headPort}`], { stdio: ['ignore', 'pipe', 'pipe'], env: agentEnv({ BOOT_AGENT_LOG_LEVEL: 'info' }) })
+      const capArgs = values['head-max-image-streams'] ? ['--max-image-streams', values['head-max-image-streams']] : []
+      const head = spawn(process.execPath, [CLI, 'head', '--store', store, '--nodes', nodesFile, '--listen', `127.0.0.1:${headPort}`, ...capArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: agentEnv({ BOOT_AGENT_LOG_LEVEL: 'info' }) })
       let headErr = ''
       head.stderr.setEncoding('utf8').on('data', (d: string) => (headErr = (headErr + d).slice(-200_000)))
       const headExited = new Promise<void>((resolve) => head.once('exit', () => resolve()))
@@ -216,7 +234,9 @@ const runStorm = async (): Promise<void> => {
       // The hits' verified object, once, through the real cache's publish.
       const sha = (await new ImageStore(store).current('os'))!.sha256
       const manifest = parseManifest(JSON.parse(await readFile(new ImageStore(store).manifestPath(sha), 'utf8')), { baseUrl: server })
-      const template = join(dir, 'template')
+      // Beside the nodes' caches (hard links do not cross file systems).
+      const template = join(values['node-dir'] ?? dir, `ba-storm-template-${process.pid}`)
+      cleanups.push(() => rm(template, { recursive: true, force: true }))
       const tc = await Cache.open(template)
       const from = join(tc.tmpDir, 'img')
       await copyFile(image, from)
@@ -284,13 +304,15 @@ const runStorm = async (): Promise<void> => {
         `| ${N} | ${R} | ${IMAGE_BYTES / 1048576} MiB | ${misses} | ${failed.length} | ${imageBytes} B (${MB(imageBytes)} MB) | ${R ? `≤ 1.05 × ${R} × size = ${MB(bound)} MB` : `= misses × size = ${bound} B`}: ${R ? (imageBytes <= bound ? 'met' : 'NOT met') : imageBytes === bound ? 'equal' : 'DIFFERENT'} | ${upstream.map(MB).join(', ') || '–'} | ${median(t).toFixed(0)} ms | ${percentile(t, 99).toFixed(0)} ms | ${(percentile(t, 99) / median(t)).toFixed(2)} | ${admission?.shed ?? 0} | ${MB(usage.peakRssBytes)} MB | ${usage.cpuSeconds.toFixed(1)} s | ${exactlyOnce ? `yes (${perNode.size})` : 'NO'} | ${(wallMs / 1000).toFixed(1)} s |`,
       ]
       process.stdout.write(out.join('\n') + '\n')
-      process.stdout.write(`misses only: p50 ${median(tMiss).toFixed(0)} ms, p99 ${percentile(tMiss, 99).toFixed(0)} ms; head peak image streams ${admission?.peakImageStreams ?? '?'}, peak requests ${admission?.peakRequests ?? '?'}; node waits between attempts: ${results.reduce((n, r) => n + r.waits, 0)}; requests by route ${JSON.stringify(stop.byRoute)}; metadata bytes ${stop.metadataBytes}\n`)
+      process.stdout.write(`misses only: p50 ${median(tMiss).toFixed(0)} ms, p99 ${percentile(tMiss, 99).toFixed(0)} ms; head peak image streams ${admission?.peakImageStreams ?? '?'}, peak requests ${admission?.peakRequests ?? '?'}; node waits between attempts: ${results.reduce((n, r) => n + r.waits, 0)} (causes ${JSON.stringify(results.reduce<Record<string, number>>((acc, r) => { for (const [k, v] of Object.entries(r.causes ?? {})) acc[k] = (acc[k] ?? 0) + v; return acc }, {}))}); requests by route ${JSON.stringify(stop.byRoute)}; metadata bytes ${stop.metadataBytes}\n`)
       if (failed.length) {
         process.stdout.write(`FAILED ${failed.length}: ${[...new Set(failed.map((f) => f.error))].slice(0, 5).join(' | ')}\n`)
         process.exitCode = 1
       }
     } finally {
       await Promise.all(caches.map((c) => c.stop()))
+      for (const c of cleanups) await c()
+      for (let p = 0; p < PROCS; p++) await rm(join(values['node-dir'] ?? dir, `ba-storm-nodes-${process.pid}-${p}`), { recursive: true, force: true })
     }
   })
 }

@@ -22,6 +22,9 @@ options:
   --redirect-to-mirrors  answer image-byte requests with 302 to the manifest's mirror
   --max-body BYTES     largest request body (default 1048576)
   --rate EVENTS/S      per-node event rate (default 200; burst 10x)
+  --max-image-streams N  image byte streams at once (default 64); more get 503
+                       with a Retry-After spread per node (docs/protocol.md)
+  --max-requests N     requests in flight at once (default 1024); likewise
 `
 
 export const command: Command = {
@@ -38,6 +41,8 @@ export const command: Command = {
       'redirect-to-mirrors': { type: 'boolean' },
       'max-body': { type: 'string' },
       rate: { type: 'string' },
+      'max-image-streams': { type: 'string' },
+      'max-requests': { type: 'string' },
     })
     if (positionals.length) throw new ConfigError('boot-agent head', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.store) throw new ConfigError('--store', 'is required')
@@ -50,6 +55,8 @@ export const command: Command = {
     }
     const maxBody = positive('--max-body', values['max-body'])
     const rate = positive('--rate', values.rate)
+    const maxImageStreams = positive('--max-image-streams', values['max-image-streams'])
+    const maxRequests = positive('--max-requests', values['max-requests'])
     const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
     const head = await startHead({
       store: values.store,
@@ -61,6 +68,7 @@ export const command: Command = {
       ...(values['redirect-to-mirrors'] ? { redirectToMirrors: true } : {}),
       ...(maxBody ? { maxBodyBytes: maxBody } : {}),
       ...(rate ? { rateLimit: { eventsPerSecond: rate, burstEvents: rate * 10 } } : {}),
+      ...(maxImageStreams || maxRequests ? { admission: { ...(maxImageStreams ? { maxImageStreams } : {}), ...(maxRequests ? { maxRequests } : {}) } } : {}),
     })
     ctx.out(JSON.stringify({ url: head.url }))
     const onHup = (): void => {
