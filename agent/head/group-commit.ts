@@ -5,7 +5,7 @@
  * being made durable wait together for the next one.
  *
  * A group's events go, as JSON lines, to one journal file
- * (`<events>/journal.jsonl`) with core/durable.ts `appendDurable` (every byte
+ * (`<events>/.journal`, named so no `*.jsonl` reader takes it for a node's) with core/durable.ts `appendDurable` (every byte
  * written, fdatasync, cut back whole on failure): only then are the batches
  * acknowledged. Each node's own file (`<node>.jsonl`, what the views and a
  * restart read) is appended to after, without a sync of its own; a
@@ -22,7 +22,7 @@ import { isErrno } from '../core/errors.js'
 import type { AgentEvent } from '../protocol/event.js'
 
 /** The journal's name in the events directory: a leading dot, so it is never a node's file (`<node>.jsonl`, names start with a letter or digit). */
-export const JOURNAL_FILE = '.journal.jsonl'
+export const JOURNAL_FILE = '.journal'
 /** The journal is emptied (node files synced first) once it holds this much. */
 export const CHECKPOINT_BYTES = 4 * 1024 * 1024
 
