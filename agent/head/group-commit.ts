@@ -117,18 +117,22 @@ export class GroupJournal {
         for (const p of group) p.reject(e)
         continue
       }
-      // Durable now; the node files follow (a failure there is repaired from the journal at the next open).
-      for (const p of group) {
-        try {
-          await this.nodeAppend(p.node, p.events.map((e) => JSON.stringify(e)).join('\n') + '\n')
-          this.dirty.add(p.node)
-        } catch {
-          // Kept in the journal: no checkpoint may empty it before an open has replayed it.
-          this.keep = true
-        }
-        this.stats.batches++
-        p.resolve()
-      }
+      // Durable now; the node files follow, all at once (one batch per node per group: the
+      // event log serialises a node's batches), before the batches are acknowledged. A failure
+      // there is repaired from the journal at the next open.
+      await Promise.all(
+        group.map(async (p) => {
+          try {
+            await this.nodeAppend(p.node, p.events.map((e) => JSON.stringify(e)).join('\n') + '\n')
+            this.dirty.add(p.node)
+          } catch {
+            // Kept in the journal: no checkpoint may empty it before an open has replayed it.
+            this.keep = true
+          }
+          this.stats.batches++
+          p.resolve()
+        }),
+      )
       // A failed checkpoint leaves the journal as it was: it is retried at the next threshold or close.
       if ((this.journalEnd ?? 0) >= CHECKPOINT_BYTES) await this.checkpoint().catch(() => undefined)
     }
