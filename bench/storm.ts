@@ -158,7 +158,7 @@ const runWorker = async (specPath: string): Promise<void> => {
         const f = await sender.flushOnce().catch((e: unknown) => e)
         if (!(f instanceof Error)) break
         if (attempt >= 30) throw f
-        const code = `${(f as { code?: string }).code ?? (f as Error).message.slice(0, 60)}${(f as { status?: number }).status ? ` ${(f as { status?: number }).status}` : ''} (events)`
+        const code = `${(f as { code?: string }).code ?? ((f as Error).name === 'AbortError' ? 'timeout' : (f as Error).message.slice(0, 60))}${(f as { status?: number }).status ? ` ${(f as { status?: number }).status}` : ''} (events)`
         causes[code] = (causes[code] ?? 0) + 1
         await counted(1000 + Math.floor(seededRandom(`${node.id}:${attempt}`)() * 4000))
       }
