@@ -96,6 +96,26 @@ const getAndDrop = (url: string): Promise<void> =>
   })
 
 const NGINX = ['/usr/sbin/nginx', 'nginx']
+
+/**
+ * Spawns a server in the foreground, killed with this process (setpriv's
+ * parent-death signal when there is setpriv), and waits until it listens on
+ * `port`; if it does not, it is killed and the error carries its stderr.
+ */
+export const spawnServer = async (bin: string, argv: string[], port: number): Promise<ChildProcess> => {
+  const child = existsSync(SETPRIV)
+    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  try {
+    await waitForPort(port, child)
+  } catch (e) {
+    child.kill('SIGKILL')
+    throw new Error(`${(e as Error).message}: ${stderr}`)
+  }
+  return child
+}
 const SETPRIV = '/usr/bin/setpriv'
 
 /**
@@ -158,17 +178,7 @@ ${server ? `  server {\n${server(prefix, port)}\n  }` : ''}
   // teardown, and an nginx left behind would serve on. (With a master process,
   // its workers outlive a killed master.)
   const argv = ['-p', prefix, '-c', join(prefix, 'nginx.conf')]
-  const child = existsSync(SETPRIV)
-    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  try {
-    await waitForPort(port, child)
-  } catch (e) {
-    child.kill('SIGKILL')
-    throw new Error(`${(e as Error).message}: ${stderr}`)
-  }
+  const child = await spawnServer(bin, argv, port)
   const parse = (text: string): AccessRecord[] =>
     text
       .split('\n')

@@ -6,12 +6,10 @@
  * the test process (setpriv's parent-death signal), as test/helpers/nginx.ts
  * does for nginx.
  */
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort, waitForPort } from './nginx.js'
+import { freePort, spawnServer } from './nginx.js'
 
 export type OriginKind = 'apache' | 'lighttpd'
 
@@ -21,7 +19,6 @@ export interface Origin {
   stop(): Promise<void>
 }
 
-const SETPRIV = '/usr/bin/setpriv'
 export const APACHE = '/usr/sbin/apache2'
 export const LIGHTTPD = '/usr/sbin/lighttpd'
 
@@ -70,18 +67,10 @@ export const startOrigin = async (kind: OriginKind, root: string): Promise<Origi
   await writeFile(join(prefix, `${kind}.conf`), conf)
   const [bin, ...args] = argv as [string, ...string[]]
   // Apache will not serve as root: it drops to nobody, so the served files must be world-readable (test dirs are).
-  const child = existsSync(SETPRIV)
-    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  try {
-    await waitForPort(port, child)
-  } catch (e) {
-    child.kill('SIGKILL')
+  const child = await spawnServer(bin, args, port).catch(async (e: unknown) => {
     await rm(prefix, { recursive: true, force: true })
-    throw new Error(`${(e as Error).message}: ${stderr}`)
-  }
+    throw e
+  })
   return {
     kind,
     url: `http://127.0.0.1:${port}`,
