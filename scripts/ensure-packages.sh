@@ -6,6 +6,10 @@ set -euo pipefail
 
 pkgs=(
   nginx-light      # the image origin in tests (Range, access log)
+                   # (and the rack cache, contrib/nginx/rack-cache.conf: Debian 12's nginx-light has
+                   # --with-http_slice_module, and proxy_cache; checked by test/transport/rack-cache.test.ts)
+  apache2          # image origin we did not write: Range, If-Range, multi-range (test/transport/origins.test.ts)
+  lighttpd         # image origin we did not write (test/transport/origins.test.ts)
   squashfs-tools   # mksquashfs / unsquashfs
   xxhash           # xxhsum, the benchmark baseline for fast re-verify
   casync           # the delta benchmark's reference

@@ -63,6 +63,8 @@ export interface BootCmdline {
   httpTimeoutMs?: number
   /** Wait before `rd.bootagent.onfail=reboot` reboots. */
   rebootDelayMs?: number
+  /** Parallel Range requests for the image (`rd.bootagent.streams`, 1–16). */
+  streams?: number
 }
 
 export const DEFAULT_DEVICE_TIMEOUT_MS = 10_000
@@ -89,6 +91,7 @@ const KNOWN_KEYS = [
   'devtimeout',
   'timeout',
   'rebootdelay',
+  'streams',
 ] as const
 type KnownKey = (typeof KNOWN_KEYS)[number]
 /** Every known key, without the prefix: boot-agent-cmdline(7) documents each (test/package/man.test.ts). */
@@ -250,6 +253,16 @@ const parseFormat = (key: string, value: string): FormatPolicy => {
   return out
 }
 
+/** Most parallel Range requests a boot may open (`rd.bootagent.streams`, the descriptor's `policies.streams`). */
+export const MAX_BOOT_STREAMS = 16
+
+/** A count of parallel streams in 1..{@link MAX_BOOT_STREAMS}, or a ConfigError naming `key`. */
+export const parseStreams = (key: string, value: string): number => {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 1 || n > MAX_BOOT_STREAMS) throw new ConfigError(key, `must be a whole number from 1 to ${MAX_BOOT_STREAMS} (got ${JSON.stringify(value)})`)
+  return n
+}
+
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/
 
 /** Checks a node id is safe in a URL path segment. */
@@ -307,6 +320,9 @@ const setKey = (cfg: BootCmdline, key: KnownKey, full: string, value: string): v
       return
     case 'rebootdelay':
       cfg.rebootDelayMs = parseSeconds(full, value)
+      return
+    case 'streams':
+      cfg.streams = parseStreams(full, value)
       return
   }
 }

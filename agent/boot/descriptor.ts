@@ -27,6 +27,7 @@ import {
   ROOT_MODES,
   type RootMode,
   parsePartitionSpec,
+  MAX_BOOT_STREAMS,
   VERIFY_MODES,
   type VerifyMode,
 } from './cmdline.js'
@@ -44,9 +45,15 @@ export interface BootDescriptor {
     manifest: string
     /** The image's architecture (`uname -m` spelling), when the head says it. */
     arch?: string
+    /**
+     * The node's group's mirrors of the image bytes, absolute, in the order
+     * to try them (rack cache first, head last); the manifest's own `urls`
+     * come after them as the fallback.
+     */
+    mirrors?: string[]
   }
   partitions: { cache?: PartitionSpec | null; root?: PartitionSpec | null }
-  policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail; rootMode?: RootMode }
+  policies: { cacheFull?: CacheFullPolicy; verify?: VerifyMode; onfail?: OnFail; rootMode?: RootMode; streams?: number }
 }
 
 /** A descriptor that does not follow the protocol; `field` is its JSON path. */
@@ -79,6 +86,26 @@ const optionalSpec = (o: Record<string, unknown>, key: string, field: string): P
   } catch (e) {
     throw new DescriptorError(field, messageOf(e))
   }
+}
+
+/** Most mirrors a descriptor may name (a rack cache or two, an object store, the head). */
+const MAX_MIRRORS = 16
+
+/** `image.mirrors`: absolute http(s) URLs (relative ones resolved against `server`), or undefined when absent. */
+const parseMirrors = (v: unknown, server: string): string[] | undefined => {
+  if (v === undefined || v === null) return undefined
+  if (!Array.isArray(v) || v.length > MAX_MIRRORS) throw new DescriptorError('image.mirrors', `must be a list of at most ${MAX_MIRRORS} URLs`)
+  return v.map((u, i) => {
+    let url: URL
+    try {
+      if (typeof u !== 'string' || u.length === 0) throw new TypeError('not a string')
+      url = new URL(u, server + '/')
+    } catch {
+      throw new DescriptorError(`image.mirrors[${i}]`, `not a URL: ${JSON.stringify(u)}`)
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new DescriptorError(`image.mirrors[${i}]`, `must be http(s) (got ${url.protocol})`)
+    return url.toString()
+  })
 }
 
 /** Turns the descriptor JSON into a typed value, resolving the manifest URL against `server`. */
@@ -114,6 +141,7 @@ export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
   if (manifest.protocol !== 'http:' && manifest.protocol !== 'https:') {
     throw new DescriptorError('image.manifest', `must be http(s) (got ${manifest.protocol})`)
   }
+  const mirrors = parseMirrors(img.mirrors, server)
   const parts = v.partitions === undefined ? {} : v.partitions
   if (!isObject(parts)) throw new DescriptorError('partitions', 'must be an object')
   const pol = v.policies === undefined ? {} : v.policies
@@ -132,11 +160,17 @@ export const parseDescriptor = (v: unknown, server: string): BootDescriptor => {
   if (onfail) policies.onfail = onfail
   const rootMode = optionalEnum(pol, 'rootMode', 'policies.rootMode', ROOT_MODES)
   if (rootMode) policies.rootMode = rootMode
+  if (pol.streams !== undefined && pol.streams !== null) {
+    if (typeof pol.streams !== 'number' || !Number.isInteger(pol.streams) || pol.streams < 1 || pol.streams > MAX_BOOT_STREAMS) {
+      throw new DescriptorError('policies.streams', `must be a whole number from 1 to ${MAX_BOOT_STREAMS} (got ${JSON.stringify(pol.streams)})`)
+    }
+    policies.streams = pol.streams
+  }
   return {
     schema: 1,
     node: v.node,
     ...(style ? { style } : {}),
-    image: { name: img.name, sha256: img.sha256, size: img.size, manifest: manifest.toString(), ...(arch ? { arch } : {}) },
+    image: { name: img.name, sha256: img.sha256, size: img.size, manifest: manifest.toString(), ...(arch ? { arch } : {}), ...(mirrors ? { mirrors } : {}) },
     partitions,
     policies,
   }

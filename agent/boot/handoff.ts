@@ -22,6 +22,7 @@ import type { Logger } from '../core/log.js'
 import { commands } from '../core/system.js'
 import type { BootStyle, OnFail } from './cmdline.js'
 import type { Fallback } from './plan.js'
+import { seededRandom } from '../transport/mirrors.js'
 
 export const BOOT_RECORD_FILE = 'boot-record.json'
 
@@ -120,6 +121,8 @@ export const deliverBootEvents = async (
       node,
       spools: [new Spool(spoolDir)],
       requestTimeoutMs: deadlineMs,
+      // Jitter seeded by the node id: nodes booted from one initramfs retry at different times.
+      random: seededRandom(`${node}:events`),
       ...(opts.log ? { log: opts.log } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(opts.token ? { token: opts.token } : {}),

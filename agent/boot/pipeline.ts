@@ -11,6 +11,7 @@ import { lstat, readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Cache, FastDigest } from '../cache/store.js'
 import type { ImagePipeline } from './stage.js'
+import { seededRandom } from '../transport/mirrors.js'
 
 const store = () => import('../cache/store.js')
 const transport = () => import('../transport/fetch-image.js')
@@ -69,6 +70,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       pinned: opts.pinned,
       // An image for another architecture is refused before a byte of it is fetched (issue #21).
       arch: machineArch(),
+      random: seededRandom(`${opts.node}:manifest`),
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.bearer ? { bearer: opts.bearer } : {}),
@@ -82,6 +84,9 @@ export const cachePipeline: ImagePipeline<Cache> = {
       pin: opts.pin,
       verify: opts.verify,
       recordLater: true,
+      nodeId: opts.node,
+      streams: opts.streams,
+      ...(opts.mirrors ? { mirrors: opts.mirrors } : {}),
       ...(opts.digest ? { digest: opts.digest } : {}),
       ...(opts.bearer ? { bearer: opts.bearer } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),

@@ -38,6 +38,13 @@ export const DEFAULT_RAM_STYLE: RamStyle = 'rwram'
  * (docs/performance.md, "Root modes").
  */
 export const DEFAULT_ROOT_MODE: RootMode = 'overlay'
+/**
+ * Parallel Range requests a boot opens when neither the command line nor the
+ * descriptor says: one, by measurement (docs/performance.md, "Boot streams"):
+ * on loopback and a 2-core node the JS thread and the disk are the limit, not
+ * one connection, and a second stream only adds read-back of out-of-order bytes.
+ */
+export const DEFAULT_BOOT_STREAMS = 1
 /** Room kept free on the cache beyond the image (metadata, spool, temp names). */
 export const CACHE_SLACK_BYTES = 1024 * 1024
 /** Room kept free on the root beyond the unpacked image (1 %, at least 1 MiB). */
@@ -64,6 +71,8 @@ export interface BootIntent {
   deviceTimeoutMs: number
   httpTimeoutMs: number
   rebootDelayMs: number
+  /** Parallel Range requests for the image: command line, then descriptor, then {@link DEFAULT_BOOT_STREAMS}. */
+  streams: number
 }
 
 const pick = <T>(cmd: T | undefined, desc: T | undefined, dflt: T): [T, ValueSource] =>
@@ -90,6 +99,7 @@ export const resolveIntent = (cmdline: BootCmdline, descriptor: BootDescriptor, 
     deviceTimeoutMs: cmdline.deviceTimeoutMs ?? DEFAULT_DEVICE_TIMEOUT_MS,
     httpTimeoutMs: cmdline.httpTimeoutMs ?? DEFAULT_HTTP_TIMEOUT_MS,
     rebootDelayMs: cmdline.rebootDelayMs ?? DEFAULT_REBOOT_DELAY_MS,
+    streams: pick(cmdline.streams, descriptor.policies.streams, DEFAULT_BOOT_STREAMS)[0],
   }
 }
 

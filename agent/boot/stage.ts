@@ -24,6 +24,7 @@ import { openResolved, resolveConfigured, type ResolvedPartition } from './parti
 import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
 import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
+import { seededRandom } from '../transport/mirrors.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
 export interface FetchedImage {
@@ -73,8 +74,13 @@ export interface ImagePipeline<C = unknown> {
    * signature with `publicKey`, and that it describes the `pinned` image
    * (IntegrityError / SizeError otherwise).
    */
-  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; pinned: { sha256: string; size: number; by: string }; bearer?: HeadBearer }): Promise<Manifest>
-  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest>; bearer?: HeadBearer }): Promise<FetchedImage>
+  fetchManifest(url: string, opts: { publicKey?: string; signal?: AbortSignal; log: Logger; timeoutMs: number; pinned: { sha256: string; size: number; by: string }; node: string; bearer?: HeadBearer }): Promise<Manifest>
+  /**
+   * `node` seeds the mirror order and the retry jitter (never the host name:
+   * nodes booting from one initramfs share it); `mirrors` (the descriptor's,
+   * in order) come before the manifest's `urls`; `streams` parallel Range requests.
+   */
+  fetchImage(opts: { manifest: Manifest; cache: C; log: Logger; signal?: AbortSignal; pin: string[]; verify: 'fast' | 'strong'; digest?: Promise<FastDigest>; node: string; streams: number; mirrors?: string[]; bearer?: HeadBearer }): Promise<FetchedImage>
 }
 
 export interface StageOptions {
@@ -210,7 +216,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     node = (await timer.step('node', () => resolveNodeId({ ...opts.nodeIdSources, ...(opts.cmdline.node ? { fromCmdline: opts.cmdline.node } : {}) }))).node
     const httpTimeoutMs = intentTimeout(opts.cmdline)
     const descriptor: BootDescriptor = await timer.step('descriptor', () =>
-      logOp(log, 'descriptor', { server, node }, () => fetchDescriptor(server, node, { timeoutMs: httpTimeoutMs, log, ...(opts.signal ? { signal: opts.signal } : {}), ...(token ? { token } : {}) })),
+      logOp(log, 'descriptor', { server, node }, () => fetchDescriptor(server, node, { timeoutMs: httpTimeoutMs, log, random: seededRandom(`${node}:descriptor`), ...(opts.signal ? { signal: opts.signal } : {}), ...(token ? { token } : {}) })),
     )
     intent = resolveIntent(opts.cmdline, descriptor, node, server)
     const it = intent
@@ -265,6 +271,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
           log,
           timeoutMs: httpTimeoutMs,
           pinned: { sha256: it.image.sha256, size: it.image.size, by: 'the boot descriptor' },
+          node,
           ...(pubkey ? { publicKey: pubkey } : {}),
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(bearer ? { bearer } : {}),
@@ -276,7 +283,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     const pin = [it.image.sha256, ...(previous ? [previous] : [])]
     const fetchInto = async (cache: unknown): Promise<FetchedImage> =>
       logOp(log, 'fetch', { sha256: it.image.sha256, inRam: cache !== diskCache }, () =>
-        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, ...(cache === diskCache && early ? { digest: early.digest } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(bearer ? { bearer } : {}) }),
+        pipeline.fetchImage({ manifest, cache, log, pin, verify: it.verify, node, streams: it.streams, ...(it.image.mirrors ? { mirrors: it.image.mirrors } : {}), ...(cache === diskCache && early ? { digest: early.digest } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(bearer ? { bearer } : {}) }),
       )
     const ramCache = async (): Promise<unknown> => {
       const dir = join(opts.runDir, 'ram-cache')

@@ -30,6 +30,9 @@ options:
   --tls-cert FILE      serve https with this certificate chain (PEM); SIGHUP re-reads it
   --tls-key FILE       and its private key (PEM); nodes trust the head's CA through
                        the dracut module's --ca FILE or BOOT_AGENT_CA=FILE
+  --max-image-streams N  image byte streams at once (default 64); more get 503
+                       with a Retry-After spread per node (docs/protocol.md)
+  --max-requests N     requests in flight at once (default 1024); likewise
 
 Logs one line per boot (info) and per failed boot (warn), and a warning for
 each image the nodes file names that the store has not published.
@@ -68,6 +71,8 @@ export const command: Command = {
       init: { type: 'boolean' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      'max-image-streams': { type: 'string' },
+      'max-requests': { type: 'string' },
     })
     if (positionals.length) throw new ConfigError('boot-agent head', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.store) throw new ConfigError('--store', 'is required')
@@ -84,6 +89,8 @@ export const command: Command = {
     }
     const maxBody = positive('--max-body', values['max-body'])
     const rate = positive('--rate', values.rate)
+    const maxImageStreams = positive('--max-image-streams', values['max-image-streams'])
+    const maxRequests = positive('--max-requests', values['max-requests'])
     const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
     const head = await startHead({
       store: values.store,
@@ -96,6 +103,7 @@ export const command: Command = {
       ...(maxBody ? { maxBodyBytes: maxBody } : {}),
       ...(rate ? { rateLimit: { eventsPerSecond: rate, burstEvents: rate * 10 } } : {}),
       ...(values['tls-cert'] && values['tls-key'] ? { tls: { certFile: values['tls-cert'], keyFile: values['tls-key'] } } : {}),
+      ...(maxImageStreams || maxRequests ? { admission: { ...(maxImageStreams ? { maxImageStreams } : {}), ...(maxRequests ? { maxRequests } : {}) } } : {}),
     })
     ctx.out(JSON.stringify({ url: head.url }))
     const onHup = (): void => {

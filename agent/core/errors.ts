@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   EBADPATH: 'a request path is not acceptable',
   EBADRECORD: 'the boot record the boot stage left is not a JSON object',
   EBADSIZE: 'bytes whose length is not the pinned size',
+  EBUSY: 'the head is at its cap of requests or image streams and sheds this one (503 with Retry-After, spread per node)',
   ECACHE: 'the cache directory, or a file in it, is not in a shape the agent can use',
   ECACHEFULL: 'the cache cannot hold what it was asked to, even after evicting everything unpinned',
   ECOMMAND: 'an external command could not be run or failed',

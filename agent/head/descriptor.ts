@@ -8,7 +8,7 @@
 import { HttpProblem, isHttpProblemCode } from './http-util.js'
 import { type Architecture, normaliseArch } from './names.js'
 import { type BootPlan, imageOverrides, type NodesConfig, resolvePlan } from './nodes-config.js'
-import { manifestPathFor } from './publish.js'
+import { imagePathFor, manifestPathFor } from './publish.js'
 import type { ImageStore, NameEntry } from './store.js'
 
 /** The descriptor as sent (docs/protocol.md). */
@@ -16,7 +16,8 @@ export interface Descriptor {
   schema: 1
   node: string
   style: BootPlan['style']
-  image: { name: string; sha256: string; size: number; arch: Architecture; manifest: string }
+  /** `mirrors`: the plan's mirror bases turned into by-digest image URLs, in the plan's order. */
+  image: { name: string; sha256: string; size: number; arch: Architecture; manifest: string; mirrors?: string[] }
   partitions: BootPlan['partitions']
   policies: BootPlan['policies']
 }
@@ -63,7 +64,14 @@ export const descriptorFor = (config: NodesConfig, plan: BootPlan, entry: NameEn
     schema: 1,
     node,
     style: plan.style,
-    image: { name, sha256: entry.sha256, size: entry.size, arch: imageArch, manifest: manifestPathFor(entry.sha256) },
+    image: {
+      name,
+      sha256: entry.sha256,
+      size: entry.size,
+      arch: imageArch,
+      manifest: manifestPathFor(entry.sha256),
+      ...(plan.mirrors ? { mirrors: plan.mirrors.map((base) => `${base}${imagePathFor(entry.sha256)}`) } : {}),
+    },
     partitions: plan.partitions,
     policies: plan.policies,
   }

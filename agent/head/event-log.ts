@@ -3,9 +3,11 @@
  * node (`<store>/events/<node>.jsonl`), and an index of event ids rebuilt from
  * the files at start (SPEC §8: at-least-once delivery, exactly-once storage).
  *
- * A batch is appended with core/durable.ts `appendDurable` (every byte
+ * A batch is made durable with core/durable.ts `appendDurable` (every byte
  * written, fdatasync) and only then reported accepted; the server answers
- * 2xx after that. Batches for one node are serialised, so the duplicate check
+ * 2xx after that. Concurrent batches of many nodes share one such append
+ * to a journal (group commit, group-commit.ts: one fdatasync per group),
+ * then go to their node files, which a checkpoint syncs later. Batches for one node are serialised, so the duplicate check
  * and the append cannot interleave. A batch that fails part-way (a full file
  * system, EIO) is cut back to the end of the last acknowledged batch, which
  * the log keeps per node: bytes beyond it are cut before the next append, so
@@ -18,10 +20,11 @@ import { mkdir, open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
-import { BootAgentError } from '../core/errors.js'
+import { BootAgentError, isErrno } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
 import { isSafeName } from './names.js'
-import { appendDurable } from '../core/durable.js'
+import { writeAll } from '../core/durable.js'
+import { GroupJournal, type GroupCommitStats } from './group-commit.js'
 
 export interface AppendResult {
   /** Events newly stored, in order. */
@@ -44,10 +47,15 @@ export class EventLog {
   private readonly ends = new Map<string, number>()
   private readonly queues = new Map<string, Promise<unknown>>()
   private closed = false
+  /** Node files the journal replay wrote (synced by its checkpoint). */
+  private readonly journalDirty = new Set<string>()
+
+  private readonly journal: GroupJournal
 
   constructor(dir: string, opts: Pick<EventLogOptions, 'log'> = {}) {
     this.dir = dir
     this.log = opts.log ?? silentLogger()
+    this.journal = new GroupJournal(dir, (node, text) => this.writeNodeFile(node, text), (node) => this.pathFor(node), EVENT_FILE_MODE)
   }
 
   /** Creates the directory and rebuilds the id index from the files. */
@@ -88,7 +96,43 @@ export class EventLog {
         opts.onReplay?.(event)
       }
     }
+    events += await this.replayJournal(opts.onReplay)
     return { nodes: this.ids.size, events, tornBytes }
+  }
+
+  /**
+   * The journal's events missing from their node's file (acknowledged, then a
+   * crash before the node file had them) written there, then a checkpoint.
+   * A torn last line was never acknowledged and is dropped. Returns how many.
+   */
+  private async replayJournal(onReplay?: (event: AgentEvent) => void): Promise<number> {
+    const buf = await readFile(this.journal.path).catch((e: unknown) => (isErrno(e, 'ENOENT') ? Buffer.alloc(0) : Promise.reject(e)))
+    let added = 0
+    for (const line of buf.subarray(0, buf.lastIndexOf(0x0a) + 1).toString('utf8').split('\n')) {
+      if (!line) continue
+      let node: unknown
+      try {
+        node = (JSON.parse(line) as { node?: unknown }).node
+      } catch {
+        node = undefined
+      }
+      const parsed = typeof node === 'string' && isSafeName(node) ? parseEventJson(line, { node }) : undefined
+      if (!parsed?.ok || typeof node !== 'string') {
+        this.log.warn({}, 'skipping an unreadable line in the event journal')
+        continue
+      }
+      const set = this.idSet(node)
+      if (set.has(parsed.event.id)) continue
+      await this.writeNodeFile(node, line + '\n')
+      this.journalDirty.add(node)
+      set.add(parsed.event.id)
+      added++
+      onReplay?.(parsed.event)
+    }
+    if (added) this.log.warn({ events: added }, 'acknowledged events found only in the journal were written to their node files')
+    await this.journal.checkpoint(this.journalDirty)
+    this.journalDirty.clear()
+    return added
   }
 
   /** Whether an event id is stored for `node`. */
@@ -124,10 +168,16 @@ export class EventLog {
     return next
   }
 
-  /** Waits for every append in flight, then refuses new ones. */
+  /** Waits for every append in flight, then refuses new ones; the node files are synced and the journal emptied. */
   async close(): Promise<void> {
     this.closed = true
     await Promise.all([...this.queues.values()])
+    await this.journal.close()
+  }
+
+  /** Groups made durable and batches acknowledged through them (one fdatasync per group). */
+  groupStats(): GroupCommitStats {
+    return { ...this.journal.stats }
   }
 
   private idSet(node: string): Set<string> {
@@ -150,14 +200,37 @@ export class EventLog {
     }
     const duplicates = events.length - fresh.length
     if (fresh.length === 0) return { accepted: [], duplicates }
-    const text = fresh.map((e) => JSON.stringify(e)).join('\n') + '\n'
-    const end = this.ends.get(node)
-    // Whole or not at all: on failure appendDurable has cut the file back to `end` (or says it could not).
-    const r = await appendDurable(this.pathFor(node), text, { mode: EVENT_FILE_MODE, lines: true, ...(end !== undefined ? { end } : {}) })
-    if (r.cut) this.log.warn({ node, bytes: r.cut }, 'cut bytes no acknowledged batch wrote from the end of the event file')
-    this.ends.set(node, r.end)
+    // Durable (the group's journal fdatasync) before it resolves: no acknowledgement before that.
+    await this.journal.commit(node, fresh)
     for (const e of fresh) set.add(e.id)
     return { accepted: fresh, duplicates }
+  }
+
+  /**
+   * Writes a committed batch to its node's file, after any bytes past the last
+   * good end are cut (a torn earlier write), without a sync of its own: the
+   * journal holds it durably until a checkpoint syncs this file.
+   */
+  private async writeNodeFile(node: string, text: string): Promise<void> {
+    const path = this.pathFor(node)
+    const fh = await open(path, 'a+', EVENT_FILE_MODE)
+    try {
+      const size = (await fh.stat()).size
+      const end = this.ends.get(node) ?? size
+      if (size > end) {
+        this.log.warn({ node, bytes: size - end }, 'cut bytes no acknowledged batch wrote from the end of the event file')
+        await fh.truncate(end)
+      }
+      try {
+        await writeAll(fh, text)
+      } catch (e) {
+        await fh.truncate(end).catch(() => undefined)
+        throw e
+      }
+      this.ends.set(node, end + Buffer.byteLength(text))
+    } finally {
+      await fh.close()
+    }
   }
 }
 

@@ -14,6 +14,7 @@ import { BootAgentError, type ErrorCode } from '../core/errors.js'
 export const HTTP_PROBLEM_CODES = [
   'EABORT', 'EARCH', 'EAUTH', 'EBADARCH', 'EBADDIGEST', 'EBADEVENT', 'EBADJSON', 'EBADNAME', 'EBADPATH', 'EINTERNAL',
   'EIDENTITY',
+  'EBUSY',
   'EMEDIATYPE', 'EMETHOD', 'ENOIMAGE', 'ENONODE', 'ENOTFOUND', 'ERANGE', 'ERATE', 'ESTORE', 'ETOOLARGE', 'ETOOMANY',
 ] as const satisfies readonly ErrorCode[]
 export type HttpProblemCode = (typeof HTTP_PROBLEM_CODES)[number]

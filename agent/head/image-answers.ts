@@ -9,22 +9,47 @@ import { isErrno } from '../core/errors.js'
 import { HttpProblem } from './http-util.js'
 import { sendFile } from './range.js'
 import type { ImageStore } from './store.js'
+import { acceptsGzip, digestEtag, type GzipCache, IMMUTABLE_CACHE_CONTROL, notModified } from './immutable.js'
 
 /**
  * Sends the manifest stored for `sha256` (404 ENOIMAGE naming `what` when
  * there is none, or no digest). Returns the body bytes sent (0 for HEAD).
  */
-export const sendManifest = async (res: ServerResponse, store: ImageStore, sha256: string | undefined, what: string, head: boolean): Promise<number> => {
+export const sendManifest = async (res: ServerResponse, store: ImageStore, sha256: string | undefined, what: string, head: boolean, wire: ManifestWire = {}): Promise<number> => {
   const text = sha256 ? await store.manifestText(sha256) : undefined
   if (!sha256 || text === undefined) throw new HttpProblem(404, 'ENOIMAGE', `no manifest for ${what}`)
-  const bytes = Buffer.byteLength(text)
-  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(bytes), 'x-image-sha256': sha256, 'cache-control': 'no-cache' })
+  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8', 'x-image-sha256': sha256, 'cache-control': 'no-cache' }
+  if (wire.immutable) {
+    // The digest is in the path: what is sent here is what is sent forever.
+    headers['cache-control'] = IMMUTABLE_CACHE_CONTROL
+    headers.etag = digestEtag(sha256)
+    if (wire.req && notModified(wire.req, headers.etag)) {
+      res.writeHead(304, headers)
+      res.end()
+      return 0
+    }
+  }
+  if (wire.gzip) headers.vary = 'accept-encoding'
+  const body = wire.gzip && wire.req && acceptsGzip(wire.req) ? await wire.gzip.get(sha256, text) : Buffer.from(text)
+  if (body.length !== Buffer.byteLength(text)) headers['content-encoding'] = 'gzip'
+  headers['content-length'] = String(body.length)
+  res.writeHead(200, headers)
   if (head) {
     res.end()
     return 0
   }
-  res.end(text)
-  return bytes
+  res.end(body)
+  return body.length
+}
+
+/** How a manifest goes on the wire (all optional: a plain, uncompressed, `no-cache` answer). */
+export interface ManifestWire {
+  /** The request (its `Accept-Encoding`, `If-None-Match`). */
+  req?: IncomingMessage
+  /** A by-digest path: `Cache-Control: immutable` and the digest as strong ETag. */
+  immutable?: boolean
+  /** Compress for a client that accepts gzip, through this cache. */
+  gzip?: GzipCache
 }
 
 /** The first http(s) URL of a manifest's `urls`, when it has one. */
@@ -59,5 +84,6 @@ export const sendImage = async (req: IncomingMessage, res: ServerResponse, store
     if (isErrno(e, 'ENOENT')) throw new HttpProblem(404, 'ENOIMAGE', `the store's file for ${sha256} is missing (see GET /v1/consistency)`)
     throw e
   })
-  await sendFile(req, res, fh, { head: opts.head, onBytes: opts.onBytes, onCut: opts.onCut })
+  // By digest: any cache may keep these bytes for good, and resume them with If-Range.
+  await sendFile(req, res, fh, { head: opts.head, onBytes: opts.onBytes, onCut: opts.onCut, etag: digestEtag(sha256), cacheControl: IMMUTABLE_CACHE_CONTROL })
 }

@@ -10,7 +10,8 @@
  *                 "partitions": { "cache": "LABEL=cwcache", "root": "LABEL=cwroot" },
  *                 "policies": { "cacheFull": "ram", "verify": "fast", "onfail": "reboot", "rootMode": "overlay" } },
  *   "architectures": { "aarch64": { "image": "CPE-base-arm" } },
- *   "groups": { "gpu": { "image": "CPE-gpu", "style": "rwram" } },
+ *   "groups": { "gpu": { "image": "CPE-gpu", "style": "rwram",
+ *                        "mirrors": ["http://rack7-cache:8080", "http://head:8080"] } },
  *   "nodes": { "n0001": {}, "n0002": { "group": "gpu" },
  *              "n0003": { "arch": "aarch64" }, "n0004": { "image": "CPE-base@sha256:<hex>" } },
  *   "images": { "CPE-base-arm": { "arch": "aarch64" } }
@@ -44,7 +45,14 @@ export interface Policies {
   verify?: (typeof VERIFY_POLICIES)[number]
   onfail?: (typeof ONFAIL_POLICIES)[number]
   rootMode?: (typeof ROOT_MODE_POLICIES)[number]
+  /** Parallel Range requests for the image (1–{@link MAX_STREAMS}). */
+  streams?: number
 }
+
+/** Most parallel Range requests a policy may ask of a node (the agent's own bound). */
+export const MAX_STREAMS = 16
+/** Most mirrors one group may list. */
+export const MAX_MIRRORS = 16
 
 /** An image by name (follows the name) or pinned to one digest (`NAME@sha256:HEX`). */
 export interface ImageRef {
@@ -57,6 +65,12 @@ export interface Settings {
   style?: BootStyle
   partitions?: Partitions
   policies?: Policies
+  /**
+   * Base URLs (`http://rack7-cache:8080`) serving the head's
+   * `/v1/images/by-digest/…` paths, in the order a node tries them: its rack
+   * cache first, the head last. Most specific layer wins as a whole list.
+   */
+  mirrors?: string[]
 }
 
 export interface NodeEntry extends Settings {
@@ -115,7 +129,7 @@ const parsePolicies = (field: string, v: unknown): Policies | undefined => {
   if (v === undefined) return undefined
   if (!isRecord(v)) throw new ConfigError(field, 'must be an object {cacheFull?, verify?, onfail?, rootMode?}')
   for (const k of Object.keys(v)) {
-    if (!['cacheFull', 'verify', 'onfail', 'rootMode'].includes(k)) throw new ConfigError(`${field}.${k}`, 'unknown policy (expected cacheFull, verify, onfail or rootMode)')
+    if (!['cacheFull', 'verify', 'onfail', 'rootMode', 'streams'].includes(k)) throw new ConfigError(`${field}.${k}`, 'unknown policy (expected cacheFull, verify, onfail, rootMode or streams)')
   }
   const out: Policies = {}
   const cacheFull = oneOf(`${field}.cacheFull`, v.cacheFull, CACHE_FULL_POLICIES)
@@ -126,7 +140,31 @@ const parsePolicies = (field: string, v: unknown): Policies | undefined => {
   if (onfail) out.onfail = onfail
   const rootMode = oneOf(`${field}.rootMode`, v.rootMode, ROOT_MODE_POLICIES)
   if (rootMode) out.rootMode = rootMode
+  if (v.streams !== undefined) {
+    if (typeof v.streams !== 'number' || !Number.isInteger(v.streams) || v.streams < 1 || v.streams > MAX_STREAMS) {
+      throw new ConfigError(`${field}.streams`, `must be a whole number from 1 to ${MAX_STREAMS} (got ${JSON.stringify(v.streams)})`)
+    }
+    out.streams = v.streams
+  }
   return out
+}
+
+/** A list of mirror base URLs: absolute http(s), no credentials, query or fragment; kept without a trailing slash. */
+const parseMirrors = (field: string, v: unknown): string[] | undefined => {
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_MIRRORS) throw new ConfigError(field, `must be a list of 1 to ${MAX_MIRRORS} base URLs, rack cache first, head last`)
+  return v.map((u, i) => {
+    let url: URL | undefined
+    try {
+      url = typeof u === 'string' ? new URL(u) : undefined
+    } catch {
+      url = undefined
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password || url.search || url.hash) {
+      throw new ConfigError(`${field}[${i}]`, `must be an http(s) base URL without credentials, query or fragment (got ${JSON.stringify(u)})`)
+    }
+    return url.toString().replace(/\/+$/, '')
+  })
 }
 
 /** Parses `NAME` or `NAME@sha256:HEX`. */
@@ -143,7 +181,7 @@ export const parseImageRef = (field: string, v: unknown): ImageRef => {
   return { name, sha256: sha }
 }
 
-const SETTING_KEYS = ['image', 'style', 'partitions', 'policies']
+const SETTING_KEYS = ['image', 'style', 'partitions', 'policies', 'mirrors']
 
 const parseSettings = (field: string, v: unknown, extra: string[] = []): Settings => {
   if (!isRecord(v)) throw new ConfigError(field, 'must be an object')
@@ -158,6 +196,8 @@ const parseSettings = (field: string, v: unknown, extra: string[] = []): Setting
   if (partitions) out.partitions = partitions
   const policies = parsePolicies(`${field}.policies`, v.policies)
   if (policies) out.policies = policies
+  const mirrors = parseMirrors(`${field}.mirrors`, v.mirrors)
+  if (mirrors) out.mirrors = mirrors
   return out
 }
 
@@ -244,6 +284,8 @@ export interface BootPlan {
   image: ImageRef
   partitions: Partitions
   policies: Policies
+  /** Mirror base URLs in the order to try them (the most specific layer's list), when any layer has one. */
+  mirrors?: string[]
   /** Which layer decided the image: `node`, `group`, `architecture` or `defaults`. */
   imageFrom: 'node' | 'group' | 'architecture' | 'defaults'
 }
@@ -298,6 +340,7 @@ export const resolvePlan = (config: NodesConfig, node: string, reportedArch?: Ar
       image: image[0],
       partitions,
       policies,
+      ...(first('mirrors')?.[0] ? { mirrors: first('mirrors')?.[0] as string[] } : {}),
       imageFrom: image[1],
     },
   }

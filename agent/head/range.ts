@@ -2,15 +2,16 @@
  * Serving a file's bytes with `Range` (RFC 9110 §14): the whole file (200),
  * one range (206), 416 outside the file, headers only for HEAD. Multipart
  * (several-range) requests get the whole file, which RFC 9110 allows.
- * `If-Range` is not read: the head serves content-addressed files (the
- * digest is in the URL), so the representation a client resumes is the one
- * it started, and its Range is honoured as sent.
+ * With an `etag` (by-digest files) `If-None-Match` gets 304 and `If-Range`
+ * is honoured: our own tag keeps the Range, anything else (a date, another
+ * tag) gets the whole file, as RFC 9110 §13.1.5 says.
  */
 import { createReadStream } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { pipeline } from 'node:stream/promises'
 import { HttpProblem } from './http-util.js'
+import { ifRangeHolds, notModified } from './immutable.js'
 
 /** Read size when streaming a file's bytes. */
 export const FILE_READ_BYTES = 1 << 20
@@ -54,6 +55,10 @@ export interface SendFileOptions {
   onBytes?: (bytes: number) => void
   /** Called when the body stream ends early (the client went away, a read failed): the answer is cut short, not an error. */
   onCut?: (err: unknown) => void
+  /** A strong ETag for the bytes (by-digest files): sent, and `If-None-Match` / `If-Range` answered against it. */
+  etag?: string
+  /** `Cache-Control` to send. */
+  cacheControl?: string
 }
 
 /**
@@ -67,7 +72,18 @@ export const sendFile = async (req: IncomingMessage, res: ServerResponse, fh: Fi
   let handedOff = false
   try {
     const size = (await fh.stat()).size
-    const range = parseRange(typeof req.headers.range === 'string' ? req.headers.range : undefined, size)
+    const validators: Record<string, string> = {
+      ...(opts.etag ? { etag: opts.etag } : {}),
+      ...(opts.cacheControl ? { 'cache-control': opts.cacheControl } : {}),
+    }
+    if (opts.etag && notModified(req, opts.etag)) {
+      res.writeHead(304, validators)
+      res.end()
+      return
+    }
+    // If-Range naming another representation: the whole file (RFC 9110 §13.1.5).
+    const asked = typeof req.headers.range === 'string' && ifRangeHolds(req, opts.etag) ? req.headers.range : undefined
+    const range = parseRange(asked, size)
     if (range === 'unsatisfiable') {
       throw new HttpProblem(416, 'ERANGE', `range ${req.headers.range ?? ''} is outside the image's ${size} bytes`, {
         headers: { 'content-range': `bytes */${size}` },
@@ -80,6 +96,7 @@ export const sendFile = async (req: IncomingMessage, res: ServerResponse, fh: Fi
       'content-type': 'application/octet-stream',
       'content-length': String(length),
       'accept-ranges': 'bytes',
+      ...validators,
     }
     if (range) headers['content-range'] = `bytes ${start}-${end}/${size}`
     res.writeHead(range ? 206 : 200, headers)

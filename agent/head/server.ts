@@ -22,6 +22,9 @@ import { describeNode } from './descriptor.js'
 import { EventLog } from './event-log.js'
 import { HttpProblem, sendJson, sendProblem } from './http-util.js'
 import { sendImage, sendManifest } from './image-answers.js'
+import { GzipCache } from './immutable.js'
+import { Admission, type AdmissionLimits, type AdmissionStats, DEFAULT_ADMISSION } from './admission.js'
+import { isSafeName } from './names.js'
 import { type IngestDeps, ingestEvents, type StoredEvent } from './ingest.js'
 import { NodeStates } from './node-state.js'
 import type { NodesConfig } from './nodes-config.js'
@@ -75,6 +78,10 @@ export interface HeadOptions {
    * Nodes trust it through the site CA (agent/transport/trust.ts).
    */
   tls?: { certFile: string; keyFile: string }
+  /** Caps on requests and image streams in flight, and the Retry-After of a shed request. Default {@link DEFAULT_ADMISSION}. */
+  admission?: Partial<AdmissionLimits>
+  /** Most open connections (file descriptors) at once; more are refused by the kernel's accept. Default {@link DEFAULT_MAX_CONNECTIONS}. */
+  maxConnections?: number
 }
 
 /** The certificate and key of {@link HeadOptions.tls}, read; ConfigError naming the unreadable file. */
@@ -89,6 +96,9 @@ const readTls = async (tls: { certFile: string; keyFile: string }): Promise<{ ce
   return { cert: await read(tls.certFile, '--tls-cert'), key: await read(tls.keyFile, '--tls-key') }
 }
 
+/** Most open client connections by default: each is a descriptor and socket buffers; far under a head's fd limit. */
+export const DEFAULT_MAX_CONNECTIONS = 4096
+
 export interface HeadStats {
   /** Every byte the server wrote to sockets (headers and bodies). */
   bytesWritten: number
@@ -98,6 +108,8 @@ export interface HeadStats {
   metadataBytes: number
   requests: number
   byRoute: Record<string, number>
+  /** Requests answered 503 EBUSY (over a cap), and the most requests / image streams in flight at once. */
+  admission: AdmissionStats
 }
 
 export interface Head {
@@ -113,6 +125,12 @@ export interface Head {
    * connection at once (what a crash looks like to clients).
    */
   close(opts?: { abort?: boolean }): Promise<void>
+}
+
+/** The node a request says it is from (`X-Boot-Agent-Node`), when it says and the name is acceptable. */
+const nodeHeader = (req: IncomingMessage): string | undefined => {
+  const v = req.headers['x-boot-agent-node']
+  return typeof v === 'string' && isSafeName(v) ? v : undefined
 }
 
 export const parseListen = (listen: string): { host: string; port: number } => {
@@ -180,7 +198,8 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     },
   }
 
-  const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {} }
+  const admission = new Admission({ ...DEFAULT_ADMISSION, ...opts.admission })
+  const stats: HeadStats = { bytesWritten: 0, imageBytes: 0, metadataBytes: 0, requests: 0, byRoute: {}, admission: admission.stats }
   const sockets = new Set<Socket>()
   let inFlight = 0
   let drained: (() => void) | undefined
@@ -189,6 +208,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     stats.metadataBytes += sendJson(res, status, body, headers)
   }
   const param = (call: Call, name: string): string => call.params[name] as string
+  const gzipCache = new GzipCache()
 
   const router = new Router<Handler>(
     headRoutes<Handler>({
@@ -202,11 +222,11 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
       imageName: async (call) => json(call.res, 200, await imageHistory(store, param(call, 'image'))),
       manifestByName: async (call) => {
         const name = param(call, 'image')
-        stats.metadataBytes += await sendManifest(call.res, store, (await store.current(name))?.sha256, `image ${name}`, call.head)
+        stats.metadataBytes += await sendManifest(call.res, store, (await store.current(name))?.sha256, `image ${name}`, call.head, { req: call.req, gzip: gzipCache })
       },
       manifestByDigest: async (call) => {
         const sha = param(call, 'digest')
-        stats.metadataBytes += await sendManifest(call.res, store, sha, `digest ${sha}`, call.head)
+        stats.metadataBytes += await sendManifest(call.res, store, sha, `digest ${sha}`, call.head, { req: call.req, immutable: true, gzip: gzipCache })
       },
       imageBytes: async (call) => {
         const sha256 = param(call, 'digest')
@@ -232,6 +252,9 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     const { route, params, query } = router.match(method, target)
     routeOf.set(res, route.name)
     authorize(nodes.config, who, { name: route.name, ...(params.node !== undefined ? { node: params.node } : {}), ...(req.socket.remoteAddress ? { remote: req.socket.remoteAddress } : {}) }, opts.token)
+    // Over a cap: 503 now, with a Retry-After spread by node (its id, else its connection), not a queue that times out.
+    const release = admission.admit(params.node ?? nodeHeader(req) ?? `${req.socket.remoteAddress}:${req.socket.remotePort}`, route.name === 'image' && method !== 'HEAD')
+    res.once('close', release)
     await route.handler({ req, res, params, query, head: method === 'HEAD' })
     return route.name
   }
@@ -272,6 +295,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const server: Server | TlsServer = opts.tls
     ? createTlsServer({ ...serverOptions, ...(await readTls(opts.tls)) }, onRequest)
     : createServer(serverOptions, onRequest)
+  server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
   server.on('connection', (s: Socket) => {
     sockets.add(s)
     s.once('close', () => {
@@ -319,7 +343,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     stats() {
       let live = 0
       for (const s of sockets) live += s.bytesWritten
-      return { ...stats, bytesWritten: stats.bytesWritten + live, byRoute: { ...stats.byRoute } }
+      return { ...stats, bytesWritten: stats.bytesWritten + live, byRoute: { ...stats.byRoute }, admission: { ...stats.admission } }
     },
     close({ abort = false } = {}) {
       closing ??= (async () => {

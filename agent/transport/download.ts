@@ -52,6 +52,19 @@ export const MAX_RANGE_BYTES = 16 * 1024 * 1024
  */
 export const DEFAULT_STREAMS = 1
 
+/** Shortest Range request the split for parallel streams makes (a request costs a round trip and a header). */
+export const MIN_STREAM_RANGE_BYTES = 256 * 1024
+
+/**
+ * The longest Range request for `needBytes` over `streams` streams: with one
+ * stream the given cap; with more, about two requests per stream (so a
+ * stream that finishes early finds work), never under
+ * {@link MIN_STREAM_RANGE_BYTES}. Without this an image under the cap is one
+ * request, and every stream but the first would idle.
+ */
+export const rangeCap = (needBytes: number, streams: number, maxRangeBytes: number): number =>
+  streams <= 1 ? maxRangeBytes : Math.min(maxRangeBytes, Math.max(MIN_STREAM_RANGE_BYTES, Math.ceil(needBytes / (2 * streams))))
+
 export interface DownloadOptions {
   manifest: Manifest
   cache: Cache
@@ -169,7 +182,7 @@ export class Download {
     if (missing.length) {
       if (this.mirrors.length === 0) throw new BootAgentError('ENOURL', `manifest of ${this.m.sha256} lists no URL and ${missing.length} chunk(s) are missing`)
       await this.o.cache.reserve(needBytes, { pinned: this.pinned() })
-      for (const t of planRanges(this.chunks, missing, this.o.maxRangeBytes ?? MAX_RANGE_BYTES)) this.queue.push({ ...t, attempts: 0, mirror: 0 })
+      for (const t of planRanges(this.chunks, missing, rangeCap(needBytes, this.o.streams ?? DEFAULT_STREAMS, this.o.maxRangeBytes ?? MAX_RANGE_BYTES))) this.queue.push({ ...t, attempts: 0, mirror: 0 })
       try {
         await this.runWorkers()
       } finally {

@@ -18,7 +18,7 @@ import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.
 import type { Cache, FastDigest, VerifiedBy, VerifyMode } from '../cache/store.js'
 import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
-import { orderMirrors, seededRandom } from './mirrors.js'
+import { mirrorList, seededRandom } from './mirrors.js'
 import type { ProgressInfo } from './progress.js'
 import { DEFAULT_RETRY_POLICY, errorCodes, retrying, type RetryPolicy } from '../core/retry.js'
 import type { Sleep } from '../core/clock.js'
@@ -55,6 +55,7 @@ export interface FetchManifestOptions {
 export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}): Promise<Manifest> => {
   const log = opts.log ?? silentLogger()
   const req: RequestOptions = {
+    acceptGzip: true,
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
     ...(opts.bearer ? { bearer: opts.bearer } : {}),
@@ -108,8 +109,17 @@ export interface FetchImageOptions {
   recordLater?: boolean
   /** Called at the progress-log interval with bytes, rate and ETA. */
   onProgress?: (p: ProgressInfo) => void
-  /** Seeds this node's mirror order and jitter. Default: the host name. */
+  /**
+   * Seeds this node's mirror order and jitter. The boot stage passes the
+   * node id; default the host name (the `fetch` command on a running node).
+   */
   nodeId?: string
+  /**
+   * Mirrors to try first, in this order (the descriptor's per-group list:
+   * rack cache first, head last); the manifest's `urls`, in this node's
+   * order, follow as the fallback.
+   */
+  mirrors?: string[]
   /** Parallel Range requests. Default 1 (DEFAULT_STREAMS). */
   streams?: number
   /** Longest single Range request in bytes. Default 16 MiB. */
@@ -163,7 +173,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
   const log = (opts.log ?? silentLogger()).child({ image: m.name, sha256: m.sha256 })
   const started = performance.now()
   const nodeId = opts.nodeId ?? hostname()
-  const urls = orderMirrors(m.urls, nodeId)
+  const urls = mirrorList(opts.mirrors ?? [], m.urls, nodeId)
   return logOp(log, 'fetch-image', { size: m.size }, async () => {
     const lock = await cache.lock(m.sha256, opts.signal ? { signal: opts.signal } : {})
     let releaseLater = false
@@ -226,7 +236,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           partial,
           urls,
           log,
-          random: seededRandom(`${nodeId}:${m.sha256}:${process.pid}`),
+          random: seededRandom(`${nodeId}:${m.sha256}`),
           ...(opts.signal ? { signal: opts.signal } : {}),
           ...(opts.pin ? { pin: opts.pin } : {}),
           ...(opts.streams ? { streams: opts.streams } : {}),

@@ -4,6 +4,8 @@
  * pieces of body (a stalled server must not hang a boot).
  */
 import fetch, { type Response } from 'node-fetch'
+import { promisify } from 'node:util'
+import { gunzip } from 'node:zlib'
 import { BootAgentError, HttpError, foreignCode } from '../core/errors.js'
 import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
@@ -15,6 +17,12 @@ export const HEADERS_TIMEOUT_MS = 30_000
 export const IDLE_TIMEOUT_MS = 30_000
 
 export interface RequestOptions {
+  /**
+   * Ask for a gzip transfer of a whole (unranged) body (manifests: JSON of
+   * hex digests, about half the bytes on the wire); {@link getBytes} inflates
+   * it, bounded by its limit. Image bytes are never asked for this way.
+   */
+  acceptGzip?: boolean
   signal?: AbortSignal
   headersTimeoutMs?: number
   idleTimeoutMs?: number
@@ -34,6 +42,8 @@ export interface BodyMeta {
   length: number | undefined
   /** Size of the whole file when the server said (Content-Range total, or Content-Length of a 200). */
   total: number | undefined
+  /** The answer's `Content-Encoding` when not identity (only ever asked for with `acceptGzip`). */
+  encoding?: string
 }
 
 export interface BodyStream extends BodyMeta {
@@ -153,7 +163,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
       agent: agentFor(u),
       compress: false, // byte ranges of the file itself, never a transfer encoding of it
       // node-fetch drops Authorization on a redirect to another host (a head's 302 to a mirror).
-      headers: { ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}), 'accept-encoding': 'identity', ...authHeaders(url, opts.bearer) },
+      headers: { ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}), 'accept-encoding': range || !opts.acceptGzip ? 'identity' : 'gzip', ...authHeaders(url, opts.bearer) },
     })
   } catch (e) {
     done()
@@ -179,6 +189,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
   }
   clearTimeout(timer)
   const lenHeader = res.headers.get('content-length')
+  const encoding = res.headers.get('content-encoding')?.trim().toLowerCase()
   const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS
   const body = res.body
   // The stall watchdog, from the first read. Cleared when the body ends and by
@@ -209,7 +220,8 @@ export const openBody = async (url: string, range: { start: number; end: number 
     ranged: res.status === 206,
     start,
     length: lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined,
-    total: res.status === 206 ? total : lenHeader !== null && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined,
+    total: res.status === 206 ? total : lenHeader !== null && /^\d+$/.test(lenHeader) && !encoding ? Number(lenHeader) : undefined,
+    ...(encoding && encoding !== 'identity' ? { encoding } : {}),
     pieces: pieces(),
     cancel: () => {
       clearTimeout(idle)
@@ -233,8 +245,18 @@ export const getBytes = async (url: string, maxBytes: number, opts: RequestOptio
     parts.push(p)
   }
   if (b.length !== undefined && n !== b.length) throw new BootAgentError('ETRUNCATED', `${url}: got ${n} of ${b.length} bytes`, { url })
-  return Buffer.concat(parts)
+  if (b.encoding === undefined) return Buffer.concat(parts)
+  if (b.encoding !== 'gzip' || !opts.acceptGzip) throw new BootAgentError('EHTTP', `${url} answered with Content-Encoding ${b.encoding}, which was not asked for`, { url })
+  try {
+    return await gunzipAsync(Buffer.concat(parts), { maxOutputLength: maxBytes })
+  } catch (e) {
+    if ((e as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') throw new BootAgentError('ETOOLARGE', `${url} inflates to more than ${maxBytes} bytes`, { url, maxBytes })
+    // A body cut or damaged on the way: retried like a short one.
+    throw new BootAgentError('ETRUNCATED', `${url}: its gzip body does not inflate (${(e as Error).message})`, { url }, { cause: e })
+  }
 }
+
+const gunzipAsync = promisify(gunzip)
 
 /**
  * The body as `read(into)` calls (copying each piece into the caller's

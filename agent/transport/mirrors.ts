@@ -21,3 +21,12 @@ export const seededRandom = (seed: string): (() => number) => {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
+
+/**
+ * The URLs a node fetches an image from: `first` as given (a group's ordered
+ * mirrors: its rack cache, then the head), then the manifest's `urls` in this
+ * node's rendezvous order as the fallback, each URL once.
+ */
+export const mirrorList = (first: readonly string[], manifestUrls: readonly string[], nodeId: string): string[] => [
+  ...new Set([...first, ...orderMirrors(manifestUrls, nodeId)]),
+]

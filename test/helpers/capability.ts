@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process'
 
 export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm' | 'slurm' | 'node-exporter' | 'promtool'
   | 'dpkg-deb' | 'lintian' | 'man' | 'rpmbuild' | 'systemd-notify' | 'fsverity'
+  | 'apache2' | 'lighttpd'
 
 const which = (cmd: string): boolean => {
   try {
@@ -41,6 +42,8 @@ const probes: Record<Capability, () => string | undefined> = {
   slurm: () => (['slurmctld', 'slurmd', 'scontrol', 'sinfo', 'munged'].every((c) => which(c) || existsSync(`/usr/sbin/${c}`)) ? undefined : 'needs slurmctld, slurmd, slurm-client and munge (Debian packages)'),
   'node-exporter': () => (which('prometheus-node-exporter') ? undefined : 'needs prometheus-node-exporter (Debian package)'),
   promtool: () => (which('promtool') ? undefined : 'needs promtool (Debian package prometheus)'),
+  apache2: () => (existsSync('/usr/sbin/apache2') ? undefined : 'needs Apache httpd (Debian package apache2)'),
+  lighttpd: () => (existsSync('/usr/sbin/lighttpd') ? undefined : 'needs lighttpd (Debian package lighttpd)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
   'dpkg-deb': () => (['dpkg-deb', 'dpkg-shlibdeps', 'strip'].every(which) ? undefined : 'needs dpkg-deb, dpkg-shlibdeps, strip (dpkg-dev, binutils)'),
   lintian: () => (which('lintian') ? undefined : 'needs lintian'),

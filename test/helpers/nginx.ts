@@ -21,6 +21,8 @@ export interface AccessRecord {
   bytes: number
   /** The request's Range header, or '' when none. */
   range: string
+  /** nginx's connection serial number: requests on different connections at once were in parallel. */
+  connection: number
 }
 
 export interface Nginx {
@@ -66,10 +68,11 @@ export const canConnect = (port: number): Promise<boolean> =>
     s.once('close', () => resolve(false))
   })
 
-const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
+/** Waits until `child` (a server just spawned) accepts connections on `port`; throws if it exits first. */
+export const waitForPort = async (port: number, child: ChildProcess, deadlineMs = 10_000): Promise<void> => {
   const until = Date.now() + deadlineMs
   while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`nginx exited ${child.exitCode} at start`)
+    if (child.exitCode !== null) throw new Error(`${child.spawnfile} exited ${child.exitCode} at start`)
     if (await canConnect(port)) return
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -93,6 +96,26 @@ const getAndDrop = (url: string): Promise<void> =>
   })
 
 const NGINX = ['/usr/sbin/nginx', 'nginx']
+
+/**
+ * Spawns a server in the foreground, killed with this process (setpriv's
+ * parent-death signal when there is setpriv), and waits until it listens on
+ * `port`; if it does not, it is killed and the error carries its stderr.
+ */
+export const spawnServer = async (bin: string, argv: string[], port: number): Promise<ChildProcess> => {
+  const child = existsSync(SETPRIV)
+    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  try {
+    await waitForPort(port, child)
+  } catch (e) {
+    child.kill('SIGKILL')
+    throw new Error(`${(e as Error).message}: ${stderr}`)
+  }
+  return child
+}
 const SETPRIV = '/usr/bin/setpriv'
 
 /**
@@ -100,7 +123,27 @@ const SETPRIV = '/usr/bin/setpriv'
  * key (PEM files; the URL is then https://127.0.0.1:PORT). Always pair with
  * `stop()` (e.g. in t.teardown).
  */
-export const startNginx = async (root: string, opts: { tls?: { cert: string; key: string } } = {}): Promise<Nginx> => {
+export const startNginx = async (root: string, opts: { tls?: { cert: string; key: string } } = {}): Promise<Nginx> =>
+  startNginxWith(
+    (prefix, port) => `
+    listen 127.0.0.1:${port}${opts.tls ? ` ssl;\n    ssl_certificate ${opts.tls.cert};\n    ssl_certificate_key ${opts.tls.key}` : ''};
+    root ${root};
+    location / { autoindex off; }
+`,
+    { root, ...(opts.tls ? { scheme: 'https' as const } : {}) },
+  )
+
+/**
+ * Starts nginx with the same process, log and temp-path set-up as
+ * {@link startNginx}, the inside of its one `server {}` block written by
+ * `server(prefix, port)` (none without it: `httpExtra` then has its own,
+ * listening on `port`), and `http` lines of the caller's (`httpExtra`, e.g.
+ * a proxy cache) before it.
+ */
+export const startNginxWith = async (
+  server: ((prefix: string, port: number) => string) | undefined,
+  opts: { root?: string; scheme?: 'http' | 'https'; httpExtra?: (prefix: string, port: number) => string } = {},
+): Promise<Nginx> => {
   const prefix = await mkdtemp(join(tmpdir(), 'ba-nginx-'))
   await mkdir(join(prefix, 'logs'), { recursive: true })
   const port = await freePort()
@@ -117,18 +160,15 @@ http {
   default_type application/octet-stream;
   sendfile on;
   keepalive_requests 100000;
-  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range';
+  log_format ba '$request_method\\t$uri\\t$status\\t$body_bytes_sent\\t$http_range\\t$connection';
   access_log ${accessLog} ba;
   client_body_temp_path ${prefix}/body;
   proxy_temp_path ${prefix}/proxy;
   fastcgi_temp_path ${prefix}/fastcgi;
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
-  server {
-    listen 127.0.0.1:${port}${opts.tls ? ` ssl;\n    ssl_certificate ${opts.tls.cert};\n    ssl_certificate_key ${opts.tls.key}` : ''};
-    root ${root};
-    location / { autoindex off; }
-  }
+${opts.httpExtra?.(prefix, port) ?? ''}
+${server ? `  server {\n${server(prefix, port)}\n  }` : ''}
 }
 `
   await writeFile(join(prefix, 'nginx.conf'), conf)
@@ -138,26 +178,16 @@ http {
   // teardown, and an nginx left behind would serve on. (With a master process,
   // its workers outlive a killed master.)
   const argv = ['-p', prefix, '-c', join(prefix, 'nginx.conf')]
-  const child = existsSync(SETPRIV)
-    ? spawn(SETPRIV, ['--pdeathsig', 'SIGKILL', bin, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'] })
-  let stderr = ''
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-  try {
-    await waitForPort(port, child)
-  } catch (e) {
-    child.kill('SIGKILL')
-    throw new Error(`${(e as Error).message}: ${stderr}`)
-  }
+  const child = await spawnServer(bin, argv, port)
   const parse = (text: string): AccessRecord[] =>
     text
       .split('\n')
       .filter(Boolean)
       .map((line) => {
-        const [method = '', path = '', status = '0', bytes = '0', range = ''] = line.split('\t')
-        return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range }
+        const [method = '', path = '', status = '0', bytes = '0', range = '', connection = '0'] = line.split('\t')
+        return { method, path, status: Number(status), bytes: Number(bytes), range: range === '-' ? '' : range, connection: Number(connection) }
       })
-  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`
+  const url = `${opts.scheme ?? 'http'}://127.0.0.1:${port}`
   let markers = 0
   /** The whole log, once a fresh marker's line is in it. */
   const settled = async (): Promise<AccessRecord[]> => {
@@ -175,7 +205,7 @@ http {
   return {
     url,
     port,
-    root,
+    root: opts.root ?? prefix,
     access: async () => (await settled()).filter((a) => !a.path.startsWith(MARKER_PATH)),
     clearAccess: async () => {
       await settled()

@@ -56,7 +56,7 @@ t.test('fetch and the boot stage refuse an image for another architecture before
   t.match(JSON.parse(refused.stdout), { error: { code: 'EARCH', message: new RegExp(`built for ${other}, and this machine is ${machineArch()}`) } })
   t.equal(head.stats().imageBytes, 0, 'no image byte was served')
 
-  const err = await cachePipeline.fetchManifest(url, { log: silentLogger(), timeoutMs: 5000, pinned: { sha256: sha256(bytes), size: bytes.length, by: 'test' } }).catch((e: unknown) => e)
+  const err = await cachePipeline.fetchManifest(url, { log: silentLogger(), timeoutMs: 5000, node: 'n1', pinned: { sha256: sha256(bytes), size: bytes.length, by: 'test' } }).catch((e: unknown) => e)
   t.match(err, { code: 'EARCH' }, 'the boot stage\'s manifest step refuses it too')
 
   const taken = await runCliAsync(['fetch', url, '--cache', join(dir, 'cache'), '--json', '--arch', other])
