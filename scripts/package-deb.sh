@@ -59,6 +59,9 @@ cd "$here"
 upstream=$(node -p 'require("./package.json").version')
 version="${upstream}-1"
 arch=$(dpkg --print-architecture)
+# Who answers for this build (DEBFULLNAME/DEBEMAIL, as dch reads them); a site
+# building its own package puts its own address here.
+maintainer="${DEBFULLNAME:-boot-agent maintainers} <${DEBEMAIL:-boot-agent@example.org}>"
 # Reproducible dates: the last commit's time unless SOURCE_DATE_EPOCH is given.
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || date +%s)}"
 
@@ -71,7 +74,11 @@ mkdir -p "$lib/chunks" "$root/usr/bin" "$root/usr/lib/dracut/modules.d/50boot-ag
   "$root/usr/lib/systemd/system" "$root/usr/share/man/man8" "$root/usr/share/man/man7" "$doc" "$root/DEBIAN"
 
 # The bundle: the entry and every chunk it loads (the directory is installed whole).
-install -m 0644 dist/boot-agent.mjs "$lib/boot-agent.mjs"
+# Without its #!/usr/bin/env node line, which would find Debian's node 18: the entry is
+# a module that /usr/bin/boot-agent (and the initramfs) run with the package's node,
+# not a script (lintian holds a script with a node #! to Depends: nodejs).
+sed '1{/^#!/d}' dist/boot-agent.mjs > "$lib/boot-agent.mjs"
+chmod 0644 "$lib/boot-agent.mjs"
 for f in dist/chunks/*; do install -m 0644 "$f" "$lib/chunks/"; done
 
 # The runtime, stripped the way dh_strip strips executables, cached by the input's hash.
@@ -116,13 +123,16 @@ done
 # Docs: copyright (DEP-5), the Debian changelog, the README.
 install -m 0644 contrib/debian/copyright "$doc/copyright"
 install -m 0644 README.md "$doc/README.md"
+# lintian overrides, each with its reason (contrib/debian/lintian-overrides).
+mkdir -p "$root/usr/share/lintian/overrides"
+install -m 0644 contrib/debian/lintian-overrides "$root/usr/share/lintian/overrides/boot-agent"
 date_r=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
 {
   echo "boot-agent ($version) unstable; urgency=medium"
   echo
   echo "  * Package built from the boot-agent tree at $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)."
   echo
-  echo " -- boot-agent maintainers <boot-agent@localhost>  $date_r"
+  echo " -- $maintainer  $date_r"
 } | gzip -9n > "$doc/changelog.Debian.gz"
 chmod 0644 "$doc/changelog.Debian.gz"
 
@@ -138,9 +148,9 @@ cat > "$root/DEBIAN/control" <<EOF
 Package: boot-agent
 Version: $version
 Architecture: $arch
-Maintainer: boot-agent maintainers <boot-agent@localhost>
+Maintainer: $maintainer
 Installed-Size: $installed_kb
-Depends: $shlibs, mount, util-linux, squashfs-tools
+Depends: $shlibs, mount, squashfs-tools
 Recommends: dracut-core, dracut-network, e2fsprogs
 Suggests: xfsprogs, dmidecode
 Section: admin

@@ -100,7 +100,7 @@ export const mdToRoff = (md) => {
     if (h) {
       flush()
       const key = /^rd\.bootagent\.\S+$/.test(h[1])
-      roff.push(key ? '.SS' : '.SH', key ? roffText(h[1]) : `"${mdInline(h[1]).replace(/"/g, '\\(dq').toUpperCase().replace(/\\FB|\\FR/g, '')}"`)
+      roff.push(key ? `.SS ${roffText(h[1])}` : `.SH "${mdInline(h[1]).replace(/"/g, '\\(dq').toUpperCase().replace(/\\FB|\\FR/g, '')}"`)
       continue
     }
     if (/^\|/.test(line)) {

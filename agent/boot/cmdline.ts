@@ -85,6 +85,8 @@ const KNOWN_KEYS = [
   'rebootdelay',
 ] as const
 type KnownKey = (typeof KNOWN_KEYS)[number]
+/** Every known key, without the prefix: boot-agent-cmdline(7) documents each (test/package/man.test.ts). */
+export const CMDLINE_KEYS: readonly string[] = KNOWN_KEYS
 
 /**
  * Splits a command line into parameters as the kernel does: whitespace

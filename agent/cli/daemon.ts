@@ -8,6 +8,7 @@ import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 import { readBootRecord } from '../daemon/boot-record.js'
 import { runDaemon } from '../daemon/daemon.js'
+import { createNotifier } from '../daemon/notify.js'
 
 const usage = `usage: boot-agent daemon [options]
 
@@ -70,6 +71,12 @@ export const command: Command = {
     const server = values.server ?? br?.server
     if (server !== undefined && !/^https?:\/\/[^\s]+$/.test(server)) throw new ConfigError('--server', `not an http(s) URL: ${JSON.stringify(server)}`)
     if (!server) ctx.log.warn('no head node (--server or boot record): events stay spooled')
+    // Under systemd (Type=notify): ready once reading, watchdog pings, stopping on SIGTERM.
+    const notifier = values.once ? undefined : createNotifier({ log: ctx.log })
+    const stopPings = new AbortController()
+    notifier?.watchdog(AbortSignal.any([ctx.signal, stopPings.signal]))
+    const onStop = (): void => void notifier?.send({ STOPPING: '1', STATUS: 'stopping: last flush and delivery' })
+    ctx.signal.addEventListener('abort', onStop, { once: true })
     const res = await runDaemon({
       node,
       ...(server ? { server } : {}),
@@ -82,8 +89,12 @@ export const command: Command = {
       selfCheck: !values['no-self-check'],
       ...(values['spool-max'] ? { spoolMaxEvents: Math.max(1, positiveInt('--spool-max', values['spool-max'], 10_000)) } : {}),
       once: values.once === true,
+      ...(notifier ? { onReady: () => void notifier.send({ READY: '1', STATUS: `watching the kernel log for node ${node}${server ? `, reporting to ${server}` : ', no head node: events stay spooled'}` }) } : {}),
       log: ctx.log,
       signal: ctx.signal,
+    }).finally(() => {
+      stopPings.abort()
+      ctx.signal.removeEventListener('abort', onStop)
     })
     ctx.log.info({ ...res }, 'daemon stopped')
     return res.deliveryError ? 1 : 0

@@ -33,11 +33,27 @@ export const helpText = (): string => {
     ...Object.entries(COMMANDS).map(([name, [summary]]) => `  ${name.padEnd(width)}  ${summary}`),
     '',
     'Run `boot-agent COMMAND --help` for a command\'s options.',
-    'Logs are JSON lines on standard error (BOOT_AGENT_LOG_LEVEL=debug for more).',
+    'Logs go to standard error: <N>-prefixed prose in the journal, readable lines on a',
+    'terminal, JSON lines otherwise; --log-format journal|text|json (before or after',
+    'COMMAND) or BOOT_AGENT_LOG_FORMAT chooses. BOOT_AGENT_LOG_LEVEL=debug for more.',
   ].join('\n')
 }
 
-export const main = async (argv: string[]): Promise<number> => {
+/** `--log-format F` / `--log-format=F`, taken out of the arguments wherever it is. */
+const takeLogFormat = (argv: string[]): { args: string[]; logFormat?: string } => {
+  const args: string[] = []
+  let logFormat: string | undefined
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string
+    if (a === '--log-format') logFormat = argv[++i] ?? ''
+    else if (a.startsWith('--log-format=')) logFormat = a.slice('--log-format='.length)
+    else args.push(a)
+  }
+  return logFormat === undefined ? { args } : { args, logFormat }
+}
+
+export const main = async (argvAll: string[]): Promise<number> => {
+  const { args: argv, logFormat } = takeLogFormat(argvAll)
   const [name, ...rest] = argv
   const out = (line: string): void => {
     process.stdout.write(line + '\n')
@@ -63,10 +79,12 @@ export const main = async (argv: string[]): Promise<number> => {
   }
   // The logger only for a command that runs, not for `--help` (pino itself
   // loads at the first line logged, agent/core/log.ts).
-  const { createLogger } = await import('../core/log.js')
+  const { createLogger, logFormatFor, wasLogged } = await import('../core/log.js')
   let log: CommandContext['log']
+  let journal: boolean
   try {
-    log = createLogger()
+    log = createLogger(logFormat !== undefined ? { format: logFormat } : {})
+    journal = logFormatFor(2, logFormat) === 'journal'
   } catch (e) {
     process.stderr.write(`boot-agent ${name}: ${messageOf(e)}\n`)
     return EXIT_USAGE
@@ -83,11 +101,14 @@ export const main = async (argv: string[]): Promise<number> => {
     const message = messageOf(e)
     // A usage error is for the operator at the prompt: the plain line and where the
     // options are, not a JSON line with a stack trace.
-    if (code !== 'ECONFIG') ctx.log.error({ err: e, code }, message)
+    // The stack once: a `[failed]` line of logOp's has carried it already.
+    if (code !== 'ECONFIG') ctx.log.error(wasLogged(e) ? { code } : { err: e, code }, message)
     const prefix = `boot-agent ${name}:`
-    process.stderr.write(`${message.startsWith(prefix) ? message : `${prefix} ${message}`}\n`)
+    // In the journal the error line above is the message (at err); an unprefixed
+    // copy would be stored again at info.
+    if (!journal || code === 'ECONFIG') process.stderr.write(`${journal ? '<3>' : ''}${message.startsWith(prefix) ? message : `${prefix} ${message}`}\n`)
     if (code !== 'ECONFIG') return 1
-    if (!message.includes('--help')) process.stderr.write(`Run \`boot-agent ${name} --help\` for its options.\n`)
+    if (!message.includes('--help')) process.stderr.write(`${journal ? '<3>' : ''}Run \`boot-agent ${name} --help\` for its options.\n`)
     return EXIT_USAGE
   } finally {
     process.off('SIGINT', onSignal)

@@ -1,7 +1,9 @@
 /**
- * Structured JSON logs (pino) to standard error, which systemd sends to the
- * journal. Logging is synchronous: in the initramfs switch_root kills every
- * process, and a buffered line would be lost with it (SPEC §11).
+ * Logs (pino) to standard error: `<N>`-prefixed prose for the journal, readable
+ * lines on a terminal, JSON lines otherwise (agent/core/log-format.ts says how
+ * each reads; chooseLogFormat which applies). Logging is synchronous: in the
+ * initramfs switch_root kills every process, and a buffered line would be lost
+ * with it (SPEC §11).
  *
  * pino is loaded at a logger's first use, not at start: it is most of what a
  * command's modules weigh (150 of the 236 KB `verify` loads, 15–30 ms of
@@ -13,10 +15,13 @@
  * Operations are logged as `[started]` / `[finished]` / `[failed]` with their
  * duration (after ignition's LogOp), not as chatter.
  */
+import { fstatSync, writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { isatty } from 'node:tty'
 import { fileURLToPath } from 'node:url'
 import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
 import { BootAgentError, ConfigError, messageOf } from './errors.js'
+import { formatRecord, LOG_FORMATS, type LogFormat } from './log-format.js'
 
 export type { Logger }
 
@@ -70,7 +75,57 @@ export interface LoggerOptions {
   level?: string
   /** File descriptor to write to. Default 2 (stderr). */
   fd?: number
+  /** How lines read; `BOOT_AGENT_LOG_FORMAT` overrides. Default: chooseLogFormat(fd). */
+  format?: string
 }
+
+/** Whether `fd` is the journal stream systemd connected (JOURNAL_STREAM is "device:inode", systemd.exec(5)). */
+const isJournalStream = (fd: number, journalStream: string | undefined): boolean => {
+  if (!journalStream) return false
+  try {
+    const st = fstatSync(fd, { bigint: true })
+    return journalStream === `${st.dev}:${st.ino}`
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The format for lines written to `fd`: `journal` when `fd` is the journal
+ * stream systemd set up (a child that inherited JOURNAL_STREAM but writes to a
+ * pipe is not), `text` on a terminal, `json` otherwise (a pipe, a file: a
+ * program reads it).
+ */
+export const chooseLogFormat = (fd: number, journalStream = process.env.JOURNAL_STREAM): LogFormat =>
+  isJournalStream(fd, journalStream) ? 'journal' : isatty(fd) ? 'text' : 'json'
+
+const checkFormat = (format: string, key: string): LogFormat => {
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new ConfigError(key, `${JSON.stringify(format)} is not one of ${LOG_FORMATS.join(', ')}`)
+  return format as LogFormat
+}
+
+/** The format a logger on `fd` writes: BOOT_AGENT_LOG_FORMAT, else `asked`, else chooseLogFormat. */
+export const logFormatFor = (fd: number, asked?: string): LogFormat => {
+  const env = process.env.BOOT_AGENT_LOG_FORMAT
+  if (env !== undefined && env !== '') return checkFormat(env, 'BOOT_AGENT_LOG_FORMAT')
+  return asked !== undefined ? checkFormat(asked, '--log-format') : chooseLogFormat(fd)
+}
+
+/**
+ * A pino destination that turns each JSON line into `format`'s lines and
+ * writes them at once with one write(2) (synchronous: see the top).
+ */
+const proseDestination = (fd: number, format: Exclude<LogFormat, 'json'>): { write: (line: string) => void } => ({
+  write: (line: string): void => {
+    let rec: Record<string, unknown>
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>
+    } catch {
+      rec = { level: 'info', msg: line.trimEnd() }
+    }
+    writeSync(fd, formatRecord(rec, format))
+  },
+})
 
 export const createLogger = (opts: LoggerOptions = {}): Logger => {
   const env = process.env.BOOT_AGENT_LOG_LEVEL
@@ -78,17 +133,20 @@ export const createLogger = (opts: LoggerOptions = {}): Logger => {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new ConfigError(env !== undefined ? 'BOOT_AGENT_LOG_LEVEL' : 'log level', `${JSON.stringify(level)} is not one of ${LOG_LEVELS.join(', ')}`)
   }
+  const fd = opts.fd ?? 2
+  const format = logFormatFor(fd, opts.format)
   return lazyLogger(() => {
     const pino = loadPino()
     return pino(
       {
-        name: 'boot-agent',
+        // No `name`: pino would write it beside a record's own `name` field (an
+        // image's name) as a second "name" key; the journal's identifier says who wrote.
         level,
         base: { pid: process.pid },
         timestamp: pino.stdTimeFunctions.isoTime,
         formatters: { level: (label) => ({ level: label }) },
       },
-      pino.destination({ fd: opts.fd ?? 2, sync: true }),
+      format === 'json' ? pino.destination({ fd, sync: true }) : proseDestination(fd, format),
     )
   })
 }
@@ -109,6 +167,13 @@ export const logOp = async <T>(log: Logger, op: string, fields: Record<string, u
     return result
   } catch (err) {
     log.error({ op, ...fields, durationMs: Math.round(performance.now() - started), err }, `[failed] ${op}: ${messageOf(err)}`)
+    if (typeof err === 'object' && err !== null) logged.add(err)
     throw err
   }
 }
+
+/** Errors whose stack a `[failed]` line already carries. */
+const logged = new WeakSet<object>()
+
+/** Whether logOp already logged `err` with its stack (the CLI then logs the exit without it). */
+export const wasLogged = (err: unknown): boolean => typeof err === 'object' && err !== null && logged.has(err)

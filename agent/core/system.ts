@@ -52,4 +52,6 @@ export const commands = {
   lsblk: env('CMD_LSBLK', 'lsblk'),
   reboot: env('CMD_REBOOT', 'reboot'),
   findmnt: env('CMD_FINDMNT', 'findmnt'),
+  /** sd_notify(3) for the daemon (agent/daemon/notify.ts). */
+  systemdNotify: env('CMD_SYSTEMD_NOTIFY', 'systemd-notify'),
 } as const

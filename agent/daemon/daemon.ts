@@ -46,6 +46,7 @@ import { MappingTimes, prescanMappings } from './mappings.js'
 import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
+import { logEvents } from './event-log.js'
 import type { BootRecordView } from './boot-record.js'
 import { clearFlushIntent, readFlushIntent, readPosition, writeFlushIntent, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
 
@@ -89,6 +90,8 @@ export interface DaemonOptions {
   selfCheckIntervalMs?: number
   /** Read what the kernel log holds now, flush, deliver once, and return. */
   once?: boolean
+  /** Called once the daemon has resumed its position and reads the kernel log (READY=1, notify.ts). */
+  onReady?: () => void
   /** Bearer token for the head node, when it wants one. */
   token?: string
   /** Sender tuning (tests). */
@@ -165,6 +168,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
   const afterSeq = sameBoot ? saved.seq : undefined
   let kmsgLost = sameBoot ? saved.lost : 0
   log.info({ op: 'resume', bootId, afterSeq: afterSeq ?? null, sameBoot, recoveredFlush: recovered },  afterSeq === undefined ? 'reading the whole kernel log of this boot' : `resuming the kernel log after seq ${afterSeq}`)
+  opts.onReady?.()
 
   let position: KmsgPosition = { bootId, seq: afterSeq ?? -1, lost: kmsgLost, time: new Date().toISOString() }
   let positionWrittenAt = Date.now()
@@ -204,6 +208,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     })
     if (events.length) {
       log.info({ op: 'flush', events: events.length, kinds: [...new Set(events.map((e) => e.kind))], seq: lastSeq }, `spooled ${events.length} event(s)`)
+      logEvents(log, events)
       sender?.wake()
     }
   }
@@ -227,6 +232,7 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
           ? makeEvent('integrity', node, { ...check, reason: r.reason, action: 'marked-corrupt', repair: 'the next fetch (next boot) re-downloads corruptChunks only' }, { image })
           : makeEvent('integrity', node, { ...check, reason: r.reason, action: 'corrupt-unlocated', repair: 'the next fetch re-verifies the object and re-downloads what fails' }, { image })
     await lock.run(() => spoolEvents([event])).catch((e: unknown) => log.error({ err: messageOf(e) }, 'cannot spool the self-check result'))
+    logEvents(log, [event])
   }
 
   const selfChecker = opts.selfCheck === false ? undefined : new SelfChecker({

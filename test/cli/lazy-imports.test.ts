@@ -83,7 +83,7 @@ t.test('pino is chunks/pino.cjs in the bundle, loaded at the first line logged a
   const logged = await run([agent, 'fetch', 'http://127.0.0.1:9/m.json', '--cache', cache], { BOOT_AGENT_LOG_LEVEL: 'info' })
   t.equal(logged.code, 1)
   const first = JSON.parse(logged.stderr.split('\n')[0]!) as Record<string, unknown>
-  t.match(first, { level: 'info', name: 'boot-agent', msg: '[started] fetch-manifest' }, 'a JSON line from pino, loaded from the bundle')
+  t.match(first, { level: 'info', msg: '[started] fetch-manifest' }, 'a JSON line from pino, loaded from the bundle')
   // The same bundle without pino.cjs: a command that logs nothing never asks for it.
   const copy = join(dir, 'bundle')
   await cp(dirname(agent), copy, { recursive: true })

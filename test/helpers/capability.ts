@@ -10,6 +10,7 @@ import { accessSync, constants, existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 
 export type Capability = 'root' | 'loop' | 'kmsg' | 'nginx' | 'squashfs-tools' | 'qemu' | 'casync' | 'xxhsum' | 'openssl' | 'vm'
+  | 'dpkg-deb' | 'lintian' | 'man' | 'rpmbuild' | 'systemd-notify'
 
 const which = (cmd: string): boolean => {
   try {
@@ -38,6 +39,11 @@ const probes: Record<Capability, () => string | undefined> = {
   xxhsum: () => (which('xxhsum') ? undefined : 'needs xxhsum (xxhash)'),
   openssl: () => (which('openssl') ? undefined : 'needs the openssl command (Debian package openssl)'),
   vm: () => (process.env.BOOT_AGENT_TEST_VM === '0' ? 'VM tests switched off by --no-vm' : undefined),
+  'dpkg-deb': () => (['dpkg-deb', 'dpkg-shlibdeps', 'strip'].every(which) ? undefined : 'needs dpkg-deb, dpkg-shlibdeps, strip (dpkg-dev, binutils)'),
+  lintian: () => (which('lintian') ? undefined : 'needs lintian'),
+  man: () => (which('man') ? undefined : 'needs man (man-db)'),
+  rpmbuild: () => (which('rpmbuild') ? undefined : 'needs rpmbuild (Debian package rpm)'),
+  'systemd-notify': () => (which('systemd-notify') && which('python3') ? undefined : 'needs systemd-notify (systemd) and python3 (the stand-in notify socket)'),
 }
 
 export const inCI = (): boolean => process.env.CI === 'true'
