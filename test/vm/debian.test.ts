@@ -14,7 +14,7 @@
  * filed at `err` or worse (systemd.journald.max_level_console=err).
  */
 import t from 'tap'
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gate } from '../helpers/capability.js'
 import { publishImage } from '../../agent/head/publish.js'
@@ -22,6 +22,7 @@ import { startHead, type Head } from '../../agent/head/server.js'
 import { buildManifest, serializeManifest } from '../../agent/manifest/index.js'
 import { BOOT_TIMEOUT_S, bootVm, buildInitramfs, findKernel, makeDisk, REPO, type Initramfs, type Kernel, type VmResult } from './harness.js'
 import { buildOsImage, findPackage, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
+import { changeServedBytes, refusedForIntegrity, storedEvents } from './head-store.js'
 
 // Image and initramfs builds (first run only) plus 3 boots of a real systemd root under TCG.
 t.setTimeout(60 * 60_000)
@@ -145,19 +146,8 @@ t.test('systemd initramfs, cold disked boot: the Debian root runs boot-agent.ser
 
 t.test('systemd initramfs, image bytes changed at the server, onfail=emergency: emergency.target, reported, err in the journal', skip, async (t) => {
   const c = ctx!
-  const sha = c.image.sha256
-  const storeObject = join(c.store, 'objects', 'sha256', sha.slice(0, 2), sha.slice(2))
-  const original = await readFile(storeObject)
-  const restore = async (): Promise<void> => {
-    const w = await open(storeObject, 'r+')
-    await w.write(original, 0, original.length, 0)
-    await w.close()
-  }
+  const restore = await changeServedBytes(c.store, c.image.sha256)
   t.teardown(restore)
-  const at = Math.floor(original.length / 3)
-  const fh = await open(storeObject, 'r+')
-  await fh.write(Buffer.from(original.subarray(at, at + 64).map((b) => b ^ 0x5a)), 0, 64, at)
-  await fh.close()
   const { r } = await boot('deb-changed', c.systemd, 'rd.bootagent.onfail=emergency systemd.journald.max_level_console=err')
   await restore()
   t.notOk(r.timedOut, 'QEMU ended (rd.emergency=poweroff after emergency.target)')
@@ -166,12 +156,8 @@ t.test('systemd initramfs, image bytes changed at the server, onfail=emergency: 
   // journald forwards to the console only what it filed at err or worse.
   t.match(r.console, /boot-agent\[\d+\]: [^\n]*EINTEGRITY/, "the stage's error is in the journal at priority err")
   t.notMatch(r.console, /boot-agent\[\d+\]: \[(started|finished)\]/, 'its info lines are not (they are filed at info)')
-  const stored = (await readFile(join(c.store, 'events', 'deb-changed.jsonl'), 'utf8').catch(() => ''))
-    .split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; data: { error?: { code?: string } } })
-  t.ok(
-    stored.some((e) => e.kind === 'integrity' || (e.kind === 'boot-failed' && e.data.error?.code === 'EINTEGRITY')),
-    `the failure is at the head (${stored.map((e) => e.kind).join(', ')})`,
-  )
+  const stored = await storedEvents(c.store, 'deb-changed')
+  t.ok(refusedForIntegrity(stored), `the failure is at the head (${stored.map((e) => e.kind).join(', ')})`)
 })
 
 t.test('hook (shell-init) initramfs, same image: the stage lines are in the booted journal', skip, async (t) => {

@@ -11,15 +11,12 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { open, readdir, readFile, rename, rm, stat, utimes, writeFile, mkdir } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { CACHE_DIR, REPO } from './harness.js'
+import { CACHE_DIR, pruneCache, REPO } from './harness.js'
 
 const execFileP = promisify(execFile)
-
-/** Cached OS images unused for this long are removed (~70 MB each). */
-const PRUNE_UNUSED_MS = 60 * 60_000
 
 /**
  * The agent's package: BOOT_AGENT_VM_DEB (scripts/test-vm.sh builds it with
@@ -58,12 +55,7 @@ export const buildOsImage = async (deb: string): Promise<OsImage> => {
   const t0 = Date.now()
   await execFileP('bash', [script, '--deb', deb, '--out', tmp, '--test-probe'], { maxBuffer: 256 * 1024 * 1024 })
   await rename(tmp, out)
-  for (const name of await readdir(CACHE_DIR)) {
-    const p = join(CACHE_DIR, name)
-    if (!name.startsWith('debian-') || !name.endsWith('.squashfs') || p === out) continue
-    const st = await stat(p).catch(() => undefined)
-    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
-  }
+  await pruneCache('debian-', '.squashfs', out)
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }
 

@@ -119,15 +119,29 @@ const hashTree = async (h: ReturnType<typeof createHash>, dir: string): Promise<
   }
 }
 
-/**
- * Builds (once per set of inputs) an initramfs with dracut/50boot-agent through
- * scripts/build-initramfs.sh. The key covers the module, the unit, the build
- * script, the bytes of every file of the bundle (entry and chunks), the node
- * binary and the kernel version.
- */
-/** Cached initramfs images unused for this long are removed. */
+/** Cached images (initramfs, OS) unused for this long are removed. */
 const PRUNE_UNUSED_MS = 60 * 60_000
 
+/**
+ * Removes cached files named `prefix…suffix` other than `keep` once no run has used
+ * them for PRUNE_UNUSED_MS: another checkout's test run may be booting one right now.
+ */
+export const pruneCache = async (prefix: string, suffix: string, keep: string): Promise<void> => {
+  for (const name of await readdir(CACHE_DIR)) {
+    const p = join(CACHE_DIR, name)
+    if (!name.startsWith(prefix) || !name.endsWith(suffix) || p === keep) continue
+    const st = await stat(p).catch(() => undefined)
+    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
+  }
+}
+
+/**
+ * Builds (once per set of inputs) an initramfs with dracut/50boot-agent through
+ * scripts/build-initramfs.sh. The key covers the build script, the kernel version,
+ * the node binary, and either the module, the unit and the bundle's files from this
+ * tree or, with `deb`, the package's bytes (module, unit, bundle and runtime) and
+ * the flavour.
+ */
 export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string; deb?: string; flavour?: 'hook' | 'systemd' }): Promise<Initramfs> => {
   const h = createHash('sha256')
   h.update(await readFile(join(REPO, 'scripts', 'build-initramfs.sh')))
@@ -159,14 +173,8 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
     ...(opts.deb !== undefined ? ['--deb', opts.deb, '--flavour', opts.flavour ?? 'hook'] : []),
   ])
   await rename(tmp, out)
-  // Images built from older inputs are pruned (~55 MB each) once no run has used them for
-  // an hour: another checkout's test run may be booting one right now.
-  for (const name of await readdir(CACHE_DIR)) {
-    const p = join(CACHE_DIR, name)
-    if (!name.startsWith('initramfs-') || !name.endsWith('.img') || p === out) continue
-    const st = await stat(p).catch(() => undefined)
-    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
-  }
+  // Images built from older inputs are pruned (~55 MB each).
+  await pruneCache('initramfs-', '.img', out)
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }
 
