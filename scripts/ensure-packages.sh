@@ -18,6 +18,13 @@ pkgs=(
   curl             # benchmark baseline
   openssl          # benchmark baseline; test certificates (site CA)
   time             # GNU time: peak RSS in benchmarks
+  dpkg-dev         # dpkg-shlibdeps: the .deb's Depends (npm run package)
+  binutils         # strip: the runtime the .deb carries
+  lintian          # the .deb's checks (test/package)
+  rpm              # rpmbuild: the EL9 spec (test/package)
+  man-db           # man --warnings: the man pages (test/package)
+  systemd          # systemd-notify (the daemon's Type=notify), systemd-analyze
+  python3          # the stand-in notify socket (test/daemon/notify.test.ts)
 )
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static

@@ -46,7 +46,7 @@ import { MappingTimes, prescanMappings } from './mappings.js'
 import { parseObjectPath } from './object-meta.js'
 import { SelfChecker, type SelfCheckResult } from './self-check.js'
 import { collectStatus } from './heartbeat.js'
-import { logEvents } from './event-log.js'
+import { logEvents } from './event-lines.js'
 import type { BootRecordView } from './boot-record.js'
 import { clearFlushIntent, readFlushIntent, readPosition, writeFlushIntent, writePosition, writeHeartbeat, SPOOL_SUBDIR, type KmsgPosition } from './state.js'
 

@@ -6,13 +6,15 @@
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { chooseLogFormat, createLogger, silentLogger, type Logger } from '../../agent/core/log.js'
 import { BUNDLE } from '../helpers/run-cli.js'
+import { gate } from '../helpers/capability.js'
+import { readRing } from '../daemon/fixtures.js'
 import { ConfigError } from '../../agent/core/errors.js'
 
 const pinoLoaded = (): boolean => Object.keys(createRequire(import.meta.url).cache).some((p) => /[/\\]node_modules[/\\]pino[/\\]pino\.js$/.test(p))
@@ -166,4 +168,31 @@ t.test('under the journal a failing command writes its error at err, prose, no J
   t.ok(errs.some((l) => /^<3>\[failed\] fetch-manifest: .*404/.test(l)), 'the failed operation at err')
   t.ok(errs.some((l) => /^<3>.*404.* code=E/.test(l)), 'the exit reason at err, its code as a fact')
   t.notOk(lines.some((l) => l.startsWith('<6>') && l.includes('404')), 'the error is not repeated at info')
+})
+
+t.test('in a dracut-hook initramfs (no journald) each line is also copied to the kernel log for the booted journal', async (t) => {
+  const dir = t.testdir()
+  const release = join(dir, 'initrd-release')
+  const kmsg = join(dir, 'kmsg')
+  writeFileSync(release, 'NAME=dracut\n')
+  writeFileSync(kmsg, '')
+  const r = await runBundle(['verify', '--cache', join(dir, 'missing')], { BOOT_AGENT_INITRD_RELEASE: release, BOOT_AGENT_DEV_KMSG: kmsg, BOOT_AGENT_LOG_FORMAT: 'json' })
+  t.equal(r.status, 1)
+  t.match(r.stderr, /^\{"level":"error"/, 'the console keeps its own format')
+  // One record per write: <facility user (1) * 8 + err (3)>, the identifier journald takes as SYSLOG_IDENTIFIER.
+  t.match(readFileSync(kmsg, 'utf8'), /^<11>boot-agent\[\d+\]: no cache at .*missing.* code=ENOCACHE\n$/)
+  writeFileSync(kmsg, '')
+  await runBundle(['verify', '--cache', join(dir, 'missing')], { BOOT_AGENT_INITRD_RELEASE: join(dir, 'not-an-initramfs'), BOOT_AGENT_DEV_KMSG: kmsg })
+  t.equal(readFileSync(kmsg, 'utf8'), '', 'outside an initramfs nothing goes to the kernel log')
+})
+
+t.test('the copy reaches the real kernel log with user facility and err level', gate('root', 'kmsg'), async (t) => {
+  const dir = t.testdir()
+  const release = join(dir, 'initrd-release')
+  writeFileSync(release, 'NAME=dracut\n')
+  const marker = `missing-${process.pid}-${Date.now()}`
+  await runBundle(['verify', '--cache', join(dir, marker)], { BOOT_AGENT_INITRD_RELEASE: release })
+  const rec = (await readRing()).find((r) => r.message.includes(marker))
+  t.ok(rec, 'the record is in the ring buffer')
+  t.match(rec, { facility: 1, level: 3, message: /^boot-agent\[\d+\]: no cache at / })
 })

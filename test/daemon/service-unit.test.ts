@@ -4,7 +4,7 @@
  * and for a comment on every group of directives.
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -60,4 +60,13 @@ t.test('every group of directives has a comment saying why', async (t) => {
     if (!(j >= 0 && lines[j]!.startsWith('#')) && !/^(Description|Documentation)=/.test(l)) bare.push(l)
   }
   t.same(bare, [], 'no directive without a comment above its group')
+})
+
+t.test('the unit waits for READY=1 from a child (systemd-notify), has a watchdog, and scores 2.4 or better', async (t) => {
+  const active = (await readFile(UNIT, 'utf8')).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+  for (const d of ['Type=notify', 'NotifyAccess=all', 'WatchdogSec=60s', 'DevicePolicy=closed', 'DeviceAllow=/dev/kmsg r']) t.ok(active.includes(d), d)
+  if (!which('systemd-analyze')) return
+  const r = spawnSync('systemd-analyze', ['security', '--offline=true', UNIT], { encoding: 'utf8' })
+  const score = /Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1]
+  t.ok(score !== undefined && Number(score) <= 2.4, `systemd-analyze security: ${score} (README records 2.4)`)
 })

@@ -52,8 +52,11 @@ export const eventLine = (e: AgentEvent): EventLine | undefined => {
       return { level: 'error', msg: `boot failed: ${where}`, fields }
     case 'fallback':
       return { level: 'warn', msg: `boot fell back: ${where}`, fields }
-    case 'lost':
-      return { level: 'warn', msg: `events lost: ${where}`, fields }
+    case 'lost': {
+      const source = typeof data.source === 'string' ? data.source : 'events'
+      const reason = typeof data.reason === 'string' ? `: ${data.reason}` : ''
+      return { level: 'warn', msg: `lost ${count ?? 'some'} ${source} record(s) (node ${e.node})${reason}`, fields: { ...fields, source } }
+    }
     case 'cache':
       return data.action === 'self-check-failed' ? { level: 'warn', msg: `cache self-check could not run: ${where}`, fields } : undefined
     default:
