@@ -9,9 +9,15 @@
 #     no kernel-modules module (~90 MB of drivers): the module installs what it needs.
 # usage: npm run initramfs -- --kver K --out FILE [--bundle dist/boot-agent.mjs]
 #        [--node /usr/bin/node] [--compress zstd|lz4|xz] [--pubkey F] [--ca F]
+#        [--deb boot-agent_*.deb] [--flavour hook|systemd]
 #   (--bundle names the entry; the chunks/ directory beside it goes in with it)
 #        [--token F]  this node's token file for the head (mode 0600, root; docs/security.md);
 #   without it the image carries no token, whatever the build host has in /etc/boot-agent/token
+#   --deb: take the module, the bundle and the runtime from the package instead,
+#     unpacked into a scratch root (dpkg-deb -x): what users install is what is built.
+#   --flavour systemd: the distribution's defaults, `dracut --no-hostonly --add
+#     boot-agent` (every module dracut picks on its own: systemd, its network stack,
+#     kernel-modules' generic drivers); hook (default): the shell-init image above.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -23,7 +29,9 @@ compress=zstd   # zstd keeps node-carrying images under 60 MB; lz4 unpacks faste
 pubkey=""
 ca=""
 token=""
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+deb=""
+flavour=hook
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver="$2"; shift 2 ;;
@@ -34,6 +42,8 @@ while [ $# -gt 0 ]; do
     --pubkey) pubkey="$2"; shift 2 ;;
     --ca) ca="$2"; shift 2 ;;
     --token) token="$2"; shift 2 ;;
+    --deb) deb="$2"; shift 2 ;;
+    --flavour) flavour="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "build-initramfs: unknown argument: $1" >&2; usage ;;
   esac
@@ -41,17 +51,28 @@ done
 [ -n "$out" ] || { echo "build-initramfs: --out FILE is required" >&2; exit 2; }
 case "$compress" in zstd|lz4|xz|gzip) ;; *) echo "build-initramfs: --compress $compress: not zstd, lz4, xz or gzip" >&2; exit 2 ;; esac
 [ -d "/lib/modules/$kver" ] || { echo "build-initramfs: --kver $kver: no /lib/modules/$kver (install linux-image-$kver)" >&2; exit 2; }
-[ -f "$bundle" ] || { echo "build-initramfs: no agent bundle at $bundle (run: node scripts/bundle.mjs)" >&2; exit 2; }
-[ -x "$node_bin" ] || { echo "build-initramfs: no Node.js binary (--node)" >&2; exit 2; }
+case "$flavour" in hook|systemd) ;; *) echo "build-initramfs: --flavour $flavour: not hook or systemd" >&2; exit 2 ;; esac
+[ -z "$deb" ] || [ -f "$deb" ] || { echo "build-initramfs: --deb $deb: no such package (run: npm run package)" >&2; exit 2; }
+[ -n "$deb" ] || [ -f "$bundle" ] || { echo "build-initramfs: no agent bundle at $bundle (run: node scripts/bundle.mjs)" >&2; exit 2; }
+[ -n "$deb" ] || [ -x "$node_bin" ] || { echo "build-initramfs: no Node.js binary (--node)" >&2; exit 2; }
 command -v dracut >/dev/null || { echo "build-initramfs: dracut not installed (Debian: dracut-core dracut-network)" >&2; exit 2; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ba-initramfs.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 # Private dracut tree: the system's /usr/lib/dracut stays as it is.
 cp -a /usr/lib/dracut "$work/dracut"
-cp -a "$here/dracut/50boot-agent" "$work/dracut/modules.d/50boot-agent"
-# The unit for systemd-based images lives in systemd/; the module installs it from its own dir.
-cp "$here/systemd/boot-agent-initrd.service" "$work/dracut/modules.d/50boot-agent/"
+if [ -n "$deb" ]; then
+  # The package, unpacked: its module (with the unit beside it), bundle and runtime.
+  dpkg-deb -x "$deb" "$work/pkgroot"
+  cp -a "$work/pkgroot/usr/lib/dracut/modules.d/50boot-agent" "$work/dracut/modules.d/50boot-agent"
+  bundle="$work/pkgroot/usr/lib/boot-agent/boot-agent.mjs"
+  node_bin="$work/pkgroot/usr/lib/boot-agent/node"
+  [ -f "$bundle" ] && [ -x "$node_bin" ] || { echo "build-initramfs: $deb lacks /usr/lib/boot-agent/{boot-agent.mjs,node}" >&2; exit 2; }
+else
+  cp -a "$here/dracut/50boot-agent" "$work/dracut/modules.d/50boot-agent"
+  # The unit for systemd-based images lives in systemd/; the module installs it from its own dir.
+  cp "$here/systemd/boot-agent-initrd.service" "$work/dracut/modules.d/50boot-agent/"
+fi
 mkdir -p "$work/confdir" "$work/tmp"
 
 export BOOT_AGENT_BUNDLE="$(readlink -f "$bundle")"
@@ -62,10 +83,17 @@ export BOOT_AGENT_NODE="$(readlink -f "$node_bin")"
 export BOOT_AGENT_TOKEN="${token:+$(readlink -f "$token")}"
 export BOOT_AGENT_TOKEN="${BOOT_AGENT_TOKEN:-$work/no-token}"
 
+if [ "$flavour" = systemd ]; then
+  # The distribution's defaults: no module list, not host-only.
+  modules=(--add boot-agent)
+else
+  # -m: only base + boot-agent and its network deps, no systemd.
+  modules=(-m "base network-legacy network boot-agent" -o "systemd systemd-networkd")
+fi
 dracutbasedir="$work/dracut" dracut \
   --conf /dev/null --confdir "$work/confdir" --tmpdir "$work/tmp" \
   --no-hostonly --no-hostonly-cmdline --no-early-microcode \
-  -m "base network-legacy network boot-agent" -o "systemd systemd-networkd" \
+  "${modules[@]}" \
   --"$compress" --force --quiet \
   --kver "$kver" "$out"
-echo "build-initramfs: $out ($(du -h "$out" | cut -f1), $compress, kernel $kver)" >&2
+echo "build-initramfs: $out ($(du -h "$out" | cut -f1), $flavour, $compress, kernel $kver${deb:+, from ${deb##*/}})" >&2

@@ -40,6 +40,9 @@ pkgs=(
 if [ "${1:-}" = "--vm" ]; then
   pkgs+=(qemu-system-x86 linux-image-amd64 dracut-core dracut-network busybox-static
          cpio udev lz4 xz-utils zstd binutils isc-dhcp-client iproute2)
+  # issue 18: the Debian image (mmdebstrap), the systemd-flavour initramfs (dracut's
+  # systemd modules copy the host's systemd, networkd, dbus), the package (dpkg-dev)
+  pkgs+=(mmdebstrap systemd dbus dpkg-dev)
 fi
 
 missing=()

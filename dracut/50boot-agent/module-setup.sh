@@ -52,11 +52,14 @@ check() {
 
 # called by dracut: the modules ours needs.
 depends() {
-    # network-legacy first: 40network picks the first handler already included, else
-    # systemd-networkd when the host has it (which pulls systemd into the image);
-    # network: net-lib.sh, which network-legacy's hooks need;
+    # network: whatever stack this initramfs brings. dracut's 40network picks the
+    # handler already included (-m/--add network-legacy, network-manager, ...), else
+    # the host's: NetworkManager, then systemd-networkd, then network-legacy. A
+    # systemd initramfs thus gets systemd-networkd (Debian 12) or NetworkManager
+    # (EL 8/9, Fedora, which no longer ship network-legacy); a shell-init one names
+    # network-legacy itself (scripts/build-initramfs.sh --flavour hook).
     # base: dracut-lib.sh, getarg, info/warn/die.
-    echo network-legacy network base
+    echo network base
 }
 
 # called by dracut: kernel modules to carry (the Debian kernel builds these as modules).
@@ -118,6 +121,16 @@ install() {
         # (systemd/boot-agent-initrd.service, copied next to this file at build time).
         inst_simple "$moddir/boot-agent-initrd.service" "$systemdsystemunitdir/boot-agent-initrd.service"
         $SYSTEMCTL -q --root "$initdir" enable boot-agent-initrd.service
+        if dracut_module_included "systemd-networkd"; then
+            # dracut's systemd-networkd configures only what ip= asks for (through
+            # systemd-network-generator, 70-*.network); without ip= nothing would ask
+            # for DHCP. A last-resort .network, matched only when root=bootagent: the
+            # generator's and the site's files sort first and win.
+            mkdir -p "$initdir$systemdnetwork"
+            printf '%s\n' '# boot-agent (dracut/50boot-agent): DHCP on wired links when nothing else configures them.' \
+                '[Match]' 'KernelCommandLine=root=bootagent' 'Type=ether' '' \
+                '[Network]' 'DHCP=yes' > "$initdir$systemdnetwork/99-boot-agent.network"
+        fi
     else
         # shell init: pre-mount 50, when the network is up (initqueue finished) and
         # nothing has mounted $NEWROOT yet; the agent mounts it.

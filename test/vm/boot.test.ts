@@ -14,7 +14,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { gate } from '../helpers/capability.js'
 import { publishImage } from '../../agent/head/publish.js'
@@ -24,6 +24,7 @@ import {
   bootVm, buildInitramfs, corruptDiskFile, findKernel, listFiles, makeDisk, makeRootTree, mksquashfs, phases,
   readDiskFile, REPO, section, type Disk, type Initramfs, type Kernel, type VmResult,
 } from './harness.js'
+import { changeServedBytes, refusedForIntegrity, storedEvents } from './head-store.js'
 
 // Up to ~7 boots of 20–120 s each (the host is shared): well past tap's default.
 t.setTimeout(40 * 60_000)
@@ -181,18 +182,8 @@ t.test('image bytes changed at the server under the same name: boot refused, rep
   // the published file in place; the head keeps serving what is on its disk.
   // This node's image carries the daemon, so the next good boot delivers the report.
   const sha = c.daemonImage.sha256
-  const storeObject = join(c.store, 'objects', 'sha256', sha.slice(0, 2), sha.slice(2))
-  const original = await readFile(storeObject)
-  const restore = async (): Promise<void> => {
-    const w = await open(storeObject, 'r+')
-    await w.write(original, 0, original.length, 0)
-    await w.close()
-  }
+  const restore = await changeServedBytes(c.store, sha)
   t.teardown(restore)
-  const at = Math.floor(original.length / 3)
-  const fh = await open(storeObject, 'r+')
-  await fh.write(Buffer.from(original.subarray(at, at + 64).map((b) => b ^ 0x5a)), 0, 64, at)
-  await fh.close()
   // A fresh disk: a cache already holding the image would (rightly) never ask the server.
   const disk = await makeDisk(join(c.dir, 'disk-changed.img'), [
     { label: 'cwcache', mib: 192 },
@@ -211,10 +202,8 @@ t.test('image bytes changed at the server under the same name: boot refused, rep
   t.match(again.console, /BA-TAG vm-daemon/, 'with the right bytes back the node boots')
   t.match(again.console, /BA-DAEMON-EXIT 0/, 'the daemon delivered what was spooled')
   // What the events endpoint stored durably (<store>/events/<node>.jsonl).
-  const stored = (await readFile(join(c.store, 'events', 'vm-changed.jsonl'), 'utf8').catch(() => ''))
-    .split('\n').filter(Boolean).map((l) => JSON.parse(l) as { kind: string; data: { error?: { code?: string } } })
-  const refused = stored.filter((e) => e.kind === 'integrity' || (e.kind === 'boot-failed' && e.data.error?.code === 'EINTEGRITY'))
-  t.ok(refused.length > 0, `the refused boot reached the head's events endpoint (${stored.map((e) => e.kind).join(', ')})`)
+  const stored = await storedEvents(c.store, 'vm-changed')
+  t.ok(refusedForIntegrity(stored), `the refused boot reached the head's events endpoint (${stored.map((e) => e.kind).join(', ')})`)
   const view = await nodeView('vm-changed')
   t.match(view, { lastBoot: { result: 'ok' }, running: { sha256: sha } }, 'and then the good boot')
 })

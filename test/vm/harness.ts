@@ -119,21 +119,40 @@ const hashTree = async (h: ReturnType<typeof createHash>, dir: string): Promise<
   }
 }
 
-/**
- * Builds (once per set of inputs) an initramfs with dracut/50boot-agent through
- * scripts/build-initramfs.sh. The key covers the module, the unit, the build
- * script, the bytes of every file of the bundle (entry and chunks), the node
- * binary and the kernel version.
- */
-/** Cached initramfs images unused for this long are removed. */
+/** Cached images (initramfs, OS) unused for this long are removed. */
 const PRUNE_UNUSED_MS = 60 * 60_000
 
-export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string }): Promise<Initramfs> => {
+/**
+ * Removes cached files named `prefix…suffix` other than `keep` once no run has used
+ * them for PRUNE_UNUSED_MS: another checkout's test run may be booting one right now.
+ */
+export const pruneCache = async (prefix: string, suffix: string, keep: string): Promise<void> => {
+  for (const name of await readdir(CACHE_DIR)) {
+    const p = join(CACHE_DIR, name)
+    if (!name.startsWith(prefix) || !name.endsWith(suffix) || p === keep) continue
+    const st = await stat(p).catch(() => undefined)
+    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
+  }
+}
+
+/**
+ * Builds (once per set of inputs) an initramfs with dracut/50boot-agent through
+ * scripts/build-initramfs.sh. The key covers the build script, the kernel version,
+ * the node binary, and either the module, the unit and the bundle's files from this
+ * tree or, with `deb`, the package's bytes (module, unit, bundle and runtime) and
+ * the flavour.
+ */
+export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string; deb?: string; flavour?: 'hook' | 'systemd' }): Promise<Initramfs> => {
   const h = createHash('sha256')
-  await hashTree(h, join(REPO, 'dracut'))
-  h.update(await readFile(join(REPO, 'systemd', 'boot-agent-initrd.service')))
   h.update(await readFile(join(REPO, 'scripts', 'build-initramfs.sh')))
-  for (const f of await bundleFiles(opts.bundle)) h.update(`${f}\0`).update(await readFile(join(dirname(opts.bundle), f)))
+  if (opts.deb !== undefined) {
+    // From the package: its bytes carry the module, the unit, the bundle and the runtime.
+    h.update(await readFile(opts.deb)).update(`flavour:${opts.flavour ?? 'hook'}`)
+  } else {
+    await hashTree(h, join(REPO, 'dracut'))
+    h.update(await readFile(join(REPO, 'systemd', 'boot-agent-initrd.service')))
+    for (const f of await bundleFiles(opts.bundle)) h.update(`${f}\0`).update(await readFile(join(dirname(opts.bundle), f)))
+  }
   const node = process.execPath
   const nst = await stat(node)
   h.update(`${node}:${nst.size}:${nst.mtimeMs}:${opts.kver}:${opts.compress ?? 'zstd'}`)
@@ -151,16 +170,11 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
     join(REPO, 'scripts', 'build-initramfs.sh'),
     '--kver', opts.kver, '--out', tmp, '--bundle', opts.bundle, '--node', node,
     '--compress', opts.compress ?? 'zstd',
+    ...(opts.deb !== undefined ? ['--deb', opts.deb, '--flavour', opts.flavour ?? 'hook'] : []),
   ])
   await rename(tmp, out)
-  // Images built from older inputs are pruned (~55 MB each) once no run has used them for
-  // an hour: another checkout's test run may be booting one right now.
-  for (const name of await readdir(CACHE_DIR)) {
-    const p = join(CACHE_DIR, name)
-    if (!name.startsWith('initramfs-') || !name.endsWith('.img') || p === out) continue
-    const st = await stat(p).catch(() => undefined)
-    if (st && Date.now() - st.mtimeMs > PRUNE_UNUSED_MS) await rm(p, { force: true })
-  }
+  // Images built from older inputs are pruned (~55 MB each).
+  await pruneCache('initramfs-', '.img', out)
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }
 
@@ -295,6 +309,8 @@ export interface BootOptions {
   consoleFile: string
   timeoutS?: number
   memMiB?: number
+  /** More virtio disks after `disk`, each with a serial (/dev/disk/by-id/virtio-<serial> in the guest). */
+  extraDisks?: { path: string; serial: string }[]
 }
 
 /**
@@ -315,6 +331,7 @@ export const bootVm = async (o: BootOptions): Promise<VmResult> => {
     '-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,romfile=',
     '-device', 'virtio-rng-pci',
     ...(o.disk ? ['-drive', `file=${o.disk.path},format=raw,if=none,id=d0,cache=unsafe`, '-device', 'virtio-blk-pci,drive=d0'] : []),
+    ...(o.extraDisks ?? []).flatMap((d, i) => ['-drive', `file=${d.path},format=raw,if=none,id=x${i},cache=unsafe`, '-device', `virtio-blk-pci,drive=x${i},serial=${d.serial}`]),
   ]
   const t0 = Date.now()
   const exitCode = await new Promise<number | null>((resolvePromise, reject) => {
