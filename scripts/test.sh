@@ -22,6 +22,12 @@ npx tsc --noEmit -p .
 node scripts/bundle.mjs
 
 export BOOT_AGENT_TEST_VM=$vm
+if [ $vm = 1 ]; then
+  # The Debian VM image and its initramfs are made from our .deb (issue 18), as in
+  # npm run test:vm: what is booted is what users install. Cached by content.
+  BOOT_AGENT_VM_DEB=$(bash scripts/package-deb.sh --no-bundle | tail -n 1)
+  export BOOT_AGENT_VM_DEB
+fi
 # The tests talk to loopback only, and the agent reads its own site CA
 # (agent/transport/trust.ts). A NODE_EXTRA_CA_CERTS inherited from a
 # developer's shell (npm above may need it) would make node 20 parse that
