@@ -9,6 +9,7 @@
  * capped exponential backoff with full jitter, honouring `Retry-After`);
  * other 4xx answers are final.
  */
+import { machineArch } from '../manifest/arch.js'
 import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, HttpError, foreignCode, isErrno, messageOf } from '../core/errors.js'
 import type { Sleep } from '../core/clock.js'
@@ -198,7 +199,7 @@ const MAX_DESCRIPTOR_BYTES = 1024 * 1024
 
 /** The descriptor URL for a node. */
 /** This node's architecture in `uname -m` spelling, as the protocol names it. */
-export const nodeArch = (): string => ({ x64: 'x86_64', arm64: 'aarch64', ppc64: 'ppc64le', riscv64: 'riscv64', s390x: 's390x' })[process.arch as string] ?? process.arch
+export const nodeArch = (): string => machineArch()
 
 /** The descriptor URL; `?arch=` lets the head refuse an image of another architecture (protocol.md). */
 export const descriptorUrl = (server: string, node: string): string =>

@@ -4,21 +4,12 @@
  * node (startHead, in this process) or no head at all.
  */
 import t from 'tap'
-import { createServer } from 'node:net'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startHead } from '../../agent/head/server.js'
 import { imageBytes } from '../helpers/head-fixtures.js'
 import { runCli, runCliAsync } from '../helpers/run-cli.js'
-
-/** A loopback port nothing listens on (bound, then released). */
-const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
+import { freePort } from '../helpers/nginx.js'
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffd]/
