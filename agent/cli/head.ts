@@ -54,6 +54,22 @@ const checkStore = async (dir: string, init: boolean): Promise<void> => {
   }
 }
 
+/**
+ * The site token, checked: an explicit empty --token (`--token "$(cat f)"`
+ * of an empty file) would start an open head, and a space or newline a head
+ * no node can pass (nodes send their token file's first line, trimmed; a
+ * header cannot carry a newline). An empty BOOT_AGENT_HEAD_TOKEN is "none",
+ * as the env template writes it. The token is never repeated.
+ */
+const headToken = (flag: string | undefined, env: string | undefined): string | undefined => {
+  const [where, token] = flag !== undefined ? ['--token', flag] : ['BOOT_AGENT_HEAD_TOKEN', env]
+  if (flag === '') throw new ConfigError('--token', 'is empty: give the token, or leave --token out for a head without one')
+  if (token && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError(where, 'the token must be visible ASCII without spaces or newlines, as nodes send it (e.g. openssl rand -hex 32)')
+  }
+  return token || undefined
+}
+
 export const command: Command = {
   name: 'head',
   summary: 'run the reference head node',
@@ -91,7 +107,7 @@ export const command: Command = {
     const rate = positive('--rate', values.rate)
     const maxImageStreams = positive('--max-image-streams', values['max-image-streams'])
     const maxRequests = positive('--max-requests', values['max-requests'])
-    const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
+    const token = headToken(values.token, process.env.BOOT_AGENT_HEAD_TOKEN)
     const head = await startHead({
       store: values.store,
       nodes: values.nodes,
