@@ -170,6 +170,18 @@ export const parseListen = (listen: string): { host: string; port: number } => {
   return { host: host === '' ? '0.0.0.0' : host, port }
 }
 
+/** A failed listen as a usage error naming --listen and what to do; other errors as they are. */
+const listenProblem = (e: unknown, listen: string): unknown => {
+  const why: Record<string, string> = {
+    EADDRINUSE: 'is already in use (another head, or another server on that port): stop it or choose another port',
+    EADDRNOTAVAIL: 'is not an address of this machine: give one of its addresses, or :PORT for all',
+    EACCES: 'needs privileges (a port below 1024): choose a port from 1024, or give the service CAP_NET_BIND_SERVICE',
+    ENOTFOUND: 'names a host that does not resolve: give an address, or :PORT for all',
+  }
+  const code = (e as NodeJS.ErrnoException).code
+  return code && why[code] ? new ConfigError('--listen', `${listen} ${why[code]}`, { errno: code }) : e
+}
+
 /** What a handler gets: the request, its answer, and what routing found. */
 interface Call {
   req: IncomingMessage
@@ -340,7 +352,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
 
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:0')
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    server.once('error', (e) => reject(listenProblem(e, opts.listen ?? `${host}:${port}`)))
     server.listen(port, host, () => {
       server.off('error', reject)
       resolve()
