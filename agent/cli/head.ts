@@ -2,7 +2,7 @@
  * `boot-agent head`: runs the reference head node until SIGTERM/SIGINT.
  * SIGHUP re-reads the nodes file (an invalid one is refused and the old kept).
  */
-import { stat } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { ConfigError, isErrno } from '../core/errors.js'
 import { startHead } from '../head/server.js'
 import { type Command, parseCommandArgs } from './command.js'
@@ -47,6 +47,12 @@ systemd/boot-agent-head.service (docs/operations.md, "Head node service").
 const checkStore = async (dir: string, init: boolean): Promise<void> => {
   try {
     if (!(await stat(dir)).isDirectory()) throw new ConfigError('--store', `${dir} is not a directory`)
+    // An existing directory with other things in it and no store (`--store /srv` for
+    // /srv/boot-agent) used to be served empty and littered with the store's directories.
+    const entries = await readdir(dir)
+    if (!init && entries.length > 0 && !entries.includes('names') && !entries.includes('objects')) {
+      throw new ConfigError('--store', `${dir} is not a boot-agent store (no names/ or objects/ in it, but ${entries.length} other entries): check the path (the directory \`boot-agent publish --store\` wrote), or --init to make a store in it`)
+    }
   } catch (e) {
     if (!isErrno(e, 'ENOENT')) throw e
     if (init) return // startHead creates it
