@@ -103,6 +103,9 @@ export const command: Command = {
       throw new ConfigError(values['tls-cert'] === undefined ? '--tls-cert' : '--tls-key', 'goes with --tls-cert FILE --tls-key FILE: give both or neither')
     }
     await checkStore(values.store, values.init === true)
+    if (values.events !== undefined && (await stat(values.events).then((st) => !st.isDirectory(), () => false))) {
+      throw new ConfigError('--events', `${values.events} is not a directory (the event store is a directory of per-node files; default STORE/events)`)
+    }
     const positive = (key: string, v: string | undefined): number | undefined => {
       if (v === undefined) return undefined
       const n = Number(v)

@@ -46,3 +46,12 @@ t.test('a --listen address in use or not on this machine is a usage error naming
   t.equal(notHere.status, 2)
   t.match(notHere.stderr, /--listen: 192\.0\.2\.1:8080 is not an address of this machine/)
 })
+
+// --events naming a file (the nodes file, by a slip) was EUNEXPECTED "EEXIST: mkdir", naming no flag.
+t.test('an --events path that is a file is a usage error naming --events', async (t) => {
+  const dir = t.testdir()
+  const args = await setup(dir)
+  const r = await runCliAsync([...args, '--listen', '127.0.0.1:0', '--events', join(dir, 'nodes.json')], { timeoutMs: 30_000 })
+  t.equal(r.status, 2)
+  t.match(r.stderr, `--events: ${join(dir, 'nodes.json')} is not a directory`)
+})
