@@ -9,15 +9,14 @@
  * the read-only views (views.ts), authentication (auth.ts) and the nodes
  * file (nodes-file.ts).
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { ConfigError, messageOf } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
-import { authenticate, authorize } from './auth.js'
+import { authenticate, authorize, checkSiteTokenUnshared } from './auth.js'
+import { readTls } from './tls-files.js'
 import { type Clock, systemClock } from '../core/clock.js'
 import { describeNode } from './descriptor.js'
 import { EventLog } from './event-log.js'
@@ -83,46 +82,6 @@ export interface HeadOptions {
   admission?: Partial<AdmissionLimits>
   /** Most open connections (file descriptors) at once; more are refused by the kernel's accept. Default {@link DEFAULT_MAX_CONNECTIONS}. */
   maxConnections?: number
-}
-
-/** The certificate and key of {@link HeadOptions.tls}, read; ConfigError naming the unreadable file. */
-const readTls = async (tls: { certFile: string; keyFile: string }): Promise<{ cert: string; key: string }> => {
-  const read = async (file: string, flag: string): Promise<string> => {
-    try {
-      return await readFile(file, 'utf8')
-    } catch (e) {
-      throw new ConfigError(flag, `cannot read ${file}: ${messageOf(e)}`, { file })
-    }
-  }
-  const cert = await read(tls.certFile, '--tls-cert')
-  const key = await read(tls.keyFile, '--tls-key')
-  checkTlsPair(tls, cert, key)
-  return { cert, key }
-}
-
-/**
- * The pair checked before it is served: an empty certificate file used to
- * start a head that failed every handshake, and a wrong or swapped key was an
- * OpenSSL string naming no file.
- */
-const checkTlsPair = (tls: { certFile: string; keyFile: string }, cert: string, key: string): void => {
-  const looksLikeKey = (text: string): boolean => /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text)
-  let x509: X509Certificate
-  try {
-    x509 = new X509Certificate(cert)
-  } catch (e) {
-    const swapped = looksLikeKey(cert) && !looksLikeKey(key) ? ': it holds a private key, are --tls-cert and --tls-key swapped?' : ' (a PEM "BEGIN CERTIFICATE" block, the server\'s first)'
-    throw new ConfigError('--tls-cert', `${tls.certFile} holds no certificate${swapped} (${messageOf(e)})`, { file: tls.certFile })
-  }
-  let privateKey
-  try {
-    privateKey = createPrivateKey(key)
-  } catch (e) {
-    throw new ConfigError('--tls-key', `${tls.keyFile} holds no usable private key (a PEM "BEGIN PRIVATE KEY" block, not encrypted) (${messageOf(e)})`, { file: tls.keyFile })
-  }
-  if (!x509.checkPrivateKey(privateKey)) {
-    throw new ConfigError('--tls-key', `${tls.keyFile} is not the private key of the certificate in ${tls.certFile}: give the key the certificate was made with`, { file: tls.keyFile })
-  }
 }
 
 /** Most open client connections by default: each is a descriptor and socket buffers; far under a head's fd limit. */
@@ -200,7 +159,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const clock = opts.clock ?? systemClock
   const store = new ImageStore(opts.store)
   await store.init()
-  const nodes = await NodesSource.open(opts.nodes, log)
+  const nodes = await NodesSource.open(opts.nodes, log, (config) => checkSiteTokenUnshared(config, opts.token))
   // A name not (yet) published loads, but its nodes would be refused: say so at load and each reload.
   const warnUnpublished = async (): Promise<void> => {
     for (const u of await unpublishedImages(nodes.config, store)) {
