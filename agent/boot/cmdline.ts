@@ -317,6 +317,8 @@ const setKey = (cfg: BootCmdline, key: KnownKey, full: string, value: string): v
       return
     case 'timeout':
       cfg.httpTimeoutMs = parseSeconds(full, value)
+      // 0 ms: every request would time out at once, and the boot fail naming no key.
+      if (cfg.httpTimeoutMs === 0) throw new ConfigError(full, `must be more than 0 seconds: it is how long each request to the head may take (got ${JSON.stringify(value)})`)
       return
     case 'rebootdelay':
       cfg.rebootDelayMs = parseSeconds(full, value)

@@ -22,7 +22,7 @@
  * holds it; in the initramfs /run is carried into the real root), and so does
  * the cache partition holding the lower layer's object.
  */
-import { chmod, chown, mkdir, readdir, rename, stat } from 'node:fs/promises'
+import { chmod, chown, lstat, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { BootAgentError, isErrno, messageOf } from '../core/errors.js'
@@ -99,13 +99,29 @@ const names = async (dir: string): Promise<string[]> => {
 }
 
 /**
+ * Makes `path` a real directory: a symbolic link or a file found there (junk
+ * on the partition, or planted) is unlinked, never followed — renaming old
+ * layers through a link would move them out of the partition's trash, where
+ * the daemon, which refuses a linked trash, could never delete them.
+ */
+const ensureRealDir = async (path: string, log?: Logger): Promise<void> => {
+  const st = await lstat(path).catch((e: unknown) => (isErrno(e, 'ENOENT') ? undefined : Promise.reject(e)))
+  if (st && !st.isDirectory()) {
+    log?.warn({ path, kind: st.isSymbolicLink() ? 'symlink' : 'file' }, `${path} is not a directory (${st.isSymbolicLink() ? 'a symbolic link' : 'a file'}): removed, a fresh directory made`)
+    await unlink(path)
+  }
+  if (!st?.isDirectory()) await mkdir(path, { mode: 0o700 })
+}
+
+/**
  * Renames what earlier boots left into the trash (see {@link planTrash}).
  * Returns the moves made. Throws EOVERLAY when a rename fails: the boot
  * must not go on with an old layer where the new one goes.
  */
 export const trashOldLayers = async (rootDir: string, layerId: string, log?: Logger): Promise<TrashMove[]> => {
   const p = layerPaths(rootDir, layerId)
-  await mkdir(p.trash, { recursive: true, mode: 0o700 })
+  await ensureRealDir(p.layers, log)
+  await ensureRealDir(p.trash, log)
   const plan = planTrash(await names(p.layers), await names(rootDir), layerId)
   if (plan.treeDir) await mkdir(join(p.trash, plan.treeDir), { mode: 0o700 })
   for (const m of plan.moves) {

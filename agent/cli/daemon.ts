@@ -39,7 +39,7 @@ options:
   --slurm-node PATTERN  Slurm node name; {short} {hostname} {node} are replaced
                         (default {short}: the hostname up to its first dot)
   --slurm-dry-run       log the scontrol update commands instead of running them
-  --metrics-file FILE   Prometheus textfile written atomically (default
+  --metrics-file FILE   Prometheus textfile (*.prom) written atomically (default
                         ${system.promTextfileDir}/boot-agent.prom, when that directory exists)
   --metrics-interval S  seconds between rewrites of the metrics file (default 30)
   --no-metrics          do not write the metrics file

@@ -2,7 +2,7 @@
  * `boot-agent head`: runs the reference head node until SIGTERM/SIGINT.
  * SIGHUP re-reads the nodes file (an invalid one is refused and the old kept).
  */
-import { stat } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { ConfigError, isErrno } from '../core/errors.js'
 import { startHead } from '../head/server.js'
 import { type Command, parseCommandArgs } from './command.js'
@@ -47,11 +47,33 @@ systemd/boot-agent-head.service (docs/operations.md, "Head node service").
 const checkStore = async (dir: string, init: boolean): Promise<void> => {
   try {
     if (!(await stat(dir)).isDirectory()) throw new ConfigError('--store', `${dir} is not a directory`)
+    // An existing directory with other things in it and no store (`--store /srv` for
+    // /srv/boot-agent) used to be served empty and littered with the store's directories.
+    const entries = await readdir(dir)
+    if (!init && entries.length > 0 && !entries.includes('names') && !entries.includes('objects')) {
+      throw new ConfigError('--store', `${dir} is not a boot-agent store (no names/ or objects/ in it, but ${entries.length} other entries): check the path (the directory \`boot-agent publish --store\` wrote), or --init to make a store in it`)
+    }
   } catch (e) {
     if (!isErrno(e, 'ENOENT')) throw e
     if (init) return // startHead creates it
     throw new ConfigError('--store', `no store at ${dir} (no such directory): check the path; a store is made by \`boot-agent publish IMAGE --name NAME --store ${dir}\`, or start an empty one with --init`)
   }
+}
+
+/**
+ * The site token, checked: an explicit empty --token (`--token "$(cat f)"`
+ * of an empty file) would start an open head, and a space or newline a head
+ * no node can pass (nodes send their token file's first line, trimmed; a
+ * header cannot carry a newline). An empty BOOT_AGENT_HEAD_TOKEN is "none",
+ * as the env template writes it. The token is never repeated.
+ */
+const headToken = (flag: string | undefined, env: string | undefined): string | undefined => {
+  const [where, token] = flag !== undefined ? ['--token', flag] : ['BOOT_AGENT_HEAD_TOKEN', env]
+  if (flag === '') throw new ConfigError('--token', 'is empty: give the token, or leave --token out for a head without one')
+  if (token && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError(where, 'the token must be visible ASCII without spaces or newlines, as nodes send it (e.g. openssl rand -hex 32)')
+  }
+  return token || undefined
 }
 
 export const command: Command = {
@@ -81,6 +103,9 @@ export const command: Command = {
       throw new ConfigError(values['tls-cert'] === undefined ? '--tls-cert' : '--tls-key', 'goes with --tls-cert FILE --tls-key FILE: give both or neither')
     }
     await checkStore(values.store, values.init === true)
+    if (values.events !== undefined && (await stat(values.events).then((st) => !st.isDirectory(), () => false))) {
+      throw new ConfigError('--events', `${values.events} is not a directory (the event store is a directory of per-node files; default STORE/events)`)
+    }
     const positive = (key: string, v: string | undefined): number | undefined => {
       if (v === undefined) return undefined
       const n = Number(v)
@@ -91,7 +116,7 @@ export const command: Command = {
     const rate = positive('--rate', values.rate)
     const maxImageStreams = positive('--max-image-streams', values['max-image-streams'])
     const maxRequests = positive('--max-requests', values['max-requests'])
-    const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
+    const token = headToken(values.token, process.env.BOOT_AGENT_HEAD_TOKEN)
     const head = await startHead({
       store: values.store,
       nodes: values.nodes,

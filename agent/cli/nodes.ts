@@ -43,7 +43,7 @@ export const formatNodesTable = (rows: readonly Row[]): string[] => {
     r.node,
     r.image ?? '-',
     r.running ? r.running.slice(0, 12) : '-',
-    r.lastBoot ? r.lastBoot.time.replace(/\.\d+Z$/, 'Z') : '-',
+    r.lastBoot ? String(r.lastBoot.time).replace(/\.\d+Z$/, 'Z') : '-',
     r.lastBoot ? `${r.lastBoot.result}${r.lastBoot.style ? `/${r.lastBoot.style}` : ''}` : '-',
     r.fallbacks?.length ? r.fallbacks.map((f) => f.split(':')[0]).join(',') : '-',
     r.errors ? `${r.errors.integrity}/${r.errors.squashfs}/${r.errors.io}` : '-',
@@ -52,6 +52,25 @@ export const formatNodesTable = (rows: readonly Row[]): string[] => {
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
   const line = (c: string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i] ?? 0))).join('  ')
   return [line(head), ...cells.map(line)]
+}
+
+/**
+ * The rows of a `/v1/nodes` answer, or EHTTP naming the URL: a web server or
+ * rack cache answering 200 with something else used to end in a bare
+ * SyntaxError or `rows.map is not a function`.
+ */
+const nodeRows = (text: string, url: string): Row[] => {
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    body = undefined
+  }
+  const nodes = typeof body === 'object' && body !== null ? (body as { nodes?: unknown }).nodes : undefined
+  if (!Array.isArray(nodes) || !nodes.every((r: unknown) => typeof r === 'object' && r !== null && typeof (r as Row).node === 'string')) {
+    throw new BootAgentError('EHTTP', `${url} answered, but not with a head node's node list ({"nodes": [...]}): is --head the head node, not a mirror or another server? (the answer began ${JSON.stringify(text.slice(0, 80))})`, { url })
+  }
+  return nodes as Row[]
 }
 
 export const command: Command = {
@@ -73,6 +92,8 @@ export const command: Command = {
       throw new ConfigError('--head', `${JSON.stringify(values.head)} is not a URL (e.g. http://head:8080)`)
     }
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new ConfigError('--head', `${values.head} is not http or https`)
+    // Not echoed: a password here would land in the error and the log.
+    if (base.username || base.password) throw new ConfigError('--head', 'must not carry credentials (user:password@); give the head\'s token with --token or BOOT_AGENT_HEAD_TOKEN')
     const url = new URL('/v1/nodes', base).href
     const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
     let text: string
@@ -90,9 +111,9 @@ export const command: Command = {
       throw new BootAgentError('ENETWORK', failedRequestMessage(url, e), { url }, { cause: e })
     }
     if (status !== 200) throw new HttpError({ status, url, message: `HTTP ${status} from ${url}: ${text.trim().slice(0, 500)}` })
-    const body = JSON.parse(text) as { nodes?: Row[] }
+    const rows = nodeRows(text, url)
     if (values.json) ctx.out(text.trim())
-    else for (const l of formatNodesTable(body.nodes ?? [])) ctx.out(l)
+    else for (const l of formatNodesTable(rows)) ctx.out(l)
     return 0
   },
 }

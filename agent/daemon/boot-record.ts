@@ -109,5 +109,11 @@ export const readBootRecord = async (path = bootRecordPath()): Promise<BootRecor
     if (isErrno(e, 'ENOENT')) return undefined
     throw e
   }
-  return parseBootRecord(text)
+  try {
+    return parseBootRecord(text)
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e
+    // Named: a bare JSON SyntaxError said neither which file nor what to do.
+    throw new BootAgentError('EBADRECORD', `${path} is not JSON (${e.message}): the boot stage writes it whole; pass --boot-record FILE for another, or remove it (the node then runs as not booted by boot-agent)`, { path }, { cause: e })
+  }
 }

@@ -19,6 +19,8 @@ import type { Logger } from '../core/log.js'
 
 /** Deadline for one systemd-notify run (it waits for the manager's barrier). */
 const NOTIFY_TIMEOUT_MS = 10_000
+/** The longest delay a Node timer holds; a longer one fires after 1 ms (TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * How often to send WATCHDOG=1 for the watchdog systemd set (WATCHDOG_USEC,
@@ -29,7 +31,8 @@ export const watchdogPingMs = (env: NodeJS.ProcessEnv, pid = process.pid): numbe
   const usec = env.WATCHDOG_USEC
   if (!usec || !/^\d+$/.test(usec) || Number(usec) === 0) return undefined
   if (env.WATCHDOG_PID && env.WATCHDOG_PID !== String(pid)) return undefined
-  return Math.max(1, Math.floor(Number(usec) / 1000 / 2))
+  // A watchdog of 25 days or more (WatchdogSec=60d) would overflow the timer into a ping per millisecond.
+  return Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(Number(usec) / 1000 / 2)))
 }
 
 export interface Notifier {

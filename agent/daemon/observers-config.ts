@@ -5,7 +5,7 @@
  * kernel error.
  */
 import { stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { ConfigError } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import { DEFAULT_METRICS_INTERVAL_MS, defaultMetricsFile, MetricsTextfile } from './metrics-file.js'
@@ -27,6 +27,18 @@ export interface ObserverSettings {
   log: Logger
 }
 
+/**
+ * A `--metrics-file` node_exporter will read: named `*.prom` (the textfile
+ * collector ignores anything else, so another name was written and never
+ * collected, silently) and not a directory (every write failed).
+ */
+const checkMetricsFile = async (path: string): Promise<void> => {
+  if (!basename(path).endsWith('.prom') || basename(path) === '.prom') {
+    throw new ConfigError('--metrics-file', `${JSON.stringify(path)} does not end in .prom: node_exporter's textfile collector reads only *.prom files (e.g. ${join(dirname(path), 'boot-agent.prom')})`)
+  }
+  if (await stat(path).then((st) => st.isDirectory(), () => false)) throw new ConfigError('--metrics-file', `${path} is a directory; name the file, e.g. ${join(path, 'boot-agent.prom')}`)
+}
+
 /** The Slurm guard (when on) and the metrics textfile (when wanted), in that order. */
 export const daemonObservers = async (s: ObserverSettings): Promise<DaemonObserver[]> => {
   const out: DaemonObserver[] = []
@@ -41,6 +53,7 @@ export const daemonObservers = async (s: ObserverSettings): Promise<DaemonObserv
     throw new ConfigError('--slurm', '--slurm-node and --slurm-dry-run need --slurm drain or --slurm drain+resume')
   }
   if (s.metricsFile !== null) {
+    if (s.metricsFile !== undefined) await checkMetricsFile(s.metricsFile)
     const path = s.metricsFile ?? defaultMetricsFile()
     const dirThere = await stat(dirname(path)).then((st) => st.isDirectory(), () => false)
     if (dirThere) {

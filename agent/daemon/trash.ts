@@ -12,9 +12,9 @@
  * a partly deleted entry that the next run deletes the rest of. Progress is
  * logged per entry (started, finished with duration, entries left).
  */
-import { readdir } from 'node:fs/promises'
-import { join } from 'node:path'
-import { isErrno, messageOf } from '../core/errors.js'
+import { lstat, readdir, realpath } from 'node:fs/promises'
+import { basename, dirname, isAbsolute, join } from 'node:path'
+import { BootAgentError, isErrno, messageOf } from '../core/errors.js'
 import { run as defaultRun, type Runner } from '../core/exec.js'
 import type { Logger } from '../core/log.js'
 import { commands } from '../core/system.js'
@@ -41,6 +41,31 @@ const entries = async (trash: string): Promise<string[]> => {
   }
 }
 
+/**
+ * Refuses (EOVERLAY) a trash that is not a real `.boot-agent/trash`
+ * directory reached without a symbolic link: `rm -rf trash/ENTRY` resolves
+ * every link on the way, so a trash (or its `.boot-agent`, or any directory
+ * above) that is a link would delete whatever it points at — `/` on a hostile
+ * or damaged root partition, or a boot record naming another path. A missing
+ * trash is fine (nothing to do).
+ */
+const checkTrashPath = async (trash: string): Promise<boolean> => {
+  const refuse = (why: string): never => {
+    throw new BootAgentError('EOVERLAY', `refusing to empty the trash ${trash}: ${why}; nothing deleted`, { trash })
+  }
+  if (!isAbsolute(trash) || basename(trash) !== 'trash' || basename(dirname(trash)) !== '.boot-agent') refuse('not an absolute path ending in .boot-agent/trash')
+  let st
+  try {
+    st = await lstat(trash)
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return false
+    throw e
+  }
+  if (!st.isDirectory()) refuse(st.isSymbolicLink() ? 'it is a symbolic link' : 'it is not a directory')
+  if ((await realpath(trash)) !== trash) refuse(`the path goes through a symbolic link or .. (it resolves to ${await realpath(trash)})`)
+  return true
+}
+
 /** The command that deletes one trash entry at idle I/O priority. */
 export const deleteCommand = (path: string): { command: string; args: string[] } => ({
   command: commands.ionice,
@@ -51,7 +76,7 @@ export const deleteCommand = (path: string): { command: string; args: string[] }
 export const emptyTrash = async (trash: string, opts: { run?: Runner; log: Logger; signal?: AbortSignal }): Promise<TrashResult> => {
   const run = opts.run ?? defaultRun
   const log = opts.log
-  const todo = await entries(trash)
+  const todo = (await checkTrashPath(trash)) ? await entries(trash) : []
   const result: TrashResult = { deleted: 0, failed: 0, left: todo.length }
   if (todo.length === 0) return result
   log.info({ op: 'trash', trash, entries: todo.length }, `deleting ${todo.length} old layer(s) from the trash at idle I/O priority`)

@@ -12,6 +12,7 @@
  *   that have no credential of their own (backwards compatible).
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { ConfigError } from '../core/errors.js'
 import { HttpProblem } from './http-util.js'
 import { ownEntry } from './names.js'
 import { addressAllowed, addressMatcher } from './node-identity.js'
@@ -125,5 +126,18 @@ export const authorize = (config: NodesConfig, who: Principal, call: RouteCall, 
   }
   if (matcher && !addressAllowed(matcher, call.remote)) {
     throw refuse(`node ${claim} may not speak from ${call.remote ?? 'an unknown address'}: not among the addresses the nodes file binds it to`)
+  }
+}
+
+/**
+ * A node whose credential is the site token would authenticate as the site,
+ * which may not speak for a node with its own credential: every request of
+ * that node refused (403), silently. Refused with the nodes file instead.
+ */
+export const checkSiteTokenUnshared = (config: NodesConfig, site: string | undefined): void => {
+  if (site === undefined) return
+  const siteDigest = tokenSha256(site)
+  for (const [node, e] of Object.entries(config.nodes)) {
+    if (e.tokenSha256 === siteDigest) throw new ConfigError('--nodes', `nodes.${node}.tokenSha256 is the sha256 of the head's site token (--token): give the node its own token (docs/security.md); as it is, every request of the node would be refused (403)`)
   }
 }

@@ -164,6 +164,10 @@ const parseMirrors = (field: string, v: unknown): string[] | undefined => {
       throw new ConfigError(`${field}[${i}]`, `must be an http(s) base URL without credentials, query or fragment (got ${JSON.stringify(u)})`)
     }
     return url.toString().replace(/\/+$/, '')
+  }).map((u, i, all) => {
+    // Twice in one list: a dead mirror would be waited on twice before the next.
+    if (all.indexOf(u) !== i) throw new ConfigError(`${field}[${i}]`, `${JSON.stringify(u)} is already ${field}[${all.indexOf(u)}]: list each mirror once`)
+    return u
   })
 }
 

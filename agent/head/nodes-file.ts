@@ -35,11 +35,17 @@ export class NodesSource {
     private readonly source: string | NodesConfig,
     private current: NodesConfig,
     private readonly log: Logger,
+    private readonly check: (config: NodesConfig) => void,
   ) {}
 
-  /** Loads `source` (a path or a parsed config); throws when the file is bad. */
-  static async open(source: string | NodesConfig, log: Logger): Promise<NodesSource> {
-    return new NodesSource(source, typeof source === 'string' ? await loadNodesFile(source) : source, log)
+  /**
+   * Loads `source` (a path or a parsed config); throws when the file is bad.
+   * `check`: what the head adds to the file's own rules (a ConfigError refuses it, at start and at reload).
+   */
+  static async open(source: string | NodesConfig, log: Logger, check: (config: NodesConfig) => void = () => {}): Promise<NodesSource> {
+    const config = typeof source === 'string' ? await loadNodesFile(source) : source
+    check(config)
+    return new NodesSource(source, config, log, check)
   }
 
   /** The config in force now. */
@@ -51,7 +57,9 @@ export class NodesSource {
   async reload(): Promise<boolean> {
     if (typeof this.source !== 'string') return false
     try {
-      this.current = await loadNodesFile(this.source)
+      const config = await loadNodesFile(this.source)
+      this.check(config)
+      this.current = config
       this.log.info({ nodes: Object.keys(this.current.nodes).length, file: this.source }, 'nodes file reloaded')
       return true
     } catch (e) {

@@ -9,14 +9,14 @@
  * the read-only views (views.ts), authentication (auth.ts) and the nodes
  * file (nodes-file.ts).
  */
-import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { ConfigError, messageOf } from '../core/errors.js'
 import { type Logger, silentLogger } from '../core/log.js'
-import { authenticate, authorize } from './auth.js'
+import { authenticate, authorize, checkSiteTokenUnshared } from './auth.js'
+import { readTls } from './tls-files.js'
 import { type Clock, systemClock } from '../core/clock.js'
 import { describeNode } from './descriptor.js'
 import { EventLog } from './event-log.js'
@@ -84,18 +84,6 @@ export interface HeadOptions {
   maxConnections?: number
 }
 
-/** The certificate and key of {@link HeadOptions.tls}, read; ConfigError naming the unreadable file. */
-const readTls = async (tls: { certFile: string; keyFile: string }): Promise<{ cert: string; key: string }> => {
-  const read = async (file: string, flag: string): Promise<string> => {
-    try {
-      return await readFile(file, 'utf8')
-    } catch (e) {
-      throw new ConfigError(flag, `cannot read ${file}: ${messageOf(e)}`, { file })
-    }
-  }
-  return { cert: await read(tls.certFile, '--tls-cert'), key: await read(tls.keyFile, '--tls-key') }
-}
-
 /** Most open client connections by default: each is a descriptor and socket buffers; far under a head's fd limit. */
 export const DEFAULT_MAX_CONNECTIONS = 4096
 
@@ -141,6 +129,18 @@ export const parseListen = (listen: string): { host: string; port: number } => {
   return { host: host === '' ? '0.0.0.0' : host, port }
 }
 
+/** A failed listen as a usage error naming --listen and what to do; other errors as they are. */
+const listenProblem = (e: unknown, listen: string): unknown => {
+  const why: Record<string, string> = {
+    EADDRINUSE: 'is already in use (another head, or another server on that port): stop it or choose another port',
+    EADDRNOTAVAIL: 'is not an address of this machine: give one of its addresses, or :PORT for all',
+    EACCES: 'needs privileges (a port below 1024): choose a port from 1024, or give the service CAP_NET_BIND_SERVICE',
+    ENOTFOUND: 'names a host that does not resolve: give an address, or :PORT for all',
+  }
+  const code = (e as NodeJS.ErrnoException).code
+  return code && why[code] ? new ConfigError('--listen', `${listen} ${why[code]}`, { errno: code }) : e
+}
+
 /** What a handler gets: the request, its answer, and what routing found. */
 interface Call {
   req: IncomingMessage
@@ -159,7 +159,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
   const clock = opts.clock ?? systemClock
   const store = new ImageStore(opts.store)
   await store.init()
-  const nodes = await NodesSource.open(opts.nodes, log)
+  const nodes = await NodesSource.open(opts.nodes, log, (config) => checkSiteTokenUnshared(config, opts.token))
   // A name not (yet) published loads, but its nodes would be refused: say so at load and each reload.
   const warnUnpublished = async (): Promise<void> => {
     for (const u of await unpublishedImages(nodes.config, store)) {
@@ -311,7 +311,7 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
 
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:0')
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
+    server.once('error', (e) => reject(listenProblem(e, opts.listen ?? `${host}:${port}`)))
     server.listen(port, host, () => {
       server.off('error', reject)
       resolve()

@@ -109,3 +109,14 @@ t.test('missing sources are empty; --cmdline-file replaces all of them', async (
   await writeFile(join(dir, 'd', 'x'), '')
   await t.rejects(readBootCmdline({ file: join(dir, 'absent') }), { code: 'ECONFIG', key: '--cmdline-file' })
 })
+
+// timeout=0 (or 0.0001, rounded to 0 ms) made every descriptor and manifest request
+// time out at once: a boot failing after its retries with "no answer within 0 ms",
+// naming no key. devtimeout=0 (do not wait for devices) and rebootdelay=0 stay valid.
+t.test('rd.bootagent.timeout must give a request some time', async (t) => {
+  t.equal(keyOf(() => parseBootCmdline('rd.bootagent.timeout=0')), 'rd.bootagent.timeout')
+  t.equal(keyOf(() => parseBootCmdline('rd.bootagent.timeout=0.0001')), 'rd.bootagent.timeout')
+  t.equal(parseBootCmdline('rd.bootagent.timeout=0.5').httpTimeoutMs, 500)
+  t.equal(parseBootCmdline('rd.bootagent.devtimeout=0').deviceTimeoutMs, 0)
+  t.equal(parseBootCmdline('rd.bootagent.rebootdelay=0').rebootDelayMs, 0)
+})

@@ -48,7 +48,10 @@ t.test('readBootRecord: no file means not booted by boot-agent; a file is parsed
   t.equal(await readBootRecord(join(dir, 'missing.json')), undefined)
   t.match(await readBootRecord(join(dir, 'boot-record.json')), { node: 'n9', image: { sha256: A }, problems: [] })
   await writeFile(join(dir, 'bad.json'), 'garbage')
-  await t.rejects(readBootRecord(join(dir, 'bad.json')), SyntaxError, 'a corrupt record is an error, not "no record"')
+  // Named, with its code: a bare JSON SyntaxError (EUNEXPECTED) named no file, and the daemon restarted on it in a loop.
+  await t.rejects(readBootRecord(join(dir, 'bad.json')), { code: 'EBADRECORD', message: new RegExp(`${join(dir, 'bad.json')}.*not JSON`) }, 'a corrupt record is an error, not "no record"')
+  await writeFile(join(dir, 'empty.json'), '')
+  await t.rejects(readBootRecord(join(dir, 'empty.json')), { code: 'EBADRECORD' })
 })
 
 t.test('the default path is boot-record.json in the run dir', async (t) => {

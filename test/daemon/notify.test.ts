@@ -27,6 +27,17 @@ t.test('the watchdog is pinged at half its timeout, and only for the PID it name
   t.equal(watchdogPingMs({ WATCHDOG_USEC: 'soon' }), undefined)
 })
 
+// WatchdogSec=60d (an administrator "turning the watchdog off") gives WATCHDOG_USEC
+// past what a Node timer holds (2^31-1 ms): setInterval then fires every 1 ms, and
+// the daemon spawned a systemd-notify per millisecond (672 in 4 s, measured).
+t.test('a watchdog longer than a timer can hold is pinged at the longest timer, never every millisecond', async (t) => {
+  const MAX_TIMER_MS = 2 ** 31 - 1
+  for (const usec of ['5184000000000', '99999999999999999999']) {
+    const ms = watchdogPingMs({ WATCHDOG_USEC: usec })
+    t.ok(ms !== undefined && ms <= MAX_TIMER_MS && ms > 60_000, `WATCHDOG_USEC=${usec}: ping every ${ms} ms`)
+  }
+})
+
 t.test('no NOTIFY_SOCKET (run by hand): no notifier; a failing systemd-notify is logged once, never fatal', async (t) => {
   t.equal(createNotifier({ log: silentLogger(), env: {} }), undefined)
   const calls: string[][] = []

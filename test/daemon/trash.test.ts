@@ -4,7 +4,7 @@
  * deleted entry by entry, with progress in the log; anything else is left.
  */
 import t from 'tap'
-import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '../../agent/core/log.js'
 import { deleteCommand, emptyBootTrash, emptyTrash } from '../../agent/daemon/trash.js'
@@ -47,5 +47,32 @@ t.test("the daemon empties only the trash an overlay boot's record names", async
 })
 
 t.test('a missing trash is an empty one', async (t) => {
-  t.same(await emptyTrash(join(t.testdir(), 'none'), { log: recorder().log }), { deleted: 0, failed: 0, left: 0 })
+  t.same(await emptyTrash(join(t.testdir(), 'none', '.boot-agent', 'trash'), { log: recorder().log }), { deleted: 0, failed: 0, left: 0 })
+})
+
+// The record's trash path is only ever a real `.boot-agent/trash` directory: a
+// trash (or its `.boot-agent`) that is a symbolic link would send `rm -rf`
+// through it, into whatever it points at (`/` on a hostile root partition).
+t.test('a trash that is a symbolic link, or a path that is not .boot-agent/trash, deletes nothing', async (t) => {
+  const dir = t.testdir()
+  const victim = join(dir, 'victim')
+  await mkdir(join(victim, 'usr'), { recursive: true })
+  await writeFile(join(victim, 'usr', 'precious'), 'keep')
+  await writeFile(join(victim, 'etc'), 'keep')
+  const linkedTrash = join(dir, 'a', '.boot-agent', 'trash')
+  await mkdir(join(dir, 'a', '.boot-agent'), { recursive: true })
+  await symlink(victim, linkedTrash)
+  const linkedLayers = join(dir, 'b', '.boot-agent')
+  await mkdir(join(dir, 'b'))
+  await mkdir(join(dir, 'elsewhere', 'trash'), { recursive: true })
+  await symlink(victim, join(dir, 'elsewhere', 'trash', 'victim-link'))
+  await symlink(join(dir, 'elsewhere'), linkedLayers)
+  for (const trash of [linkedTrash, join(linkedLayers, 'trash'), victim, `${dir}/a/.boot-agent/../../victim`]) {
+    const { lines, log } = recorder()
+    await emptyBootTrash({ fallbacks: [], problems: [], root: { mode: 'overlay', trash } }, { log })
+    t.same((await readdir(victim)).sort(), ['etc', 'usr'], `nothing deleted through ${trash}`)
+    t.same(await readdir(join(victim, 'usr')), ['precious'])
+    t.ok(lines.some((l) => l.level === 'error' && /trash/.test(l.msg)), `refusal logged for ${trash}`)
+  }
+  t.same(await readdir(join(dir, 'elsewhere', 'trash')), ['victim-link'], 'nothing deleted in a trash reached through a linked .boot-agent')
 })

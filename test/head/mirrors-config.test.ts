@@ -54,3 +54,17 @@ t.test('rd.bootagent.streams: 1 to 16, else an error naming the key', async (t) 
   t.equal(parseBootCmdline('rd.bootagent.streams=8').streams, 8)
   for (const v of ['0', '17', 'x', '2.5']) t.throws(() => parseBootCmdline(`rd.bootagent.streams=${v}`), /rd\.bootagent\.streams/, v)
 })
+
+// A mirror listed twice (`http://rack7:8081` and `http://rack7:8081/`) was handed to
+// the node twice: a dead rack cache was waited on twice before the next mirror.
+t.test('a mirror listed twice in one list is refused naming both places', async (t) => {
+  const err = (() => {
+    try {
+      parseNodesConfig({ schema: 1, groups: { r: { mirrors: ['http://rack7:8081', 'http://head:8080', 'http://rack7:8081/'] } }, nodes: {} })
+    } catch (e) {
+      return (e as Error).message
+    }
+    return 'accepted'
+  })()
+  t.match(err, /groups\.r\.mirrors\[2\].*mirrors\[0\]/)
+})

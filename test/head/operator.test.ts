@@ -7,6 +7,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import pino from 'pino'
 import { startHead } from '../../agent/head/server.js'
@@ -83,4 +84,18 @@ t.test('boot-agent head refuses a store that is not there (a mistyped --store), 
   const exited = new Promise((r) => child.once('exit', r))
   child.kill('SIGTERM')
   await exited
+})
+
+// `--store /srv` for `/srv/boot-agent`: an existing directory that is not a store was
+// served empty and littered with objects/ manifests/ names/ tmp/ events/.
+t.test('boot-agent head refuses an existing directory that holds other things but no store, and leaves it as it was', async (t) => {
+  const dir = t.testdir()
+  const nodes = await writeNodes(join(dir, 'nodes.json'), { schema: 1, nodes: {} })
+  const wrong = join(dir, 'srv')
+  await mkdir(join(wrong, 'boot-agent'), { recursive: true })
+  await writeFile(join(wrong, 'www.conf'), 'x')
+  const r = runCli(['head', '--store', wrong, '--nodes', nodes, '--listen', '127.0.0.1:0'])
+  t.equal(r.status, 2)
+  t.match(r.stderr, `--store: ${wrong} is not a boot-agent store`)
+  t.same((await readdir(wrong)).sort(), ['boot-agent', 'www.conf'], 'nothing created in it')
 })
