@@ -40,8 +40,15 @@ import { DEFAULT_RETRY_POLICY, isRetryable, retryDelayMs, type RetryPolicy } fro
 import { sleep, type Sleep } from '../core/clock.js'
 import { faultPoint } from '../core/fault.js'
 
-/** Longest single Range request. */
-export const MAX_RANGE_BYTES = 16 * 1024 * 1024
+/**
+ * Longest single Range request. Large, because a request's end drains the
+ * pipeline: the receive waits until every buffer in flight is verified and
+ * written (the retry decisions need their verdicts), and the hash workers
+ * and the disk then wait for the next request's first buffer. At 16 MiB
+ * that was 128 drains per 2 GiB with one stream. Parallel streams split
+ * the work much finer anyway ({@link rangeCap}).
+ */
+export const MAX_RANGE_BYTES = 1024 * 1024 * 1024
 /**
  * Parallel range requests by default: one. Measured here (2 GiB from nginx on
  * loopback, 2 cores, 2026-11-21): 1 stream 5.7 s, RSS 129 MB; 2 streams 9.3 s,

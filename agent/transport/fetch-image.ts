@@ -122,7 +122,7 @@ export interface FetchImageOptions {
   mirrors?: string[]
   /** Parallel Range requests. Default 1 (DEFAULT_STREAMS). */
   streams?: number
-  /** Longest single Range request in bytes. Default 16 MiB. */
+  /** Longest single Range request in bytes. Default 1 GiB (MAX_RANGE_BYTES). */
   maxRangeBytes?: number
   /** Retry policy (plain data). */
   retry?: RetryPolicy
