@@ -25,6 +25,7 @@ import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoo
 import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
 import { seededRandom } from '../transport/mirrors.js'
+import { UNKNOWN_NODE } from '../protocol/node-header.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
 export interface FetchedImage {
@@ -147,7 +148,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const cacheMount = opts.cacheMount ?? join(opts.runDir, 'cache')
   const rootMount = join(opts.runDir, 'mnt', 'root')
   const extraEvents: AgentEvent[] = []
-  let node = opts.cmdline.node ?? 'unknown'
+  let node = opts.cmdline.node ?? UNKNOWN_NODE
   let server = opts.cmdline.server ?? ''
   // Never in the record, an event or a log line: only in Authorization headers to the head's origin.
   let token: string | undefined

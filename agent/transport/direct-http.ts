@@ -30,6 +30,7 @@
 import net from 'node:net'
 import { BootAgentError, foreignCode } from '../core/errors.js'
 import { authHeaders } from '../core/head-token.js'
+import { nodeHeaders } from '../protocol/node-header.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from './http.js'
 
 /** Largest response head accepted. */
@@ -420,7 +421,7 @@ export const directGet = async (url: string, range: { start: number; end: number
     conn.sock.write(
       `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${hostHeader}\r\nUser-Agent: boot-agent\r\nAccept-Encoding: identity\r\n` +
         (range ? `Range: bytes=${range.start}-${range.end - 1}\r\n` : '') +
-        Object.entries(authHeaders(url, opts.bearer)).map(([k, v]) => `${k}: ${v}\r\n`).join('') +
+        Object.entries({ ...authHeaders(url, opts.bearer), ...nodeHeaders(opts.nodeId) }).map(([k, v]) => `${k}: ${v}\r\n`).join('') +
         'Connection: keep-alive\r\n\r\n',
     )
     conn.sock.resume()

@@ -95,6 +95,8 @@ export interface DownloadOptions {
   idleTimeoutMs?: number
   /** This node's token for the head (sent to the head's own origin only). */
   bearer?: HeadBearer
+  /** This node's id, sent with every request (`X-Boot-Agent-Node`); none when not given. */
+  nodeId?: string
 }
 
 export interface DownloadResult {
@@ -413,6 +415,7 @@ export class Download {
       ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
       ...(this.o.idleTimeoutMs ? { idleTimeoutMs: this.o.idleTimeoutMs } : {}),
       ...(this.o.bearer ? { bearer: this.o.bearer } : {}),
+      ...(this.o.nodeId ? { nodeId: this.o.nodeId } : {}),
     }
     if (!mirror.general) {
       const d = await directGet(mirror.url, range, opts)
