@@ -17,6 +17,8 @@ import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from 
 import type { Logger } from '../core/log.js'
 import { system } from '../core/system.js'
 import { nodeHeaders } from '../protocol/node-header.js'
+/** The node id before it is resolved (never sent as one: protocol/node-header.ts). */
+export { UNKNOWN_NODE } from '../protocol/node-header.js'
 import {
   BOOT_STYLES,
   type BootStyle,

@@ -18,14 +18,13 @@ import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'
 import { headBearer, type HeadBearer } from '../core/head-token.js'
 import { readNodeToken } from './node-token.js'
-import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
+import { fetchDescriptor, resolveNodeId, UNKNOWN_NODE, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
 import { openResolved, resolveConfigured, type ResolvedPartition } from './partitions.js'
 import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
 import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
 import { seededRandom } from '../transport/mirrors.js'
-import { UNKNOWN_NODE } from '../protocol/node-header.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
 export interface FetchedImage {
