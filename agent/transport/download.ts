@@ -146,6 +146,8 @@ export class Download {
   private bytesReused = 0
   private requests = 0
   private fatal: unknown
+  /** Where the receive waited (logged at debug at the end: which side held the pipeline back). */
+  private readonly waits = { networkMs: 0, drainMs: 0 }
   private probe: Promise<void> | undefined
   private releaseProbe: (() => void) | undefined
 
@@ -207,6 +209,11 @@ export class Download {
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
     if (!this.feed.complete) throw new BootAgentError('EINTERNAL', `internal: whole-image digest stopped at chunk ${this.feed.cursor}`)
     const { sha256, xxh64 } = await local('hashing the image', () => this.feed.digest())
+    const ms = (x: number) => Math.round(x)
+    this.o.log.debug(
+      { requests: this.requests, waitedForNetworkMs: ms(this.waits.networkMs), waitedForBuffersMs: ms(this.writers.reduce((n, w) => n + w.waitedMs, 0)), drainsMs: ms(this.waits.drainMs) },
+      'download pipeline: where the receive waited (network: the server or the link; buffers: hashing or disk; drains: ends of requests)',
+    )
     return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
@@ -386,6 +393,7 @@ export class Download {
           this.bytesDownloaded += n
           if (kept) this.progress.add(n)
         },
+        waits: this.waits,
       })
     } catch (e) {
       if (this.signal.aborted || e instanceof LocalIoError || e instanceof CacheFullError) throw e
@@ -395,7 +403,9 @@ export class Download {
     } finally {
       body.cancel()
       w.drop() // an incomplete chunk is never written
+      const t = performance.now()
       await w.finish()
+      this.waits.drainMs += performance.now() - t
       this.writers.push(w)
       await local(`reading back ${this.o.partial.path}`, () => this.feed.advance())
     }
