@@ -16,6 +16,9 @@ import type { Sleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from '../core/retry.js'
 import type { Logger } from '../core/log.js'
 import { system } from '../core/system.js'
+import { nodeHeaders } from '../protocol/node-header.js'
+/** The node id before it is resolved (never sent as one: protocol/node-header.ts). */
+export { UNKNOWN_NODE } from '../protocol/node-header.js'
 import {
   BOOT_STYLES,
   type BootStyle,
@@ -233,7 +236,7 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
     let body: Buffer
     try {
       const signals = [AbortSignal.timeout(opts.timeoutMs), ...(opts.signal ? [opts.signal] : [])]
-      const headers = { accept: 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) }
+      const headers = { accept: 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...nodeHeaders(node) }
       const res = await fetch(url, { signal: AbortSignal.any(signals), headers, agent: agentFor })
       if (!res.ok) {
         const ra = parseRetryAfter(res.headers.get('retry-after'))

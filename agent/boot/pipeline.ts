@@ -71,6 +71,7 @@ export const cachePipeline: ImagePipeline<Cache> = {
       // An image for another architecture is refused before a byte of it is fetched (issue #21).
       arch: machineArch(),
       random: seededRandom(`${opts.node}:manifest`),
+      nodeId: opts.node,
       ...(opts.publicKey ? { publicKey: opts.publicKey } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.bearer ? { bearer: opts.bearer } : {}),

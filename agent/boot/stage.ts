@@ -18,7 +18,7 @@ import type { FastDigest } from '../cache/store.js'
 import type { BootCmdline } from './cmdline.js'
 import { headBearer, type HeadBearer } from '../core/head-token.js'
 import { readNodeToken } from './node-token.js'
-import { fetchDescriptor, resolveNodeId, type BootDescriptor, type NodeIdSources } from './descriptor.js'
+import { fetchDescriptor, resolveNodeId, UNKNOWN_NODE, type BootDescriptor, type NodeIdSources } from './descriptor.js'
 import { actOnFailure, bootEvents, type BootRecord, deliverBootEvents, errorSummary, EXIT_CODES, spoolEvents, writeBootRecord } from './handoff.js'
 import { openResolved, resolveConfigured, type ResolvedPartition } from './partitions.js'
 import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
@@ -147,7 +147,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   const cacheMount = opts.cacheMount ?? join(opts.runDir, 'cache')
   const rootMount = join(opts.runDir, 'mnt', 'root')
   const extraEvents: AgentEvent[] = []
-  let node = opts.cmdline.node ?? 'unknown'
+  let node = opts.cmdline.node ?? UNKNOWN_NODE
   let server = opts.cmdline.server ?? ''
   // Never in the record, an event or a log line: only in Authorization headers to the head's origin.
   let token: string | undefined

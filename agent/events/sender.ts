@@ -25,6 +25,7 @@ import { parseEventsAnswer } from '../protocol/parse.js'
 import type { Spool, SpooledEvent } from './spool.js'
 import { stableId } from './coalesce.js'
 import { Mutex } from './mutex.js'
+import { nodeHeaders } from '../protocol/node-header.js'
 
 export const DEFAULT_BATCH_SIZE = 100
 export const REQUEST_TIMEOUT_MS = 10_000
@@ -149,7 +150,7 @@ export class Sender {
     const timeout = AbortSignal.timeout(this.opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS)
     const res = await this.fetchFn(this.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}) },
+      headers: { 'content-type': 'application/json', ...(this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {}), ...nodeHeaders(this.opts.node) },
       body: JSON.stringify({ events }),
       signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
     })

@@ -265,6 +265,9 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     stats.requests++
     inFlight++
     const started = clock.now()
+    // Who the request says it is from (X-Boot-Agent-Node), on its log lines.
+    const asked = nodeHeader(req)
+    const from = asked ? { node: asked } : {}
     res.once('close', () => {
       metrics.observeRequest(routeOf.get(res) ?? 'none', req.method ?? '', res.statusCode, (clock.now() - started) / 1000)
       inFlight--
@@ -273,13 +276,13 @@ export const startHead = async (opts: HeadOptions): Promise<Head> => {
     handle(req, res).then(
       (name) => {
         stats.byRoute[name] = (stats.byRoute[name] ?? 0) + 1
-        log.debug({ method: req.method, url: req.url, status: res.statusCode, ms: Math.round(clock.now() - started) }, 'request')
+        log.debug({ method: req.method, url: req.url, ...from, status: res.statusCode, ms: Math.round(clock.now() - started) }, 'request')
       },
       (e: unknown) => {
         const p = e instanceof HttpProblem ? e : new HttpProblem(500, 'EINTERNAL', `internal error: ${messageOf(e)}`)
-        if (p.status >= 500) log.error({ method: req.method, url: req.url, err: e }, p.message)
-        else if (p.status === 429 && !rateWarnings.due(req.url ?? '')) log.debug({ method: req.method, url: req.url, status: p.status }, p.message)
-        else log.warn({ method: req.method, url: req.url, status: p.status, code: p.code }, p.message)
+        if (p.status >= 500) log.error({ method: req.method, url: req.url, ...from, err: e }, p.message)
+        else if (p.status === 429 && !rateWarnings.due(req.url ?? '')) log.debug({ method: req.method, url: req.url, ...from, status: p.status }, p.message)
+        else log.warn({ method: req.method, url: req.url, ...from, status: p.status, code: p.code }, p.message)
         if (res.headersSent) {
           res.destroy()
           return

@@ -73,6 +73,8 @@ export class ChunkWriter {
   /** Bytes received after the completed chunks: the start of the chunk being filled. */
   pending = 0
   private entries: WriterEntry[] = []
+  /** Milliseconds the receive waited for a buffer's earlier verify-and-write (hashing or disk behind the network). */
+  waitedMs = 0
 
   constructor(
     bytes: number,
@@ -153,7 +155,13 @@ export class ChunkWriter {
     this.active = (this.active + 1) % this.bufs.length
     const p = this.inflight[this.active]
     this.inflight[this.active] = undefined
-    if (p) await p
+    if (!p) return
+    const t = performance.now()
+    try {
+      await p
+    } finally {
+      this.waitedMs += performance.now() - t
+    }
   }
 
   /** Starts verifying-then-writing the completed chunks and moves to the next buffer. */
@@ -232,6 +240,8 @@ export interface ReceiveOptions {
   from: string
   /** After each read: `n` bytes received, of a kept chunk or not. */
   onRead: (n: number, kept: boolean) => void
+  /** Adds the milliseconds spent waiting for the body's bytes (the network behind the hashing and disk). */
+  waits?: { networkMs: number }
 }
 
 /**
@@ -267,7 +277,9 @@ export const receiveChunks = async (w: ChunkWriter, body: BodySource, o: Receive
       continue
     }
     if (space.length > limit) space = space.subarray(0, limit)
+    const t = performance.now()
     const n = await body.read(space)
+    if (o.waits) o.waits.networkMs += performance.now() - t
     if (n === 0) break
     w.received(n)
     pos += n

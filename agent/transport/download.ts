@@ -40,8 +40,15 @@ import { DEFAULT_RETRY_POLICY, isRetryable, retryDelayMs, type RetryPolicy } fro
 import { sleep, type Sleep } from '../core/clock.js'
 import { faultPoint } from '../core/fault.js'
 
-/** Longest single Range request. */
-export const MAX_RANGE_BYTES = 16 * 1024 * 1024
+/**
+ * Longest single Range request. Large, because a request's end drains the
+ * pipeline: the receive waits until every buffer in flight is verified and
+ * written (the retry decisions need their verdicts), and the hash workers
+ * and the disk then wait for the next request's first buffer. At 16 MiB
+ * that was 128 drains per 2 GiB with one stream. Parallel streams split
+ * the work much finer anyway ({@link rangeCap}).
+ */
+export const MAX_RANGE_BYTES = 1024 * 1024 * 1024
 /**
  * Parallel range requests by default: one. Measured here (2 GiB from nginx on
  * loopback, 2 cores, 2026-11-21): 1 stream 5.7 s, RSS 129 MB; 2 streams 9.3 s,
@@ -88,6 +95,8 @@ export interface DownloadOptions {
   idleTimeoutMs?: number
   /** This node's token for the head (sent to the head's own origin only). */
   bearer?: HeadBearer
+  /** This node's id, sent with every request (`X-Boot-Agent-Node`); none when not given. */
+  nodeId?: string
 }
 
 export interface DownloadResult {
@@ -137,6 +146,8 @@ export class Download {
   private bytesReused = 0
   private requests = 0
   private fatal: unknown
+  /** Where the receive waited (logged at debug at the end: which side held the pipeline back). */
+  private readonly waits = { networkMs: 0, drainMs: 0 }
   private probe: Promise<void> | undefined
   private releaseProbe: (() => void) | undefined
 
@@ -198,6 +209,11 @@ export class Download {
     if (left.length) throw new BootAgentError('EINCOMPLETE', `${left.length} chunk(s) of ${this.m.sha256} still missing`, { missing: left.slice(0, 10) })
     if (!this.feed.complete) throw new BootAgentError('EINTERNAL', `internal: whole-image digest stopped at chunk ${this.feed.cursor}`)
     const { sha256, xxh64 } = await local('hashing the image', () => this.feed.digest())
+    const ms = (x: number) => Math.round(x)
+    this.o.log.debug(
+      { requests: this.requests, waitedForNetworkMs: ms(this.waits.networkMs), waitedForBuffersMs: ms(this.writers.reduce((n, w) => n + w.waitedMs, 0)), drainsMs: ms(this.waits.drainMs) },
+      'download pipeline: where the receive waited (network: the server or the link; buffers: hashing or disk; drains: ends of requests)',
+    )
     return { sha256, xxh64, bytesDownloaded: this.bytesDownloaded, bytesReused: this.bytesReused, requests: this.requests }
   }
 
@@ -377,6 +393,7 @@ export class Download {
           this.bytesDownloaded += n
           if (kept) this.progress.add(n)
         },
+        waits: this.waits,
       })
     } catch (e) {
       if (this.signal.aborted || e instanceof LocalIoError || e instanceof CacheFullError) throw e
@@ -386,7 +403,9 @@ export class Download {
     } finally {
       body.cancel()
       w.drop() // an incomplete chunk is never written
+      const t = performance.now()
       await w.finish()
+      this.waits.drainMs += performance.now() - t
       this.writers.push(w)
       await local(`reading back ${this.o.partial.path}`, () => this.feed.advance())
     }
@@ -406,6 +425,7 @@ export class Download {
       ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
       ...(this.o.idleTimeoutMs ? { idleTimeoutMs: this.o.idleTimeoutMs } : {}),
       ...(this.o.bearer ? { bearer: this.o.bearer } : {}),
+      ...(this.o.nodeId ? { nodeId: this.o.nodeId } : {}),
     }
     if (!mirror.general) {
       const d = await directGet(mirror.url, range, opts)

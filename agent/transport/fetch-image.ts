@@ -49,6 +49,8 @@ export interface FetchManifestOptions {
   bearer?: HeadBearer
   /** This machine's architecture: a manifest whose `arch` differs is refused (EARCH) before any image byte is fetched. Unchecked when omitted. */
   arch?: string
+  /** This node's id, sent as `X-Boot-Agent-Node` (protocol/node-header.ts). */
+  nodeId?: string
 }
 
 /** Downloads, parses and (with a key) checks the signature of a manifest; relative URLs resolve against `url`. */
@@ -59,6 +61,7 @@ export const fetchManifest = async (url: string, opts: FetchManifestOptions = {}
     ...(opts.signal ? { signal: opts.signal } : {}),
     ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
     ...(opts.bearer ? { bearer: opts.bearer } : {}),
+    ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
   }
   return logOp(log, 'fetch-manifest', { url }, async () => {
     const bytes = await retrying(() => getBytes(url, MAX_MANIFEST_BYTES, req), {
@@ -110,8 +113,10 @@ export interface FetchImageOptions {
   /** Called at the progress-log interval with bytes, rate and ETA. */
   onProgress?: (p: ProgressInfo) => void
   /**
-   * Seeds this node's mirror order and jitter. The boot stage passes the
-   * node id; default the host name (the `fetch` command on a running node).
+   * Seeds this node's mirror order and jitter, and is sent with every
+   * request (`X-Boot-Agent-Node`). The boot stage passes the node id; without
+   * it the host name seeds the order (the `fetch` command on a running node)
+   * and no node id is sent.
    */
   nodeId?: string
   /**
@@ -122,7 +127,7 @@ export interface FetchImageOptions {
   mirrors?: string[]
   /** Parallel Range requests. Default 1 (DEFAULT_STREAMS). */
   streams?: number
-  /** Longest single Range request in bytes. Default 16 MiB. */
+  /** Longest single Range request in bytes. Default 1 GiB (MAX_RANGE_BYTES). */
   maxRangeBytes?: number
   /** Retry policy (plain data). */
   retry?: RetryPolicy
@@ -248,6 +253,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
           ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}),
           ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
           ...(opts.bearer ? { bearer: opts.bearer } : {}),
+          ...(opts.nodeId ? { nodeId: opts.nodeId } : {}),
         })
         const r = await dl.run()
         if (r.sha256 !== m.sha256) {

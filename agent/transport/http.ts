@@ -10,6 +10,7 @@ import { BootAgentError, HttpError, foreignCode } from '../core/errors.js'
 import { parseRetryAfter } from '../core/retry.js'
 import { agentFor, failedRequestMessage } from './trust.js'
 import { authHeaders, type HeadBearer } from '../core/head-token.js'
+import { nodeHeaders } from '../protocol/node-header.js'
 
 /** Longest wait for response headers. */
 export const HEADERS_TIMEOUT_MS = 30_000
@@ -28,6 +29,8 @@ export interface RequestOptions {
   idleTimeoutMs?: number
   /** This node's token for the head: sent only to the head's own origin (authHeaders), never to a mirror. */
   bearer?: HeadBearer
+  /** This node's id, sent as `X-Boot-Agent-Node` when it is a safe name (protocol/node-header.ts). */
+  nodeId?: string
 }
 
 /** What a response says about its body. */
@@ -163,7 +166,7 @@ export const openBody = async (url: string, range: { start: number; end: number 
       agent: agentFor(u),
       compress: false, // byte ranges of the file itself, never a transfer encoding of it
       // node-fetch drops Authorization on a redirect to another host (a head's 302 to a mirror).
-      headers: { ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}), 'accept-encoding': range || !opts.acceptGzip ? 'identity' : 'gzip', ...authHeaders(url, opts.bearer) },
+      headers: { ...(range ? { range: `bytes=${range.start}-${range.end - 1}` } : {}), 'accept-encoding': range || !opts.acceptGzip ? 'identity' : 'gzip', ...authHeaders(url, opts.bearer), ...nodeHeaders(opts.nodeId) },
     })
   } catch (e) {
     done()

@@ -95,6 +95,39 @@ t.test('a range arrives whole and exact, read in pieces into the caller buffer',
   t.equal(await b!.read(Buffer.alloc(10)), 0, 'then the end')
 })
 
+t.test('a slow reader: bytes read ahead land in a few reused spare buffers, and arrive exact', async (t) => {
+  // The reader takes 64 KiB at a time and yields between reads, so the socket
+  // reads ahead into spare buffers (up to 1 MiB) that are then copied out.
+  // Each spare must be reused only once its bytes were handed over; a fresh
+  // one per 256 KiB was garbage that grew the download's peak RSS.
+  const data = randomBytes(12 * 1024 * 1024 + 4321)
+  const s = await serve(t, fileServer(data))
+  const SPARE = 256 * 1024
+  let spares = 0
+  const slow = Buffer.allocUnsafeSlow
+  const unsafe = Buffer.allocUnsafe
+  Buffer.allocUnsafeSlow = (n: number) => ((spares += n === SPARE ? 1 : 0), slow(n))
+  Buffer.allocUnsafe = (n: number) => ((spares += n === SPARE ? 1 : 0), unsafe(n))
+  t.teardown(() => {
+    Buffer.allocUnsafeSlow = slow
+    Buffer.allocUnsafe = unsafe
+  })
+  for (let round = 0; round < 2; round++) {
+    const b = await directGet(s.url, undefined)
+    const out = Buffer.alloc(data.length)
+    let n = 0
+    for (;;) {
+      const r = await b!.read(out.subarray(n, n + 64 * 1024))
+      if (r === 0) break
+      n += r
+      await new Promise((r) => setImmediate(r))
+    }
+    t.equal(n, data.length, `round ${round}: every byte`)
+    t.ok(out.equals(data), `round ${round}: the bytes in order`)
+  }
+  t.ok(spares <= 6, `${spares} spare buffers allocated for 24 MiB read ahead of a slow reader on one connection (≤ 6)`)
+})
+
 t.test('body bytes sent in the same packet as the head are kept', async (t) => {
   const data = Buffer.from('0123456789abcdef')
   const s = await serve(t, (_req, sock) => sock.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${data.length}\r\nConnection: close\r\n\r\n`), data])))

@@ -86,6 +86,15 @@ t.test('the missing chunks come in merged range requests, verified, with the who
   t.same(reserved, [[data.length, { pinned: [m.sha256, 'b'.repeat(64)] }]], 'the cache was asked once for the missing bytes, this image pinned')
 })
 
+t.test('one stream asks for a long run of missing chunks in one request: no pipeline drain every 16 MiB', async (t) => {
+  const { data, m, run } = await setup(t, 40 * 1024 * KiB)
+  const a = await mirror(t, data)
+  const { r, bytes } = await run([a.url])
+  t.same(a.asked, [`0-${data.length - 1}`], 'the whole 40 MiB image in one Range request')
+  t.equal(r.sha256, m.sha256)
+  t.ok(bytes.equals(data))
+})
+
 t.test('a mirror with a final error is dropped and the next one serves', async (t) => {
   const { data, run } = await setup(t)
   const gone = await mirror(t, data, { status: 404 })
