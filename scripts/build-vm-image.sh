@@ -134,6 +134,8 @@ args=(
   --variant=essential --mode=root --format=directory
   --include=systemd-sysv,udev
   --include="$deps"
+  # Recommended by the package: seals and measures cache objects (fs-verity, issue #19).
+  --include=fsverity
   --dpkgopt='path-exclude=/usr/share/man/*'
   --dpkgopt='path-exclude=/usr/share/locale/*'
   --dpkgopt='path-exclude=/usr/share/info/*'

@@ -158,7 +158,7 @@ t.test('the object under a running overlay root is pinned: eviction, cache gc, r
   const cache = await Cache.open(cacheDir, { log: silentLogger() })
   t.same(await cache.evict({ keep: 0 }), [], 'eviction to zero objects removes nothing')
   await t.rejects(cache.remove(n.pub.sha256), { code: 'EPINNED', message: /mounted under a running root \(loop device \/dev\/loop\d+/ }, 'removal refused, naming the loop device')
-  await t.rejects(demoteToPartial(cache, n.pub.sha256, []), { code: 'EPINNED', message: /not repaired in place/ }, 'an in-place repair refused')
+  await t.rejects(demoteToPartial(cache, n.pub.sha256, [], []), { code: 'EPINNED', message: /not repaired in place/ }, 'an in-place repair refused')
   t.ok((await lstat(object)).isFile(), 'the object is still there')
   const gc = runCli(['cache', 'gc', '--cache', cacheDir, '--keep', '0'])
   t.equal(gc.status, 0)
