@@ -298,7 +298,7 @@ export class Cache {
     })
     await this.recordVerdict(sha, v)
     if (!v.ok) {
-      this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length }, 'cache: object failed re-verification')
+      this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length, ...(v.readBecause ? { readBecause: v.readBecause } : {}) }, 'cache: object failed re-verification')
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
