@@ -40,3 +40,12 @@ t.test('informational kernel lines are ignored', async (t) => {
   t.equal(classify(rec('loop0: detected capacity change from 0 to 4896', { level: 6 })), undefined)
   t.equal(classify(rec('squashfs: version 4.0 (2009/01/31) Phillip Lougher', { level: 6 })), undefined)
 })
+
+t.test('fs-verity corruption records: the device, the sealed file\'s inode and the byte offset', async (t) => {
+  // Recorded lines: this machine's kernel has no fs-verity and cannot print them. The 6.1 form
+  // (Debian 12's kernel, fs/verity/verify.c: `index` is the data page) and the 6.3+ form (`pos`, bytes).
+  const hash = 'sha256:' + '0'.repeat(64)
+  t.match(classify(rec(`fs-verity (vdb2, inode 12): FILE CORRUPTED! index=40, level=0, want_hash=${hash}, real_hash=${hash}`)), { kind: 'io-error', class: 'fsverity-corrupted', source: 'fsverity', device: 'vdb2', inode: 12, blockOffset: 40 * 4096 })
+  t.match(classify(rec(`fs-verity (sda1, inode 5): FILE CORRUPTED! pos=163840, level=1, want_hash=${hash}, real_hash=${hash}`)), { device: 'sda1', inode: 5, blockOffset: 163840 })
+  t.equal(classify(rec('fs-verity (vdb2, inode 12): FILE CORRUPTED! index=1', { facility: 1 })), undefined, 'not from the kernel: ignored')
+})
