@@ -24,34 +24,11 @@ import { badChunks, isReadError, hashRangesInline, type RangeHasher } from '../.
 import { fsverityDigestOfFile } from '../../agent/hash/fsverity.js'
 import { gate } from '../helpers/capability.js'
 import { publishBytes } from '../helpers/cache.js'
+import { sealedKernel } from '../helpers/sealed-kernel.js'
 import { flipByte, seededBytes } from '../helpers/image.js'
 
 const KiB = 1024
 const fsverityTool = gate('fsverity')
-
-/**
- * A `fsverity` for a kernel with fs-verity (see the file's comment): `enable`
- * records the digest the real `fsverity digest` computes of the file then (the
- * tree a kernel builds when it seals), `measure` answers it, or ENODATA for a
- * file never sealed, as the kernel does.
- */
-const sealedKernel = (calls: string[][] = []): Runner => {
-  const sealed = new Map<string, string>()
-  return async (cmd, args, opts) => {
-    calls.push([...args])
-    const path = args[1]!
-    if (args[0] === 'enable') {
-      if (sealed.has(path)) return { exitCode: 1, signal: null, stdout: '', stderr: `ERROR: FS_IOC_ENABLE_VERITY failed on '${path}': File exists\n` }
-      sealed.set(path, (await run(cmd, ['digest', path], opts)).stdout)
-      return { exitCode: 0, signal: null, stdout: '', stderr: '' }
-    }
-    if (args[0] === 'measure') {
-      const line = sealed.get(path)
-      return line ? { exitCode: 0, signal: null, stdout: line, stderr: '' } : { exitCode: 1, signal: null, stdout: '', stderr: `ERROR: FS_IOC_MEASURE_VERITY failed on '${path}': No data available\n` }
-    }
-    throw new Error(`unexpected fsverity ${args.join(' ')}`)
-  }
-}
 
 const cacheWith = async (t: Test, sealer: Sealer) => {
   const cache = await Cache.open(join(t.testdir(), 'cache'), { sealer, log: silentLogger() })
