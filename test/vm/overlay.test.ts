@@ -25,16 +25,14 @@
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { gate } from '../helpers/capability.js'
-import { publishImage } from '../../agent/head/publish.js'
-import { startHead, type Head } from '../../agent/head/server.js'
-import { buildManifest, serializeManifest } from '../../agent/manifest/index.js'
+import type { Head } from '../../agent/head/server.js'
 import { BOOT_TIMEOUT_S, bootVm, buildInitramfs, corruptDiskFile, findKernel, makeDisk, REPO, type Disk, type Initramfs, type Kernel, type VmResult } from './harness.js'
 import { buildOsImage, findPackage, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
-import { storedEvents } from './head-store.js'
+import { publishVmImage, startVmHead, storedEvents } from './head-store.js'
 
 const execFileP = promisify(execFile)
 
@@ -46,12 +44,12 @@ const BUNDLE = join(REPO, 'dist', 'boot-agent.mjs')
 const CANARY = 'usr/local/lib/ba-vmtest/canary'
 
 interface Ctx {
-  dir: string
+  image: { sha256: string; size: number; chunks: number }
   kernel: Kernel
   initrd: Initramfs
   head: Head
+  dir: string
   store: string
-  image: { sha256: string; size: number; chunks: number }
   /** Byte offset in the image of the canary's second (compressed) block. */
   damageAt: number
 }
@@ -109,34 +107,18 @@ const events = async (node: string): Promise<Event[]> => (await storedEvents(ctx
 
 t.before(async () => {
   if (skip.skip) return
-  const dir = t.testdir()
-  const kernel = await findKernel()
-  const deb = await findPackage()
-  const t0 = Date.now()
+  const [dir, kernel, deb, t0] = [t.testdir(), await findKernel(), await findPackage(), Date.now()]
   const [os, initrd] = await Promise.all([buildOsImage(deb), buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd' })])
   t.comment(`Debian image ${os.path}: ${os.bytes} bytes, ${os.built ? `built in ${os.buildMs} ms` : 'cached'}; initramfs ${initrd.built ? `built in ${initrd.buildMs} ms` : 'cached'}; setup ${Date.now() - t0} ms`)
   const store = join(dir, 'store')
   await mkdir(store, { recursive: true })
-  const image = await publishImage({
-    image: os.path, name: 'debian', store, arch: 'x86_64',
-    buildManifest: (p, o) => buildManifest(p, { ...o, workers: 0 }), writeManifest: serializeManifest,
-  })
+  const image = await publishVmImage(os.path, 'debian', store)
   const manifest = JSON.parse(await readFile(image.manifestPath, 'utf8')) as { fsverityDigest?: string; chunks: unknown[] }
   if (!manifest.fsverityDigest) throw new Error('the published manifest carries no fsverityDigest')
-  const nodes = {
-    schema: 1,
-    defaults: {
-      image: 'debian',
-      style: 'disked',
-      // PARTLABEL: the fs-verity disk's cache partition has no filesystem (hence no label) until the agent formats it.
-      partitions: { cache: 'PARTLABEL=cwcache', root: 'LABEL=cwroot' },
-      policies: { cacheFull: 'ram', verify: 'fast', onfail: 'emergency', rootMode: 'overlay' },
-    },
-    nodes: { 'ov-verity': {}, 'ov-plain': {} },
-  }
-  const nodesFile = join(dir, 'nodes.json')
-  await writeFile(nodesFile, JSON.stringify(nodes))
-  const head = await startHead({ store, nodes: nodesFile, listen: '127.0.0.1:0' })
+  // PARTLABEL: the fs-verity disk's cache partition has no filesystem (hence no label) until the agent formats it.
+  const partitions = { cache: 'PARTLABEL=cwcache', root: 'LABEL=cwroot' }
+  const policies = { cacheFull: 'ram', verify: 'fast', onfail: 'emergency', rootMode: 'overlay' }
+  const head = await startVmHead(dir, store, { image: 'debian', style: 'disked', partitions, policies }, ['ov-verity', 'ov-plain'])
   ctx = { dir, kernel, initrd, head, store, image: { sha256: image.sha256, size: image.size, chunks: manifest.chunks.length }, damageAt: await canaryDamageOffset(os.path) }
   t.comment(`image ${image.sha256}: ${image.size} bytes, ${manifest.chunks.length} chunks; fsverityDigest ${manifest.fsverityDigest}; canary's compressed block at byte ${ctx.damageAt}`)
 })
