@@ -50,7 +50,10 @@ interface Ctx {
   head: Head
   dir: string
   store: string
-  /** Byte offset in the image of the canary's second (compressed) block. */
+  /**
+   * Byte offset in the image of the canary's second (compressed) block: a few dozen bytes
+   * of zstd, followed by other files' data, so the damage goes a few bytes in.
+   */
   damageAt: number
 }
 let ctx: Ctx | undefined
@@ -155,7 +158,7 @@ t.test('fs-verity cache: sealed at the cold boot, measured at a hit, a damaged b
   t.ok(v2 && v2.bytesRead < c.image.size / 20, `boot 2: ${v2?.bytesRead} bytes read from the cache device while verifying a ${c.image.size}-byte object (< 5 %)`)
 
   // Between boots: one block of the sealed object damaged on the raw partition.
-  await corruptDiskFile(disk, 'cwcache', objectPath(c.image.sha256), c.damageAt + 64)
+  await corruptDiskFile(disk, 'cwcache', objectPath(c.image.sha256), c.damageAt + 4)
 
   // 3. Hit again (the tree is intact); the damaged block refused at read, reported with the digest.
   const b3 = await boot('ov-verity', disk, `${opts} ba.vmtest.canary`)
@@ -188,7 +191,7 @@ t.test('plain cache (no fs-verity): the mounted object damaged under the running
     { label: 'cwroot', mib: 256 },
   ])
   // 5. Cold; then the probe damages the mounted object and reads the canary.
-  const b5 = await boot('ov-plain', disk, `ba.vmtest.corrupt=${c.damageAt + 64} ba.vmtest.canary`)
+  const b5 = await boot('ov-plain', disk, `ba.vmtest.corrupt=${c.damageAt + 4} ba.vmtest.canary`)
   if (!b5.report) return t.fail('boot 5: no report')
   t.ok(stageSays(b5.report, /cache: object not sealed: the cache filesystem has no fs-verity/), 'boot 5: not sealed, and the record says why (ext4 without verity)')
   t.match(b5.r.console, /BA-CORRUPTED .* rc=0/, 'boot 5: the probe damaged the mounted object')
