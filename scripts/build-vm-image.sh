@@ -112,6 +112,7 @@ for arg in $(cat /proc/cmdline); do
         echo "BA-CORRUPTED $obj at ${arg#*=} rc=$?" > /dev/console
         sync; echo 3 > /proc/sys/vm/drop_caches ;;
     ba.vmtest.canary)
+        echo "BA-CANARY-START" > /dev/console
         cat /usr/local/lib/ba-vmtest/canary > /dev/null 2>&1 && rc=0 || rc=$?
         echo "BA-CANARY-READ rc=$rc" > /dev/console
         t=$(date +%s)
@@ -137,11 +138,14 @@ fi
 systemctl poweroff --no-block
 SH
 chmod 0755 "$root/usr/local/lib/ba-vmtest/report"
-# The canary: two squashfs blocks (128 KiB each, no fragment): random bytes, stored
-# uncompressed so the test finds the file in the image by them, then text, stored
-# compressed right after (damaging it makes squashfs's decompression fail).
+# The canary: three squashfs blocks (128 KiB each, no fragment): random bytes, stored
+# uncompressed so the test finds the file in the image by them; text, stored compressed
+# (a few dozen bytes) right after: damaging it makes squashfs's decompression fail; random
+# again, so that the 4 KiB page around the damage (fs-verity refuses whole pages) holds
+# nothing but the canary (other files' data there would fail too: the probe's own script).
 head -c 131072 /dev/urandom > "$root/usr/local/lib/ba-vmtest/canary"
 yes 'boot-agent canary: a compressible block' | head -c 131072 >> "$root/usr/local/lib/ba-vmtest/canary"
+head -c 131072 /dev/urandom >> "$root/usr/local/lib/ba-vmtest/canary"
 cat > "$root/etc/systemd/system/ba-vm-report.service" <<'UNIT'
 [Unit]
 Description=boot-agent VM test probe (journal to the report disk, then power off)

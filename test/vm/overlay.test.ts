@@ -20,8 +20,8 @@
  *
  * The damage lands in the image's canary file (scripts/build-vm-image.sh --test-probe):
  * its first squashfs block is random (stored as is, so found in the image by its
- * bytes), its second compressed right after it; the probe reads it with
- * ba.vmtest.canary.
+ * bytes), its second compressed right after it, its third random again (so the page
+ * around the damage holds only the canary); the probe reads it with ba.vmtest.canary.
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -64,7 +64,9 @@ const canaryDamageOffset = async (image: string): Promise<number> => {
   const bytes = await readFile(image)
   const blockSize = bytes.readUInt32LE(12) // squashfs superblock: block_size
   const at = bytes.indexOf(stdout.subarray(0, 64))
-  if (at < 0 || stdout.length !== 2 * blockSize) throw new Error(`the canary (${stdout.length} bytes) is not two ${blockSize}-byte blocks found in ${image}`)
+  if (at < 0 || stdout.length !== 3 * blockSize) throw new Error(`the canary (${stdout.length} bytes) is not three ${blockSize}-byte blocks found in ${image}`)
+  // The third block (random, stored as is) must follow the compressed one within a page: nothing else is damaged.
+  if (bytes.indexOf(stdout.subarray(2 * blockSize, 2 * blockSize + 64)) - (at + blockSize) > 4096) throw new Error('the canary\'s compressed block is not followed by its third block')
   return at + blockSize
 }
 
