@@ -99,6 +99,31 @@ while [ $(($(date +%s) - start)) -lt 90 ]; do
         journalctl -b -u boot-agent.service -o cat | grep -q 'events delivered' && break
     sleep 1
 done
+# Issue 19's runtime-error scenarios (test/vm/overlay.test.ts), only when asked:
+# ba.vmtest.corrupt=OFFSET damages the mounted cache object at OFFSET after the boot
+# verified it (a disk going bad under a running root); ba.vmtest.canary reads the
+# canary (its second, compressed block is what the test damaged), then waits for the
+# daemon's self-check and gives the sender time to deliver its events.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    ba.vmtest.corrupt=*)
+        obj=$(find /run/boot-agent/cache/objects -type f -name '[0-9a-f]*[0-9a-f]' | head -n 1)
+        printf 'boot-agent-vm-test-damage' | dd of="$obj" bs=1 seek="${arg#*=}" conv=notrunc status=none
+        echo "BA-CORRUPTED $obj at ${arg#*=} rc=$?" > /dev/console
+        sync; echo 3 > /proc/sys/vm/drop_caches ;;
+    ba.vmtest.canary)
+        echo "BA-CANARY-START" > /dev/console
+        cat /usr/local/lib/ba-vmtest/canary > /dev/null 2>&1 && rc=0 || rc=$?
+        echo "BA-CANARY-READ rc=$rc" > /dev/console
+        t=$(date +%s)
+        while [ $(($(date +%s) - t)) -lt 180 ]; do
+            journalctl -b -u boot-agent.service -o cat | grep -q 'finished.*self-check\|self-check.*finished\|failed.*self-check' && break
+            sleep 2
+        done
+        echo "BA-SELF-CHECK waited=$(($(date +%s) - t))s" > /dev/console
+        sleep 20 ;;
+    esac
+done
 {
     echo "BA-STATE boot-agent.service=$(systemctl is-active boot-agent.service) system=$(systemctl is-system-running) pid1=$(cat /proc/1/comm) waited=$(($(date +%s) - start))s"
     journalctl -b -o json --no-pager
@@ -113,6 +138,14 @@ fi
 systemctl poweroff --no-block
 SH
 chmod 0755 "$root/usr/local/lib/ba-vmtest/report"
+# The canary: three squashfs blocks (128 KiB each, no fragment): random bytes, stored
+# uncompressed so the test finds the file in the image by them; text, stored compressed
+# (a few dozen bytes) right after: damaging it makes squashfs's decompression fail; random
+# again, so that the 4 KiB page around the damage (fs-verity refuses whole pages) holds
+# nothing but the canary (other files' data there would fail too: the probe's own script).
+head -c 131072 /dev/urandom > "$root/usr/local/lib/ba-vmtest/canary"
+yes 'boot-agent canary: a compressible block' | head -c 131072 >> "$root/usr/local/lib/ba-vmtest/canary"
+head -c 131072 /dev/urandom >> "$root/usr/local/lib/ba-vmtest/canary"
 cat > "$root/etc/systemd/system/ba-vm-report.service" <<'UNIT'
 [Unit]
 Description=boot-agent VM test probe (journal to the report disk, then power off)
@@ -134,6 +167,8 @@ args=(
   --variant=essential --mode=root --format=directory
   --include=systemd-sysv,udev
   --include="$deps"
+  # Recommended by the package: seals and measures cache objects (fs-verity, issue #19).
+  --include=fsverity
   --dpkgopt='path-exclude=/usr/share/man/*'
   --dpkgopt='path-exclude=/usr/share/locale/*'
   --dpkgopt='path-exclude=/usr/share/info/*'

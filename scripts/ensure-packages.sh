@@ -43,6 +43,8 @@ if [ "${1:-}" = "--vm" ]; then
   # issue 18: the Debian image (mmdebstrap), the systemd-flavour initramfs (dracut's
   # systemd modules copy the host's systemd, networkd, dbus), the package (dpkg-dev)
   pkgs+=(mmdebstrap systemd dbus dpkg-dev)
+  # issue 19: the fsverity tool the dracut module carries into the initramfs (seal, measure)
+  pkgs+=(fsverity)
 fi
 
 missing=()

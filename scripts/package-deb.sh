@@ -151,7 +151,7 @@ Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_kb
 Depends: $shlibs, mount, squashfs-tools
-Recommends: dracut-core, dracut-network, e2fsprogs
+Recommends: dracut-core, dracut-network, e2fsprogs, fsverity
 Suggests: xfsprogs, dmidecode
 Section: admin
 Priority: optional

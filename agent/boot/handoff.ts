@@ -46,7 +46,17 @@ export interface BootRecord {
   fallbacks: Fallback[]
   image: { name: string; sha256: string; size: number } | null
   /** `verifiedBy`: what the image's bytes were checked against (FetchedImage.verifiedBy). */
-  cache: { spec: string | null; device?: string; mountpoint?: string; hit: boolean; verifiedBy?: string; objectPath?: string; inRam: boolean }
+  /**
+   * `verification`: which check ran, in words (`measured fs-verity`, `fast verify`, …);
+   * `bytesReadVerifying`: bytes the kernel read from the cache device from the cache's
+   * opening to the image's being verified (and fetched); `sealed`: what sealing the object
+   * with fs-verity did this boot; `readBecause`: why a sealed object was read, not measured;
+   * `chunksRepaired`: chunks of a damaged cached object fetched again.
+   */
+  cache: {
+    spec: string | null; device?: string; mountpoint?: string; hit: boolean; verifiedBy?: string; objectPath?: string; inRam: boolean
+    verification?: string; bytesReadVerifying?: number; sealed?: string; readBecause?: string; chunksRepaired?: number
+  }
   /**
    * `mode`: how a disked root was made (overlay or unpack). An overlay root
    * also names the root partition's `mountpoint` (it stays mounted), the

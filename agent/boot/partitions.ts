@@ -145,18 +145,29 @@ export const assertFormattable = async (device: string, deps: PartitionDeps = {}
  * mkfs.ext4's arguments (pure): the spec's label when it names one, and the
  * `verity` feature when asked (the cache, on a kernel that has ext4 fs-verity:
  * issue #19). Only then: `verity` is a read-only-compatible feature, so a
- * kernel without it would mount the cache read-only.
+ * kernel without it would mount the cache read-only. With it, 4096-byte
+ * blocks: before Linux 6.3 ext4 seals files only when the block size is the
+ * page size, and mke2fs picks 1024 on a partition under 512 MiB.
  */
 export const mkfsArgs = (device: string, spec: PartitionSpec, opts: { verity?: boolean } = {}): string[] => [
   '-q',
   '-F',
   ...(spec.kind === 'label' ? ['-L', spec.value] : []),
-  ...(opts.verity ? ['-O', 'verity'] : []),
+  ...(opts.verity ? ['-O', 'verity', '-b', String(VERITY_BLOCK_BYTES)] : []),
   device,
 ]
 
+/** ext4's block size on a cache with fs-verity: the page size (see {@link mkfsArgs}). */
+export const VERITY_BLOCK_BYTES = 4096
+
 /** Whether this kernel's ext4 supports fs-verity (Documentation/ABI/testing/sysfs-fs-ext4: /sys/fs/ext4/features/verity). */
-export const kernelHasExt4Verity = (): Promise<boolean> => lstat(join(system.sysFsExt4Features, 'verity')).then(() => true, () => false)
+export const kernelHasExt4Verity = async (run: Runner = defaultRun): Promise<boolean> => {
+  const has = (): Promise<boolean> => lstat(join(system.sysFsExt4Features, 'verity')).then(() => true, () => false)
+  if (await has()) return true
+  // ext4 as a module (Debian) shows its features only once loaded: before the first ext4 mount, load it.
+  await run(commands.modprobe, ['-q', 'ext4'], { allowFailure: true, timeoutMs: MKFS_TIMEOUT_MS }).catch(() => undefined)
+  return has()
+}
 
 /** Creates an ext4 filesystem (with the spec's label when it names one; `verity`: see {@link mkfsArgs}). */
 export const formatPartition = async (device: string, spec: PartitionSpec, deps: PartitionDeps = {}, opts: { verity?: boolean } = {}): Promise<void> => {
@@ -260,7 +271,7 @@ export const openResolved = async (resolved: ResolvedPartition | null, opts: Ope
     }
     opts.log?.warn({ device, role: opts.role, fstype, err: mountErr ? messageOf(mountErr) : undefined }, `formatting ${opts.role} partition`)
     // The cache gets fs-verity where the kernel has it, so its objects can be sealed (issue #19).
-    await formatPartition(device, spec, opts, { verity: opts.role === 'cache' && (await kernelHasExt4Verity()) })
+    await formatPartition(device, spec, opts, { verity: opts.role === 'cache' && (await kernelHasExt4Verity(opts.run)) })
     fstype = 'ext4'
     await mountFs(device, opts.mountpoint, fstype, opts)
     return { state: 'mounted', device, mountpoint: opts.mountpoint, fstype, ...(await fsSpace(opts.mountpoint)) }

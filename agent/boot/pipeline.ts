@@ -50,6 +50,8 @@ export const cachePipeline: ImagePipeline<Cache> = {
   async startFastDigest(cache, sha256, signal) {
     // Only a regular file the cache could have written is read (no symlink is followed).
     if (!(await lstat(cache.objectPath(sha256)).then((s) => s.isFile(), () => false))) return undefined
+    // A sealed object is checked by the kernel's measurement, without reading it (cache/seal.ts): nothing to start.
+    if ((await cache.measure(sha256)).sealed) return undefined
     // On workers only: this thread lists the cache and fetches the manifest meanwhile
     // (hashing here would hold each of those steps up for a whole segment at a time).
     const digest: Promise<FastDigest> = cache.fastDigest(sha256, { signal, offThread: true })
@@ -92,6 +94,6 @@ export const cachePipeline: ImagePipeline<Cache> = {
       ...(opts.bearer ? { bearer: opts.bearer } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
-    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, verifiedBy: r.verifiedBy, bytesDownloaded: r.bytesDownloaded, bytesReused: r.bytesReused, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}) }
+    return { path: r.path, sha256: r.sha256, size: r.size, hit: r.hit, verifiedBy: r.verifiedBy, bytesDownloaded: r.bytesDownloaded, bytesReused: r.bytesReused, chunksRepaired: r.chunksRepaired, ...(r.recorded ? { recorded: r.recorded } : {}), ...(r.sealed ? { sealed: r.sealed } : {}), ...(r.readBecause ? { readBecause: r.readBecause } : {}) }
   },
 }

@@ -6,6 +6,10 @@
  * order, timing each step. Any error after the command line is parsed is a
  * failed boot: the record and a `boot-failed` event say why, work mounts are
  * undone, the root is never left half-unpacked, and `onfail` is followed.
+ *
+ * Over 400 lines: the stage is one sequence of steps sharing the state the
+ * record is made of (plan, inventory, fetched image, overlay, reads); each
+ * decision it carries out lives elsewhere (plan.ts, roots.ts, handoff.ts).
  */
 import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -24,6 +28,7 @@ import { openResolved, resolveConfigured, type ResolvedPartition } from './parti
 import { type BootPlan, type Inventory, needsUnpackedSize, partitionKey, planBoot, planCacheFull, planRootFit, refuseRootOnCache, resolveIntent, type BootIntent, type ResolvedDevice } from './plan.js'
 import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
+import { startReadCounter, verificationName, type ReadCounter } from './device-reads.js'
 import { seededRandom } from '../transport/mirrors.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
@@ -41,6 +46,9 @@ export interface FetchedImage {
   /** Bytes taken from older cached versions (delta reuse); absent from fetchers that do not reuse. */
   bytesReused?: number
   chunksRepaired: number
+  /** What sealing the object with fs-verity did (cache/seal.ts), and why a sealed one was read rather than measured. */
+  sealed?: string
+  readBecause?: string
   /**
    * A hit's use being recorded in the cache (metadata rewritten, lock
    * released) while the stage goes on; awaited before the record is written.
@@ -160,6 +168,9 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   let rootMounted = false
   // The cached object's fast digest, read while the cache is listed and the manifest fetched.
   let early: { digest: Promise<FastDigest>; stop: AbortController } | undefined
+  // Bytes read from the cache device while the image is checked (and fetched): few for a measured hit.
+  let reads: ReadCounter | undefined
+  let bytesReadVerifying: number | undefined
 
   const record = (result: 'ok' | 'failed', extra: Partial<BootRecord> = {}): BootRecord => {
     const cacheOnDisk = plan?.cache.mode === 'partition'
@@ -177,7 +188,11 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         spec: intent?.cacheSpec?.text ?? null,
         ...(inv?.cache.state === 'mounted' ? { device: inv.cache.device, mountpoint: inv.cache.mountpoint } : {}),
         hit: fetched?.hit ?? false,
-        ...(fetched?.verifiedBy ? { verifiedBy: fetched.verifiedBy } : {}),
+        ...(fetched?.verifiedBy ? { verifiedBy: fetched.verifiedBy, verification: verificationName(fetched.hit, fetched.verifiedBy) } : {}),
+        ...(bytesReadVerifying !== undefined ? { bytesReadVerifying } : {}),
+        ...(fetched?.sealed ? { sealed: fetched.sealed } : {}),
+        ...(fetched?.readBecause ? { readBecause: fetched.readBecause } : {}),
+        ...(fetched?.chunksRepaired ? { chunksRepaired: fetched.chunksRepaired } : {}),
         ...(fetched?.path ? { objectPath: fetched.path } : {}),
         inRam: plan ? !cacheOnDisk : false,
       },
@@ -243,6 +258,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
     let diskCache: unknown
     let previous: string | undefined
     if (cacheState.state === 'mounted') {
+      reads = await startReadCounter(cacheState.device, opts.sysClassBlock)
       const c = await timer.step('cache', async () => {
         diskCache = await pipeline.openCache(cacheMount, log)
         if (it.verify === 'fast' && pipeline.startFastDigest) {
@@ -307,6 +323,8 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
         early?.stop.abort() // used by now, or not at all
       }
     })
+    bytesReadVerifying = await reads?.stop()
+    log.info({ verification: verificationName(fetched.hit, fetched.verifiedBy), bytesReadVerifying, device: reads?.device, sealed: fetched.sealed, readBecause: fetched.readBecause }, `image verified: ${verificationName(fetched.hit, fetched.verifiedBy)}, ${bytesReadVerifying ?? '?'} bytes read from the cache device`)
     const released = pipeline.release?.().catch(() => undefined)
     if (inv.cacheContents?.hasImage && plan.cache.mode === 'partition' && (!fetched.hit || fetched.chunksRepaired > 0)) {
       extraEvents.push(

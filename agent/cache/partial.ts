@@ -9,6 +9,7 @@
 import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { isErrno } from '../core/errors.js'
+import { isReadError } from '../hash/file.js'
 import type { Logger } from '../core/log.js'
 import type { Chunk } from '../manifest/types.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
@@ -195,19 +196,53 @@ export class PartialObject {
  * Moves a damaged cached object out of objects/ into tmp/ as the partial
  * download of `sha` whose chunks `goodChunks` are known good (verified a
  * moment ago), so the downloader fetches only the others. Call with the
- * object's lock held.
+ * object's lock held. Returns the chunks kept (all of `goodChunks`, but for
+ * a sealed object's that read as EIO).
+ *
+ * An object sealed with fs-verity (seal.ts) cannot be opened for writing:
+ * its good chunks are copied into a new file, which is then repaired,
+ * verified, published and sealed like a download; the old one is unlinked.
  */
-export const demoteToPartial = async (cache: Cache, sha: string, goodChunks: readonly number[]): Promise<void> => {
+export const demoteToPartial = async (cache: Cache, sha: string, goodChunks: readonly number[], chunks: readonly Chunk[]): Promise<number[]> => {
   const obj = cache.objectPath(sha)
-  // The repair writes into this very file (renamed): never under a running root.
+  // The repair writes into this very file (renamed), or replaces it: never under a running root.
   await refuseIfMounted(obj, sha, 'repaired in place')
   const part = cache.partPath(sha)
   await rm(part, { force: true })
   await rm(cache.statePath(sha), { force: true })
-  await rename(obj, part)
+  const sealed = (await cache.sealer.measure(obj)).sealed
+  const kept = sealed ? await copyChunks(obj, part, goodChunks.map((i) => chunks[i]!)) : [...goodChunks]
+  if (sealed) await rm(obj, { force: true })
+  else await rename(obj, part)
   await rm(cache.metaPath(sha), { force: true })
-  await writeFileDurable(cache.statePath(sha), stateText(sha, [...goodChunks]))
+  await writeFileDurable(cache.statePath(sha), stateText(sha, kept))
   await fsyncPath(dirname(obj))
+  return kept
+}
+
+/** Copies `chunks` of `from` into a new file `to` (same offsets, fsynced); the indexes copied (a chunk reading as EIO is left out). */
+const copyChunks = async (from: string, to: string, chunks: readonly Chunk[]): Promise<number[]> => {
+  const src = await open(from, 'r')
+  const dst = await open(to, 'wx', FILE_MODE)
+  const kept: number[] = []
+  try {
+    for (const c of chunks) {
+      const buf = Buffer.allocUnsafe(c.size)
+      try {
+        await src.read(buf, 0, c.size, c.offset)
+      } catch (e) {
+        if (isReadError(e)) continue // fs-verity refused a block of it: fetched like the bad ones
+        throw e
+      }
+      await dst.write(buf, 0, c.size, c.offset)
+      kept.push(c.index)
+    }
+    await dst.sync()
+  } finally {
+    await src.close()
+    await dst.close()
+  }
+  return kept
 }
 
 /** Removes a download in progress of `sha` (data and state). Call with the lock held. */

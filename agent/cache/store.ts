@@ -35,15 +35,17 @@ import { acquireLock, type Lock, type LockOptions } from '../core/lock.js'
 import { META_SCHEMA, parseObjectMeta, remember, segmentCount, serializeObjectMeta, type ObjectMeta } from './meta.js'
 import { evictObjects, freeBytesAt, reserveSpace, type ReserveOptions } from './space.js'
 import { refuseIfMounted } from './pin.js'
+import { Sealer, type SealOutcome, type SealState } from './seal.js'
 import { verifyObject, type FastDigest, type PublishedDigests, type VerifiedBy, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
 import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
 
 export type { FastDigest, PublishedDigests, VerifiedBy, VerifyMode, VerifyResult } from './verify.js'
 export type { CachedObject, CacheProblem } from './walk.js'
 export type { ReserveOptions } from './space.js'
+export type { SealOutcome, SealState } from './seal.js'
 
 export type LookupResult =
-  | { status: 'hit'; path: string; meta: ObjectMeta; verifiedBy: VerifiedBy }
+  | { status: 'hit'; path: string; meta: ObjectMeta; verifiedBy: VerifiedBy; sealed?: boolean; readBecause?: string }
   | { status: 'miss' }
   | { status: 'corrupt'; path: string; reason: string; badChunks: number[]; chunks?: Chunk[] }
 
@@ -60,6 +62,8 @@ export interface CacheOptions {
    * mode changed; ENOCACHE unless `dir` is a cache or empty (cache-dir.ts). Default: a writer.
    */
   mustExist?: boolean
+  /** fs-verity's sealing and measuring (seal.ts). Default one running the `fsverity` tool. */
+  sealer?: Sealer
 }
 
 export interface PublishInput {
@@ -94,6 +98,8 @@ export class Cache {
   readonly now: () => Date
   readonly hasher: RangeHasher
   readonly verifyThreads: number | undefined
+  /** Seals objects and measures sealed ones (fs-verity, seal.ts). */
+  readonly sealer: Sealer
   /** Problems met so far (also logged). */
   readonly problems: CacheProblem[] = []
 
@@ -103,6 +109,7 @@ export class Cache {
     this.now = opts.now ?? (() => new Date())
     this.hasher = opts.hasher ?? hashRangesParallel
     this.verifyThreads = opts.verifyThreads
+    this.sealer = opts.sealer ?? new Sealer()
   }
 
   /** Opens a cache on `dir`, root-only; a writer never takes over a directory with other files or a shared one (cache-dir.ts). */
@@ -216,6 +223,24 @@ export class Cache {
     return verifyObject(this, sha, opts)
   }
 
+  /** The kernel's measured fs-verity digest of object `sha`, or why there is none (seal.ts). */
+  measure(sha: string): Promise<SealState> {
+    assertSha(sha)
+    return this.sealer.measure(this.objectPath(sha))
+  }
+
+  /**
+   * Seals object `sha` with fs-verity (seal.ts): only after a full
+   * verification (a download, a hit verified by reading), and never while a
+   * writer has it open. The outcome is logged and returned, never thrown.
+   */
+  async seal(sha: string): Promise<SealOutcome> {
+    assertSha(sha)
+    const outcome = await this.sealer.seal(this.objectPath(sha))
+    this.log.info({ sha256: sha, outcome }, `cache: object ${outcome}`)
+    return outcome
+  }
+
   /**
    * Writes what a verdict found wrong in the metadata itself: the recorded
    * xxh64 of segments whose chunks all match (`staleXxh64`), replaced by the
@@ -273,15 +298,16 @@ export class Cache {
     })
     await this.recordVerdict(sha, v)
     if (!v.ok) {
-      this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length }, 'cache: object failed re-verification')
+      this.log.warn({ sha256: sha, reason: v.reason, badChunks: v.badChunks.length, ...(v.readBecause ? { readBecause: v.readBecause } : {}) }, 'cache: object failed re-verification')
       if (v.badChunks.length) await this.markCorrupt(sha, v.badChunks).catch(() => undefined)
       return { status: 'corrupt', path, reason: v.reason ?? 'failed verification', badChunks: v.badChunks, ...(v.chunks ? { chunks: v.chunks } : {}) }
     }
     if (v.reason) this.log.warn({ sha256: sha, reason: v.reason }, 'cache: object verified, with a remark')
     const verifiedBy = v.verifiedBy ?? (opts.published ? 'manifest-sha256' : 'metadata-sha256')
-    if (opts.touch === false && v.meta) return { status: 'hit', path, meta: v.meta, verifiedBy }
+    const sealing = { ...(v.sealed !== undefined ? { sealed: v.sealed } : {}), ...(v.readBecause ? { readBecause: v.readBecause } : {}) }
+    if (opts.touch === false && v.meta) return { status: 'hit', path, meta: v.meta, verifiedBy, ...sealing }
     const meta = await this.touch(sha, { verified: true, ...(v.meta ? { meta: v.meta } : {}), ...(opts.name ? { name: opts.name } : {}), ...(opts.url ? { url: opts.url } : {}) })
-    return { status: 'hit', path, meta: meta!, verifiedBy }
+    return { status: 'hit', path, meta: meta!, verifiedBy, ...sealing }
   }
 
   /**

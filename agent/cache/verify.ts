@@ -16,13 +16,20 @@
  * Without `published` (`boot-agent verify` with no manifest, the daemon's
  * background check) the metadata is the reference: that finds corruption,
  * not tampering, and the verdict says so (`verifiedBy: 'metadata-…'`).
- * (fs-verity, when it comes, is one more reference here: the kernel's
- * measured digest compared with one the manifest carries.)
+ *
+ * Sealed objects (seal.ts, issue #19). When the manifest carries an
+ * `fsverityDigest` and the kernel measures the object as sealed with that
+ * digest, the verdict is good without reading a byte (`manifest-fsverity`):
+ * the kernel checks every block read later against the sealed Merkle tree.
+ * Otherwise (no digest, not sealed, another digest, chunks marked corrupt at
+ * run time) the bytes are read as below, and a chunk that reads as EIO (a block
+ * fs-verity refused) is a bad chunk, not a failed check.
  */
 import { lstat } from 'node:fs/promises'
 import type { Chunk } from '../manifest/types.js'
-import { badChunks, type RangeHasher } from '../hash/file.js'
+import { badChunks, isReadError, type RangeHasher } from '../hash/file.js'
 import { chunksInSegments, segmentCount, type ObjectMeta } from './meta.js'
+import { chooseHitCheck, type SealState } from './seal.js'
 
 export type VerifyMode = 'fast' | 'strong'
 
@@ -36,7 +43,8 @@ export interface FastDigest {
  * What a verdict compared the bytes with: the manifest's segment xxh64s or
  * chunk sha256s (the head's word), or the local metadata's (corruption only).
  */
-export type VerifiedBy = 'manifest-xxh64' | 'manifest-sha256' | 'metadata-xxh64' | 'metadata-sha256'
+/** `manifest-fsverity`: the kernel's measured digest of the sealed object is the manifest's (no data read). */
+export type VerifiedBy = 'manifest-fsverity' | 'manifest-xxh64' | 'manifest-sha256' | 'metadata-xxh64' | 'metadata-sha256'
 
 /** The reference digests the head published for an image (the manifest's fields). */
 export interface PublishedDigests {
@@ -44,6 +52,8 @@ export interface PublishedDigests {
   chunks: Chunk[]
   /** The manifest's `xxh64Segments`; absent in older manifests (then fast is done as strong). */
   xxh64Segments?: readonly string[]
+  /** The manifest's `fsverityDigest`; absent in older manifests (then a sealed object is read like any other). */
+  fsverityDigest?: string
 }
 
 export interface VerifyResult {
@@ -67,6 +77,10 @@ export interface VerifyResult {
    * is not; `meta` carries digests computed here from the bytes.
    */
   staleXxh64?: string
+  /** Whether the kernel measured the object as sealed with fs-verity (asked only when the manifest carries a digest). */
+  sealed?: boolean
+  /** Why an object the manifest gives an fs-verity digest for was read rather than measured. */
+  readBecause?: string
 }
 
 export interface VerifyOptions {
@@ -90,12 +104,29 @@ export interface VerifyingCache {
   objectKind(sha: string): Promise<'file' | 'none' | 'foreign'>
   readMeta(sha: string): Promise<ObjectMeta | undefined>
   fastDigest(sha: string, opts?: { signal?: AbortSignal }): Promise<FastDigest>
+  /** The kernel's fs-verity measurement of the object (seal.ts); without it nothing is measured. */
+  measure?(sha: string): Promise<SealState>
 }
 
 /** Judges object `sha` (see the file's comment); reads only, writes nothing. */
 export const verifyObject = async (cache: VerifyingCache, sha: string, opts: VerifyOptions = {}): Promise<VerifyResult> => {
   const kind = await cache.objectKind(sha)
   if (kind !== 'file') return { ok: false, reason: kind === 'none' ? 'missing' : 'not a regular file', badChunks: [] }
+  const pub = opts.published
+  if (pub?.fsverityDigest === undefined || !cache.measure) return verifyByReading(cache, sha, opts)
+  const meta = opts.meta?.sha256 === sha ? opts.meta : await cache.readMeta(sha)
+  const measured = await cache.measure(sha)
+  const check = chooseHitCheck({ published: pub.fsverityDigest, measured, corruptChunks: meta?.corruptChunks?.length ?? 0 })
+  if (check.kind === 'measured' && meta) {
+    // The digest covers the size and every block: nothing to read, and nothing the metadata could add.
+    return { ok: true, verifiedBy: 'manifest-fsverity', badChunks: [], chunks: pub.chunks, sealed: true, meta: { ...meta, size: pub.size, chunks: pub.chunks, ...(pub.xxh64Segments ? { xxh64: [...pub.xxh64Segments] } : {}) } }
+  }
+  const why = check.kind === 'read' ? check.why : 'metadata missing or malformed'
+  return { ...(await verifyByReading(cache, sha, { ...opts, ...(meta ? { meta } : {}) })), sealed: measured.sealed, readBecause: why }
+}
+
+/** The verdict from the bytes (fast or strong; the file's comment). */
+const verifyByReading = async (cache: VerifyingCache, sha: string, opts: VerifyOptions): Promise<VerifyResult> => {
   const path = cache.objectPath(sha)
   const meta = opts.meta?.sha256 === sha ? opts.meta : await cache.readMeta(sha)
   const pub = opts.published
@@ -121,7 +152,14 @@ export const verifyObject = async (cache: VerifyingCache, sha: string, opts: Ver
   }
   if (st.size !== size) return { ...(await findBad(`size ${st.size}, expected ${size}`)), ok: false }
   const fastDigest = () => cache.fastDigest(sha, signal)
-  const found = await (opts.digest ?? fastDigest())
+  let found: FastDigest
+  try {
+    found = await (opts.digest ?? fastDigest())
+  } catch (e) {
+    // A block the kernel refuses (fs-verity, a bad sector): find the chunks that hold it, one by one if need be.
+    if (!isReadError(e)) throw e
+    return { ...(await findBad('a read error (EIO) in the object')), ok: false }
+  }
   if (found.size !== size) return { ...(await findBad(`read ${found.size} bytes, expected ${size}`)), ok: false }
   const badSegments: number[] = []
   for (let k = 0; k < segmentCount(size); k++) if (found.xxh64[k] !== reference[k]) badSegments.push(k)

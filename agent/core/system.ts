@@ -65,4 +65,8 @@ export const commands = {
   /** Runs the trash deletion in the idle I/O class (util-linux). */
   ionice: env('CMD_IONICE', 'ionice'),
   rm: env('CMD_RM', 'rm'),
+  /** fs-verity's tool (Debian package fsverity): seals cache objects and measures them on a hit (agent/cache/seal.ts). */
+  fsverity: env('CMD_FSVERITY', 'fsverity'),
+  /** Loads ext4 before asking whether it has fs-verity (agent/boot/partitions.ts). */
+  modprobe: env('CMD_MODPROBE', 'modprobe'),
 } as const

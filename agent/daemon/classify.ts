@@ -18,6 +18,10 @@
  *   Buffer I/O error on dev sda1, logical block 123, async page read
  *   EXT4-fs error (device sda2): ext4_find_entry:1455: inode #2: comm ls: reading directory lblock 0
  *   XFS (sdb1): Metadata corruption detected at xfs_dinode_verify+0x…
+ *   fs-verity (vdb2, inode 12): FILE CORRUPTED! index=40, level=0, want_hash=sha256:…, real_hash=sha256:…
+ *     (fs/verity/verify.c, Linux 5.4–6.2: `index` is the data page; from 6.3 `pos=` a byte offset;
+ *     printed by fsverity_msg as "fs-verity (<s_id>, inode <ino>): …": the filesystem's device
+ *     and the sealed file's inode, which correlate.ts turns into the cache object)
  *
  * squashfs messages name no device (fs/squashfs/squashfs_fs.h prints them
  * with pr_err, which carries no dictionary); the "block" they name is a byte
@@ -48,8 +52,10 @@ export interface ClassifiedError {
   compressor?: string
   /** Kernel errno printed (e.g. -5). */
   errno?: number
-  /** Filesystem that complained: squashfs, ext4, xfs; `block` for the block layer. */
-  source: 'squashfs' | 'block' | 'ext4' | 'xfs'
+  /** fs-verity: the inode of the sealed file whose block failed verification (on `device`). */
+  inode?: number
+  /** Filesystem that complained: squashfs, ext4, xfs; `block` for the block layer; `fsverity` (a sealed cache object). */
+  source: 'squashfs' | 'block' | 'ext4' | 'xfs' | 'fsverity'
 }
 
 interface Rule {
@@ -72,6 +78,11 @@ const dec = (s: string | undefined): number | undefined => {
   const n = Number(s)
   return Number.isSafeInteger(n) ? n : undefined
 }
+
+const mul = (n: number | undefined, by: number): number | undefined => (n === undefined || !Number.isSafeInteger(n * by) ? undefined : n * by)
+
+/** fs-verity before Linux 6.3 names the data page (`index=`): 4096 bytes on the x86_64 and arm64 kernels we boot. */
+const FSVERITY_PAGE_BYTES = 4096
 
 /** First match wins; order from most to least specific. */
 export const RULES: readonly Rule[] = [
@@ -99,6 +110,12 @@ export const RULES: readonly Rule[] = [
     source: 'squashfs', kind: 'squashfs-error', class: 'other',
     re: /^SQUASHFS error: /,
     fields: () => ({}),
+  },
+  {
+    // A block of a sealed cache object that does not match its Merkle tree: the read got EIO.
+    source: 'fsverity', kind: 'io-error', class: 'fsverity-corrupted',
+    re: /^fs-verity \(([\w.:-]{1,64}), inode (\d{1,20})\): FILE CORRUPTED! (?:index=(\d{1,20})|pos=(\d{1,20}))/,
+    fields: (m) => ({ device: m[1], inode: dec(m[2]), blockOffset: m[3] !== undefined ? mul(dec(m[3]), FSVERITY_PAGE_BYTES) : dec(m[4]) }),
   },
   {
     source: 'block', kind: 'io-error', class: 'block-io-error',

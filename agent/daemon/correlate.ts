@@ -24,10 +24,16 @@
  *
  * An error on the unpacked root partition (the boot record's root.device)
  * is an `io-error` with the booted image's digest.
+ *
+ * An fs-verity record names the filesystem's device and the sealed file's
+ * inode (`fs-verity (vdb2, inode 12): FILE CORRUPTED! …`): the object is
+ * the loop device's backing file (or the booted object) with that inode on
+ * that device (`inode` rule).
  */
 import { readFile, readlink, stat } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { system } from '../core/system.js'
+import { readLoopBackings } from '../cache/pin.js'
 import type { ClassifiedError } from './classify.js'
 import type { BootRecordView } from './boot-record.js'
 import { parseObjectPath, readObjectMeta } from './object-meta.js'
@@ -44,7 +50,7 @@ export interface Correlation {
   /** Kernel device name (loop0, sda2) when known. */
   device?: string
   /** How `device` was found (see the module comment). */
-  rule: 'message' | 'dictionary' | 'single-squashfs-loop' | 'cached-squashfs-loop' | 'offset-fits' | 'ambiguous' | 'unattributed' | 'none'
+  rule: 'message' | 'dictionary' | 'inode' | 'single-squashfs-loop' | 'cached-squashfs-loop' | 'offset-fits' | 'ambiguous' | 'unattributed' | 'none'
   /** Rule `unattributed`: why the record is tied to no file (it predates the binding of the device it could be). */
   unattributed?: string
   /** Backing file when the device is a loop device. */
@@ -85,6 +91,14 @@ export const parseSquashfsMounts = (text: string): MountedSquashfs[] => {
 }
 
 const devName = (p: string | undefined): string | undefined => (p ? basename(p) : undefined)
+
+/** `MAJ:MIN` of a stat's dev_t (glibc's gnu_dev_major/minor encoding). */
+export const devnumOf = (dev: number): string => {
+  const d = BigInt(dev)
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn)
+  return `${major}:${minor}`
+}
 
 export class Correlator {
   private readonly bootRecord: BootRecordView | undefined
@@ -162,6 +176,24 @@ export class Correlator {
     return out
   }
 
+  /**
+   * The cache object that is inode `inode` of the filesystem on `device`:
+   * among the loop devices' backing files and the booted object. Undefined
+   * when none is (the record is then charged to the device alone).
+   */
+  private async byInode(device: string, inode: number): Promise<Correlation | undefined> {
+    const loops = await readLoopBackings().catch(() => [])
+    const files = [...loops.map((l) => ({ path: l.backingFile, loop: l.device })), ...(this.bootRecord?.cache?.objectPath ? [{ path: this.bootRecord.cache.objectPath, loop: undefined }] : [])]
+    for (const f of files) {
+      const object = this.objectAt(f.path)
+      const st = object ? await stat(f.path).catch(() => undefined) : undefined
+      if (!object || !st || st.ino !== inode) continue
+      if ((await this.fromDevnum(devnumOf(st.dev))) !== device) continue
+      return { device, rule: 'inode', backingFile: f.path, object, image: await this.imageOf(object), role: 'image' }
+    }
+    return undefined
+  }
+
   private async fromDevnum(devnum: string): Promise<string | undefined> {
     try {
       return basename(await readlink(join(system.sysDevBlock, devnum)))
@@ -194,6 +226,10 @@ export class Correlator {
     if (err.devnum) {
       const dev = await this.fromDevnum(err.devnum)
       if (dev) return this.describe(dev, 'dictionary', at)
+    }
+    if (err.device && err.inode !== undefined) {
+      const sealed = await this.byInode(err.device, err.inode)
+      if (sealed) return sealed
     }
     if (err.device) return this.describe(err.device, 'message', at)
     if (err.source !== 'squashfs') return { rule: 'none' }

@@ -294,9 +294,10 @@ export const runDaemon = async (opts: DaemonOptions): Promise<DaemonResult> => {
     const corr = await correlator.correlate(c, record.usec)
     windowStart ??= Date.now()
     coalescer.add(kernelErrorEntry(c, corr, record, bootEpochMs))
-    if (selfChecker && c.kind === 'squashfs-error') {
+    // A sealed object's block refused by fs-verity: the self-check finds its chunks (they read as EIO) and marks them.
+    if (selfChecker && (c.kind === 'squashfs-error' || c.source === 'fsverity')) {
       const objects: ObjectRef[] = corr.object ? [corr.object] : (corr.candidates ?? []).flatMap((x) => (x.object ? [x.object] : []))
-      for (const o of objects) if (selfChecker.request(o)) log.info({ sha256: o.sha256, path: o.path }, 'squashfs errors on a cached image: re-verifying it in the background')
+      for (const o of objects) if (selfChecker.request(o)) log.info({ sha256: o.sha256, path: o.path }, `${c.source === 'fsverity' ? 'fs-verity' : 'squashfs'} errors on a cached image: re-verifying it in the background`)
     }
   }
 

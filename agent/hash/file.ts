@@ -149,9 +149,50 @@ export interface PinnedRange {
   sha256: string
 }
 
-/** Indexes of the chunks whose bytes in `path` do not match their sha256. */
+/**
+ * An error reading a file's bytes that the kernel gives for those bytes only
+ * (EIO: a block fs-verity refused, a bad sector), here or from a hash worker
+ * (EHASHIO with the worker's errno): the range is bad, the disk may be fine.
+ */
+export const isReadError = (e: unknown): boolean =>
+  isErrno(e, 'EIO') || (e instanceof BootAgentError && e.code === 'EHASHIO' && e.context.errno === 'EIO')
+
+/**
+ * Indexes of the chunks whose bytes in `path` do not match their sha256. A
+ * chunk that cannot be read (EIO: {@link isReadError}) is a bad chunk, to be
+ * fetched again, not a failure of the whole check: after the fast pass fails
+ * on one, each chunk is read on its own.
+ */
 export const badChunks = async (path: string, chunks: readonly PinnedRange[], opts: { signal?: AbortSignal; hasher?: RangeHasher } = {}): Promise<number[]> => {
   const hasher = opts.hasher ?? hashRangesParallel
-  const got = await hasher(path, chunks, opts.signal ? { signal: opts.signal } : {})
+  let got: string[]
+  try {
+    got = await hasher(path, chunks, opts.signal ? { signal: opts.signal } : {})
+  } catch (e) {
+    if (!isReadError(e)) throw e
+    got = await hashEachChunk(path, chunks, opts.signal)
+  }
   return chunks.filter((c, i) => got[i] !== c.sha256).map((c) => c.index)
+}
+
+/** sha256 of each range read on its own; '' for one that reads as EIO (the slow path of {@link badChunks}). */
+const hashEachChunk = async (path: string, ranges: readonly PinnedRange[], signal?: AbortSignal): Promise<string[]> => {
+  const fh = await open(path, 'r')
+  try {
+    const out: string[] = []
+    for (const r of ranges) {
+      signal?.throwIfAborted()
+      try {
+        const buf = Buffer.allocUnsafe(r.size)
+        const { bytesRead } = await fh.read(buf, 0, r.size, r.offset)
+        out.push(bytesRead === r.size ? createHash('sha256').update(buf).digest('hex') : '')
+      } catch (e) {
+        if (!isReadError(e)) throw e
+        out.push('')
+      }
+    }
+    return out
+  } finally {
+    await fh.close()
+  }
 }

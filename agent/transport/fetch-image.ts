@@ -15,7 +15,7 @@ import { IntegrityError, messageOf } from '../core/errors.js'
 import { logOp, silentLogger, type Logger } from '../core/log.js'
 import type { Manifest } from '../manifest/types.js'
 import { PartialObject, demoteToPartial, removePartial } from '../cache/partial.js'
-import type { Cache, FastDigest, VerifiedBy, VerifyMode } from '../cache/store.js'
+import type { Cache, FastDigest, SealOutcome, VerifiedBy, VerifyMode } from '../cache/store.js'
 import { Download } from './download.js'
 import { getBytes, type RequestOptions } from './http.js'
 import { mirrorList, seededRandom } from './mirrors.js'
@@ -167,6 +167,14 @@ export interface FetchImageResult {
   durationMs: number
   /** With `recordLater` on a hit: the use recorded and the lock released (rejects if recording failed). */
   recorded?: Promise<void>
+  /**
+   * What sealing the object with fs-verity did in this call (cache/seal.ts):
+   * tried after a download and after a hit verified by reading; absent on a
+   * hit verified by measurement (sealed already).
+   */
+  sealed?: SealOutcome
+  /** Why a hit the manifest gives an fs-verity digest for was read rather than measured. */
+  readBecause?: string
 }
 
 /** Manifests (by sha256) already logged as lacking `xxh64Segments`: said once per process, not per fetch. */
@@ -189,7 +197,7 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         log.warn({}, 'the manifest carries no xxh64Segments (written by an older publisher): a cache hit is checked by the sha256 of every chunk instead (slower); republish it to restore fast verification')
       }
       // The reference is the manifest (the head's word), never the object's own metadata.
-      const reference = { size: m.size, chunks: m.chunks, ...(m.xxh64Segments ? { xxh64Segments: m.xxh64Segments } : {}) }
+      const reference = { size: m.size, chunks: m.chunks, ...(m.xxh64Segments ? { xxh64Segments: m.xxh64Segments } : {}), ...(m.fsverityDigest ? { fsverityDigest: m.fsverityDigest } : {}) }
       const look = await cache.lookup(m.sha256, {
         verify,
         published: reference,
@@ -200,7 +208,12 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         ...(opts.recordLater ? { touch: false } : {}),
       })
       if (look.status === 'hit') {
-        const hit: FetchImageResult = { path: look.path, sha256: m.sha256, size: m.size, hit: true, verifiedBy: look.verifiedBy, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started) }
+        // Verified by reading, in full: sealed now, so that the next hit is measured (a no-op where fs-verity is not).
+        const sealed = look.verifiedBy === 'manifest-fsverity' ? undefined : await cache.seal(m.sha256)
+        const hit: FetchImageResult = {
+          path: look.path, sha256: m.sha256, size: m.size, hit: true, verifiedBy: look.verifiedBy, bytesDownloaded: 0, bytesReused: 0, bytesResumed: 0, chunksRepaired: 0, requests: 0, durationMs: Math.round(performance.now() - started),
+          ...(sealed ? { sealed } : {}), ...(look.readBecause ? { readBecause: look.readBecause } : {}),
+        }
         const record = async (): Promise<void> => {
           if (opts.recordLater) await cache.touch(m.sha256, { verified: true, meta: look.meta, name: m.name, ...(urls[0] ? { url: urls[0] } : {}) })
           // A run killed between publishing and cleaning up leaves its temp files (the data file a hard link of the object).
@@ -221,10 +234,10 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         if (look.chunks === m.chunks && look.reason !== 'not a regular file') {
           // Keep the good chunks of the damaged object; fetch only the bad ones.
           const bad = new Set(look.badChunks)
-          trusted = m.chunks.filter((c) => !bad.has(c.index)).map((c) => c.index)
-          chunksRepaired = bad.size
           log.warn({ badChunks: look.badChunks.slice(0, 20), count: bad.size, reason: look.reason }, 'cached object is damaged: repairing its bad chunks')
-          await demoteToPartial(cache, m.sha256, trusted)
+          // A sealed object is never written: its good chunks are copied into a new file (those that read as EIO dropped).
+          trusted = await demoteToPartial(cache, m.sha256, m.chunks.filter((c) => !bad.has(c.index)).map((c) => c.index), m.chunks)
+          chunksRepaired = m.chunks.length - trusted.length
           faultPoint('repair.demoted')
         } else {
           log.warn({ reason: look.reason }, 'cached object unusable: removing it')
@@ -265,7 +278,10 @@ export const fetchImage = async (opts: FetchImageOptions): Promise<FetchImageRes
         faultPoint('fetch.verified')
         const path = await cache.publish({ from: partial.path, sha256: m.sha256, computedSha256: r.sha256, size: m.size, xxh64: r.xxh64, chunks: m.chunks, name: m.name, urls })
         published = true
+        // Every chunk and the whole checked as written: sealed (fs-verity) before anything mounts it.
+        const sealed = await cache.seal(m.sha256)
         return {
+          sealed,
           path,
           sha256: m.sha256,
           size: m.size,

@@ -96,6 +96,8 @@ install() {
     # What the agent runs (agent/core/system.ts) and what systeminformation shells out to.
     inst_multiple unsquashfs blkid mount umount losetup lsblk
     inst_multiple -o dmidecode mkfs.ext4 mkfs.xfs sync reboot poweroff
+    # fs-verity: seal cache objects and measure them on a hit (agent/cache/seal.ts); absent → fast verify.
+    inst_multiple -o fsverity modprobe
     # Trust anchors, only when the site configured them.
     local _pub="${bootagent_pubkey:-$BOOT_AGENT_PUBKEY}" _ca="${bootagent_ca:-$BOOT_AGENT_CA}"
     [[ -n $_pub ]] && inst_simple "$_pub" /etc/boot-agent/manifest.pub

@@ -105,7 +105,7 @@ t.test('removable and USB disks are never formatted (sysfs checked through the p
 t.test('mkfs.ext4 gets -O verity only when asked (the cache, on a kernel with ext4 fs-verity), the label either way', async (t) => {
   const { mkfsArgs, kernelHasExt4Verity } = await import('../../agent/boot/partitions.js')
   const spec = { kind: 'label' as const, value: 'cwcache', text: 'LABEL=cwcache' }
-  t.same(mkfsArgs('/dev/vdb1', spec, { verity: true }), ['-q', '-F', '-L', 'cwcache', '-O', 'verity', '/dev/vdb1'])
+  t.same(mkfsArgs('/dev/vdb1', spec, { verity: true }), ['-q', '-F', '-L', 'cwcache', '-O', 'verity', '-b', '4096', '/dev/vdb1'])
   t.same(mkfsArgs('/dev/vdb1', spec), ['-q', '-F', '-L', 'cwcache', '/dev/vdb1'])
   t.type(await kernelHasExt4Verity(), 'boolean', 'read from /sys/fs/ext4/features')
 })

@@ -70,7 +70,7 @@ t.test('demoteToPartial turns a damaged object into a partial download that trus
   const { cache, data, m } = await setup(t)
   const { path: obj } = await publishBytes(cache, data, { chunks: m.chunks })
   const good = m.chunks.filter((c) => c.index !== 2).map((c) => c.index)
-  await demoteToPartial(cache, m.sha256, good)
+  t.same(await demoteToPartial(cache, m.sha256, good, m.chunks), good, 'every good chunk kept')
   await t.rejects(readFile(obj), { code: 'ENOENT' }, 'out of objects/')
   await t.rejects(readFile(cache.metaPath(m.sha256)), { code: 'ENOENT' }, 'its metadata gone')
   t.same((await state(cache, m.sha256)).verified, good, 'the state lists the good chunks')

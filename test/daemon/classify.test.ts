@@ -40,3 +40,14 @@ t.test('informational kernel lines are ignored', async (t) => {
   t.equal(classify(rec('loop0: detected capacity change from 0 to 4896', { level: 6 })), undefined)
   t.equal(classify(rec('squashfs: version 4.0 (2009/01/31) Phillip Lougher', { level: 6 })), undefined)
 })
+
+t.test('fs-verity corruption records: the device, the sealed file\'s inode and the byte offset', async (t) => {
+  // Recorded lines: this machine's kernel has no fs-verity and cannot print them. The first as the
+  // Debian 12 kernel (6.1) printed it in test/vm/overlay.test.ts (`index` is the data page); the
+  // second in the 6.3+ form (`pos`, bytes; fs/verity/verify.c).
+  const real = 'fs-verity (vda1, inode 15): FILE CORRUPTED! index=15923, level=-1, want_hash=sha256:cd6358b50986c2e46e1413baca3a31bdbc546e756e6793ee94c767536749c39e, real_hash=sha256:00fa0e972e0c874bf58c1deb25fbcbdd17344d4396f622c8c2fb0433eb8fcff0'
+  t.match(classify(rec(real)), { kind: 'io-error', class: 'fsverity-corrupted', source: 'fsverity', device: 'vda1', inode: 15, blockOffset: 15923 * 4096 })
+  const hash = 'sha256:' + '0'.repeat(64)
+  t.match(classify(rec(`fs-verity (sda1, inode 5): FILE CORRUPTED! pos=163840, level=1, want_hash=${hash}, real_hash=${hash}`)), { device: 'sda1', inode: 5, blockOffset: 163840 })
+  t.equal(classify(rec('fs-verity (vdb2, inode 12): FILE CORRUPTED! index=1', { facility: 1 })), undefined, 'not from the kernel: ignored')
+})

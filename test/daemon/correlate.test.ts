@@ -95,3 +95,20 @@ t.test('objects outside this node\'s cache dirs are not taken for its images', a
   t.equal(c.device, 'loop3')
   t.equal(c.object, undefined)
 })
+
+t.test('an fs-verity record (device + inode) is tied to the sealed object with that inode on that device, whether a loop reads it or the boot record names it', async (t) => {
+  const { devnumOf } = await import('../../agent/daemon/correlate.js')
+  const { stat } = await import('node:fs/promises')
+  // The files are real (their inode and device are); the device's name comes from the scripted /sys/dev/block.
+  const st = await stat(objB)
+  await symlink('../../devices/pci0000:00/block/vdb/vdb2', join(root, 'sys', 'dev', 'block', devnumOf(st.dev)))
+  const verity = (inode: number, device = 'vdb2'): ClassifiedError => ({ kind: 'io-error', class: 'fsverity-corrupted', source: 'fsverity', device, inode, blockOffset: 40 * 4096 })
+  const c = new Correlator({ cacheDirs: [cache] })
+  t.match(await c.correlate(verity(st.ino)), { rule: 'inode', device: 'vdb2', backingFile: objB, object: { sha256: shaB }, image: { sha256: shaB }, role: 'image' }, 'the loop device\'s backing file')
+  const bootRecord = { fallbacks: [], problems: [], image: { name: 'CPE-base', sha256: shaA }, cache: { device: '/dev/vdb2', objectPath: objA } }
+  t.match(await new Correlator({ bootRecord }).correlate(verity((await stat(objA)).ino)), { rule: 'inode', object: { sha256: shaA }, image: { name: 'CPE-base', sha256: shaA } }, 'the booted object')
+  t.match(await c.correlate(verity(st.ino, 'vdc1')), { rule: 'message', device: 'vdc1' }, 'the same inode number on another device is not it')
+  t.equal((await c.correlate(verity(st.ino, 'vdc1'))).object, undefined)
+  t.equal(devnumOf(0x10302), '259:2', 'dev_t: major in bits 8–19 and 32+, minor in 0–7 and 20+')
+  t.equal(devnumOf((0x1 << 20) | (0x8 << 8) | 0x5), '8:261')
+})

@@ -279,3 +279,30 @@ t.test('an object with schema-1 metadata and a flipped byte: only the bad chunk 
   t.equal((await cache.readMeta(m.sha256))?.schema, 3)
   t.same(await readFile(r.path), data)
 })
+
+t.test('fs-verity (a scripted tool: this kernel has none): sealed after the download, the next hit measured without a read, a marked chunk repaired into a new file and sealed again', gate('nginx', 'fsverity'), async (t) => {
+  const { sealedKernel } = await import('../helpers/sealed-kernel.js')
+  const { Sealer } = await import('../../agent/cache/seal.js')
+  const { fsverityDigestOfFile } = await import('../../agent/hash/fsverity.js')
+  const { stat } = await import('node:fs/promises')
+  const { dir, root, ng } = await served(t, 3 * MiB + 777, 'verity')
+  const calls: string[][] = []
+  const cache = await Cache.open(join(dir, 'cache-verity'), { sealer: new Sealer(sealedKernel(calls)) })
+  const data = await readFile(join(root, 'img.sqfs'))
+  const m = { ...manifestFor(data, [`${ng.url}/img.sqfs`]), fsverityDigest: await fsverityDigestOfFile(join(root, 'img.sqfs')) }
+  const cold = await fetchImage({ manifest: m, cache })
+  t.match(cold, { hit: false, verifiedBy: 'download', sealed: 'sealed' }, 'sealed after the download')
+  await flipByte(cold.path, m.chunks[1]!.offset + 3) // unseen by a measured hit: no byte is read
+  const hit = await fetchImage({ manifest: m, cache })
+  t.match(hit, { hit: true, verifiedBy: 'manifest-fsverity', bytesDownloaded: 0 }, 'measured')
+  t.equal(hit.sealed, undefined, 'not sealed again')
+  const ino = (await stat(cold.path)).ino
+  await cache.markCorrupt(m.sha256, [1]) // what the daemon does after the kernel refused the block
+  const before = await imageBytes(ng, '/img.sqfs')
+  const fixed = await fetchImage({ manifest: m, cache })
+  t.match(fixed, { hit: false, chunksRepaired: 1, sealed: 'sealed' }, 'read (marked), the bad chunk fetched, sealed again')
+  t.equal(await imageBytes(ng, '/img.sqfs') - before, m.chunks[1]!.size, 'only that chunk served')
+  t.not((await stat(fixed.path)).ino, ino, 'a new file: the sealed one was never written')
+  t.same(await readFile(fixed.path), data)
+  t.match(await fetchImage({ manifest: m, cache }), { hit: true, verifiedBy: 'manifest-fsverity' })
+})

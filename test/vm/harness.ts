@@ -184,6 +184,8 @@ export interface PartitionSpec {
   mib: number
   /** Files to put into the new filesystem (mkfs.ext4 -d). */
   from?: string
+  /** false: no filesystem at all (the agent formats it: rd.bootagent.format). Default true. */
+  format?: boolean
 }
 
 export interface Partition {
@@ -220,7 +222,7 @@ export const makeDisk = async (path: string, specs: PartitionSpec[]): Promise<Di
     if (p === undefined || p.name !== s.label) throw new Error(`sfdisk did not create partition ${s.label}`)
     const offset = p.start * SECTOR
     const bytes = p.size * SECTOR
-    await sh('mkfs.ext4', ['-q', '-F', '-L', s.label, '-b', '4096', '-E', `offset=${offset}`, ...(s.from ? ['-d', s.from] : []), path, `${bytes / 1024}k`])
+    if (s.format !== false) await sh('mkfs.ext4', ['-q', '-F', '-L', s.label, '-b', '4096', '-E', `offset=${offset}`, ...(s.from ? ['-d', s.from] : []), path, `${bytes / 1024}k`])
     parts.push({ label: s.label, offset, bytes })
   }
   return {

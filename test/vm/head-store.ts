@@ -4,8 +4,10 @@
  * reference/image-projection-inconsistent.txt: the head keeps serving what is on
  * its disk under the pinned digest), and read the events it stored.
  */
-import { open, readFile } from 'node:fs/promises'
+import { open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { PublishResult } from '../../agent/head/publish.js'
+import type { Head } from '../../agent/head/server.js'
 
 /** Flips 64 bytes a third of the way into the stored object of `sha`; returns what puts them back. */
 export const changeServedBytes = async (store: string, sha: string): Promise<() => Promise<void>> => {
@@ -35,3 +37,18 @@ export const storedEvents = async (store: string, node: string): Promise<StoredE
 /** Whether `events` hold the refusal of an image whose bytes did not match its digest. */
 export const refusedForIntegrity = (events: StoredEvent[]): boolean =>
   events.some((e) => e.kind === 'integrity' || (e.kind === 'boot-failed' && e.data.error?.code === 'EINTEGRITY'))
+
+/** Publishes `image` as `name` into the head's `store`, its manifest built on this thread (the cores are QEMU's). */
+export const publishVmImage = async (image: string, name: string, store: string): Promise<PublishResult> => {
+  const { publishImage } = await import('../../agent/head/publish.js')
+  const { buildManifest, serializeManifest } = await import('../../agent/manifest/index.js')
+  return publishImage({ image, name, store, arch: 'x86_64', buildManifest: (p, o) => buildManifest(p, { ...o, workers: 0 }), writeManifest: serializeManifest })
+}
+
+/** Starts the reference head on loopback with `defaults` for every one of `nodes` (nodes.json written in `dir`). */
+export const startVmHead = async (dir: string, store: string, defaults: Record<string, unknown>, nodes: readonly string[]): Promise<Head> => {
+  const { startHead } = await import('../../agent/head/server.js')
+  const nodesFile = join(dir, 'nodes.json')
+  await writeFile(nodesFile, JSON.stringify({ schema: 1, defaults, nodes: Object.fromEntries(nodes.map((n) => [n, {}])) }))
+  return startHead({ store, nodes: nodesFile, listen: '127.0.0.1:0' })
+}
