@@ -111,7 +111,7 @@ for f in dracut/50boot-agent/*.sh; do
   [ "${f##*/}" = module-setup.sh ] || install -m 0755 "$f" "$mod/"
 done
 install -m 0644 systemd/boot-agent-initrd.service "$mod/"
-# The compressor for images with the module (docs/initramfs-size.md): dracut reads
+# The compressor for images with the module (docs/performance.md, "Initramfs size"): dracut reads
 # /usr/lib/dracut/dracut.conf.d/ before /etc/dracut.conf.d/, where a site overrides it.
 install -D -m 0644 dracut/dracut.conf.d/50-boot-agent.conf "$root/usr/lib/dracut/dracut.conf.d/50-boot-agent.conf"
 install -m 0644 systemd/boot-agent.service "$root/usr/lib/systemd/system/"

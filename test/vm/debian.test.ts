@@ -189,16 +189,20 @@ t.test('hook (shell-init) initramfs, same image: the stage lines are in the boot
 })
 
 /**
- * Issue 18 asks for <= 60 MB. With dracut's defaults (--no-hostonly) the systemd image
- * carries kernel-modules, kernel-modules-extra and kernel-network-modules: 144 MB of
- * drivers uncompressed beside node's 86 MB; measured 73.1 MB with zstd -15, 61.9 MB
- * with xz. The goal is not met with the defaults; this guards against growth.
+ * Issue 18: an initramfs made by `dracut --add boot-agent` with the distribution's
+ * defaults (--no-hostonly: kernel-modules, kernel-modules-extra, kernel-network-modules,
+ * 144 MB of drivers beside node's 86 MB) is at most 60 MB compressed. dracut's own
+ * compressor settings make 73.1 MB (zstd -15) or 61.9 MB (xz, 1 MiB dictionary); the
+ * package's dracut.conf.d/50-boot-agent.conf (xz, 256 MiB dictionary) makes ~56.8 MB
+ * (docs/performance.md, "Initramfs size"). Both images here are built with that snippet, as an
+ * administrator's dracut reads it. The systemd image also carries the test-only
+ * module (test/vm/dracut/99ba-vmtest: two small scripts and a unit, a few KB).
  */
-const SYSTEMD_INITRAMFS_BUDGET_BYTES = 76e6
+const INITRAMFS_GOAL_BYTES = 60e6
 
 t.test('initramfs sizes (systemd flavour with the distribution defaults, hook flavour)', skip, async (t) => {
   const c = ctx!
-  t.comment(`systemd flavour: ${(c.systemd.bytes / 1e6).toFixed(1)} MB; hook flavour: ${(c.hook.bytes / 1e6).toFixed(1)} MB (zstd)`)
-  t.ok(c.systemd.bytes <= SYSTEMD_INITRAMFS_BUDGET_BYTES, `systemd initramfs ${c.systemd.bytes} bytes <= ${SYSTEMD_INITRAMFS_BUDGET_BYTES}`)
-  t.ok(c.hook.bytes <= 60e6, `hook initramfs ${c.hook.bytes} bytes <= 60 MB`)
+  t.comment(`systemd flavour: ${(c.systemd.bytes / 1e6).toFixed(1)} MB; hook flavour: ${(c.hook.bytes / 1e6).toFixed(1)} MB (the package's compressor)`)
+  t.ok(c.systemd.bytes <= INITRAMFS_GOAL_BYTES, `systemd initramfs ${c.systemd.bytes} bytes <= 60 MB`)
+  t.ok(c.hook.bytes <= INITRAMFS_GOAL_BYTES, `hook initramfs ${c.hook.bytes} bytes <= 60 MB`)
 })
