@@ -17,7 +17,7 @@ done
 } > /run/ba-vmtest-report.txt 2>&1
 if [ -b "$out" ]; then
     dd if=/run/ba-vmtest-report.txt of="$out" bs=1M conv=fsync status=none
-    echo "BA-INITRD-JOURNAL-WRITTEN $(wc -c < /run/ba-vmtest-report.txt) bytes"
+    echo "BA-INITRD-JOURNAL-WRITTEN"
 else
     echo "BA-INITRD-JOURNAL-NO-DISK"
 fi
