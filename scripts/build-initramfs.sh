@@ -36,7 +36,7 @@ token=""
 deb=""
 flavour=hook
 test_module=""
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --kver) kver="$2"; shift 2 ;;
