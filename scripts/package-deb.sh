@@ -6,6 +6,7 @@
 #   /usr/lib/boot-agent/boot-agent.mjs, chunks/ the bundle (node scripts/bundle.mjs)
 #   /usr/lib/boot-agent/node                    the Node.js runtime the package brings
 #   /usr/lib/dracut/modules.d/50boot-agent/     the dracut module (+ boot-agent-initrd.service)
+#   /usr/lib/dracut/dracut.conf.d/50-boot-agent.conf  the initramfs compressor (size goal)
 #   /usr/lib/systemd/system/boot-agent.service  the node daemon (enabled on install)
 #   /usr/share/man/man8/boot-agent.8.gz, man7/boot-agent-cmdline.7.gz
 #   /usr/share/doc/boot-agent/                  copyright, changelog.Debian.gz, README.md
@@ -110,6 +111,9 @@ for f in dracut/50boot-agent/*.sh; do
   [ "${f##*/}" = module-setup.sh ] || install -m 0755 "$f" "$mod/"
 done
 install -m 0644 systemd/boot-agent-initrd.service "$mod/"
+# The compressor for images with the module (docs/performance.md, "Initramfs size"): dracut reads
+# /usr/lib/dracut/dracut.conf.d/ before /etc/dracut.conf.d/, where a site overrides it.
+install -D -m 0644 dracut/dracut.conf.d/50-boot-agent.conf "$root/usr/lib/dracut/dracut.conf.d/50-boot-agent.conf"
 install -m 0644 systemd/boot-agent.service "$root/usr/lib/systemd/system/"
 
 # Man pages (scripts/package-man.mjs writes them from the CLI's own --help and man/).

@@ -15,14 +15,13 @@
  * Operations are logged as `[started]` / `[finished]` / `[failed]` with their
  * duration (after ignition's LogOp), not as chatter.
  */
-import { closeSync, existsSync, fstatSync, openSync, writeSync } from 'node:fs'
+import { fstatSync, writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { isatty } from 'node:tty'
 import { fileURLToPath } from 'node:url'
 import type { Bindings, ChildLoggerOptions, Logger } from 'pino'
 import { BootAgentError, ConfigError, messageOf } from './errors.js'
-import { formatRecord, LOG_FORMATS, SYSLOG_PRIORITY, type LogFormat } from './log-format.js'
-import { system } from './system.js'
+import { formatRecord, LOG_FORMATS, type LogFormat } from './log-format.js'
 
 export type { Logger }
 
@@ -112,43 +111,13 @@ export const logFormatFor = (fd: number, asked?: string): LogFormat => {
   return asked !== undefined ? checkFormat(asked, '--log-format') : chooseLogFormat(fd)
 }
 
-/** The kernel keeps a record of at most ~1 KiB (LOG_LINE_MAX); longer lines are cut here, not by it. */
-const KMSG_LINE_MAX_BYTES = 900
-
-/**
- * Copies a record into the kernel log as `<facility user|priority>boot-agent[pid]: line`.
- * This is how the boot stage of a dracut-hook initramfs, which has no journald,
- * reaches the booted node's journal: journald reads the whole kernel ring buffer
- * when it starts, keeps each record's time and priority, and takes the identifier
- * from the `boot-agent[pid]:` prefix (`journalctl -b -t boot-agent`). The device is
- * opened per line because the kernel rate-limits writes per open file (10 in 5 s,
- * printk_devkmsg=ratelimit), which a boot stage's burst of lines would exceed.
- * The daemon never mistakes these records for kernel errors: they carry the
- * user facility (agent/daemon/classify.ts reads facility 0 only).
- */
-const copyToKmsg = (path: string, rec: Record<string, unknown>): void => {
-  const p = SYSLOG_PRIORITY[typeof rec.level === 'string' ? rec.level : 'info'] ?? 6
-  const first = formatRecord(rec, 'journal').split('\n')[0]!.replace(/^<\d>/, '')
-  // The newline ends the record: without it the kernel holds the text back as a
-  // continuation until the next record arrives.
-  const text = Buffer.concat([Buffer.from(`<${8 + p}>boot-agent[${process.pid}]: ${first}`).subarray(0, KMSG_LINE_MAX_BYTES), Buffer.from('\n')])
-  try {
-    const fd = openSync(path, 'a')
-    try {
-      writeSync(fd, text)
-    } finally {
-      closeSync(fd)
-    }
-  } catch {
-    // The console line was written; a kernel log that refuses a copy must not stop the boot.
-  }
-}
-
 /**
  * A pino destination that writes each record in `format` with one write(2)
- * (synchronous: see the top), and a copy into the kernel log when `kmsg` names it.
+ * (synchronous: see the top). In a dracut-hook initramfs (no journald) the hook
+ * copies these lines into the kernel log (dracut/50boot-agent/boot-agent-root.sh),
+ * crash output included: the logger makes no copy of its own.
  */
-const destination = (fd: number, format: LogFormat, kmsg: string | undefined): { write: (line: string) => void } => ({
+const destination = (fd: number, format: LogFormat): { write: (line: string) => void } => ({
   write: (line: string): void => {
     let rec: Record<string, unknown>
     try {
@@ -157,18 +126,8 @@ const destination = (fd: number, format: LogFormat, kmsg: string | undefined): {
       rec = { level: 'info', msg: line.trimEnd() }
     }
     writeSync(fd, format === 'json' ? line : formatRecord(rec, format))
-    if (kmsg) copyToKmsg(kmsg, rec)
   },
 })
-
-/**
- * Where to copy log records in the kernel log: in an initramfs (initrd-release)
- * whose standard error is not the journal (the dracut-hook flavour), unless
- * BOOT_AGENT_LOG_KMSG=0. A systemd initramfs has its own journald, which the
- * booted system keeps.
- */
-const kmsgCopyPath = (format: LogFormat): string | undefined =>
-  format !== 'journal' && process.env.BOOT_AGENT_LOG_KMSG !== '0' && existsSync(system.initrdRelease) ? system.devKmsg : undefined
 
 export const createLogger = (opts: LoggerOptions = {}): Logger => {
   const env = process.env.BOOT_AGENT_LOG_LEVEL
@@ -178,7 +137,6 @@ export const createLogger = (opts: LoggerOptions = {}): Logger => {
   }
   const fd = opts.fd ?? 2
   const format = logFormatFor(fd, opts.format)
-  const kmsg = kmsgCopyPath(format)
   return lazyLogger(() => {
     const pino = loadPino()
     return pino(
@@ -190,7 +148,7 @@ export const createLogger = (opts: LoggerOptions = {}): Logger => {
         timestamp: pino.stdTimeFunctions.isoTime,
         formatters: { level: (label) => ({ level: label }) },
       },
-      format === 'json' && !kmsg ? pino.destination({ fd, sync: true }) : destination(fd, format, kmsg),
+      format === 'json' ? pino.destination({ fd, sync: true }) : destination(fd, format),
     )
   })
 }

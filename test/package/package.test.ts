@@ -46,6 +46,7 @@ t.test('npm run package builds a .deb with the bundle, its runtime, the dracut m
     '/usr/lib/dracut/modules.d/50boot-agent/boot-agent-root.sh', '/usr/lib/dracut/modules.d/50boot-agent/boot-agent-initrd.service',
     '/usr/lib/systemd/system/boot-agent.service', '/usr/share/man/man8/boot-agent.8.gz', '/usr/share/man/man7/boot-agent-cmdline.7.gz',
     '/usr/share/doc/boot-agent/copyright', '/usr/share/doc/boot-agent/changelog.Debian.gz',
+    '/usr/lib/dracut/dracut.conf.d/50-boot-agent.conf',
   ]) t.ok(files.includes(f), f)
   const chunks = readFileSync(join(ROOT, 'dist', 'boot-agent.mjs'), 'utf8').match(/\.\/chunks\/[\w-]+\.mjs/g) ?? []
   t.ok(chunks.length > 0 && chunks.every((c) => files.includes(`/usr/lib/boot-agent/${c.slice(2)}`)), 'every chunk the entry imports')
@@ -98,6 +99,7 @@ t.test('the EL9 spec builds with rpmbuild (not boot-tested) and holds the same p
   const files = sh('rpm', ['-qpl', rpm]).split('\n')
   for (const f of ['/usr/bin/boot-agent', '/usr/lib/boot-agent/boot-agent.mjs', '/usr/lib/dracut/modules.d/50boot-agent/module-setup.sh',
     '/usr/lib/dracut/modules.d/50boot-agent/boot-agent-initrd.service', '/usr/lib/systemd/system/boot-agent.service',
-    '/usr/share/man/man8/boot-agent.8', '/usr/share/man/man7/boot-agent-cmdline.7']) t.ok(files.includes(f), f)
+    '/usr/share/man/man8/boot-agent.8', '/usr/share/man/man7/boot-agent-cmdline.7',
+    '/usr/lib/dracut/dracut.conf.d/50-boot-agent.conf']) t.ok(files.includes(f), f)
   t.match(sh('rpm', ['-qpR', rpm]), /nodejs >= 1:20\.3/, "EL9's nodejs:20 stream, not a bundled runtime")
 })

@@ -9,9 +9,10 @@
  * The guest's journal comes back through a report disk: the image's test probe
  * (scripts/build-vm-image.sh --test-probe) writes `journalctl -b -o json` to it
  * once boot-agent.service is active and has reported, then powers off. In the
- * emergency scenario there is no booted system: the initramfs journal's
- * priorities are read off the console, where journald forwards only what it
- * filed at `err` or worse (systemd.journald.max_level_console=err).
+ * emergency scenario there is no booted system: a test-only dracut module
+ * (test/vm/dracut/99ba-vmtest, in the test's systemd initramfs only, not in the
+ * package) writes the initramfs's own `journalctl -b -o json` to the same report
+ * disk once emergency.target is reached, and the test reads PRIORITY from it.
  */
 import t from 'tap'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -29,6 +30,8 @@ t.setTimeout(60 * 60_000)
 
 const skip = gate('vm', 'qemu', 'root', 'squashfs-tools')
 const BUNDLE = join(REPO, 'dist', 'boot-agent.mjs')
+/** Test instrumentation only: the initramfs journal to the report disk at emergency.target. */
+const TEST_MODULE = join(REPO, 'test', 'vm', 'dracut', '99ba-vmtest')
 
 interface Ctx {
   dir: string
@@ -94,7 +97,7 @@ t.before(async () => {
   // Side by side: mmdebstrap waits on the mirror and dpkg while dracut compresses.
   const [os, systemd, hook] = await Promise.all([
     buildOsImage(deb),
-    buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd' }),
+    buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd', testModule: TEST_MODULE }),
     buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'hook' }),
   ])
   const how = (b: { built: boolean; buildMs: number }): string => (b.built ? `built in ${b.buildMs} ms` : 'cached')
@@ -152,14 +155,23 @@ t.test('systemd initramfs, image bytes changed at the server, onfail=emergency: 
   const c = ctx!
   const restore = await changeServedBytes(c.store, c.image.sha256)
   t.teardown(restore)
-  const { r } = await boot('deb-changed', c.systemd, 'rd.bootagent.onfail=emergency systemd.journald.max_level_console=err')
+  const { r, report } = await boot('deb-changed', c.systemd, 'rd.bootagent.onfail=emergency')
   await restore()
   t.notOk(r.timedOut, 'QEMU ended (rd.emergency=poweroff after emergency.target)')
   t.match(r.console, /Reached target.*Emergency Mode|emergency\.target/, 'the initramfs reached emergency.target')
-  t.notMatch(r.console, /BA-REPORT/, 'no switch-root into anything')
-  // journald forwards to the console only what it filed at err or worse.
-  t.match(r.console, /boot-agent\[\d+\]: [^\n]*EINTEGRITY/, "the stage's error is in the journal at priority err")
-  t.notMatch(r.console, /boot-agent\[\d+\]: \[(started|finished)\]/, 'its info lines are not (they are filed at info)')
+  t.notMatch(r.console, /BA-REPORT-WRITTEN/, 'no switch-root into anything (the booted probe never ran)')
+  // The initramfs's own journal, written by the test module at emergency.target.
+  if (!report) return t.fail(`no initramfs journal on the report disk (console: ${r.console.match(/BA-INITRD-[A-Z-]+/)?.[0] ?? 'no probe line'})`)
+  t.equal(report.state.where, 'initramfs', 'the report is the initramfs journal')
+  t.equal(report.state['boot-agent-initrd.service'], 'failed', 'the stage unit failed')
+  const stage = report.journal.filter((e) => e.SYSLOG_IDENTIFIER === 'boot-agent' && e._SYSTEMD_UNIT === 'boot-agent-initrd.service')
+  t.comment(`initramfs journal, the stage:\n${shortLines(stage)}`)
+  // What `journalctl -p err` would show of the stage: PRIORITY 0..3.
+  const errs = stage.filter((e) => Number(e.PRIORITY) <= 3)
+  t.ok(errs.some((e) => e.PRIORITY === '3' && /EINTEGRITY/.test(messageOf(e))), "the stage's integrity error is in the initramfs journal at priority err (3)")
+  const info = stage.filter((e) => /^\[(started|finished)\]/.test(messageOf(e)))
+  t.ok(info.length > 0, 'its progress lines are there too')
+  t.ok(info.every((e) => e.PRIORITY === '6'), `at priority info (6): ${[...new Set(info.map((e) => e.PRIORITY))].join(',')}`)
   const stored = await storedEvents(c.store, 'deb-changed')
   t.ok(refusedForIntegrity(stored), `the failure is at the head (${stored.map((e) => e.kind).join(', ')})`)
 })
@@ -177,16 +189,20 @@ t.test('hook (shell-init) initramfs, same image: the stage lines are in the boot
 })
 
 /**
- * Issue 18 asks for <= 60 MB. With dracut's defaults (--no-hostonly) the systemd image
- * carries kernel-modules, kernel-modules-extra and kernel-network-modules: 144 MB of
- * drivers uncompressed beside node's 86 MB; measured 73.1 MB with zstd -15, 61.9 MB
- * with xz. The goal is not met with the defaults; this guards against growth.
+ * Issue 18: an initramfs made by `dracut --add boot-agent` with the distribution's
+ * defaults (--no-hostonly: kernel-modules, kernel-modules-extra, kernel-network-modules,
+ * 144 MB of drivers beside node's 86 MB) is at most 60 MB compressed. dracut's own
+ * compressor settings make 73.1 MB (zstd -15) or 61.9 MB (xz, 1 MiB dictionary); the
+ * package's dracut.conf.d/50-boot-agent.conf (xz, 256 MiB dictionary) makes ~56.8 MB
+ * (docs/performance.md, "Initramfs size"). Both images here are built with that snippet, as an
+ * administrator's dracut reads it. The systemd image also carries the test-only
+ * module (test/vm/dracut/99ba-vmtest: two small scripts and a unit, a few KB).
  */
-const SYSTEMD_INITRAMFS_BUDGET_BYTES = 76e6
+const INITRAMFS_GOAL_BYTES = 60e6
 
 t.test('initramfs sizes (systemd flavour with the distribution defaults, hook flavour)', skip, async (t) => {
   const c = ctx!
-  t.comment(`systemd flavour: ${(c.systemd.bytes / 1e6).toFixed(1)} MB; hook flavour: ${(c.hook.bytes / 1e6).toFixed(1)} MB (zstd)`)
-  t.ok(c.systemd.bytes <= SYSTEMD_INITRAMFS_BUDGET_BYTES, `systemd initramfs ${c.systemd.bytes} bytes <= ${SYSTEMD_INITRAMFS_BUDGET_BYTES}`)
-  t.ok(c.hook.bytes <= 60e6, `hook initramfs ${c.hook.bytes} bytes <= 60 MB`)
+  t.comment(`systemd flavour: ${(c.systemd.bytes / 1e6).toFixed(1)} MB; hook flavour: ${(c.hook.bytes / 1e6).toFixed(1)} MB (the package's compressor)`)
+  t.ok(c.systemd.bytes <= INITRAMFS_GOAL_BYTES, `systemd initramfs ${c.systemd.bytes} bytes <= 60 MB`)
+  t.ok(c.hook.bytes <= INITRAMFS_GOAL_BYTES, `hook initramfs ${c.hook.bytes} bytes <= 60 MB`)
 })

@@ -140,9 +140,12 @@ export const pruneCache = async (prefix: string, suffix: string, keep: string): 
  * scripts/build-initramfs.sh. The key covers the build script, the kernel version,
  * the node binary, and either the module, the unit and the bundle's files from this
  * tree or, with `deb`, the package's bytes (module, unit, bundle and runtime) and
- * the flavour.
+ * the flavour. `testModule`: a test-only dracut module directory added to the image
+ * (scripts/build-initramfs.sh --test-module), part of the key. Without `compress`, an
+ * image from the package is compressed as the package's dracut.conf.d snippet says
+ * (what an administrator's `dracut --add boot-agent` does), one from this tree with zstd.
  */
-export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string; deb?: string; flavour?: 'hook' | 'systemd' }): Promise<Initramfs> => {
+export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string; deb?: string; flavour?: 'hook' | 'systemd'; testModule?: string }): Promise<Initramfs> => {
   const h = createHash('sha256')
   h.update(await readFile(join(REPO, 'scripts', 'build-initramfs.sh')))
   if (opts.deb !== undefined) {
@@ -153,9 +156,11 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
     h.update(await readFile(join(REPO, 'systemd', 'boot-agent-initrd.service')))
     for (const f of await bundleFiles(opts.bundle)) h.update(`${f}\0`).update(await readFile(join(dirname(opts.bundle), f)))
   }
+  if (opts.testModule !== undefined) await hashTree(h, opts.testModule)
+  const compress = opts.compress ?? (opts.deb !== undefined ? undefined : 'zstd')
   const node = process.execPath
   const nst = await stat(node)
-  h.update(`${node}:${nst.size}:${nst.mtimeMs}:${opts.kver}:${opts.compress ?? 'zstd'}`)
+  h.update(`${node}:${nst.size}:${nst.mtimeMs}:${opts.kver}:${compress ?? 'package'}`)
   const out = join(CACHE_DIR, `initramfs-${h.digest('hex').slice(0, 16)}.img`)
   if (existsSync(out)) {
     // Mark it in use, so a concurrent run building other inputs does not prune it.
@@ -169,8 +174,9 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
   await sh('bash', [
     join(REPO, 'scripts', 'build-initramfs.sh'),
     '--kver', opts.kver, '--out', tmp, '--bundle', opts.bundle, '--node', node,
-    '--compress', opts.compress ?? 'zstd',
+    ...(compress !== undefined ? ['--compress', compress] : []),
     ...(opts.deb !== undefined ? ['--deb', opts.deb, '--flavour', opts.flavour ?? 'hook'] : []),
+    ...(opts.testModule !== undefined ? ['--test-module', opts.testModule] : []),
   ])
   await rename(tmp, out)
   // Images built from older inputs are pruned (~55 MB each).
