@@ -22,7 +22,7 @@ import { publishImage } from '../../agent/head/publish.js'
 import { startHead, type Head } from '../../agent/head/server.js'
 import { buildManifest, serializeManifest } from '../../agent/manifest/index.js'
 import { BOOT_TIMEOUT_S, bootVm, buildInitramfs, findKernel, makeDisk, REPO, type Initramfs, type Kernel, type VmResult } from './harness.js'
-import { buildOsImage, findPackage, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
+import { buildOsImage, findPackage, VM_TEST_MODULE, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
 import { changeServedBytes, refusedForIntegrity, storedEvents } from './head-store.js'
 
 // Image and initramfs builds (first run only) plus 3 boots of a real systemd root under TCG.
@@ -31,7 +31,6 @@ t.setTimeout(60 * 60_000)
 const skip = gate('vm', 'qemu', 'root', 'squashfs-tools')
 const BUNDLE = join(REPO, 'dist', 'boot-agent.mjs')
 /** Test instrumentation only: the initramfs journal to the report disk at emergency.target. */
-const TEST_MODULE = join(REPO, 'test', 'vm', 'dracut', '99ba-vmtest')
 
 interface Ctx {
   dir: string
@@ -97,7 +96,7 @@ t.before(async () => {
   // Side by side: mmdebstrap waits on the mirror and dpkg while dracut compresses.
   const [os, systemd, hook] = await Promise.all([
     buildOsImage(deb),
-    buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd', testModule: TEST_MODULE }),
+    buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd', testModule: VM_TEST_MODULE }),
     buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'hook' }),
   ])
   const how = (b: { built: boolean; buildMs: number }): string => (b.built ? `built in ${b.buildMs} ms` : 'cached')

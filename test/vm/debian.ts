@@ -11,10 +11,10 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, stat, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { CACHE_DIR, pruneCache, REPO } from './harness.js'
+import { buildOnce, CACHE_DIR, pruneCache, REPO } from './harness.js'
 
 const execFileP = promisify(execFile)
 
@@ -41,6 +41,13 @@ export interface OsImage {
 }
 
 /** Builds (once per .deb and build script) the squashed Debian root with the test probe. */
+/**
+ * The test-only dracut module (test/vm/dracut/99ba-vmtest: on emergency.target it writes
+ * the initramfs journal to the report disk). Every Debian VM file builds its systemd
+ * initramfs with it, so they share one cached image (an xz build takes minutes).
+ */
+export const VM_TEST_MODULE = join(REPO, 'test', 'vm', 'dracut', '99ba-vmtest')
+
 export const buildOsImage = async (deb: string): Promise<OsImage> => {
   const script = join(REPO, 'scripts', 'build-vm-image.sh')
   const h = createHash('sha256').update(await readFile(script)).update(await readFile(deb))
@@ -53,8 +60,7 @@ export const buildOsImage = async (deb: string): Promise<OsImage> => {
   await mkdir(CACHE_DIR, { recursive: true })
   const tmp = `${out}.${process.pid}.tmp`
   const t0 = Date.now()
-  await execFileP('bash', [script, '--deb', deb, '--out', tmp, '--test-probe'], { maxBuffer: 256 * 1024 * 1024 })
-  await rename(tmp, out)
+  await buildOnce(out, tmp, ['bash', script, '--deb', deb, '--out', tmp, '--test-probe'])
   await pruneCache('debian-', '.squashfs', out)
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }
 }

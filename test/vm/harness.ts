@@ -145,6 +145,20 @@ export const pruneCache = async (prefix: string, suffix: string, keep: string): 
  * image from the package is compressed as the package's dracut.conf.d snippet says
  * (what an administrator's `dracut --add boot-agent` does), one from this tree with zstd.
  */
+/** How long a builder waits for another process building the same artifact (the xz initramfs takes minutes). */
+const BUILD_LOCK_WAIT_S = 3600
+
+/**
+ * Runs `argv` (which writes `tmp`) and renames `tmp` to `out`, unless `out`
+ * exists once the artifact's lock is held: two test files asking for the same
+ * image at once (tap runs two files side by side) build it once, the second
+ * waiting for the first (util-linux `flock`, bounded), instead of both.
+ */
+export const buildOnce = async (out: string, tmp: string, argv: string[]): Promise<void> => {
+  const script = 'out=$1 tmp=$2; shift 2; [ -e "$out" ] && exit 0; "$@" && mv -f -- "$tmp" "$out"'
+  await sh('flock', ['-w', String(BUILD_LOCK_WAIT_S), `${out}.lock`, 'sh', '-c', script, 'build-once', out, tmp, ...argv], { maxBuffer: 256 * MIB })
+}
+
 export const buildInitramfs = async (opts: { kver: string; bundle: string; compress?: string; deb?: string; flavour?: 'hook' | 'systemd'; testModule?: string }): Promise<Initramfs> => {
   const h = createHash('sha256')
   h.update(await readFile(join(REPO, 'scripts', 'build-initramfs.sh')))
@@ -171,14 +185,13 @@ export const buildInitramfs = async (opts: { kver: string; bundle: string; compr
   await mkdir(CACHE_DIR, { recursive: true })
   const t0 = Date.now()
   const tmp = `${out}.${process.pid}.tmp`
-  await sh('bash', [
-    join(REPO, 'scripts', 'build-initramfs.sh'),
+  await buildOnce(out, tmp, [
+    'bash', join(REPO, 'scripts', 'build-initramfs.sh'),
     '--kver', opts.kver, '--out', tmp, '--bundle', opts.bundle, '--node', node,
     ...(compress !== undefined ? ['--compress', compress] : []),
     ...(opts.deb !== undefined ? ['--deb', opts.deb, '--flavour', opts.flavour ?? 'hook'] : []),
     ...(opts.testModule !== undefined ? ['--test-module', opts.testModule] : []),
   ])
-  await rename(tmp, out)
   // Images built from older inputs are pruned (~55 MB each).
   await pruneCache('initramfs-', '.img', out)
   return { path: out, bytes: (await stat(out)).size, built: true, buildMs: Date.now() - t0 }

@@ -31,7 +31,7 @@ import { promisify } from 'node:util'
 import { gate } from '../helpers/capability.js'
 import type { Head } from '../../agent/head/server.js'
 import { BOOT_TIMEOUT_S, bootVm, buildInitramfs, corruptDiskFile, findKernel, makeDisk, REPO, type Disk, type Initramfs, type Kernel, type VmResult } from './harness.js'
-import { buildOsImage, findPackage, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
+import { buildOsImage, findPackage, VM_TEST_MODULE, makeReportDisk, messageOf, readReport, shortLines, type JournalEntry, type Report } from './debian.js'
 import { publishVmImage, startVmHead, storedEvents } from './head-store.js'
 
 const execFileP = promisify(execFile)
@@ -113,7 +113,7 @@ const events = async (node: string): Promise<Event[]> => (await storedEvents(ctx
 t.before(async () => {
   if (skip.skip) return
   const [dir, kernel, deb, t0] = [t.testdir(), await findKernel(), await findPackage(), Date.now()]
-  const [os, initrd] = await Promise.all([buildOsImage(deb), buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd' })])
+  const [os, initrd] = await Promise.all([buildOsImage(deb), buildInitramfs({ kver: kernel.kver, bundle: BUNDLE, deb, flavour: 'systemd', testModule: VM_TEST_MODULE })])
   t.comment(`Debian image ${os.path}: ${os.bytes} bytes, ${os.built ? `built in ${os.buildMs} ms` : 'cached'}; initramfs ${initrd.built ? `built in ${initrd.buildMs} ms` : 'cached'}; setup ${Date.now() - t0} ms`)
   const store = join(dir, 'store')
   await mkdir(store, { recursive: true })
