@@ -37,6 +37,7 @@ import { evictObjects, freeBytesAt, reserveSpace, type ReserveOptions } from './
 import { refuseIfMounted } from './pin.js'
 import { verifyObject, type FastDigest, type PublishedDigests, type VerifiedBy, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
 import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
+import { makeDir } from '../core/make-dir.js'
 
 export type { FastDigest, PublishedDigests, VerifiedBy, VerifyMode, VerifyResult } from './verify.js'
 export type { CachedObject, CacheProblem } from './walk.js'
@@ -116,7 +117,7 @@ export class Cache {
     if (refusal) throw refusal
     if (opts.mustExist) return new Cache(dir, opts) // as it is: nothing created, no mode changed
     for (const d of dirs) {
-      await mkdir(d, { recursive: true, mode: DIR_MODE })
+      await makeDir(d, DIR_MODE)
       const st = await lstat(d)
       if (!st.isDirectory()) throw new BootAgentError('ECACHE', `cache path ${d} is not a directory (symlinks are not followed)`, { path: d })
       await chmod(d, DIR_MODE)
