@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { writeFile } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { startHead } from '../../agent/head/server.js'
 import { imageBytes } from '../helpers/head-fixtures.js'
@@ -63,4 +64,20 @@ t.test('fetch --json on failure prints {error: {code, message}} and exits non-ze
   const usage = await runCliAsync(['fetch', '--json', '--cache', join(dir, 'cache')])
   t.equal(usage.status, 2, 'a usage error is exit 2, in JSON too')
   t.match(JSON.parse(usage.stdout), { error: { code: 'ECONFIG' } })
+})
+
+// publish of a directory was EUNEXPECTED "EISDIR: illegal operation on a directory, read" naming no path;
+// of a missing file exit 1; of a FIFO (or manifest of one) it waited forever for a writer.
+t.test('publish and manifest refuse a missing image, a directory and a FIFO at once: exit 2 naming IMAGE and the path', async (t) => {
+  const dir = t.testdir()
+  const fifo = join(dir, 'fifo.sqfs')
+  execFileSync('mkfifo', [fifo])
+  for (const [path, why] of [[dir, 'is not a regular file'], [join(dir, 'missing.sqfs'), 'does not exist'], [fifo, 'is not a regular file']] as const) {
+    const p = await runCliAsync(['publish', path, '--name', 'x', '--store', join(dir, 'store')], { timeoutMs: 20_000 })
+    t.equal(p.status, 2, `publish ${path}: exit 2`)
+    t.match(p.stderr, `IMAGE: ${path} ${why}`)
+  }
+  const m = await runCliAsync(['manifest', fifo], { timeoutMs: 20_000 })
+  t.equal(m.status, 2, 'manifest of a FIFO: exit 2')
+  t.match(m.stderr, `${fifo} is not a regular file`)
 })
