@@ -81,3 +81,15 @@ t.test('publish and manifest refuse a missing image, a directory and a FIFO at o
   t.equal(m.status, 2, 'manifest of a FIFO: exit 2')
   t.match(m.stderr, `${fifo} is not a regular file`)
 })
+
+// --metrics-interval 0 silently became 1 s; an interval past Node's longest timer (~24.8 days)
+// overflowed setInterval to 1 ms: the metrics file rewritten (or a heartbeat sent) every millisecond.
+t.test('daemon intervals of 0 metrics seconds or past the longest timer are usage errors naming the flag', async (t) => {
+  const dir = t.testdir()
+  const base = ['daemon', '--once', '--node', 'n1', '--state-dir', join(dir, 'state'), '--boot-record', join(dir, 'none.json'), '--no-self-check']
+  for (const [flag, value] of [['--metrics-interval', '0'], ['--metrics-interval', '3000000'], ['--heartbeat-interval', '3000000']] as const) {
+    const r = runCli([...base, '--metrics-file', join(dir, 'm.prom'), flag, value])
+    t.equal(r.status, 2, `${flag} ${value}: exit 2`)
+    t.match(r.stderr, new RegExp(`${flag}: .*${value}`))
+  }
+})
