@@ -93,3 +93,12 @@ t.test('daemon intervals of 0 metrics seconds or past the longest timer are usag
     t.match(r.stderr, new RegExp(`${flag}: .*${value}`))
   }
 })
+
+// --slurm drain with no scontrol said nothing at start: the node could never drain itself, and the
+// first sign was a failed drain after the first trouble.
+t.test('daemon --slurm drain without scontrol warns at start, naming what is missing and what to do', async (t) => {
+  const dir = t.testdir()
+  const r = runCli(['daemon', '--once', '--node', 'n1', '--state-dir', join(dir, 'state'), '--boot-record', join(dir, 'none.json'), '--no-self-check', '--no-metrics', '--slurm', 'drain', '--slurm-dry-run'],
+    { env: { BOOT_AGENT_CMD_SCONTROL: join(dir, 'no-such-scontrol') } })
+  t.match(r.stderr, /slurm: scontrol \(.*no-such-scontrol\) is not installed or not executable: this node cannot drain itself; install Slurm's client \(Debian: slurm-client\) or set BOOT_AGENT_CMD_SCONTROL/)
+})
