@@ -102,3 +102,13 @@ t.test('daemon --slurm drain without scontrol warns at start, naming what is mis
     { env: { BOOT_AGENT_CMD_SCONTROL: join(dir, 'no-such-scontrol') } })
   t.match(r.stderr, /slurm: scontrol \(.*no-such-scontrol\) is not installed or not executable: this node cannot drain itself; install Slurm's client \(Debian: slurm-client\) or set BOOT_AGENT_CMD_SCONTROL/)
 })
+
+// `boot-agent --log-format` (value forgotten) printed the general usage, saying nothing of what was wrong;
+// a bad value before an unknown command was not named at all.
+t.test('--log-format without a value or with a bad one is named, with the formats it takes', async (t) => {
+  for (const args of [['--log-format'], ['status', '--log-format'], ['--log-format', 'bogus', 'version'], ['--log-format=']]) {
+    const r = runCli(args)
+    t.equal(r.status, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr, /^boot-agent: --log-format: (needs a value|"bogus" is not one of them); give journal, text or json/m, args.join(' '))
+  }
+})
