@@ -157,6 +157,9 @@ export class Cache {
         this.log.info({ sha256: sha, pid: o.pid }, 'cache: waiting for another process writing this object')
         opts.onWait?.(o)
       },
+    }).catch((e: unknown) => {
+      // Named: a read-only cache was EUNEXPECTED "EROFS" on a lock file, and `cache gc` took it for a writer's lock.
+      throw isErrno(e, 'EROFS') ? new BootAgentError('ECACHE', `cache ${this.dir} is on a read-only file system: remount it read-write (verify and cache ls only read it)`, { path: this.dir }, { cause: e }) : e
     })
   }
 
