@@ -6,6 +6,7 @@
 import t from 'tap'
 import { writeFile } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
+import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { startHead } from '../../agent/head/server.js'
 import { imageBytes } from '../helpers/head-fixtures.js'
@@ -111,4 +112,18 @@ t.test('--log-format without a value or with a bad one is named, with the format
     t.equal(r.status, 2, `${args.join(' ')}: exit 2`)
     t.match(r.stderr, /^boot-agent: --log-format: (needs a value|"bogus" is not one of them); give journal, text or json/m, args.join(' '))
   }
+})
+
+// A head redirecting to a mirror that is down: the error said "nothing is listening at" the head's
+// address, which was listening (it answered the redirect), and named neither the mirror nor the redirect.
+t.test('a redirect to a port where nothing listens names that address, not the one that redirected', async (t) => {
+  const dead = await freePort()
+  const server = createServer((_req, res) => { res.writeHead(302, { location: `http://127.0.0.1:${dead}/m` }); res.end() })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as { port: number }).port
+  const r = await runCliAsync(['fetch', `http://127.0.0.1:${port}/m`, '--cache', join(t.testdir(), 'cache')], { timeoutMs: 60_000 })
+  t.equal(r.status, 1)
+  t.match(r.stderr, `nothing is listening at 127.0.0.1:${dead} (reached from 127.0.0.1:${port}, by a redirect)`)
+  t.notMatch(r.stderr, `nothing is listening at 127.0.0.1:${port}`)
 })
