@@ -5,10 +5,11 @@
  * deaf to SIGTERM, when a directory cannot be made though its parent exists
  * and the kernel answers ENOENT: procfs and sysfs do (`mkdir /proc/x`), so
  * `boot-agent head --events /proc/x` hung. Here each missing component is
- * made once, top down, and such a path fails with ENOENT naming it.
+ * made once, top down, and such a path fails with ECONFIG naming it.
  */
 import { mkdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
+import { BootAgentError } from './errors.js'
 
 const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code
 
@@ -42,7 +43,7 @@ export const makeDir = async (path: string, mode?: number): Promise<void> => {
     } catch (e) {
       if (errnoOf(e) === 'EEXIST' && (await stat(p)).isDirectory()) continue
       if (errnoOf(e) === 'ENOENT') {
-        throw Object.assign(new Error(`cannot create directory ${p}: its parent ${dirname(p)} exists but refuses new entries (a kernel file system such as /proc or /sys?)`), { code: 'ENOENT', path: p })
+        throw new BootAgentError('ECONFIG', `cannot create directory ${p}: its parent ${dirname(p)} exists but refuses new entries (a kernel file system such as /proc or /sys?)`, { path: p }, { cause: e })
       }
       throw e
     }
