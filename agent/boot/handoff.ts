@@ -9,7 +9,6 @@
  * - `rd.bootagent.onfail` after a failed boot, as an exit code for the dracut
  *   hook (see {@link EXIT_CODES}) and, for `reboot`, the reboot itself.
  */
-import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, messageOf } from '../core/errors.js'
 import { makeEvent, type AgentEvent } from '../protocol/event.js'
@@ -23,6 +22,7 @@ import { commands } from '../core/system.js'
 import type { BootStyle, OnFail } from './cmdline.js'
 import type { Fallback } from './plan.js'
 import { seededRandom } from '../transport/mirrors.js'
+import { makeDir } from '../core/make-dir.js'
 
 export const BOOT_RECORD_FILE = 'boot-record.json'
 
@@ -79,7 +79,7 @@ export interface BootRecord {
 
 /** Writes the record durably (temp, fsync, rename). */
 export const writeBootRecord = async (runDir: string, record: BootRecord): Promise<string> => {
-  await mkdir(runDir, { recursive: true, mode: 0o755 })
+  await makeDir(runDir, 0o755)
   await writeFileDurable(join(runDir, BOOT_RECORD_FILE), JSON.stringify(record, null, 2) + '\n')
   return `${runDir}/${BOOT_RECORD_FILE}`
 }

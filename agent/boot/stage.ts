@@ -11,7 +11,7 @@
  * record is made of (plan, inventory, fetched image, overlay, reads); each
  * decision it carries out lives elsewhere (plan.ts, roots.ts, handoff.ts).
  */
-import { mkdir, readFile, rm } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { BootAgentError, CacheFullError, ConfigError, IntegrityError } from '../core/errors.js'
 import { makeEvent, type AgentEvent } from '../protocol/event.js'
@@ -30,6 +30,7 @@ import { prepareRoot, type RootResult, unmount } from './roots.js'
 import { measureImage } from './unpack.js'
 import { startReadCounter, verificationName, type ReadCounter } from './device-reads.js'
 import { seededRandom } from '../transport/mirrors.js'
+import { makeDir } from '../core/make-dir.js'
 
 /** What the stage needs from the cache and the transport (agent/cache, agent/transport). */
 export interface FetchedImage {
@@ -222,7 +223,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
   }
 
   try {
-    await mkdir(opts.runDir, { recursive: true, mode: 0o755 })
+    await makeDir(opts.runDir, 0o755)
     if (!opts.cmdline.server) throw new ConfigError('rd.bootagent.server', 'is required (the head node URL, e.g. http://10.0.0.1:8080)')
     server = opts.cmdline.server
     if (opts.tokenFile) token = await readNodeToken(opts.tokenFile, opts.runDir)
@@ -303,7 +304,7 @@ export const runBootStage = async (opts: StageOptions): Promise<StageOutcome> =>
       )
     const ramCache = async (): Promise<unknown> => {
       const dir = join(opts.runDir, 'ram-cache')
-      await mkdir(dir, { recursive: true, mode: 0o700 })
+      await makeDir(dir, 0o700)
       return pipeline.openCache(dir, log)
     }
     fetched = await timer.step('fetch', async () => {

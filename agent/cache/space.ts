@@ -6,7 +6,7 @@
  * system refused a write) and gets room or CacheFullError.
  */
 import { lstat, statfs } from 'node:fs/promises'
-import { CacheFullError, isErrno } from '../core/errors.js'
+import { BootAgentError, CacheFullError, isErrno } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import { planEviction, type EvictionGoal } from './evict.js'
 import { mountedObjects, pinReason } from './pin.js'
@@ -95,7 +95,8 @@ export const evictObjects = async (cache: SpaceCache, goal: EvictionGoal): Promi
     } catch (e) {
       // A full file system cannot even take a lock file. Then remove the
       // object only if nobody holds its lock (no lock file at all).
-      if (!isErrno(e, 'ENOSPC', 'EDQUOT')) continue // being written by someone: not ours to remove now
+      if (e instanceof BootAgentError && e.code === 'ELOCKED') continue // being written by someone: not ours to remove now
+      if (!isErrno(e, 'ENOSPC', 'EDQUOT')) throw e // a read-only cache, or a failing disk: not "nothing to remove"
       if (await lstat(lockPath(cache.dir, victim.sha256)).then(() => true, () => false)) continue
     }
     try {

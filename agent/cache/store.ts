@@ -38,6 +38,7 @@ import { refuseIfMounted } from './pin.js'
 import { Sealer, type SealOutcome, type SealState } from './seal.js'
 import { verifyObject, type FastDigest, type PublishedDigests, type VerifiedBy, type VerifyMode, type VerifyOptions, type VerifyResult } from './verify.js'
 import { listObjects, walkObjects, type CachedObject, type CacheProblem } from './walk.js'
+import { makeDir } from '../core/make-dir.js'
 
 export type { FastDigest, PublishedDigests, VerifiedBy, VerifyMode, VerifyResult } from './verify.js'
 export type { CachedObject, CacheProblem } from './walk.js'
@@ -123,7 +124,7 @@ export class Cache {
     if (refusal) throw refusal
     if (opts.mustExist) return new Cache(dir, opts) // as it is: nothing created, no mode changed
     for (const d of dirs) {
-      await mkdir(d, { recursive: true, mode: DIR_MODE })
+      await makeDir(d, DIR_MODE)
       const st = await lstat(d)
       if (!st.isDirectory()) throw new BootAgentError('ECACHE', `cache path ${d} is not a directory (symlinks are not followed)`, { path: d })
       await chmod(d, DIR_MODE)
@@ -163,6 +164,9 @@ export class Cache {
         this.log.info({ sha256: sha, pid: o.pid }, 'cache: waiting for another process writing this object')
         opts.onWait?.(o)
       },
+    }).catch((e: unknown) => {
+      // Named: a read-only cache was EUNEXPECTED "EROFS" on a lock file, and `cache gc` took it for a writer's lock.
+      throw isErrno(e, 'EROFS') ? new BootAgentError('ECACHE', `cache ${this.dir} is on a read-only file system: remount it read-write (verify and cache ls only read it)`, { path: this.dir }, { cause: e }) : e
     })
   }
 

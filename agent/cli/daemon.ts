@@ -41,7 +41,7 @@ options:
   --slurm-dry-run       log the scontrol update commands instead of running them
   --metrics-file FILE   Prometheus textfile (*.prom) written atomically (default
                         ${system.promTextfileDir}/boot-agent.prom, when that directory exists)
-  --metrics-interval S  seconds between rewrites of the metrics file (default 30)
+  --metrics-interval S  seconds between rewrites of the metrics file (default 30, at least 1)
   --no-metrics          do not write the metrics file
   --once                read what the kernel log holds, report, deliver once, exit
                         (exit 1 when delivery failed; events stay spooled)
@@ -51,6 +51,16 @@ const positiveInt = (key: string, v: string | undefined, dflt: number): number =
   if (v === undefined) return dflt
   if (!/^\d{1,9}$/.test(v)) throw new ConfigError(key, `expected a whole number, got ${JSON.stringify(v)}`)
   return Number(v)
+}
+
+/** Node's longest timer (2^31 - 1 ms, ~24.8 days): a longer setInterval fires every millisecond instead. */
+const MAX_INTERVAL_S = Math.floor((2 ** 31 - 1) / 1000)
+
+/** An interval in seconds from `key`, from `min` up to the longest timer. */
+const intervalSeconds = (key: string, v: string | undefined, dflt: number, min: number): number => {
+  const n = positiveInt(key, v, dflt)
+  if (n < min || n > MAX_INTERVAL_S) throw new ConfigError(key, `must be from ${min} to ${MAX_INTERVAL_S} seconds, got ${v}${min > 0 ? ' (--no-metrics turns the file off)' : ''}`)
+  return n
 }
 
 export const command: Command = {
@@ -94,7 +104,7 @@ export const command: Command = {
       slurmNode: values['slurm-node'],
       slurmDryRun: values['slurm-dry-run'] === true,
       metricsFile: values['no-metrics'] ? null : values['metrics-file'],
-      metricsIntervalMs: Math.max(1, positiveInt('--metrics-interval', values['metrics-interval'], 30)) * 1000,
+      metricsIntervalMs: intervalSeconds('--metrics-interval', values['metrics-interval'], 30, 1) * 1000,
       log: ctx.log,
     })
     // Under systemd (Type=notify): ready once reading, watchdog pings, stopping on SIGTERM.
@@ -112,7 +122,7 @@ export const command: Command = {
       cacheDirs: values['cache-dir'] ?? [],
       ...(br ? { bootRecord: br } : {}),
       ...(br?.spoolDir ? { extraSpoolDirs: [br.spoolDir] } : {}),
-      heartbeatIntervalMs: positiveInt('--heartbeat-interval', values['heartbeat-interval'], 300) * 1000,
+      heartbeatIntervalMs: intervalSeconds('--heartbeat-interval', values['heartbeat-interval'], 300, 0) * 1000,
       selfCheck: !values['no-self-check'],
       ...(values['spool-max'] ? { spoolMaxEvents: Math.max(1, positiveInt('--spool-max', values['spool-max'], 10_000)) } : {}),
       once: values.once === true,

@@ -4,6 +4,7 @@
  */
 import { readdir, stat } from 'node:fs/promises'
 import { ConfigError, isErrno } from '../core/errors.js'
+import { makeDir } from '../core/make-dir.js'
 import { startHead } from '../head/server.js'
 import { type Command, parseCommandArgs } from './command.js'
 
@@ -105,6 +106,11 @@ export const command: Command = {
     await checkStore(values.store, values.init === true)
     if (values.events !== undefined && (await stat(values.events).then((st) => !st.isDirectory(), () => false))) {
       throw new ConfigError('--events', `${values.events} is not a directory (the event store is a directory of per-node files; default STORE/events)`)
+    }
+    if (values.events !== undefined) {
+      await makeDir(values.events, 0o750).catch((e: unknown) => {
+        throw new ConfigError('--events', `${e instanceof Error ? e.message : String(e)} (give a directory the head may create and write)`)
+      })
     }
     const positive = (key: string, v: string | undefined): number | undefined => {
       if (v === undefined) return undefined

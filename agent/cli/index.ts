@@ -5,6 +5,7 @@
  * is imported here at the top: `--help` must not load the logger either.
  */
 import { BootAgentError, messageOf } from '../core/errors.js'
+import { LOG_FORMATS } from '../core/log-format.js'
 import { type Command, type CommandContext, EXIT_USAGE } from './command.js'
 
 /** name → [summary, loader]. Summaries live here so `--help` loads nothing. */
@@ -56,6 +57,11 @@ const takeLogFormat = (argv: string[]): { args: string[]; logFormat?: string } =
 
 export const main = async (argvAll: string[]): Promise<number> => {
   const { args: argv, logFormat } = takeLogFormat(argvAll)
+  // Named here, before any command: `boot-agent --log-format` (value forgotten) printed the general usage only.
+  if (logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    process.stderr.write(`boot-agent: --log-format: ${logFormat === '' ? 'needs a value' : `${JSON.stringify(logFormat)} is not one of them`}; give ${LOG_FORMATS.slice(0, -1).join(', ')} or ${LOG_FORMATS.at(-1)}\n`)
+    return EXIT_USAGE
+  }
   const [name, ...rest] = argv
   const out = (line: string): void => {
     process.stdout.write(line + '\n')

@@ -113,6 +113,7 @@ export const command: Command = {
     if (status !== 200) throw new HttpError({ status, url, message: `HTTP ${status} from ${url}: ${text.trim().slice(0, 500)}` })
     const rows = nodeRows(text, url)
     if (values.json) ctx.out(text.trim())
+    else if (rows.length === 0) ctx.out(`no nodes yet: the nodes file lists none and none has sent events (head ${values.head})`)
     else for (const l of formatNodesTable(rows)) ctx.out(l)
     return 0
   },

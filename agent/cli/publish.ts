@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { ConfigError, messageOf } from '../core/errors.js'
 import { type PublishProgress, publishImage } from '../head/publish.js'
 import { ARCHITECTURES, hostArch, normaliseArch } from '../head/names.js'
-import { buildManifest, serializeManifest, signManifest, toPrivateKey } from '../manifest/index.js'
+import { buildManifest, imageFileSize, serializeManifest, signManifest, toPrivateKey } from '../manifest/index.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const USAGE = `usage: boot-agent publish IMAGE --name NAME --store DIR [--sign KEY] [--url MIRROR]... [--arch ARCH] [--json]
@@ -89,6 +89,7 @@ export const command: Command = {
     if (extra.length) throw new ConfigError('boot-agent publish', `unexpected argument ${JSON.stringify(extra[0])}`)
     if (!values.name) throw new ConfigError('--name', 'is required')
     if (!values.store) throw new ConfigError('--store', 'is required')
+    await imageFileSize(image, 'IMAGE')
     const arch = values.arch === undefined ? hostArch() : normaliseArch(values.arch)
     if (!arch) throw new ConfigError('--arch', `unknown architecture ${JSON.stringify(values.arch)} (expected one of ${ARCHITECTURES.join(', ')})`)
     let key: ReturnType<typeof toPrivateKey> | undefined

@@ -1,5 +1,7 @@
 /** `boot-agent status [--json]`: the node's state from local files, no network. */
+import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import { ConfigError } from '../core/errors.js'
 import { system } from '../core/system.js'
 import { type Command, parseCommandArgs } from './command.js'
 import { formatStatus, gatherStatus } from '../daemon/status.js'
@@ -27,6 +29,13 @@ export const command: Command = {
       'boot-record': { type: 'string' },
       'cache-dir': { type: 'string', multiple: true },
     })
+    // Checked here: a file as --state-dir was EUNEXPECTED ENOTDIR; a mistyped --cache-dir showed as an empty cache.
+    const isDir = (p: string): Promise<boolean | undefined> => stat(p).then((st) => st.isDirectory(), () => undefined)
+    if (values['state-dir'] !== undefined && (await isDir(values['state-dir'])) === false) throw new ConfigError('--state-dir', `${values['state-dir']} is not a directory`)
+    for (const d of values['cache-dir'] ?? []) {
+      const there = await isDir(d)
+      if (there !== true) throw new ConfigError('--cache-dir', `${d} ${there === undefined ? 'does not exist' : 'is not a directory'}`)
+    }
     const s = await gatherStatus({
       bootRecordPath: values['boot-record'] ?? join(system.runDir, 'boot-record.json'),
       stateDir: values['state-dir'] ?? system.stateDir,

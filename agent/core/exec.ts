@@ -3,6 +3,9 @@
  * with a deadline and an abort signal.
  */
 import { spawn } from 'node:child_process'
+import { constants } from 'node:fs'
+import { access, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { BootAgentError, CommandError } from './errors.js'
 
 export interface RunOptions {
@@ -93,3 +96,16 @@ export const run: Runner = (command, args, opts = {}) =>
     })
     child.stdin.end(opts.input ?? '')
   })
+
+/**
+ * Where `command` would be run from: itself when it names a path, else the
+ * first executable of that name on PATH; undefined when there is none. For a
+ * check at start, so a missing tool is named before it is first needed.
+ */
+export const commandPath = async (command: string, path = process.env.PATH ?? ''): Promise<string | undefined> => {
+  const candidates = command.includes('/') ? [command] : path.split(':').filter(Boolean).map((d) => join(d, command))
+  for (const c of candidates) {
+    if (await access(c, constants.X_OK).then(() => stat(c).then((st) => st.isFile()), () => false)) return c
+  }
+  return undefined
+}

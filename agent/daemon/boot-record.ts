@@ -4,7 +4,8 @@
  * takes only what it needs and validates it at the edge: a field of the wrong
  * type is left out (and said so), never trusted.
  */
-import { readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { system } from '../core/system.js'
 import { BootAgentError, isErrno } from '../core/errors.js'
@@ -100,11 +101,23 @@ export const parseBootRecord = (text: string): BootRecordView => {
   return out
 }
 
+/** Far above any boot record (a few KiB); a larger file is not one. */
+const MAX_BOOT_RECORD_BYTES = 1024 * 1024
+
 /** The boot record, or `undefined` when there is none (not booted by boot-agent). */
 export const readBootRecord = async (path = bootRecordPath()): Promise<BootRecordView | undefined> => {
   let text: string
   try {
-    text = await readFile(path, 'utf8')
+    // Non-blocking and checked first: --boot-record /dev/zero was read until V8's string limit.
+    const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    try {
+      const st = await fh.stat()
+      if (!st.isFile()) throw new BootAgentError('EBADRECORD', `${path} is not a regular file: the boot stage writes the record as one; pass --boot-record FILE`, { path })
+      if (st.size > MAX_BOOT_RECORD_BYTES) throw new BootAgentError('EBADRECORD', `${path} is ${st.size} bytes, more than a boot record's ${MAX_BOOT_RECORD_BYTES}: not one the boot stage wrote; pass --boot-record FILE`, { path })
+      text = await fh.readFile('utf8')
+    } finally {
+      await fh.close()
+    }
   } catch (e) {
     if (isErrno(e, 'ENOENT')) return undefined
     throw e

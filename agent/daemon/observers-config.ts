@@ -7,6 +7,8 @@
 import { stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { ConfigError } from '../core/errors.js'
+import { commandPath } from '../core/exec.js'
+import { commands } from '../core/system.js'
 import type { Logger } from '../core/log.js'
 import { DEFAULT_METRICS_INTERVAL_MS, defaultMetricsFile, MetricsTextfile } from './metrics-file.js'
 import type { DaemonObserver } from './observer.js'
@@ -49,6 +51,9 @@ export const daemonObservers = async (s: ObserverSettings): Promise<DaemonObserv
     guard = new SlurmGuard({ mode, nodeName, dryRun: s.slurmDryRun === true, log: s.log })
     out.push(guard)
     s.log.info({ slurm: mode, slurmNode: nodeName, dryRun: s.slurmDryRun === true }, `slurm: ${mode} as node ${nodeName}`)
+    if (!(await commandPath(commands.scontrol))) {
+      s.log.warn({ slurm: mode, scontrol: commands.scontrol }, `slurm: scontrol (${commands.scontrol}) is not installed or not executable: this node cannot drain itself; install Slurm's client (Debian: slurm-client) or set BOOT_AGENT_CMD_SCONTROL to its path`)
+    }
   } else if (s.slurmNode !== undefined || s.slurmDryRun) {
     throw new ConfigError('--slurm', '--slurm-node and --slurm-dry-run need --slurm drain or --slurm drain+resume')
   }

@@ -3,11 +3,12 @@
  * durably): where it is in the kernel log, and its last heartbeat. `boot-agent
  * status` reads the same files, without the network.
  */
-import { mkdir, readFile, rm, open } from 'node:fs/promises'
+import { readFile, rm, open } from 'node:fs/promises'
 import { parseSpooledEvent } from '../events/spool.js'
 import type { AgentEvent } from '../protocol/event.js'
 import { join } from 'node:path'
 import { writeFileDurable } from '../core/durable.js'
+import { makeDir } from '../core/make-dir.js'
 
 export const POSITION_FILE = 'kmsg-position.json'
 /** A flush being committed: its events and the position it moves to (a redo record, see daemon.ts). */
@@ -54,7 +55,7 @@ export const readPosition = async (stateDir: string): Promise<KmsgPosition | und
 }
 
 export const writePosition = async (stateDir: string, p: KmsgPosition): Promise<void> => {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await makeDir(stateDir, 0o700)
   await writeFileDurable(join(stateDir, POSITION_FILE), JSON.stringify(p))
 }
 
@@ -66,7 +67,7 @@ export const readHeartbeat = async (stateDir: string): Promise<HeartbeatState | 
 }
 
 export const writeHeartbeat = async (stateDir: string, h: HeartbeatState): Promise<void> => {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await makeDir(stateDir, 0o700)
   await writeFileDurable(join(stateDir, HEARTBEAT_FILE), JSON.stringify(h))
 }
 
@@ -80,7 +81,7 @@ export interface FlushIntent {
 
 /** Writes the redo record of a flush, durably: from here on the flush happens, even across a crash. */
 export const writeFlushIntent = async (stateDir: string, f: FlushIntent): Promise<void> => {
-  await mkdir(stateDir, { recursive: true, mode: 0o700 })
+  await makeDir(stateDir, 0o700)
   await writeFileDurable(join(stateDir, FLUSH_FILE), JSON.stringify(f))
 }
 

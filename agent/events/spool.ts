@@ -11,12 +11,13 @@
  * /var/lib/boot-agent (or stays on the cache) after boot; the daemon drains it.
  */
 import { randomUUID } from 'node:crypto'
-import { readdir, readFile, rm, mkdir } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
 import { isErrno } from '../core/errors.js'
 import { fsyncPath, writeFileDurable } from '../core/durable.js'
+import { makeDir } from '../core/make-dir.js'
 
 export const DEFAULT_SPOOL_MAX_EVENTS = 10_000
 const EVENT_FILE = /^(\d{16})-(\d{6})-([0-9a-f-]{36})\.json$/
@@ -60,7 +61,7 @@ export class Spool {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 })
+    await makeDir(this.dir, 0o700)
   }
 
   /** Spools events durably; returns once they are on disk. Enforces the bound. */

@@ -16,7 +16,7 @@
  * found glued behind a torn prefix (a store written before that rule) is
  * recovered, not skipped.
  */
-import { mkdir, open, readdir, readFile } from 'node:fs/promises'
+import { open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentEvent } from '../protocol/event.js'
 import { parseEventJson } from '../protocol/parse.js'
@@ -25,6 +25,7 @@ import { type Logger, silentLogger } from '../core/log.js'
 import { isSafeName } from './names.js'
 import { writeAll } from '../core/durable.js'
 import { GroupJournal, type GroupCommitStats } from './group-commit.js'
+import { makeDir } from '../core/make-dir.js'
 
 export interface AppendResult {
   /** Events newly stored, in order. */
@@ -60,7 +61,7 @@ export class EventLog {
 
   /** Creates the directory and rebuilds the id index from the files. */
   async open(opts: Pick<EventLogOptions, 'onReplay'> = {}): Promise<{ nodes: number; events: number; tornBytes: number }> {
-    await mkdir(this.dir, { recursive: true, mode: 0o750 })
+    await makeDir(this.dir, 0o750)
     let events = 0
     let tornBytes = 0
     const files = (await readdir(this.dir)).filter((f) => f.endsWith('.jsonl')).sort()

@@ -18,13 +18,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { chmod, link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
+import { chmod, link, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { isErrno, ManifestError, ConfigError } from '../core/errors.js'
 import { appendDurable, fsyncPath, namePath, writeAll, writeFileDurable } from '../core/durable.js'
 import { LockedError, withLock } from '../core/lock.js'
 import type { Manifest } from '../manifest/types.js'
 import { type Architecture, isSafeName, isSha256, nameProblem, normaliseArch } from './names.js'
+import { makeDir } from '../core/make-dir.js'
 
 /** What the store knows about one digest's bytes. */
 export interface ObjectRecord {
@@ -139,7 +140,7 @@ export class ImageStore {
   }
 
   async init(): Promise<void> {
-    for (const d of ['objects', 'manifests', 'names', 'tmp']) await mkdir(join(this.dir, d), { recursive: true, mode: 0o755 })
+    for (const d of ['objects', 'manifests', 'names', 'tmp']) await makeDir(join(this.dir, d), 0o755)
   }
 
   /**
@@ -173,14 +174,14 @@ export class ImageStore {
       }
       const sha256 = hash.digest('hex')
       const dest = this.objectPath(sha256)
-      await mkdir(dirname(dest), { recursive: true })
+      await makeDir(dirname(dest))
       let created = true
       if (await this.exists(dest)) {
         if ((await hashFile(dest, opts.signal)) === sha256) {
           created = false
         } else {
           const q = join(this.dir, 'quarantine')
-          await mkdir(q, { recursive: true })
+          await makeDir(q)
           await rename(dest, join(q, `${sha256}.${Date.now()}`))
         }
       }
@@ -219,7 +220,7 @@ export class ImageStore {
   async writeManifest(manifest: Manifest, text: string): Promise<void> {
     if (!isSha256(manifest.sha256)) throw new ManifestError('sha256', 'is not a lower-case hex sha256')
     const path = this.manifestPath(manifest.sha256)
-    await mkdir(dirname(path), { recursive: true })
+    await makeDir(dirname(path))
     await writeFileDurable(path, text)
   }
 
@@ -229,7 +230,7 @@ export class ImageStore {
    */
   async moveName(name: string, target: { sha256: string; size: number; arch: Architecture }, now = new Date()): Promise<NameEntry & { unchanged?: true }> {
     const dir = this.nameDir(name)
-    await mkdir(dir, { recursive: true })
+    await makeDir(dir)
     // Two publishers of one name must not interleave (history order = move order).
     return withNameLock(dir, () => this.moveNameLocked(dir, name, target, now))
   }

@@ -17,8 +17,9 @@
  * publisher can never emit a manifest that nodes would refuse.
  */
 import { createHash } from 'node:crypto'
+import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
-import { BootAgentError, ConfigError } from '../core/errors.js'
+import { BootAgentError, ConfigError, isErrno } from '../core/errors.js'
 import { Chunker, DEFAULT_CHUNKING, assertChunkingParams } from './cdc.js'
 import { hashFile, hashRanges } from '../hash/ranges.js'
 import { xxh64Segments } from '../hash/segments.js'
@@ -133,6 +134,27 @@ const chunksFromEnds = (ends: number[]): Omit<Chunk, 'sha256'>[] =>
     return { index: i, offset, size: end - offset }
   })
 
+/**
+ * The size of the image file at `imagePath`, refusing what is not a non-empty
+ * regular file as a usage error named `key`. Opened non-blocking: a FIFO given
+ * by a slip is refused at once, not waited on for a writer forever.
+ */
+export const imageFileSize = async (imagePath: string, key = 'image'): Promise<number> => {
+  const fh = await open(imagePath, constants.O_RDONLY | constants.O_NONBLOCK).catch((e: unknown) => {
+    throw isErrno(e, 'ENOENT') ? new ConfigError(key, `${imagePath} does not exist`) : e
+  })
+  let size: number
+  try {
+    const st = await fh.stat()
+    if (!st.isFile()) throw new ConfigError(key, `${imagePath} is not a regular file (${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : 'a device or socket'}; give the image file)`)
+    size = st.size
+  } finally {
+    await fh.close()
+  }
+  if (size === 0) throw new ConfigError(key, `${imagePath} is empty`)
+  return size
+}
+
 /** Builds and validates the manifest of the image at `imagePath`. */
 export const buildManifest = async (imagePath: string, opts: BuildManifestOptions): Promise<Manifest> => {
   const chunking = opts.chunking ?? { ...DEFAULT_CHUNKING }
@@ -141,16 +163,7 @@ export const buildManifest = async (imagePath: string, opts: BuildManifestOption
   const signal = opts.signal
   if (signal?.aborted) throw abortReason(signal)
 
-  const fh = await open(imagePath, 'r')
-  let size: number
-  try {
-    const st = await fh.stat()
-    if (!st.isFile()) throw new ConfigError('image', `${imagePath} is not a regular file`)
-    size = st.size
-  } finally {
-    await fh.close()
-  }
-  if (size === 0) throw new ConfigError('image', `${imagePath} is empty`)
+  const size = await imageFileSize(imagePath)
   const format = opts.format ?? (await detectFormat(imagePath))
   const progress = opts.onProgress
 

@@ -16,6 +16,7 @@ import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import http from 'node:http'
 import https from 'node:https'
+import { isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { ConfigError, isErrno, messageOf } from '../core/errors.js'
 import { errorCodes, networkReason, tlsFailureCode } from '../core/retry.js'
@@ -61,6 +62,38 @@ export const readSiteCa = (env: NodeJS.ProcessEnv = process.env): { file: string
 /** What to do about a certificate the agent does not trust. */
 const TLS_HINT = `if the server's certificate is signed by a site CA, give it to the agent: the dracut module's --ca FILE (installed as ${SITE_CA_FILE}), or ${SITE_CA_ENV}=FILE`
 
+/** `address:port` of the refused connection in `e`'s cause chain (Node's errno error carries them), if any. */
+const refusedAddress = (e: unknown): string | undefined => {
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; depth++) {
+    const c = cur as { address?: unknown; port?: unknown; cause?: unknown; message?: unknown }
+    if (typeof c.address === 'string' && typeof c.port === 'number') return c.address.includes(':') ? `[${c.address}]:${c.port}` : `${c.address}:${c.port}`
+    // node-fetch keeps only the message of the errno error: "connect ECONNREFUSED 127.0.0.1:9".
+    const m = typeof c.message === 'string' ? /\bconnect ECONNREFUSED (\S+:\d+)/.exec(c.message) : null
+    if (m?.[1]) return m[1].includes('::') && !m[1].startsWith('[') ? `[${m[1].replace(/:(\d+)$/, ']:$1')}` : m[1]
+    cur = c.cause
+  }
+  return undefined
+}
+
+/**
+ * Whether the refused `address:port` may be `url`'s own endpoint: the same
+ * port, and the same address when the URL names one (a host name may resolve
+ * to it). False only when it is certainly another: a redirect was followed.
+ */
+const mayBeUrlEndpoint = (refused: string, url: string): boolean => {
+  const m = /^\[?(.*?)\]?:(\d+)$/.exec(refused)
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    return true
+  }
+  if (!m) return true
+  if (m[2] !== (u.port || (u.protocol === 'https:' ? '443' : '80'))) return false
+  const host = u.hostname.replace(/^\[|\]$/g, '')
+  return isIP(host) === 0 || host === m[1]
+}
+
 /**
  * What to check when nothing answered at `url` (issue #21: a head that is
  * down or a wrong port was a bare ECONNREFUSED), by the error's code; or
@@ -74,6 +107,11 @@ export const connectHint = (url: string, e: unknown): string | undefined => {
     origin = url
   }
   const codes = errorCodes(e)
+  // The address refused may be another than the URL's: a redirect (to a mirror) was followed.
+  const refused = refusedAddress(e)
+  if (codes.includes('ECONNREFUSED') && refused && !mayBeUrlEndpoint(refused, url)) {
+    return `nothing is listening at ${refused} (reached from ${origin}, by a redirect): is the server it redirects to running, and is the port right?`
+  }
   if (codes.includes('ECONNREFUSED')) return `nothing is listening at ${origin}: is the head node (or mirror) running at ${origin}, and is the port right?`
   if (codes.includes('ENOTFOUND') || codes.includes('EAI_AGAIN')) return `the host name in ${origin} does not resolve: check the spelling and DNS`
   if (codes.some((c) => c === 'EHOSTUNREACH' || c === 'ENETUNREACH' || c === 'EHOSTDOWN' || c === 'ENETDOWN')) return `no route to ${origin}: is that machine up, and this one's network?`

@@ -55,3 +55,12 @@ t.test('an --events path that is a file is a usage error naming --events', async
   t.equal(r.status, 2)
   t.match(r.stderr, `--events: ${join(dir, 'nodes.json')} is not a directory`)
 })
+
+// --events under /proc spun forever at 100 % CPU, deaf to SIGTERM (Node 20's recursive mkdir retries procfs's ENOENT).
+t.test('an --events path that cannot be made (under /proc) is a prompt usage error naming --events', async (t) => {
+  const dir = t.testdir()
+  const args = await setup(dir)
+  const r = await runCliAsync([...args, '--listen', '127.0.0.1:0', '--events', '/proc/boot-agent-events'], { timeoutMs: 20_000 })
+  t.equal(r.status, 2)
+  t.match(r.stderr, /--events: cannot create directory \/proc\/boot-agent-events/)
+})

@@ -7,6 +7,8 @@
  */
 import t from 'tap'
 import { createServer } from 'node:http'
+import { join } from 'node:path'
+import { startHead } from '../../agent/head/server.js'
 import { runCliAsync } from '../helpers/run-cli.js'
 
 t.test('an answer that is not a node list is an error naming the URL and what to check', async (t) => {
@@ -32,4 +34,17 @@ t.test('a --head URL carrying a password is refused without repeating it', async
   t.equal(r.status, 2)
   t.match(r.stderr, /--head: must not carry credentials/)
   t.notMatch(r.stderr, /hunter2/)
+})
+
+// Against a new head (no nodes file entries, no events) `nodes` printed only the table header.
+t.test('a head that knows no node yet says so, not a bare table header', async (t) => {
+  const dir = t.testdir()
+  const head = await startHead({ store: join(dir, 'store'), nodes: { schema: 1, defaults: {}, architectures: {}, groups: {}, nodes: {}, images: {} } })
+  t.teardown(() => head.close())
+  const r = await runCliAsync(['nodes', '--head', head.url], { timeoutMs: 30_000 })
+  t.equal(r.status, 0)
+  t.match(r.stdout, /^no nodes yet: the nodes file lists none and none has sent events/m)
+  t.notMatch(r.stdout, /^NODE /m)
+  const j = await runCliAsync(['nodes', '--head', head.url, '--json'], { timeoutMs: 30_000 })
+  t.match(JSON.parse(j.stdout), { nodes: [] }, '--json keeps the answer as it is')
 })

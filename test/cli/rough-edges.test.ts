@@ -5,6 +5,8 @@
  */
 import t from 'tap'
 import { writeFile } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { startHead } from '../../agent/head/server.js'
 import { imageBytes } from '../helpers/head-fixtures.js'
@@ -63,4 +65,65 @@ t.test('fetch --json on failure prints {error: {code, message}} and exits non-ze
   const usage = await runCliAsync(['fetch', '--json', '--cache', join(dir, 'cache')])
   t.equal(usage.status, 2, 'a usage error is exit 2, in JSON too')
   t.match(JSON.parse(usage.stdout), { error: { code: 'ECONFIG' } })
+})
+
+// publish of a directory was EUNEXPECTED "EISDIR: illegal operation on a directory, read" naming no path;
+// of a missing file exit 1; of a FIFO (or manifest of one) it waited forever for a writer.
+t.test('publish and manifest refuse a missing image, a directory and a FIFO at once: exit 2 naming IMAGE and the path', async (t) => {
+  const dir = t.testdir()
+  const fifo = join(dir, 'fifo.sqfs')
+  execFileSync('mkfifo', [fifo])
+  for (const [path, why] of [[dir, 'is not a regular file'], [join(dir, 'missing.sqfs'), 'does not exist'], [fifo, 'is not a regular file']] as const) {
+    const p = await runCliAsync(['publish', path, '--name', 'x', '--store', join(dir, 'store')], { timeoutMs: 20_000 })
+    t.equal(p.status, 2, `publish ${path}: exit 2`)
+    t.match(p.stderr, `IMAGE: ${path} ${why}`)
+  }
+  const m = await runCliAsync(['manifest', fifo], { timeoutMs: 20_000 })
+  t.equal(m.status, 2, 'manifest of a FIFO: exit 2')
+  t.match(m.stderr, `${fifo} is not a regular file`)
+})
+
+// --metrics-interval 0 silently became 1 s; an interval past Node's longest timer (~24.8 days)
+// overflowed setInterval to 1 ms: the metrics file rewritten (or a heartbeat sent) every millisecond.
+t.test('daemon intervals of 0 metrics seconds or past the longest timer are usage errors naming the flag', async (t) => {
+  const dir = t.testdir()
+  const base = ['daemon', '--once', '--node', 'n1', '--state-dir', join(dir, 'state'), '--boot-record', join(dir, 'none.json'), '--no-self-check']
+  for (const [flag, value] of [['--metrics-interval', '0'], ['--metrics-interval', '3000000'], ['--heartbeat-interval', '3000000']] as const) {
+    const r = runCli([...base, '--metrics-file', join(dir, 'm.prom'), flag, value])
+    t.equal(r.status, 2, `${flag} ${value}: exit 2`)
+    t.match(r.stderr, new RegExp(`${flag}: .*${value}`))
+  }
+})
+
+// --slurm drain with no scontrol said nothing at start: the node could never drain itself, and the
+// first sign was a failed drain after the first trouble.
+t.test('daemon --slurm drain without scontrol warns at start, naming what is missing and what to do', async (t) => {
+  const dir = t.testdir()
+  const r = runCli(['daemon', '--once', '--node', 'n1', '--state-dir', join(dir, 'state'), '--boot-record', join(dir, 'none.json'), '--no-self-check', '--no-metrics', '--slurm', 'drain', '--slurm-dry-run'],
+    { env: { BOOT_AGENT_CMD_SCONTROL: join(dir, 'no-such-scontrol') } })
+  t.match(r.stderr, /slurm: scontrol \(.*no-such-scontrol\) is not installed or not executable: this node cannot drain itself; install Slurm's client \(Debian: slurm-client\) or set BOOT_AGENT_CMD_SCONTROL/)
+})
+
+// `boot-agent --log-format` (value forgotten) printed the general usage, saying nothing of what was wrong;
+// a bad value before an unknown command was not named at all.
+t.test('--log-format without a value or with a bad one is named, with the formats it takes', async (t) => {
+  for (const args of [['--log-format'], ['status', '--log-format'], ['--log-format', 'bogus', 'version'], ['--log-format=']]) {
+    const r = runCli(args)
+    t.equal(r.status, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr, /^boot-agent: --log-format: (needs a value|"bogus" is not one of them); give journal, text or json/m, args.join(' '))
+  }
+})
+
+// A head redirecting to a mirror that is down: the error said "nothing is listening at" the head's
+// address, which was listening (it answered the redirect), and named neither the mirror nor the redirect.
+t.test('a redirect to a port where nothing listens names that address, not the one that redirected', async (t) => {
+  const dead = await freePort()
+  const server = createServer((_req, res) => { res.writeHead(302, { location: `http://127.0.0.1:${dead}/m` }); res.end() })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as { port: number }).port
+  const r = await runCliAsync(['fetch', `http://127.0.0.1:${port}/m`, '--cache', join(t.testdir(), 'cache')], { timeoutMs: 60_000 })
+  t.equal(r.status, 1)
+  t.match(r.stderr, `nothing is listening at 127.0.0.1:${dead} (reached from 127.0.0.1:${port}, by a redirect)`)
+  t.notMatch(r.stderr, `nothing is listening at 127.0.0.1:${port}`)
 })

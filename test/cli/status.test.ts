@@ -46,3 +46,14 @@ t.test('a boot record that is not JSON is reported, and status still answers', a
   t.equal(r.status, 0, r.stderr)
   t.match(r.stdout, new RegExp(`boot:\\s+no boot record at ${join(root, 'boot-record.json')} \\(.+\\)`))
 })
+
+// --state-dir naming a file was EUNEXPECTED "ENOTDIR: scandir", exit 1; a mistyped --cache-dir was
+// reported as an empty cache on a file system "? free of ?".
+t.test('a --state-dir that is a file and a --cache-dir that is missing or a file are usage errors naming the flag', async (t) => {
+  const dir = t.testdir({ file: 'x' })
+  for (const [flag, path, why] of [['--state-dir', join(dir, 'file'), 'is not a directory'], ['--cache-dir', join(dir, 'missing'), 'does not exist'], ['--cache-dir', join(dir, 'file'), 'is not a directory']] as const) {
+    const r = runCli(['status', '--boot-record', join(dir, 'none.json'), '--state-dir', join(dir, 'state'), flag, path])
+    t.equal(r.status, 2, `${flag} ${path}: exit 2`)
+    t.match(r.stderr, `${flag}: ${path} ${why}`)
+  }
+})

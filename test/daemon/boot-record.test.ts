@@ -57,3 +57,12 @@ t.test('readBootRecord: no file means not booted by boot-agent; a file is parsed
 t.test('the default path is boot-record.json in the run dir', async (t) => {
   t.equal(bootRecordPath(), join(system.runDir, 'boot-record.json'))
 })
+
+// --boot-record /dev/zero read until V8's string limit ("Invalid string length", ~512 MiB in memory);
+// a directory was a bare EISDIR.
+t.test('a boot record that is not a small regular file is EBADRECORD naming the path, read no further', async (t) => {
+  const dir = t.testdir({ 'big.json': ' '.repeat(2 * 1024 * 1024) })
+  await t.rejects(readBootRecord('/dev/zero'), { code: 'EBADRECORD', message: /^\/dev\/zero is not a regular file/ })
+  await t.rejects(readBootRecord(dir), { code: 'EBADRECORD', message: /is not a regular file/ })
+  await t.rejects(readBootRecord(`${dir}/big.json`), { code: 'EBADRECORD', message: /big\.json is 2097152 bytes, more than a boot record's 1048576/ })
+})

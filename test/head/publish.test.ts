@@ -94,7 +94,7 @@ t.test('bad publish arguments are refused with the option named', async (t) => {
   await t.rejects(run([join(dir, 'img'), '--store', dir]), { code: 'ECONFIG', key: '--name' })
   await t.rejects(run([join(dir, 'img'), '--name', 'x', '--store', dir, '--arch', 'm68k']), { code: 'ECONFIG', key: '--arch' })
   await t.rejects(run([join(dir, 'img'), '--name', 'x', '--store', dir, '--url', 'ftp://x/y']), { code: 'ECONFIG', key: '--url' })
-  await t.rejects(run([join(dir, 'missing'), '--name', 'x', '--store', join(dir, 's')]), { code: 'ENOENT' })
+  await t.rejects(run([join(dir, 'missing'), '--name', 'x', '--store', join(dir, 's')]), { code: 'ECONFIG', key: 'IMAGE' })
   const store = new ImageStore(join(dir, 's'))
   t.same(await store.names(), [], 'nothing published by a failed publish')
 })

@@ -77,10 +77,10 @@ t.test('an https server signed by the site CA is reached; the agent for no site 
 })
 
 t.test('a failure that is not about a certificate carries no CA hint, and node-fetch\'s prefix is dropped', async (t) => {
-  const e = Object.assign(new Error('request to http://h/x failed, reason: connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' })
+  const e = Object.assign(new Error('request to http://h:9/x failed, reason: connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' })
   // A refused connection says what to check instead (issue #21), never the CA.
-  t.equal(failedRequestMessage('http://h/x', e), 'http://h/x: connect ECONNREFUSED 127.0.0.1:9 (nothing is listening at h: is the head node (or mirror) running at h, and is the port right?)')
-  t.notMatch(failedRequestMessage('http://h/x', e), /BOOT_AGENT_CA/)
+  t.equal(failedRequestMessage('http://h:9/x', e), 'http://h:9/x: connect ECONNREFUSED 127.0.0.1:9 (nothing is listening at h:9: is the head node (or mirror) running at h:9, and is the port right?)')
+  t.notMatch(failedRequestMessage('http://h:9/x', e), /BOOT_AGENT_CA/)
   const other = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })
   t.equal(failedRequestMessage('http://h/x', other), 'http://h/x: socket hang up', 'no hint where none applies')
 })
