@@ -203,6 +203,14 @@ t.test('plain cache (no fs-verity): the mounted object damaged under the running
   t.ok(sq.length > 0, `boot 5: squashfs-error events at the head (${e5.map((e) => e.kind).join(', ')})`)
   t.match(sq[0], { image: { sha256: c.image.sha256 }, data: { object: { sha256: c.image.sha256 } } }, 'with the digest of the mounted object')
   t.ok(e5.some((e) => e.kind === 'integrity' && e.data.action === 'marked-corrupt'), 'the chunk marked for the next boot')
+  // Issue 18: what `journalctl -u boot-agent -p err` shows on this node (PRIORITY 0..3 of the
+  // daemon's entries in the guest's own journal): the squashfs error with the digest, in
+  // prose (`-o cat` readable, no JSON), and none of the info lines.
+  const daemon5 = daemonEntries(b5.report.journal)
+  const errs5 = daemon5.filter((e) => Number(e.PRIORITY) <= 3)
+  t.ok(errs5.some((e) => /^squashfs error: image [^\n]*sha256:[0-9a-f]{12}/.test(messageOf(e))), `journalctl -u boot-agent -p err: the squashfs error with the digest (${errs5.length} entries)`)
+  t.ok(errs5.every((e) => !messageOf(e).startsWith('{')), '-o cat: prose, not JSON')
+  t.ok(daemon5.filter((e) => /events delivered/.test(messageOf(e))).every((e) => e.PRIORITY === '6'), 'the info lines are filed at info (6), so -p err leaves them out')
 
   // 6. Fast verify finds it; only it is fetched.
   const b6 = await boot('ov-plain', disk, '')
