@@ -6,6 +6,7 @@
 import fetch from 'node-fetch'
 import { BootAgentError, ConfigError, HttpError } from '../core/errors.js'
 import { agentFor, failedRequestMessage } from '../transport/trust.js'
+import { parseServerUrl } from '../boot/cmdline.js'
 import { type Command, parseCommandArgs } from './command.js'
 
 const USAGE = `usage: boot-agent nodes --head URL [--json] [--token T]
@@ -85,15 +86,8 @@ export const command: Command = {
     })
     if (positionals.length) throw new ConfigError('boot-agent nodes', `unexpected argument ${JSON.stringify(positionals[0])}`)
     if (!values.head) throw new ConfigError('--head', 'is required (the head node URL, e.g. http://head:8080)')
-    let base: URL
-    try {
-      base = new URL(values.head)
-    } catch {
-      throw new ConfigError('--head', `${JSON.stringify(values.head)} is not a URL (e.g. http://head:8080)`)
-    }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new ConfigError('--head', `${values.head} is not http or https`)
-    // Not echoed: a password here would land in the error and the log.
-    if (base.username || base.password) throw new ConfigError('--head', 'must not carry credentials (user:password@); give the head\'s token with --token or BOOT_AGENT_HEAD_TOKEN')
+    // http(s), no query, and no credentials (not echoed: a password would land in the error and the log).
+    const base = new URL(parseServerUrl('--head', values.head))
     const url = new URL('/v1/nodes', base).href
     const token = values.token ?? process.env.BOOT_AGENT_HEAD_TOKEN
     let text: string
