@@ -9,9 +9,7 @@
  */
 import { mkdir, stat } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { BootAgentError } from './errors.js'
-
-const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code
+import { BootAgentError, isErrno } from './errors.js'
 
 /**
  * Makes `path` and its missing parents (each with `mode`, as `mkdir -p`).
@@ -28,11 +26,11 @@ export const makeDir = async (path: string, mode?: number): Promise<void> => {
       await mkdir(p, opts)
       break
     } catch (e) {
-      if (errnoOf(e) === 'EEXIST') {
+      if (isErrno(e, 'EEXIST')) {
         if (p === target && !(await stat(p)).isDirectory()) throw e
         break
       }
-      if (errnoOf(e) !== 'ENOENT' || dirname(p) === p) throw e
+      if (!isErrno(e, 'ENOENT') || dirname(p) === p) throw e
       missing.push(p)
     }
   }
@@ -41,8 +39,8 @@ export const makeDir = async (path: string, mode?: number): Promise<void> => {
     try {
       await mkdir(p, opts)
     } catch (e) {
-      if (errnoOf(e) === 'EEXIST' && (await stat(p)).isDirectory()) continue
-      if (errnoOf(e) === 'ENOENT') {
+      if (isErrno(e, 'EEXIST') && (await stat(p)).isDirectory()) continue
+      if (isErrno(e, 'ENOENT')) {
         throw new BootAgentError('ECONFIG', `cannot create directory ${p}: its parent ${dirname(p)} exists but refuses new entries (a kernel file system such as /proc or /sys?)`, { path: p }, { cause: e })
       }
       throw e
