@@ -205,13 +205,17 @@ t.test('kill -9 of the trash deletion at seeded points: the next boot shows noth
     // stand-in for `ionice -c3 rm -rf` that deletes that many files and then kill -9s
     // itself, so the kill lands mid-deletion on a loaded machine too (a timed kill of
     // the real rm raced it: 4,000 files go in tens of ms).
-    const after = 1 + Math.floor((left - 1) * next())
-    const killedRun: Runner = (_cmd, args) => realRun('sh', ['-c', `find "$1" -type f | head -n ${after} | xargs -r rm -f --; kill -9 $$`, 'sh', args[args.length - 1]!])
+    // The deletion runs once per trash entry, so the seeded point is a share of each
+    // entry's files (1 + (n-1)·‰/1000 of n: fewer than all of any entry of 2 or more
+    // files), not a count of the whole trash's (one larger than an entry deleted it all).
+    const permille = Math.floor(1000 * next())
+    const killedRun: Runner = (_cmd, args) =>
+      realRun('sh', ['-c', `n=$(find "$1" -type f | wc -l); find "$1" -type f | head -n $((1 + (n - 1) * ${permille} / 1000)) | xargs -r rm -f --; kill -9 $$`, 'sh', args[args.length - 1]!])
     const res = await emptyTrash(trash, { log: silentLogger(), run: killedRun })
     const leftAfter = await countFiles(trash)
     const k = leftAfter > 0 && leftAfter < left
     if (k) kills++
-    t.ok(res.failed >= 1, `round ${round}: the deletion was killed after ${after} of ${left} files (${leftAfter} left); the run went on and said so`)
+    t.ok(res.failed >= 1, `round ${round}: the deletion was killed after ${permille}‰ of each entry's files (${left} files before, ${leftAfter} left); the run went on and said so`)
     // The "next boot": its root is the image alone, whatever the trash still holds.
     await n.reboot()
     await n.boot('rd.bootagent.rootmode=overlay')
