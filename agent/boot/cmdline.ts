@@ -13,6 +13,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ConfigError, isErrno } from '../core/errors.js'
 import { system } from '../core/system.js'
+import { readCappedText, type CappedRead } from '../core/read-capped.js'
 
 export const BOOT_STYLES = ['disked', 'rwram', 'roram'] as const
 export type BootStyle = (typeof BOOT_STYLES)[number]
@@ -138,6 +139,9 @@ export const parseParams = (text: string): Array<[string, string | undefined]> =
     return eq < 0 ? [p, undefined] : [p.slice(0, eq), p.slice(eq + 1)]
   })
 
+/** Largest `--cmdline-file` (the kernel's command line is at most 4 KiB on x86-64; dracut's .conf files add a little). */
+export const MAX_CMDLINE_FILE_BYTES = 64 * 1024
+
 export interface CmdlineSources {
   /** Read only this file instead of dracut's three sources. */
   file?: string
@@ -162,11 +166,15 @@ const readIfExists = async (path: string): Promise<string> => {
  */
 export const readCmdlineText = async (src: CmdlineSources = {}): Promise<string> => {
   if (src.file !== undefined) {
+    let got: CappedRead
     try {
-      return await readFile(src.file, 'utf8')
+      got = await readCappedText(src.file, MAX_CMDLINE_FILE_BYTES)
     } catch (e) {
       throw new ConfigError('--cmdline-file', `cannot read ${src.file}: ${(e as Error).message}`)
     }
+    if (got.kind === 'not-regular') throw new ConfigError('--cmdline-file', `${src.file} is ${got.type}; give a regular file holding a kernel command line`)
+    if (got.kind === 'too-large') throw new ConfigError('--cmdline-file', `${src.file} is larger than ${got.maxBytes} bytes: not a kernel command line (the kernel's own is at most a few KiB)`)
+    return got.text
   }
   const dir = src.etcCmdlineDir ?? system.etcCmdlineDir
   const parts: string[] = []

@@ -23,6 +23,7 @@ is in the cache, and leaves the new root mounted at the sysroot.
 
 options:
   --cmdline-file FILE  read the command line from FILE instead of dracut's sources
+                       (a regular file of at most 64 KiB)
   --sysroot DIR        where the new root is mounted (default ${system.sysroot})
   --run-dir DIR        record, spool and work mounts (default ${system.runDir});
                        the cache partition is mounted at DIR/cache

@@ -1,7 +1,8 @@
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { parseBootCmdline, readBootCmdline, readCmdlineText, splitCmdline } from '../../agent/boot/cmdline.js'
+import { MAX_CMDLINE_FILE_BYTES, parseBootCmdline, readBootCmdline, readCmdlineText, splitCmdline } from '../../agent/boot/cmdline.js'
 import { ConfigError } from '../../agent/core/errors.js'
 
 const keyOf = (fn: () => unknown): string | undefined => {
@@ -108,6 +109,21 @@ t.test('missing sources are empty; --cmdline-file replaces all of them', async (
   await mkdir(join(dir, 'd'))
   await writeFile(join(dir, 'd', 'x'), '')
   await t.rejects(readBootCmdline({ file: join(dir, 'absent') }), { code: 'ECONFIG', key: '--cmdline-file' })
+})
+
+// `--cmdline-file /dev/zero` read 512 MB into memory and failed 1.3 s later with
+// "Invalid string length"; a FIFO with no writer would wait forever. Now: a regular
+// file of at most MAX_CMDLINE_FILE_BYTES, or a ConfigError naming the file and why.
+t.test('--cmdline-file: a device, a FIFO, a directory or a huge file is refused at once, naming it', async (t) => {
+  const dir = t.testdir({ big: 'rd.bootagent.style=roram '.repeat(MAX_CMDLINE_FILE_BYTES / 8), fits: 'a'.repeat(MAX_CMDLINE_FILE_BYTES - 1) + ' ', sub: {} })
+  const started = Date.now()
+  await t.rejects(readBootCmdline({ file: '/dev/zero' }), { code: 'ECONFIG', key: '--cmdline-file', message: /\/dev\/zero is a character device; give a regular file/ })
+  t.ok(Date.now() - started < 500, 'refused without reading the device')
+  await t.rejects(readBootCmdline({ file: join(dir, 'big') }), { code: 'ECONFIG', key: '--cmdline-file', message: new RegExp(`big is larger than ${MAX_CMDLINE_FILE_BYTES} bytes`) })
+  await t.rejects(readBootCmdline({ file: join(dir, 'sub') }), { code: 'ECONFIG', message: /is a directory/ })
+  execFileSync('mkfifo', [join(dir, 'fifo')])
+  await t.rejects(readBootCmdline({ file: join(dir, 'fifo') }), { code: 'ECONFIG', message: /fifo is a FIFO/ }, 'no writer, no wait')
+  t.equal((await readCmdlineText({ file: join(dir, 'fits') })).length, MAX_CMDLINE_FILE_BYTES, 'exactly the ceiling is read whole')
 })
 
 // timeout=0 (or 0.0001, rounded to 0 ms) made every descriptor and manifest request
