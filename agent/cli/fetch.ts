@@ -99,8 +99,13 @@ const run: Command['run'] = async (argv, ctx) => {
   const publicKey = values.pubkey ? await readFile(values.pubkey, 'utf8').catch((e: Error) => {
     throw new ConfigError('--pubkey', `cannot read ${values.pubkey}: ${e.message}`)
   }) : undefined
-  const cache = await Cache.open(values.cache, { log: ctx.log })
+  // A bad --cache is named before any network work, but the cache is created only once
+  // there is a manifest to fetch into: a fetch that failed (head down, bad URL) left an
+  // empty root-only cache directory behind.
+  const refusal = await Cache.refusal(values.cache)
+  if (refusal) throw refusal
   const manifest = await fetchManifest(url, { log: ctx.log, signal: ctx.signal, retry: interactiveRetry, arch: values.arch ?? machineArch(), ...(publicKey ? { publicKey } : {}) })
+  const cache = await Cache.open(values.cache, { log: ctx.log })
   const r = await fetchImage({
     manifest,
     cache,

@@ -132,6 +132,30 @@ t.test('verify exits non-zero naming a corrupt object and its chunk; cache ls an
   t.same((JSON.parse((await cli(t, ['cache', 'ls', '--cache', s.cache, '--json'])).out) as { objects: unknown[] }).objects, [])
 })
 
+// A fetch whose manifest never came (head down, 404) created an empty root-only
+// cache directory, as if the fetch had got somewhere. A bad --cache is still named
+// before any request.
+t.test('fetch that fails before the manifest leaves no cache behind; a bad --cache is refused first', gate('nginx'), async (t) => {
+  const s = await serve(t)
+  const refused = await cli(t, ['fetch', 'http://127.0.0.1:1/img.json', '--cache', s.cache])
+  t.equal(refused.code, 1)
+  t.match(refused.err, /ECONNREFUSED|nothing is listening/)
+  t.notOk(existsSync(s.cache), 'connection refused: no cache directory made')
+  const r404 = await cli(t, ['fetch', `${s.ng.url}/nope.json`, '--cache', s.cache])
+  t.equal(r404.code, 1)
+  t.notOk(existsSync(s.cache), 'HTTP 404: no cache directory made')
+  const foreign = join(s.dir, 'foreign')
+  await mkdir(foreign)
+  await writeFile(join(foreign, 'notes.txt'), 'not a cache')
+  const bad = await cli(t, ['fetch', 'http://127.0.0.1:1/img.json', '--cache', foreign])
+  t.equal(bad.code, 1)
+  t.match(bad.err, foreign, 'the --cache refusal, not the network error')
+  t.notMatch(bad.err, /ECONNREFUSED/)
+  const ok = await cli(t, ['fetch', s.url, '--cache', s.cache])
+  t.equal(ok.code, 0, ok.err)
+  t.ok(existsSync(s.cache), 'a fetch that has its manifest makes the cache')
+})
+
 t.test('verify, cache ls and cache gc on a path with no cache: an error naming it, nothing created', async (t) => {
   const missing = join(t.testdir(), 'no-such-cache')
   for (const args of [['verify'], ['verify', '--strong'], ['cache', 'ls'], ['cache', 'gc']]) {
