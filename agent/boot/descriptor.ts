@@ -12,6 +12,7 @@
 import { machineArch } from '../manifest/arch.js'
 import { readFile } from 'node:fs/promises'
 import { BootAgentError, ConfigError, HttpError, foreignCode, isErrno, messageOf } from '../core/errors.js'
+import { firstDuplicateKey } from '../core/json-keys.js'
 import type { Sleep } from '../core/clock.js'
 import { DEFAULT_RETRY_POLICY, parseRetryAfter, retrying, tlsFailureCode } from '../core/retry.js'
 import type { Logger } from '../core/log.js'
@@ -249,11 +250,14 @@ export const fetchDescriptor = async (server: string, node: string, opts: FetchD
     }
     if (body.length > MAX_DESCRIPTOR_BYTES) throw new DescriptorError('$', `answer is ${body.length} bytes, more than ${MAX_DESCRIPTOR_BYTES}`, { url })
     let json: unknown
+    const text = body.toString('utf8')
     try {
-      json = JSON.parse(body.toString('utf8'))
+      json = JSON.parse(text)
     } catch {
       throw new DescriptorError('$', 'not JSON', { url })
     }
+    const dup = firstDuplicateKey(text)
+    if (dup) throw new DescriptorError(dup.path, `has the key ${JSON.stringify(dup.key)} twice: JSON readers disagree on which one counts; fix the head's answer for this node`, { url })
     const d = parseDescriptor(json, server)
     if (d.node !== node) throw new DescriptorError('node', `is ${JSON.stringify(d.node)}, asked for ${JSON.stringify(node)}`, { url })
     return d

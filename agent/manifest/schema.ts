@@ -21,6 +21,7 @@
  */
 import { ARCH_RE } from './arch.js'
 import { ConfigError, IntegrityError, ManifestError, SignatureError, SizeError } from '../core/errors.js'
+import { firstDuplicateKey } from '../core/json-keys.js'
 import { chunkingProblem } from './cdc.js'
 import { type KeyInput, verifyManifestSignature } from './sign.js'
 import type { Chunk, ChunkingParams, Manifest, ManifestSignature } from './types.js'
@@ -272,12 +273,16 @@ const toJson = (input: unknown): unknown => {
   if (text.length > MAX_MANIFEST_CHARS) throw new ManifestError('$', `is ${text.length} characters, more than ${MAX_MANIFEST_CHARS}`)
   const binary = binaryProblem(text)
   if (binary) throw new ManifestError('$', binary)
+  let json: unknown
   try {
-    return JSON.parse(text) as unknown
+    json = JSON.parse(text) as unknown
   } catch (e) {
     // JSON.parse quotes the input it choked on: keep the message printable.
     throw new ManifestError('$', `is not JSON: ${printable(e instanceof Error ? e.message : String(e))}`)
   }
+  const dup = firstDuplicateKey(text)
+  if (dup) throw new ManifestError(dup.path, `has the key ${JSON.stringify(printable(dup.key))} twice: JSON readers disagree on which one counts, so the manifest is refused; publish it again (boot-agent manifest writes each key once)`)
+  return json
 }
 
 /** The manifest describes the image it was pinned to (ParseManifestOptions.pinned). */

@@ -87,6 +87,12 @@ t.test('a descriptor for another node or not JSON is refused', async (t) => {
   await t.rejects(fetchDescriptor(srv.url, 'n1', { timeoutMs: 2000, sleep: noSleep }), DescriptorError)
 })
 
+t.test('a descriptor with a key twice is refused, naming it (JSON.parse would keep the last)', async (t) => {
+  const text = JSON.stringify(good()).replace('"node":"n1"', '"node":"n1","node":"n1"')
+  const srv = await serve(t, [(_q, r) => r.end(text)])
+  await t.rejects(fetchDescriptor(srv.url, 'n1', { timeoutMs: 2000, sleep: noSleep }), { code: 'EDESCRIPTOR', field: '$', message: /key "node" twice/ })
+})
+
 t.test('node id: command line, else DMI UUID, else the first MAC', async (t) => {
   const uuid = '4c4c4544-0042-3510-8052-b4c04f563232'
   t.same(await resolveNodeId({ fromCmdline: 'x1', readDmiUuid: async () => uuid }), { node: 'x1', source: 'cmdline' })

@@ -67,6 +67,22 @@ t.test('JSON text and UTF-8 bytes are accepted as input', async (t) => {
   t.equal(parseManifest(Buffer.from(JSON.stringify(valid()))).sha256, H('a'))
 })
 
+// JSON.parse keeps the last of two equal keys; jq, Python or an administrator reading the
+// file may take the first: one manifest, two images. A duplicated key is refused, naming it.
+t.test('a key given twice in one object is refused, naming the key and its object', async (t) => {
+  const text = JSON.stringify(valid())
+  const twice = text.replace('"sha256":', `"sha256":"${H('b')}","sha256":`)
+  t.equal(JSON.parse(twice).sha256, H('a'), 'JSON.parse alone would take the last one silently')
+  t.throws(() => parseManifest(twice), { code: 'EMANIFEST', field: '$', message: /key "sha256" twice/ })
+  const inChunking = text.replace('"minSize":64', '"minSize":64,"minSize":65')
+  t.throws(() => parseManifest(Buffer.from(inChunking)), { code: 'EMANIFEST', field: '$.chunking', message: /key "minSize" twice/ })
+  const spaced = text.replace('"name":"CPE-base"', '"name" : "CPE-base" , "n\u0061me" : "other"')
+  t.throws(() => parseManifest(spaced), { code: 'EMANIFEST', message: /key "name" twice/ }, 'an escaped spelling of the same key is the same key')
+  const inString = text.replace('"name":"CPE-base"', `"name":${JSON.stringify('x":{"name":')}`)
+  t.throws(() => parseManifest(inString), { code: 'EMANIFEST', field: '$.name' }, 'a key-like string inside a value is not a key (refused only for its name)')
+  t.equal(parseManifest(text).sha256, H('a'), 'each key once: accepted')
+})
+
 // Each malformed manifest → ManifestError (EMANIFEST) naming the JSON path of the problem.
 const malformed: [string, unknown, string, RegExp?][] = [
   ['text that is not JSON', '{"schema":1,', '$', /not JSON/],
