@@ -28,7 +28,7 @@
  * "HTTP client: undici measured against direct-http").
  */
 import net from 'node:net'
-import { BootAgentError, foreignCode } from '../core/errors.js'
+import { BootAgentError, foreignCode, isErrno } from '../core/errors.js'
 import { authHeaders } from '../core/head-token.js'
 import { nodeHeaders } from '../protocol/node-header.js'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, partialContent, statusError, type BodyMeta, type RequestOptions } from './http.js'
@@ -93,7 +93,7 @@ class Conn {
       },
       onConnect,
     )
-    this.sock.on('error', (e) => this.req?.fail(e))
+    this.sock.on('error', (e) => this.req?.socketError(e))
     this.sock.on('end', () => this.req?.ended())
     this.sock.on('close', () => {
       this.closed = true
@@ -327,8 +327,14 @@ class Req {
     }
   }
 
-  private shortBody(): BootAgentError {
-    return new BootAgentError('ETRUNCATED', `${this.url}: connection closed with ${this.remaining} byte(s) of the body still to come`, { url: this.url })
+  private shortBody(how = 'closed'): BootAgentError {
+    return new BootAgentError('ETRUNCATED', `${this.url}: connection ${how} with ${this.remaining} byte(s) of the body still to come`, { url: this.url })
+  }
+
+  /** The socket failed: within the body a reset is a body cut short (ETRUNCATED, saying how much), like a close. */
+  socketError(e: Error): void {
+    if (!this.inHead && this.remaining > 0 && isErrno(e, 'ECONNRESET', 'EPIPE')) this.fail(this.shortBody('reset'))
+    else this.fail(e)
   }
 
   /** The connection ended or closed. */

@@ -208,6 +208,17 @@ t.test('a body cut short is ETRUNCATED, naming what is missing', async (t) => {
   await rejectsWith(t, readAll(b!, 100_000), 'ETRUNCATED', /connection closed with 60000 byte\(s\) of the body still to come/)
 })
 
+// A server or proxy that resets the connection mid-body (RST instead of FIN) came out
+// as a bare "read ECONNRESET", saying neither that the body was cut short nor by how much.
+t.test('a body cut short by a reset is ETRUNCATED too, naming what is missing and the reset', async (t) => {
+  const s = await serve(t, (_r, sock) => {
+    sock.write('HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-99999/100000\r\nContent-Length: 100000\r\n\r\n')
+    sock.write(Buffer.alloc(40_000, 1), () => setTimeout(() => sock.resetAndDestroy(), 50))
+  })
+  const b = await directGet(s.url, { start: 0, end: 100_000 })
+  await rejectsWith(t, readAll(b!, 100_000), 'ETRUNCATED', /connection reset with 60000 byte\(s\) of the body still to come/)
+})
+
 t.test('a stall is EIDLE; an abort rejects with its reason', async (t) => {
   const s = await serve(t, (_r, sock) => sock.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc'))
   const b = await directGet(s.url, undefined, { idleTimeoutMs: 200 })
