@@ -167,8 +167,7 @@ await withTempDir('ba-vm-root-', async (dir) => {
       '| boot (same disk) | check | bytes read verifying | cache + manifest + fetch (ms) | root step (ms) | stage total (ms) | QEMU wall (ms) |',
       '|---|---|---|---|---|---|---|',
       row('1, cold, overlay (download, seal)', cold),
-      ...unpacks.map((b, i) => row(`${2 + 2 * i}, hit, unpack`, b)),
-      ...overlays.map((b, i) => row(`${3 + 2 * i}, hit, overlay`, b)),
+      ...unpacks.flatMap((b, i) => [row(`${2 + 2 * i}, hit, unpack`, b), row(`${3 + 2 * i}, hit, overlay`, overlays[i]!)]),
     ]
     process.stdout.write(out.join('\n') + '\n')
   } finally {
