@@ -24,9 +24,11 @@
  * event the daemon delivered to the head (the stage's boot record).
  *
  * usage: npm run bench -- vm-root [--payload DIR,DIR…] [--rounds N]
- * Needs root, qemu, squashfs-tools and the agent's .deb (BOOT_AGENT_VM_DEB, else
- * the newest dist/pkg/boot-agent_*.deb: `npm run package`). Files live in
- * /var/tmp/ba-vm-root-* (BENCH_TMPDIR) and are removed at the end.
+ * Needs root, qemu, squashfs-tools (bench/run.sh installs the VM packages) and the
+ * agent's .deb: BOOT_AGENT_VM_DEB, which bench/run.sh sets to this tree's package
+ * (scripts/package-deb.sh) unless given. The image and initramfs are cached as the
+ * VM tests cache them; one run of a 1.1 GB tree takes ~16 min on this host. Files
+ * live in /var/tmp/ba-vm-root-* (BENCH_TMPDIR) and are removed at the end.
  */
 import { execFile } from 'node:child_process'
 import { mkdir, readFile } from 'node:fs/promises'
