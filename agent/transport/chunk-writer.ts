@@ -40,14 +40,9 @@ export const WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 /**
  * Write buffers per stream: one fills while the others are verified (on the
  * hash worker) and written; with two, the receive waited for each buffer's
- * verify + write in turn. Six, not four: on 2 cores shared by the receive,
- * two hash workers and the server, a buffer's verify-hash-write chain is
- * often held up a scheduler slice or a slow O_DIRECT write, and with 12 MiB
- * ahead the receive waited 1.6–1.9 s of a 3.1–3.5 s 2 GiB download for
- * buffers; with 20 MiB the runs were 2.8–3.4 s, +8 MB peak RSS
- * (docs/performance.md, 2026-12-08).
+ * verify + write in turn.
  */
-export const WRITE_BUFFERS = 6
+export const WRITE_BUFFERS = 4
 
 /**
  * Holds received chunks in a large shared, page-aligned buffer and writes
