@@ -201,12 +201,12 @@ interface Waiting {
 
 /** Two worker threads holding a download's digests; replies of each kind come in the order of the requests. */
 export class DownloadHasher {
-  /** Verifies chunks and keeps the xxh64 segments; passes 'buf', 'feed', 'digest' and the in-order chunks on to `whole`. */
+  /** Verifies chunks; passes 'buf', 'feed', 'digest' and the in-order chunks on to `whole`. */
   private readonly worker: Worker
-  /** The whole-image sha256; answers 'released', 'feed', 'digest'. */
+  /** The whole-image digests; answers 'released', 'feed', 'digest'. */
   private readonly whole: Worker
   private readonly waiting = new Map<number, Waiting>()
-  /** 'chunks' requests answered whose buffer a worker still reads (the whole-image sha256, the chunk worker's xxh64): `left` answers to come. */
+  /** 'chunks' requests answered whose buffer the whole-image worker still reads. */
   private readonly releases = new Map<number, { left: number; resolve: () => void; reject: (e: unknown) => void }>()
   private nextId = 0
   /** Buffers the workers have a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
