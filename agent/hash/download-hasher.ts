@@ -24,13 +24,9 @@
  * settled.
  *
  * The image's xxh64 per 64 MiB segment (the cache's fast re-verification
- * digest, hash/xxh64-format.ts XXH64_SEGMENT_BYTES) is kept by the first
- * worker, after it passed the chunks on (with the whole image's sha256 too
- * the second worker was the busiest thread: sha256 + xxh64 + the copy into
- * wasm memory, against sha256 alone for the first), with xxhash-wasm's own
- * compiled module (hash/xxh xxhWasmModule): the state is digested and reset
- * at every segment boundary of the image. A buffer is released once both
- * workers are done with it.
+ * digest, hash/xxh64-format.ts XXH64_SEGMENT_BYTES) is kept there too, with
+ * xxhash-wasm's own compiled module (hash/xxh xxhWasmModule): the state is
+ * digested and reset at every segment boundary of the image.
  *
  * Like the pool's, each worker is a self-contained CommonJS string started
  * with `eval: true`, so it works inside the single-file bundle.
@@ -41,10 +37,15 @@ import { XX_STATE_BYTES } from './xxh.js'
 import { XXH64_SEGMENT_BYTES } from './xxh64-format.js'
 
 // Plain ES2020 CommonJS, evaluated as-is.
-// The image's xxh64 per segment, in image order, with xxhash-wasm's module: a
-// private instance, its one state at 0, input copied in after the first page.
-// Part of the chunk worker's source.
-const XX_SOURCE = `
+// The whole-image digests (sha256 and xxh64 per segment), fed strictly in image
+// order: by the chunk worker (in-order verified chunks, read-back bytes) over
+// its port; it answers the caller ('released', 'feed', 'digest') directly.
+const WHOLE_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const { createHash } = require('node:crypto')
+const whole = createHash('sha256')
+const views = []
+// xxh64 with xxhash-wasm's module: a private instance, its one state at 0, input copied in after the first page.
 let xx = null
 const XX_STATE = ${XX_STATE_BYTES}
 const SEG = ${XXH64_SEGMENT_BYTES}
@@ -80,39 +81,28 @@ const xxFeed = (bytes) => {
     }
   }
 }
-const xxStart = (module) => {
-  xx = new WebAssembly.Instance(module, {}).exports
-  xxInit()
+const feedWhole = (bytes) => {
+  whole.update(bytes)
+  xxFeed(bytes)
 }
-const xxFinish = () => {
-  if (segFill > 0) segments.push(xxDigest()) // the last, shorter segment
-  return segments
-}
-`
-
-// The whole-image sha256, fed strictly in image order by the chunk worker
-// (in-order verified chunks, read-back bytes) over its port; it answers the
-// caller ('released', 'feed', 'digest') directly.
-const WHOLE_SOURCE = `
-const { parentPort } = require('node:worker_threads')
-const { createHash } = require('node:crypto')
-const whole = createHash('sha256')
-const views = []
 parentPort.on('message', (m) => {
   if (m.t === 'init') {
+    xx = new WebAssembly.Instance(m.xxhModule, {}).exports
+    xxInit()
     m.port.on('message', (f) => {
       if (f.t === 'buf') {
         views[f.key] = Buffer.from(f.sab)
       } else if (f.t === 'fed') {
-        // In-order verified chunks of a buffer: the caller may reuse it once they are in (and the chunk worker's xxh64 is done).
+        // In-order verified chunks of a buffer: the caller may reuse it once they are in.
         const v = views[f.key]
-        for (let k = 0; k < f.off.length; k++) whole.update(v.subarray(f.off[k], f.off[k] + f.len[k]))
+        for (let k = 0; k < f.off.length; k++) feedWhole(v.subarray(f.off[k], f.off[k] + f.len[k]))
         parentPort.postMessage({ t: 'released', id: f.id })
       } else if (f.t === 'feed') {
-        whole.update(views[f.key].subarray(f.off, f.off + f.len))
+        feedWhole(views[f.key].subarray(f.off, f.off + f.len))
         parentPort.postMessage({ t: 'feed', id: f.id })
       } else if (f.t === 'digest') {
-        parentPort.postMessage({ t: 'digest', id: f.id, sha256: whole.digest('hex'), xxh64: f.xxh64 })
+        if (segFill > 0) segments.push(xxDigest()) // the last, shorter segment
+        parentPort.postMessage({ t: 'digest', id: f.id, sha256: whole.digest('hex'), xxh64: segments })
       }
     })
   }
@@ -120,14 +110,11 @@ parentPort.on('message', (m) => {
 `
 
 // Each chunk's sha256 against the manifest; the verdicts go to the caller at
-// once, the in-order good chunks on to the whole-image worker (its sha256),
-// and then into this worker's xxh64 (the whole-image worker was the busiest
-// thread with both: sha256 + xxh64 + the copy into wasm memory), with the
+// once and the in-order good chunks on to the whole-image worker, with the
 // caller's 'feed' and 'digest' requests in the same order.
 const CHUNK_SOURCE = `
 const { parentPort } = require('node:worker_threads')
 const crypto = require('node:crypto')
-${XX_SOURCE}
 // One-shot crypto.hash (Node >= 20.12): no Hash object per chunk (hash/jobs.ts hashJob).
 const sha256Hex = typeof crypto.hash === 'function'
   ? (bytes) => crypto.hash('sha256', bytes)
@@ -138,7 +125,6 @@ const views = []
 parentPort.on('message', (m) => {
   if (m.t === 'init') {
     whole = m.port
-    xxStart(m.xxhModule)
   } else if (m.t === 'buf') {
     views[m.key] = Buffer.from(m.sab)
     whole.postMessage(m)
@@ -157,15 +143,11 @@ parentPort.on('message', (m) => {
     }
     parentPort.postMessage({ t: 'chunks', id: m.id, found, fed })
     whole.postMessage({ t: 'fed', id: m.id, key: m.key, off, len })
-    for (let k = 0; k < off.length; k++) xxFeed(v.subarray(off[k], off[k] + len[k]))
-    parentPort.postMessage({ t: 'released', id: m.id })
   } else if (m.t === 'feed') {
     if (m.next !== undefined) next = m.next
-    // Into the xxh64 before it goes on: the whole-image worker's answer means both are done with the bytes.
-    xxFeed(views[m.key].subarray(m.off, m.off + m.len))
     whole.postMessage(m)
   } else if (m.t === 'digest') {
-    whole.postMessage({ t: 'digest', id: m.id, xxh64: xxFinish() })
+    whole.postMessage(m)
   }
 })
 `
@@ -207,7 +189,7 @@ export class DownloadHasher {
   private readonly whole: Worker
   private readonly waiting = new Map<number, Waiting>()
   /** 'chunks' requests answered whose buffer the whole-image worker still reads. */
-  private readonly releases = new Map<number, { left: number; resolve: () => void; reject: (e: unknown) => void }>()
+  private readonly releases = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>()
   private nextId = 0
   /** Buffers the workers have a view of (a SharedArrayBuffer in a message costs ~0.15 ms: sent once, then named by key). */
   private readonly keys = new Map<SharedArrayBuffer, number>()
@@ -227,17 +209,13 @@ export class DownloadHasher {
   ) {
     const { port1, port2 } = new MessageChannel()
     this.whole = new Worker(WHOLE_SOURCE, { eval: true })
-    this.whole.postMessage({ t: 'init', port: port2 }, [port2])
+    this.whole.postMessage({ t: 'init', xxhModule, port: port2 }, [port2])
     this.worker = new Worker(CHUNK_SOURCE, { eval: true })
-    this.worker.postMessage({ t: 'init', xxhModule, port: port1 }, [port1])
+    this.worker.postMessage({ t: 'init', port: port1 }, [port1])
     const onReply = (r: Reply): void => {
       if (r.t === 'released') {
-        // Both workers say so: the whole-image worker after its sha256, the chunk worker after its xxh64.
-        const rel = this.releases.get(r.id)
-        if (rel && --rel.left === 0) {
-          rel.resolve()
-          this.releases.delete(r.id)
-        }
+        this.releases.get(r.id)?.resolve()
+        this.releases.delete(r.id)
         return
       }
       const w = this.waiting.get(r.id)
@@ -303,7 +281,7 @@ export class DownloadHasher {
   async chunks(sab: SharedArrayBuffer, items: readonly ChunkToVerify[]): Promise<ChunkVerdicts> {
     if (!items.length) return { found: [], released: Promise.resolve() }
     const id = this.nextId // the id ask() gives this request
-    const released = new Promise<void>((resolve, reject) => this.releases.set(id, { left: 2, resolve, reject }))
+    const released = new Promise<void>((resolve, reject) => this.releases.set(id, { resolve, reject }))
     released.catch(() => undefined) // also rejected when the verdicts are: the caller may await only those
     let r: Reply
     try {
