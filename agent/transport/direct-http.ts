@@ -139,8 +139,14 @@ const MAX_AHEAD_BYTES = 1024 * 1024
 const SPARE_READ_BYTES = 64 * 1024
 /** Size of each spare buffer. */
 const SPARE_BUFFER_BYTES = MAX_AHEAD_BYTES / 4
-/** Spare buffers a connection keeps: enough for MAX_AHEAD_BYTES plus the one being filled. */
-const MAX_SPARES = MAX_AHEAD_BYTES / SPARE_BUFFER_BYTES + 2
+/**
+ * Spare buffers a connection keeps: as many as bytes ahead can pin at once. A spare is
+ * left for the next once less than a read's room is free in it, so each full one holds
+ * at least SPARE_BUFFER_BYTES - SPARE_READ_BYTES; add the partly handed-over first one and
+ * the one being filled. (MAX_AHEAD / SPARE + 2 = 6 was one short: under load a seventh
+ * was needed, allocated afresh and dropped each time, 14 allocations in a test.)
+ */
+export const MAX_SPARES = Math.ceil(MAX_AHEAD_BYTES / (SPARE_BUFFER_BYTES - SPARE_READ_BYTES)) + 2
 
 const overlaps = (a: Uint8Array, b: Uint8Array): boolean =>
   a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length
