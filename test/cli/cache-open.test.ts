@@ -2,13 +2,18 @@
  * The commands given a directory that is not a cache (#22 finding 5): the
  * read-only ones (`cache ls`, `cache gc`, `verify`) and `fetch` never create
  * anything in it or change its mode; `fetch` makes a cache only in a new
- * directory or an empty one of its own. Through the real bundled CLI, on
+ * directory or an empty one of its own, and only once it has the manifest. Through the real bundled CLI, on
  * scratch directories shaped like /tmp (mode 1777, other users' files).
  */
 import t from 'tap'
 import { chmod, lstat, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runCli } from '../helpers/run-cli.js'
+import { existsSync } from 'node:fs'
+import { serializeManifest } from '../../agent/manifest/serialize.js'
+import { gate } from '../helpers/capability.js'
+import { manifestFor, writeImage } from '../helpers/image.js'
+import { startNginx } from '../helpers/nginx.js'
 
 /** Mode (with the sticky bit), owner and every entry with its content: what must not change. */
 const snapshot = async (dir: string) => {
@@ -68,11 +73,20 @@ t.test('an empty shared directory: the read-only commands answer (an empty cache
   t.same(await snapshot(dir), before, 'fetch: unchanged')
 })
 
-t.test('fetch into a new path still creates the cache, root-only (before it asks for the manifest)', async (t) => {
+t.test('fetch into a new path creates the cache, root-only, once it has the manifest; a failed fetch creates nothing', gate('nginx'), async (t) => {
   const dir = join(t.testdir(), 'new', 'cache')
   const r = runCli(['fetch', NO_SERVER, '--cache', dir])
   t.equal(r.status, 1, 'no server: the fetch itself fails')
-  t.match(r.stderr, /127\.0\.0\.1:9/, 'after the cache was made')
+  t.match(r.stderr, /127\.0\.0\.1:9/, 'the network error, not a cache refusal')
+  t.notOk(existsSync(join(t.testdir(), 'new')), 'nothing made for a fetch that never had a manifest')
+  const www = join(t.testdir(), 'www')
+  await mkdir(www)
+  const ng = await startNginx(www)
+  t.teardown(() => ng.stop())
+  const data = await writeImage(join(www, 'img.sqfs'), 300 * 1024, 'cache-open')
+  await writeFile(join(www, 'img.json'), serializeManifest(manifestFor(data, ['img.sqfs'])))
+  const ok = runCli(['fetch', `${ng.url}/img.json`, '--cache', dir])
+  t.equal(ok.status, 0, ok.stderr)
   for (const d of [dir, join(dir, 'objects'), join(dir, 'objects', 'sha256'), join(dir, 'tmp')]) {
     t.equal((await lstat(d)).mode & 0o7777, 0o700, `${d} made 0700`)
   }
