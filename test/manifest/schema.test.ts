@@ -81,6 +81,9 @@ t.test('a key given twice in one object is refused, naming the key and its objec
   const inString = text.replace('"name":"CPE-base"', `"name":${JSON.stringify('x":{"name":')}`)
   t.throws(() => parseManifest(inString), { code: 'EMANIFEST', field: '$.name' }, 'a key-like string inside a value is not a key (refused only for its name)')
   t.equal(parseManifest(text).sha256, H('a'), 'each key once: accepted')
+  // A regular-expression scan overflowed V8's stack on a string this long (RangeError, no field named).
+  const longName = text.replace('"name":"CPE-base"', `"name":"${'x'.repeat(50_000_000)}"`)
+  t.throws(() => parseManifest(longName), { code: 'EMANIFEST', field: '$.name' }, 'a 50 MB string value: the schema names it, the key scan copes')
 })
 
 // Each malformed manifest → ManifestError (EMANIFEST) naming the JSON path of the problem.
