@@ -113,12 +113,12 @@ export class Cache {
     this.sealer = opts.sealer ?? new Sealer()
   }
 
-  /** Opens a cache on `dir`, root-only; a writer never takes over a directory with other files or a shared one (cache-dir.ts). */
   /** What {@link Cache.open} would refuse `dir` for, checked without creating anything (a missing directory is no refusal). */
   static async refusal(dir: string): Promise<BootAgentError | undefined> {
     return refuseToOpen(dir, await inspectCacheDir(dir), false)
   }
 
+  /** Opens a cache on `dir`, root-only; a writer never takes over a directory with other files or a shared one (cache-dir.ts). */
   static async open(dir: string, opts: CacheOptions = {}): Promise<Cache> {
     const dirs = [dir, join(dir, 'objects'), objectsRoot(dir), tmpDir(dir)]
     // An existing cache (every boot after the first): four lstat calls on this thread, not 12
